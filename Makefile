@@ -1,0 +1,42 @@
+# Slipway. `make up` runs the portal with its lab fleet; `make test` runs the whole suite.
+# Both do all set-up on a fresh Debian machine (as root) and are safe to run again.
+SHELL := /bin/bash
+PY := .venv/bin/python
+MANAGE := $(PY) manage.py
+PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
+
+.PHONY: up down test test-sqlite test-postgres lint setup lab
+
+setup:
+	@scripts/setup.sh
+
+up: setup
+	@$(MANAGE) migrate --noinput -v0
+	@$(MANAGE) collectstatic --noinput -v0
+	@$(MANAGE) lab up
+	@$(MANAGE) seed_demo
+	@scripts/services.sh start
+	@echo
+	@echo "Slipway is up: http://127.0.0.1:$${PORT:-8000}/   (API docs: /api/docs/, admin: /admin/)"
+	@echo "Logs in var/log/. Stop everything with: make down"
+
+down:
+	@scripts/services.sh stop
+	@if [ -x $(PY) ]; then $(MANAGE) lab down; fi
+
+lab: setup
+	@$(MANAGE) lab up --no-register
+
+lint:
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+	.venv/bin/mypy .
+
+test: export WITH_POSTGRES=1
+test: setup lab lint test-sqlite test-postgres
+
+test-sqlite:
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres:
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from apps.hosts import services
+from apps.hosts.models import Host
+
+
+class HostAdminForm(forms.ModelForm):
+    confirm_fingerprint = forms.CharField(
+        required=False,
+        help_text="To pin the offered key, type its fingerprint exactly as shown "
+        "(verify it on the host's console first).",
+    )
+
+    class Meta:
+        model = Host
+        fields = ["name", "ssh_user", "docker_transport", "docker_socket", "volume_root", "state"]
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    form = HostAdminForm
+    list_display = ["name", "address", "state", "cpus", "memory_mb", "last_seen", "last_error"]
+    list_filter = ["state", "docker_transport"]
+    search_fields = ["name", "address"]
+    # The address is the host's identity and its key is pinned to it: a new address is a new host.
+    readonly_fields = [
+        "address",
+        "ssh_port",
+        "fingerprint",
+        "offered_fingerprint",
+        "cpus",
+        "memory_mb",
+        "last_seen",
+        "last_checked",
+        "last_error",
+        "facts",
+    ]
+    fields = [
+        "name",
+        "address",
+        "ssh_port",
+        "ssh_user",
+        "docker_transport",
+        "docker_socket",
+        "volume_root",
+        "state",
+        "fingerprint",
+        "offered_fingerprint",
+        "confirm_fingerprint",
+        "cpus",
+        "memory_mb",
+        "last_seen",
+        "last_checked",
+        "last_error",
+        "facts",
+    ]
+    actions = ["probe", "refetch_key"]
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        # Registering fetches the host key for confirmation: one flow, on the ops host page.
+        return redirect("hosts:list")
+
+    def save_model(self, request: HttpRequest, obj: Host, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        confirm = form.cleaned_data.get("confirm_fingerprint")
+        if confirm:
+            try:
+                services.host_confirm_key(host=obj, confirmed_fingerprint=confirm)
+            except ValidationError as exc:
+                messages.error(request, "; ".join(exc.messages))
+            else:
+                messages.success(request, f"Key pinned for {obj.name}; the host is {obj.state}.")
+
+    @admin.action(description="Probe the selected hosts now")
+    def probe(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            host = services.host_probe(host=host)
+            level = messages.SUCCESS if host.state == Host.State.ACTIVE else messages.WARNING
+            self.message_user(request, f"{host.name}: {host.state} {host.last_error}", level)
+
+    @admin.action(description="Re-fetch the offered SSH host key")
+    def refetch_key(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                services.host_refetch_key(host=host)
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"{host.name} offers {host.offered_fingerprint}; confirm it to pin."
+                )

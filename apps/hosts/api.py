@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.hosts import services
+from apps.hosts.models import Host
+
+
+class HostSerializer(serializers.ModelSerializer):
+    fingerprint = serializers.CharField(read_only=True)
+    offered_fingerprint = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Host
+        fields = [
+            "id",
+            "name",
+            "address",
+            "ssh_port",
+            "ssh_user",
+            "docker_transport",
+            "docker_socket",
+            "volume_root",
+            "state",
+            "cpus",
+            "memory_mb",
+            "fingerprint",
+            "offered_fingerprint",
+            "last_seen",
+            "last_checked",
+            "last_error",
+        ]
+        read_only_fields = ["state", "cpus", "memory_mb", "last_seen", "last_checked", "last_error"]
+
+
+class ConfirmKeySerializer(serializers.Serializer):
+    fingerprint = serializers.CharField(max_length=100)
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return bool(request.user and request.user.is_authenticated)
+        return bool(request.user and request.user.is_staff)
+
+
+def _as_drf(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
+
+
+class HostViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Hosts of the fleet. Everyone signed in may list them; only ops register and confirm."""
+
+    queryset = Host.objects.all()
+    serializer_class = HostSerializer
+    permission_classes = [IsStaffOrReadOnly]
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            host = services.host_register(**serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
+        return Response(self.get_serializer(host).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ConfirmKeySerializer, responses=HostSerializer)
+    @action(detail=True, methods=["post"], url_path="confirm-key")
+    def confirm_key(self, request: Request, pk: str | None = None) -> Response:
+        host = self.get_object()
+        body = ConfirmKeySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            host = services.host_confirm_key(
+                host=host, confirmed_fingerprint=body.validated_data["fingerprint"]
+            )
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
+        return Response(self.get_serializer(host).data)
+
+    @extend_schema(request=None, responses=HostSerializer)
+    @action(detail=True, methods=["post"])
+    def probe(self, request: Request, pk: str | None = None) -> Response:
+        host = services.host_probe(host=self.get_object())
+        return Response(self.get_serializer(host).data)

@@ -1,0 +1,78 @@
+"""The one small interface through which the rest of the portal reaches a host.
+
+Services call these functions with a Host row; the transport modules underneath do the
+SSH and Docker API work. Every failure comes out as a HostError whose message is safe to
+show to users.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from apps.hosts.transport import CommandFailed, CommandResult, HostError, HostKeyUnknown, docker_api, ssh
+
+if TYPE_CHECKING:
+    from apps.hosts.models import Host
+
+AGENT_ARGV = ["python3", "-m", "hostagent"]
+# Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
+KNOWN_AGENT_VERSIONS = {1}
+
+
+def _require_pinned(host: Host) -> None:
+    if not host.host_key:
+        raise HostKeyUnknown(
+            f"{host.name}: the host key is not confirmed; confirm its fingerprint on the host page first"
+        )
+
+
+def run(
+    host: Host,
+    argv: list[str],
+    *,
+    timeout: float | None = None,
+    stdin: bytes | None = None,
+    max_output: int | None = None,
+) -> CommandResult:
+    """Run argv (never a shell string) on the host over SSH."""
+    _require_pinned(host)
+    return ssh.run(host.endpoint, argv, timeout=timeout, stdin=stdin, max_output=max_output)
+
+
+def agent(host: Host, command: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
+    """Run a hostagent command and return its JSON document."""
+    result = run(host, [*AGENT_ARGV, command, *args], timeout=timeout)
+    if not result.ok:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise CommandFailed(
+            f"{host.name}: hostagent {command} exited {result.exit_code}: {detail[0]}",
+            exit_code=result.exit_code,
+        )
+    try:
+        document = json.loads(result.stdout)
+    except ValueError:
+        raise HostError(f"{host.name}: hostagent {command} printed something that is not JSON") from None
+    if not isinstance(document, dict) or document.get("agent_version") not in KNOWN_AGENT_VERSIONS:
+        raise HostError(
+            f"{host.name}: hostagent speaks version {document.get('agent_version') if isinstance(document, dict) else '?'}; "
+            f"this portal knows {sorted(KNOWN_AGENT_VERSIONS)}"
+        )
+    return document
+
+
+def docker(host: Host) -> docker_api.DockerClient:
+    """A docker-py client for the host's daemon over its configured transport."""
+    if host.docker_transport == "ssh":
+        _require_pinned(host)
+        return docker_api.client_for(transport="ssh", endpoint=host.endpoint)
+    return docker_api.client_for(transport="local", socket_path=host.docker_socket)
+
+
+def fetch_host_key(address: str, port: int) -> str:
+    return ssh.fetch_host_key(address, port)
+
+
+def forget(host: Host) -> None:
+    """Drop cached connections to the host (after its key or address changed)."""
+    ssh.drop_session(host.endpoint)

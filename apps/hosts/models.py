@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from apps.hosts.transport import Endpoint, fingerprint
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
+
+
+def validate_address(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value) or value.replace(".", "").isdigit():
+        raise ValidationError(
+            f"{value!r} is neither an IP address nor a host name (letters, digits, '-' and '.')."
+        )
+
+
+def validate_absolute_path(value: str) -> None:
+    if not value.startswith("/") or "\x00" in value or "/../" in f"{value}/" or "/./" in f"{value}/":
+        raise ValidationError(f"{value!r}: use an absolute path without '.' or '..' components.")
+
+
+def default_volume_root() -> str:
+    return str(settings.HOST_VOLUME_ROOT)
+
+
+class Host(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Key not confirmed"
+        ACTIVE = "active", "Active"
+        DRAINING = "draining", "Draining"
+        UNREACHABLE = "unreachable", "Unreachable"
+
+    class Transport(models.TextChoices):
+        SSH = "ssh", "Docker API over SSH"
+        LOCAL = "local", "Local Docker socket"
+
+    name = models.CharField(
+        max_length=63,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z][a-z0-9-]{0,62}$",
+                "Use lowercase letters, digits and '-', starting with a letter (at most 63).",
+            )
+        ],
+    )
+    address = models.CharField(max_length=253, validators=[validate_address])
+    ssh_port = models.PositiveIntegerField(
+        default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    ssh_user = models.CharField(
+        max_length=32,
+        default="root",
+        validators=[RegexValidator(r"^[a-z_][a-z0-9_-]{0,31}$", "Not a valid Unix user name.")],
+    )
+    # The pinned key ("<type> <base64>"); nothing runs on the host until it is set.
+    host_key = models.TextField(blank=True)
+    # The key the host offered at registration or on the last re-fetch, awaiting confirmation.
+    offered_host_key = models.TextField(blank=True)
+    docker_transport = models.CharField(max_length=10, choices=Transport.choices, default=Transport.SSH)
+    # Only for the local transport: the daemon's socket on this machine.
+    docker_socket = models.CharField(max_length=200, blank=True, validators=[validate_absolute_path])
+    volume_root = models.CharField(
+        max_length=200, default=default_volume_root, validators=[validate_absolute_path]
+    )
+    cpus = models.PositiveIntegerField(null=True, blank=True)
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    facts = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_checked = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["address", "ssh_port"], name="one_host_per_address")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.docker_transport == self.Transport.LOCAL and not self.docker_socket:
+            raise ValidationError({"docker_socket": "The local transport needs the daemon's socket path."})
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.address, self.ssh_port, self.ssh_user, self.host_key)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.host_key) if self.host_key else ""
+
+    @property
+    def offered_fingerprint(self) -> str:
+        return fingerprint(self.offered_host_key) if self.offered_host_key else ""
+
+    @property
+    def key_awaits_confirmation(self) -> bool:
+        return bool(self.offered_host_key) and self.offered_host_key != self.host_key

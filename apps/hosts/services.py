@@ -1,0 +1,141 @@
+"""Business logic for hosts: register, confirm the key, probe. Views, API, admin, tasks and
+the lab all call these."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.hosts import gateway
+from apps.hosts.models import Host
+from apps.hosts.transport import HostError, HostKeyChanged, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def host_register(
+    *,
+    name: str,
+    address: str,
+    ssh_port: int = 22,
+    ssh_user: str = "root",
+    docker_transport: str = Host.Transport.SSH,
+    docker_socket: str = "",
+    volume_root: str | None = None,
+) -> Host:
+    """Create a host awaiting key confirmation, with the key it offers right now.
+
+    Nothing runs on the host until `host_confirm_key` pins that key.
+    """
+    host = Host(
+        name=name,
+        address=address,
+        ssh_port=ssh_port,
+        ssh_user=ssh_user,
+        docker_transport=docker_transport,
+        docker_socket=docker_socket,
+        state=Host.State.PENDING,
+    )
+    if volume_root:
+        host.volume_root = volume_root
+    host.full_clean(exclude=["offered_host_key"])
+    try:
+        host.offered_host_key = gateway.fetch_host_key(address, ssh_port)
+    except HostError as exc:
+        raise ValidationError(f"Cannot fetch the SSH host key of {address}:{ssh_port}: {exc}") from exc
+    host.save()
+    return host
+
+
+def host_refetch_key(*, host: Host) -> Host:
+    """Fetch the key the host offers now (after a reinstall), to be confirmed again."""
+    try:
+        offered = gateway.fetch_host_key(host.address, host.ssh_port)
+    except HostError as exc:
+        raise ValidationError(
+            f"Cannot fetch the SSH host key of {host.address}:{host.ssh_port}: {exc}"
+        ) from exc
+    host.offered_host_key = offered
+    host.save(update_fields=["offered_host_key"])
+    return host
+
+
+def host_confirm_key(*, host: Host, confirmed_fingerprint: str) -> Host:
+    """Pin the offered key if the caller confirms its exact fingerprint, then probe the host."""
+    if not host.offered_host_key:
+        raise ValidationError("No key was offered by this host yet; fetch it first.")
+    expected = fingerprint(host.offered_host_key)
+    if confirmed_fingerprint.strip() != expected:
+        raise ValidationError(
+            f"The fingerprint does not match the key the host offered ({expected}); nothing was pinned."
+        )
+    gateway.forget(host)
+    host.host_key = host.offered_host_key
+    host.last_error = ""
+    if host.state == Host.State.PENDING:
+        host.state = Host.State.UNREACHABLE  # until the first probe succeeds
+    host.save(update_fields=["host_key", "last_error", "state"])
+    return host_probe(host=host)
+
+
+def host_probe(*, host: Host) -> Host:
+    """Ask the host's agent for its facts; record capacity, or mark it unreachable with the reason."""
+    now = timezone.now()
+    if not host.host_key:
+        host.last_checked = now
+        host.last_error = "The host key is not confirmed yet."
+        host.save(update_fields=["last_checked", "last_error"])
+        return host
+    try:
+        info: dict[str, Any] = gateway.agent(host, "info")
+    except HostError as exc:
+        host.last_checked = now
+        host.last_error = str(exc)
+        if isinstance(exc, HostKeyChanged):
+            host.last_error = f"{exc}. Re-fetch and confirm the key if the host was reinstalled."
+        if host.state != Host.State.DRAINING:
+            host.state = Host.State.UNREACHABLE
+        host.save(update_fields=["last_checked", "last_error", "state"])
+        log.warning("probe of %s failed: %s", host.name, exc)
+        return host
+    host.cpus = int(info["cpus"])
+    host.memory_mb = int(info["memory_bytes"]) // (1024 * 1024)
+    host.facts = info
+    host.last_checked = now
+    host.last_seen = now
+    docker = info.get("docker") or {}
+    if docker.get("reachable"):
+        host.last_error = ""
+        if host.state in (Host.State.UNREACHABLE, Host.State.PENDING):
+            host.state = Host.State.ACTIVE
+    else:
+        host.last_error = f"Docker daemon not reachable on the host: {docker.get('error', 'unknown')}"
+        if host.state != Host.State.DRAINING:
+            host.state = Host.State.UNREACHABLE
+    host.save(
+        update_fields=["cpus", "memory_mb", "facts", "last_checked", "last_seen", "last_error", "state"]
+    )
+    return host
+
+
+def hosts_probe_all() -> list[Host]:
+    """Probe every host with a pinned key; one slow host must not hold up the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import close_old_connections
+
+    hosts = list(Host.objects.exclude(host_key=""))
+
+    def probe(host: Host) -> Host:
+        try:
+            return host_probe(host=host)
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+        return list(pool.map(probe, hosts))

@@ -1,0 +1,75 @@
+"""How the portal talks to a host. Only the modules in this package import `paramiko` or
+`docker`; everything else uses these functions and the errors below."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+
+def fingerprint(host_key: str) -> str:
+    """OpenSSH-style SHA256 fingerprint of "<type> <base64>"."""
+    try:
+        blob = base64.b64decode(host_key.split()[1], validate=True)
+    except (IndexError, ValueError):
+        raise ValueError("not an SSH public key: expected '<type> <base64>'") from None
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+class HostError(Exception):
+    """A problem reaching or using a host. The message is safe to show to users."""
+
+
+class HostUnreachable(HostError):
+    pass
+
+
+class HostKeyError(HostError):
+    """The host's SSH key is not pinned, or differs from the pinned one: nothing may run."""
+
+
+class HostKeyUnknown(HostKeyError):
+    pass
+
+
+class HostKeyChanged(HostKeyError):
+    pass
+
+
+class CommandTimeout(HostError):
+    pass
+
+
+class CommandFailed(HostError):
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Everything needed to reach a host over SSH; hashable, so it keys connection caches."""
+
+    address: str
+    port: int
+    user: str
+    # The pinned public key, "<type> <base64>"; empty means not yet confirmed.
+    host_key: str
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0

@@ -1,0 +1,305 @@
+"""SSH to hosts with paramiko: pinned host keys, deadlines on every step, argv only.
+
+One connection per host is kept per worker process and made after fork (a paramiko
+Transport runs a thread, which does not survive fork). The portal has its own key and
+its own known-hosts data (the Host rows); the user's ~/.ssh is never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+
+from apps.hosts.transport import (
+    CommandResult,
+    CommandTimeout,
+    Endpoint,
+    HostKeyChanged,
+    HostKeyUnknown,
+    HostUnreachable,
+    fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+TRUNCATED_MARKER = b"\n[... output cut by Slipway: over the limit ...]\n"
+
+
+# --- the portal's own key -------------------------------------------------------------
+
+
+def ensure_portal_key(path: Path | None = None) -> Path:
+    """Create the portal's ed25519 key pair if it does not exist; return the private key path."""
+    path = path or settings.SSH_KEY_PATH
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(private)
+    tmp.chmod(0o600)
+    path.with_name(path.name + ".pub").write_bytes(public + b" slipway-portal\n")
+    tmp.rename(path)
+    return path
+
+
+def portal_public_key() -> str:
+    path = ensure_portal_key()
+    return path.with_name(path.name + ".pub").read_text().strip()
+
+
+def _portal_pkey() -> paramiko.PKey:
+    return paramiko.Ed25519Key.from_private_key_file(str(ensure_portal_key()))
+
+
+# --- host keys ----------------------------------------------------------------------------
+
+
+def _key_string(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _algorithms_for(key_type: str) -> list[str]:
+    # Ask the server for the pinned key's type, so a host with several keys shows the one we pinned.
+    if key_type == "ssh-rsa":
+        return ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    return [key_type]
+
+
+def _open_transport(address: str, port: int, pinned_type: str | None) -> paramiko.Transport:
+    try:
+        sock = socket.create_connection((address, port), timeout=settings.SSH_CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise HostUnreachable(f"cannot connect to {address}:{port}: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = settings.SSH_BANNER_TIMEOUT
+    transport.handshake_timeout = settings.SSH_BANNER_TIMEOUT
+    transport.auth_timeout = settings.SSH_AUTH_TIMEOUT
+    if pinned_type:
+        transport.get_security_options().key_types = _algorithms_for(pinned_type)
+    try:
+        # start_client's own timeout bounds banner plus key exchange.
+        transport.start_client(timeout=settings.SSH_BANNER_TIMEOUT * 2)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        transport.close()
+        raise HostUnreachable(f"SSH handshake with {address}:{port} failed: {exc or 'timed out'}") from exc
+    if not transport.is_active() or not transport.initial_kex_done:
+        # start_client can return at its deadline without raising; the session is not usable.
+        transport.close()
+        raise HostUnreachable(
+            f"SSH handshake with {address}:{port} failed: no answer within {settings.SSH_BANNER_TIMEOUT:g} s"
+        )
+    return transport
+
+
+def fetch_host_key(address: str, port: int = 22) -> str:
+    """Connect without authenticating and return the server's host key, for confirmation."""
+    transport = _open_transport(address, port, None)
+    try:
+        return _key_string(transport.get_remote_server_key())
+    finally:
+        transport.close()
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+class ChannelOpenFailed(HostUnreachable):
+    """No channel could be opened: the command never started, so a retry is safe."""
+
+
+class SSHSession:
+    """An authenticated connection to one host; channels are opened on it per command."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.transport = self._connect()
+
+    def _connect(self) -> paramiko.Transport:
+        ep = self.endpoint
+        if not ep.host_key:
+            raise HostKeyUnknown(
+                f"{ep.address}: the host key is not confirmed; confirm its fingerprint first"
+            )
+        pinned_type = ep.host_key.split()[0]
+        transport = _open_transport(ep.address, ep.port, pinned_type)
+        try:
+            offered = _key_string(transport.get_remote_server_key())
+            if offered != ep.host_key:
+                raise HostKeyChanged(
+                    f"{ep.address}: host key changed (pinned {fingerprint(ep.host_key)}, "
+                    f"offered {fingerprint(offered)}); refusing to connect"
+                )
+            try:
+                transport.auth_publickey(ep.user, _portal_pkey())
+            except (paramiko.SSHException, EOFError) as exc:
+                raise HostUnreachable(f"{ep}: authentication failed: {exc}") from exc
+            transport.set_keepalive(15)
+        except BaseException:
+            transport.close()
+            raise
+        return transport
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def open_channel(self, command: str, timeout: float | None = None) -> paramiko.Channel:
+        try:
+            channel = self.transport.open_session(timeout=settings.SSH_CONNECT_TIMEOUT)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ChannelOpenFailed(f"{self.endpoint}: cannot open a channel: {exc}") from exc
+        return channel
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        max_output: int | None = None,
+    ) -> CommandResult:
+        """Run argv on the host; bound the output; kill it at the deadline.
+
+        The remote side enforces the deadline too (coreutils `timeout`), so a command that
+        never ends is killed on the host even if our channel is gone.
+        """
+        if not argv or not all(isinstance(part, str) for part in argv):
+            raise TypeError("argv must be a non-empty list of strings")
+        timeout = settings.SSH_COMMAND_TIMEOUT if timeout is None else timeout
+        limit = settings.SSH_MAX_OUTPUT if max_output is None else max_output
+        remote = ["timeout", "--kill-after=2", f"{timeout:g}", *argv]
+        started = time.monotonic()
+        deadline = started + timeout + 3
+        channel = self.open_channel(shlex.join(remote), timeout=0)
+        out, err = bytearray(), bytearray()
+        truncated = False
+        try:
+            if stdin:
+                channel.setblocking(True)
+                channel.settimeout(max(0.1, deadline - time.monotonic()))
+                channel.sendall(stdin)
+                channel.setblocking(False)
+            channel.shutdown_write()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommandTimeout(
+                        f"{self.endpoint}: {argv[0]} did not finish within {timeout:g} s; killed"
+                    )
+                select.select([channel], [], [], min(remaining, 1.0))
+                got = False
+                while channel.recv_ready():
+                    chunk = channel.recv(65536)
+                    got = True
+                    truncated |= _append_bounded(out, chunk, limit)
+                while channel.recv_stderr_ready():
+                    chunk = channel.recv_stderr(65536)
+                    got = True
+                    truncated |= _append_bounded(err, chunk, limit)
+                if not got and channel.exit_status_ready() and not channel.recv_ready():
+                    break
+                if channel.closed and not got:
+                    break
+            exit_code = channel.recv_exit_status()
+        except OSError as exc:
+            raise HostUnreachable(f"{self.endpoint}: connection lost: {exc}") from exc
+        finally:
+            channel.close()
+        if exit_code == 124:
+            raise CommandTimeout(f"{self.endpoint}: {argv[0]} did not finish within {timeout:g} s; killed")
+        if truncated:
+            out += TRUNCATED_MARKER
+        return CommandResult(
+            exit_code=exit_code,
+            stdout=bytes(out),
+            stderr=bytes(err),
+            duration=time.monotonic() - started,
+            truncated=truncated,
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def _append_bounded(buffer: bytearray, chunk: bytes, limit: int) -> bool:
+    room = limit - len(buffer)
+    if room >= len(chunk):
+        buffer += chunk
+        return False
+    if room > 0:
+        buffer += chunk[:room]
+    return True
+
+
+# --- per-process connection cache ---------------------------------------------------------
+
+_sessions: dict[Endpoint, SSHSession] = {}
+_sessions_pid = os.getpid()
+_sessions_lock = threading.Lock()
+
+
+def session_for(endpoint: Endpoint) -> SSHSession:
+    """The live session for this endpoint in this process, connecting if needed."""
+    global _sessions_pid
+    with _sessions_lock:
+        if _sessions_pid != os.getpid():
+            # Forked: the parent's transports belong to threads that no longer exist here.
+            _sessions.clear()
+            _sessions_pid = os.getpid()
+        session = _sessions.get(endpoint)
+        if session is not None and session.alive:
+            return session
+        if session is not None:
+            session.close()
+        session = SSHSession(endpoint)
+        _sessions[endpoint] = session
+        return session
+
+
+def drop_session(endpoint: Endpoint) -> None:
+    with _sessions_lock:
+        session = _sessions.pop(endpoint, None)
+    if session is not None:
+        session.close()
+
+
+def run(
+    endpoint: Endpoint,
+    argv: list[str],
+    *,
+    timeout: float | None = None,
+    stdin: bytes | None = None,
+    max_output: int | None = None,
+) -> CommandResult:
+    """Run argv on a host over the cached session.
+
+    A cached connection may have died since its last use (host rebooted, link flapped);
+    if no channel could be opened, reconnect once. A command that had started is never re-run.
+    """
+    session = session_for(endpoint)
+    try:
+        return session.run(argv, timeout=timeout, stdin=stdin, max_output=max_output)
+    except ChannelOpenFailed:
+        drop_session(endpoint)
+        session = session_for(endpoint)
+        return session.run(argv, timeout=timeout, stdin=stdin, max_output=max_output)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from apps.hosts import views
+
+app_name = "hosts"
+urlpatterns = [
+    path("", views.host_list, name="list"),
+    path("<int:pk>/", views.host_detail, name="detail"),
+    path("<int:pk>/confirm-key/", views.host_confirm_key, name="confirm-key"),
+    path("<int:pk>/refetch-key/", views.host_refetch_key, name="refetch-key"),
+    path("<int:pk>/probe/", views.host_probe, name="probe"),
+]

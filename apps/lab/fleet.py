@@ -1,0 +1,634 @@
+"""The lab fleet: several Docker hosts on this machine, each a network namespace with its own
+dockerd, sshd and hostagent, on one bridged "public" segment.
+
+Everything here is idempotent. `up` repairs whatever a killed or half-finished run left
+(namespaces, links, daemons found by their pidfiles, mounts); `down` removes it all. Daemons are
+found only by the pidfiles this module writes and by the network namespaces it made, never by
+process name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.lab import images
+
+Log = Callable[[str], None]
+BASE_DIR = Path(settings.BASE_DIR)
+NETNS_DIR = Path("/var/run/netns")
+
+
+class LabError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    prefix: str
+    subnet: ipaddress.IPv4Network
+    hosts: int
+    state_dir: Path
+    run_dir: Path
+    image_cache: Path
+    images: tuple[str, ...] = ("busybox", "debian-python")
+
+    @classmethod
+    def from_settings(cls, hosts: int | None = None) -> LabConfig:
+        return cls(
+            prefix=settings.LAB_PREFIX,
+            subnet=ipaddress.IPv4Network(settings.LAB_SUBNET),
+            hosts=hosts if hosts is not None else settings.LAB_HOSTS,
+            state_dir=Path(settings.LAB_STATE_DIR),
+            run_dir=Path(settings.LAB_RUN_DIR),
+            image_cache=Path(settings.LAB_IMAGE_CACHE),
+        )
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}-br0"
+
+    @property
+    def bridge_mac(self) -> str:
+        # Fixed and locally administered: a bridge left to pick its lowest port MAC changes
+        # address as ports come and go, and its neighbours lose it.
+        return _mac(f"{self.prefix}-bridge")
+
+    @property
+    def portal_ip(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    def host(self, index: int) -> LabHost:
+        return LabHost(self, index)
+
+    def all_hosts(self) -> list[LabHost]:
+        return [self.host(i) for i in range(1, self.hosts + 1)]
+
+    def existing_hosts(self) -> list[LabHost]:
+        """Hosts that exist now, even beyond `hosts` (a previous run with --hosts 3)."""
+        found = set(range(1, self.hosts + 1))
+        if NETNS_DIR.exists():
+            for path in NETNS_DIR.glob(f"{self.prefix}-h*"):
+                suffix = path.name[len(self.prefix) + 2 :]
+                if suffix.isdigit():
+                    found.add(int(suffix))
+        for path in self.run_dir.glob("h*") if self.run_dir.exists() else []:
+            if path.name[1:].isdigit():
+                found.add(int(path.name[1:]))
+        return [self.host(i) for i in sorted(found)]
+
+
+def _mac(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+@dataclass(frozen=True)
+class LabHost:
+    config: LabConfig
+    index: int
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return (
+            f"lab-{self.config.prefix}-h{self.index}" if self.config.prefix != "slw" else f"lab-h{self.index}"
+        )
+
+    @property
+    def netns(self) -> str:
+        return f"{self.config.prefix}-h{self.index}"
+
+    @property
+    def veth(self) -> str:
+        return f"{self.config.prefix}-h{self.index}"
+
+    @property
+    def address(self) -> ipaddress.IPv4Address:
+        return self.config.subnet.network_address + 10 + self.index
+
+    @property
+    def mac(self) -> str:
+        return _mac(f"{self.config.prefix}-host-{self.index}")
+
+    @property
+    def state(self) -> Path:
+        return self.config.state_dir / f"h{self.index}"
+
+    @property
+    def run(self) -> Path:
+        return self.config.run_dir / f"h{self.index}"
+
+    @property
+    def docker_socket(self) -> Path:
+        return self.run / "docker.sock"
+
+    @property
+    def docker_pidfile(self) -> Path:
+        return self.run / "docker.pid"
+
+    @property
+    def sshd_pidfile(self) -> Path:
+        return self.run / "sshd.pid"
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.state / "sshd_config"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.state / "ssh" / "ssh_host_ed25519_key"
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.state / "agent"
+
+    @property
+    def volume_root(self) -> Path:
+        # All lab hosts share this machine's filesystem, so each has its own volume root.
+        return self.state / "volumes"
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+    def host_public_key(self) -> str:
+        parts = (self.host_key_path.with_suffix(".pub")).read_text().split()
+        return f"{parts[0]} {parts[1]}"
+
+
+# --- small process helpers -------------------------------------------------------------------
+
+
+def sh(
+    *argv: str, check: bool = True, netns: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    command = list(argv)
+    if netns:
+        # nsenter, not `ip netns exec`: the latter remounts /sys, and dockerd then fails
+        # with "Devices cgroup isn't mounted".
+        command = ["nsenter", f"--net={NETNS_DIR / netns}", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise LabError(
+            f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result
+
+
+def _link_exists(name: str, netns: str | None = None) -> bool:
+    return sh("ip", "link", "show", name, check=False, netns=netns).returncode == 0
+
+
+def _ns_inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _pid_from(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _daemon_pid(pidfile: Path, marker: str, netns_path: Path) -> int | None:
+    """The pid in the pidfile if it is our daemon (its argv names `marker`) in our namespace."""
+    pid = _pid_from(pidfile)
+    if pid is None or not any(marker in part for part in _cmdline(pid)):
+        return None
+    if _ns_inode(Path(f"/proc/{pid}/ns/net")) != _ns_inode(netns_path):
+        return None
+    return pid
+
+
+def _terminate(pid: int, grace: float = 15.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _processes_in_netns(netns_path: Path) -> list[int]:
+    inode = _ns_inode(netns_path)
+    if inode is None:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _ns_inode(entry / "ns" / "net") == inode:
+            found.append(int(entry.name))
+    return found
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        for child in children.get(pid, []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _unmount_under(*roots: Path) -> None:
+    prefixes = [str(root).rstrip("/") + "/" for root in roots]
+    mounts = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1].replace("\\040", " ")
+        if any(target.startswith(prefix) or target + "/" == prefix for prefix in prefixes):
+            mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    tail = ""
+    if log_file and log_file.exists():
+        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+    raise LabError(f"{what} did not come up within {timeout:g} s{tail}")
+
+
+def _docker_answers(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2)
+            conn.connect(str(sock))
+            conn.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"200 OK" in conn.recv(256)
+    except OSError:
+        return False
+
+
+def _sshd_answers(address: str, port: int = 22) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2) as conn:
+            conn.settimeout(2)
+            return conn.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def docker_cli() -> str:
+    # Debian's docker.io client matches its daemon; prefer it over any other on PATH.
+    for candidate in ("/usr/bin/docker", shutil.which("docker") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise LabError("the docker client is not installed: apt-get install docker.io")
+
+
+def docker(
+    host: LabHost, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return sh(docker_cli(), "-H", f"unix://{host.docker_socket}", *args, check=check, timeout=timeout)
+
+
+# --- prerequisites ---------------------------------------------------------------------------------
+
+
+REQUIRED = {
+    "dockerd": "docker.io",
+    "sshd": "openssh-server",
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "timeout": "coreutils",
+}
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab builds network namespaces and daemons: run it as root")
+    missing = []
+    for binary, package in REQUIRED.items():
+        if not (shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists()):
+            missing.append(f"{binary} (apt-get install {package})")
+    if missing:
+        raise LabError("missing: " + ", ".join(missing) + "; `make up` installs them")
+
+
+# --- up ---------------------------------------------------------------------------------------------
+
+
+def up(config: LabConfig, log: Log = print) -> list[LabHost]:
+    check_prerequisites()
+    from apps.hosts.transport.ssh import portal_public_key
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    authorized = config.state_dir / "authorized_keys"
+    authorized.write_text(portal_public_key() + "\n")
+    authorized.chmod(0o600)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+
+    _ensure_bridge(config)
+    hosts = config.all_hosts()
+    for host in hosts:
+        _ensure_host_network(host)
+        _ensure_dockerd(host, log)
+        _ensure_agent(host)
+        _ensure_sshd(host, log)
+        _ensure_public_network(host)
+    for key in config.images:
+        spec = images.IMAGES[key]
+        tar = images.rootfs_tar(key, config.image_cache, log)
+        for host in hosts:
+            if docker(host, "image", "inspect", spec.reference, check=False).returncode != 0:
+                log(f"{host.name}: importing {spec.reference}")
+                args = ["image", "import"]
+                for change in spec.changes:
+                    args += ["--change", change]
+                docker(host, *args, str(tar), spec.reference)
+    # Hosts beyond --hosts from an earlier, larger run go away.
+    for host in config.existing_hosts():
+        if host.index > config.hosts:
+            log(f"{host.name}: not wanted any more, removing")
+            _remove_host(host, purge=False)
+    return hosts
+
+
+def _ensure_bridge(config: LabConfig) -> None:
+    if not _link_exists(config.bridge):
+        sh("ip", "link", "add", config.bridge, "type", "bridge")
+    sh("ip", "link", "set", config.bridge, "address", config.bridge_mac)
+    sh("ip", "addr", "replace", f"{config.portal_ip}/{config.subnet.prefixlen}", "dev", config.bridge)
+    sh("ip", "link", "set", config.bridge, "up")
+
+
+def _ensure_host_network(host: LabHost) -> None:
+    if not host.netns_path.exists():
+        # A namespace file can vanish while its veth lives on in the root namespace.
+        if _link_exists(host.veth):
+            sh("ip", "link", "del", host.veth)
+        sh("ip", "netns", "add", host.netns)
+    if not _link_exists("eth0", netns=host.netns):
+        if _link_exists(host.veth):
+            sh("ip", "link", "del", host.veth)
+        sh("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+    sh("ip", "link", "set", host.veth, "master", host.config.bridge)
+    sh("ip", "link", "set", host.veth, "up")
+    ns = host.netns
+    sh("ip", "link", "set", "lo", "up", netns=ns)
+    sh("ip", "link", "set", "eth0", "address", host.mac, netns=ns)
+    sh("ip", "addr", "replace", f"{host.address}/{host.config.subnet.prefixlen}", "dev", "eth0", netns=ns)
+    sh("ip", "link", "set", "eth0", "up", netns=ns)
+    sh("ip", "route", "replace", "default", "via", str(host.config.portal_ip), netns=ns)
+
+
+def _stop_daemon(pidfile: Path, marker: str, host: LabHost) -> None:
+    pid = _pid_from(pidfile)
+    if pid is not None and any(marker in part for part in _cmdline(pid)):
+        _terminate(pid)
+    pidfile.unlink(missing_ok=True)
+
+
+def _ensure_dockerd(host: LabHost, log: Log) -> None:
+    marker = str(host.run / "exec")
+    if _daemon_pid(host.docker_pidfile, marker, host.netns_path) and _docker_answers(host.docker_socket):
+        return
+    log(f"{host.name}: starting dockerd")
+    _stop_daemon(host.docker_pidfile, marker, host)
+    _kill_leftovers(host)
+    _unmount_under(host.run / "exec", host.state / "docker")
+    host.run.mkdir(parents=True, exist_ok=True)
+    (host.state / "docker").mkdir(parents=True, exist_ok=True)
+    host.volume_root.mkdir(parents=True, exist_ok=True)
+    host.docker_socket.unlink(missing_ok=True)
+    log_file = host.state / "dockerd.log"
+    with open(log_file, "ab") as out:
+        subprocess.Popen(
+            [
+                "nsenter",
+                f"--net={host.netns_path}",
+                "dockerd",
+                "--data-root",
+                str(host.state / "docker"),
+                "--exec-root",
+                marker,
+                "--host",
+                f"unix://{host.docker_socket}",
+                "--pidfile",
+                str(host.docker_pidfile),
+                "--storage-driver",
+                "overlay2",
+                "--cgroup-parent",
+                f"/{host.netns}",
+                "--log-level",
+                "warn",
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `manage.py lab up`
+        )
+    _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
+
+
+def _kill_leftovers(host: LabHost) -> None:
+    """Processes still in the host's namespace after its daemons are gone (containerd, shims and
+    their containers from a killed run), found by namespace and parentage, never by name."""
+    roots = _processes_in_netns(host.netns_path)
+    for pid in _descendants(roots) + roots:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in roots):
+        time.sleep(0.05)
+
+
+def _ensure_agent(host: LabHost) -> None:
+    """Install hostagent on the host as ops would on a real one: a copy of the package."""
+    source = BASE_DIR / "hostagent"
+    target = host.agent_dir / "hostagent"
+    staging = host.agent_dir / ".hostagent.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def _sshd_config_text(host: LabHost) -> str:
+    env = f"DOCKER_HOST=unix://{host.docker_socket} PYTHONPATH={host.agent_dir}"
+    return "\n".join(
+        [
+            f"ListenAddress {host.address}:22",
+            f"HostKey {host.host_key_path}",
+            f"PidFile {host.sshd_pidfile}",
+            f"AuthorizedKeysFile {host.config.state_dir / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            # The lab's files live under root-owned dirs that are not 0700 all the way.
+            "StrictModes no",
+            "PrintMotd no",
+            "MaxSessions 64",
+            "MaxStartups 64:30:128",
+            f"SetEnv {env}",
+            "Subsystem sftp internal-sftp",
+            "",
+        ]
+    )
+
+
+def _ensure_sshd(host: LabHost, log: Log) -> None:
+    if not host.host_key_path.exists():
+        host.host_key_path.parent.mkdir(parents=True, exist_ok=True)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host.host_key_path))
+    text = _sshd_config_text(host)
+    changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
+    marker = str(host.sshd_config)
+    running = _daemon_pid(host.sshd_pidfile, marker, host.netns_path)
+    if running and not changed and _sshd_answers(str(host.address)):
+        return
+    log(f"{host.name}: starting sshd")
+    _stop_daemon(host.sshd_pidfile, marker, host)
+    host.sshd_config.write_text(text)
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    sh(sshd, "-t", "-f", marker)
+    # sshd daemonizes itself and writes its pidfile.
+    sh(sshd, "-f", marker, "-E", str(host.state / "sshd.log"), netns=host.netns)
+    _wait_for(lambda: _sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log")
+
+
+def _ensure_public_network(host: LabHost) -> None:
+    if docker(host, "network", "inspect", "public", check=False).returncode == 0:
+        return
+    subnet = host.config.subnet
+    # Docker's own IPAM hands out only from the last /24; the portal assigns static
+    # addresses explicitly (Docker's per-host IPAM would reuse addresses across hosts).
+    last = list(subnet.subnets(new_prefix=max(subnet.prefixlen, 24)))[-1]
+    docker(
+        host,
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "--subnet",
+        str(subnet),
+        "--gateway",
+        str(host.config.portal_ip),
+        "--ip-range",
+        str(last),
+        "--opt",
+        "parent=eth0",
+        "public",
+    )
+
+
+# --- down -------------------------------------------------------------------------------------------
+
+
+def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
+    for host in config.existing_hosts():
+        log(f"{host.name}: removing")
+        _remove_host(host, purge=purge)
+    if _link_exists(config.bridge):
+        sh("ip", "link", "del", config.bridge)
+    if purge:
+        shutil.rmtree(config.state_dir, ignore_errors=True)
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+
+
+def _remove_host(host: LabHost, purge: bool) -> None:
+    _stop_daemon(host.sshd_pidfile, str(host.sshd_config), host)
+    _stop_daemon(host.docker_pidfile, str(host.run / "exec"), host)
+    _kill_leftovers(host)
+    _unmount_under(host.run, host.state)
+    if host.netns_path.exists():
+        sh("ip", "netns", "del", host.netns, check=False)
+    if _link_exists(host.veth):
+        sh("ip", "link", "del", host.veth, check=False)
+    shutil.rmtree(host.run, ignore_errors=True)
+    if purge:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(host.state)], check=False)
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class HostStatus:
+    host: LabHost
+    netns: bool
+    docker: bool
+    sshd: bool
+    images: dict[str, bool]
+
+    @property
+    def healthy(self) -> bool:
+        return self.netns and self.docker and self.sshd and all(self.images.values())
+
+
+def status(config: LabConfig) -> list[HostStatus]:
+    out = []
+    for host in config.existing_hosts():
+        netns = host.netns_path.exists()
+        docker_up = _docker_answers(host.docker_socket)
+        present = {}
+        for key in config.images:
+            ref = images.IMAGES[key].reference
+            present[ref] = docker_up and docker(host, "image", "inspect", ref, check=False).returncode == 0
+        out.append(HostStatus(host, netns, docker_up, netns and _sshd_answers(str(host.address)), present))
+    return out
+
+
+def stop_sshd(host: LabHost) -> None:
+    """Stop one host's sshd (tests use it to make a host unreachable); `up` brings it back."""
+    _stop_daemon(host.sshd_pidfile, str(host.sshd_config), host)
+
+
+def stop_dockerd(host: LabHost) -> None:
+    _stop_daemon(host.docker_pidfile, str(host.run / "exec"), host)

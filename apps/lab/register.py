@@ -1,0 +1,41 @@
+"""Register the lab's hosts in the portal, as ops would: fetch the key, confirm it, probe."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+
+from apps.hosts import services
+from apps.hosts.models import Host
+from apps.hosts.transport import fingerprint
+from apps.lab.fleet import LabHost, Log
+
+
+def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
+    registered = []
+    for lab_host in hosts:
+        # The lab made this key itself; comparing it with what the host offers over the
+        # network is the out-of-band check an operator does by reading the console.
+        known = fingerprint(lab_host.host_public_key())
+        host = Host.objects.filter(name=lab_host.name).first()
+        if host is None:
+            host = services.host_register(
+                name=lab_host.name,
+                address=str(lab_host.address),
+                volume_root=str(lab_host.volume_root),
+            )
+        else:
+            host.address = str(lab_host.address)
+            host.volume_root = str(lab_host.volume_root)
+            host.save(update_fields=["address", "volume_root"])
+            if host.host_key and fingerprint(host.host_key) == known:
+                registered.append(services.host_probe(host=host))
+                continue
+            services.host_refetch_key(host=host)
+        if host.offered_fingerprint != known:
+            raise ValidationError(
+                f"{lab_host.name} offered {host.offered_fingerprint}, but the lab made {known}"
+            )
+        host = services.host_confirm_key(host=host, confirmed_fingerprint=known)
+        log(f"{host.name}: registered, key {known}, state {host.state}")
+        registered.append(host)
+    return registered

@@ -1,0 +1,43 @@
+"""A minimal HTTP client for the Docker Engine API over its unix socket (stdlib only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from typing import Any
+
+from hostagent.protocol import DEFAULT_DOCKER_HOST, DOCKER_HOST_ENV
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def socket_path() -> str:
+    url = os.environ.get(DOCKER_HOST_ENV) or DEFAULT_DOCKER_HOST
+    if not url.startswith("unix://"):
+        raise ValueError(f"{DOCKER_HOST_ENV}={url!r}: only unix:// sockets are supported")
+    return url[len("unix://") :]
+
+
+def get_json(path: str, timeout: float = 5.0) -> Any:
+    conn = UnixHTTPConnection(socket_path(), timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise OSError(f"docker API {path}: HTTP {response.status}")
+        return json.loads(body)
+    finally:
+        conn.close()

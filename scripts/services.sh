@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Start or stop the portal's own processes (web, Celery worker, beat), tracked by pidfiles
+# under var/run. Only processes whose pidfile this script wrote are ever signalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAR=$PWD/var
+RUN=$VAR/run
+LOG=$VAR/log
+mkdir -p "$RUN" "$LOG"
+BIN=$PWD/.venv/bin
+PORT=${PORT:-8000}
+
+alive() {  # alive NAME: the pidfile's process exists and is one of ours (runs from this venv)
+  local pid
+  pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$PWD/.venv"
+}
+
+start() {
+  alive web || "$BIN/gunicorn" portal.wsgi:application --bind "127.0.0.1:$PORT" --workers 3 \
+    --timeout 120 --pid "$RUN/web.pid" --daemon --access-logfile "$LOG/web.log" --error-logfile "$LOG/web.log"
+  alive worker || "$BIN/celery" -A portal worker --concurrency 4 --loglevel INFO \
+    --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --detach
+  alive beat || "$BIN/celery" -A portal beat --loglevel INFO --schedule "$VAR/celerybeat-schedule" \
+    --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" --detach
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the web process did not answer on 127.0.0.1:$PORT; see $LOG/web.log" >&2
+  return 1
+}
+
+stop() {
+  for name in beat worker web; do
+    if alive "$name"; then
+      pid=$(cat "$RUN/$name.pid")
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+      [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+  # Redis, if set-up started it (its pidfile is ours); a system Redis is left alone.
+  if [ -s "$RUN/redis.pid" ]; then
+    pid=$(cat "$RUN/redis.pid")
+    if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q redis-server; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+    rm -f "$RUN/redis.pid"
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

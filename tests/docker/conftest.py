@@ -1,0 +1,35 @@
+"""Fixtures on the real lab fleet: dockerd and sshd in network namespaces on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from apps.hosts.models import Host
+from apps.lab import fleet
+from apps.lab.register import register_hosts
+
+
+@pytest.fixture(scope="session")
+def lab() -> list[fleet.LabHost]:
+    """The lab fleet, built (or repaired) once per test session. `make test` built it already."""
+    return fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
+
+
+@pytest.fixture
+def lab_hosts(lab: list[fleet.LabHost], db: None) -> list[Host]:
+    """The lab hosts registered in the test database, keys confirmed and probed."""
+    hosts = register_hosts(lab, log=lambda _: None)
+    assert all(h.state == Host.State.ACTIVE for h in hosts), [(h.name, h.last_error) for h in hosts]
+    return hosts
+
+
+@pytest.fixture
+def cleanup_containers(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
+    """Names of containers a test creates; removed from every lab host afterwards."""
+    names: list[str] = []
+    yield names
+    for lab_host in lab:
+        for name in names:
+            fleet.docker(lab_host, "rm", "-f", name, check=False)

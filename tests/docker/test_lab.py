@@ -1,0 +1,89 @@
+"""`lab up` from nothing, and again over a half-torn-down lab, on a second small lab of its own
+(its own prefix, subnet and state), so the shared lab the other tests use is left alone."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from apps.hosts import gateway
+from apps.hosts.models import Host
+from apps.lab import fleet
+from apps.lab.register import register_hosts
+
+
+@pytest.fixture
+def scratch_lab(tmp_path: Path) -> Iterator[fleet.LabConfig]:
+    config = fleet.LabConfig(
+        prefix="slt",
+        subnet=ipaddress.IPv4Network("10.214.0.0/24"),
+        hosts=1,
+        state_dir=tmp_path / "state",
+        run_dir=Path("/run/slipway-lab-test"),
+        image_cache=fleet.LabConfig.from_settings().image_cache,
+    )
+    fleet.down(config, log=lambda _: None, purge=True)  # whatever a killed earlier run left
+    yield config
+    fleet.down(config, log=lambda _: None, purge=True)
+
+
+def _healthy(config: fleet.LabConfig) -> bool:
+    rows = fleet.status(config)
+    return bool(rows) and all(row.healthy for row in rows)
+
+
+def test_lab_up_builds_a_working_host_from_nothing_and_repairs_a_half_torn_down_one(
+    scratch_lab: fleet.LabConfig, db: None
+) -> None:
+    assert not any(row.netns or row.docker or row.sshd for row in fleet.status(scratch_lab))
+    (lab_host,) = fleet.up(scratch_lab, log=lambda _: None)
+    assert _healthy(scratch_lab)
+    (host,) = register_hosts([lab_host], log=lambda _: None)
+    assert host.state == Host.State.ACTIVE
+    assert host.address == "10.214.0.11"
+
+    # Tear it half down, as a killed run or a crash would: dockerd killed without its pidfile
+    # being cleaned, the host's link to the bridge deleted, the bridge itself gone.
+    docker_pid = int(lab_host.docker_pidfile.read_text())
+    os.kill(docker_pid, signal.SIGKILL)
+    fleet.sh("ip", "link", "del", lab_host.veth)
+    fleet.sh("ip", "link", "del", scratch_lab.bridge)
+    deadline = time.monotonic() + 5
+    while fleet._alive(docker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _healthy(scratch_lab)
+
+    fleet.up(scratch_lab, log=lambda _: None)
+    assert _healthy(scratch_lab)
+    assert int(lab_host.docker_pidfile.read_text()) != docker_pid
+    gateway.forget(host)
+    client = gateway.docker(host)
+    output = client.containers.run("slipway/busybox:1", ["echo", "repaired"], remove=True)
+    assert output == b"repaired\n"
+
+    # A second `up` over a healthy lab changes nothing.
+    pid_before = lab_host.docker_pidfile.read_text()
+    fleet.up(scratch_lab, log=lambda _: None)
+    assert lab_host.docker_pidfile.read_text() == pid_before
+
+    fleet.down(scratch_lab, log=lambda _: None)
+    assert not lab_host.netns_path.exists()
+    assert not fleet._link_exists(scratch_lab.bridge)
+    assert fleet._processes_in_netns(lab_host.netns_path) == []
+
+
+def test_lab_status_prints_each_host(lab: list[fleet.LabHost], capsys: pytest.CaptureFixture[str]) -> None:
+    call_command("lab", "status")
+    out = capsys.readouterr().out
+    for lab_host in lab:
+        line = next(line for line in out.splitlines() if line.startswith(lab_host.name))
+        assert str(lab_host.address) in line
+        assert "dockerd up" in line and "sshd up" in line
+        assert "slipway/busybox:1 yes" in line and "slipway/debian-python:1 yes" in line

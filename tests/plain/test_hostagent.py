@@ -1,0 +1,84 @@
+"""hostagent runs on any host's python3: standard library only, one JSON document."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostagent import info
+from hostagent.protocol import AGENT_VERSION
+
+AGENT_DIR = Path(__file__).resolve().parents[2] / "hostagent"
+
+
+def test_it_imports_only_the_standard_library() -> None:
+    for path in AGENT_DIR.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "hostagent", f"{path.name} imports {name}"
+
+
+def test_info_runs_on_the_system_python_without_site_packages() -> None:
+    # -S: no site-packages at all, as on a bare host; -E: ignore PYTHON* variables.
+    result = subprocess.run(
+        ["/usr/bin/python3", "-S", "-E", "-m", "hostagent", "info"],
+        cwd=AGENT_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["agent_version"] == AGENT_VERSION
+    assert document["cpus"] >= 1
+    assert document["memory_bytes"] > 64 * 1024 * 1024
+    assert document["cgroup_version"] in (1, 2)
+    assert document["docker"]["reachable"] is False
+    assert "nonexistent" in document["docker"]["error"] or "No such file" in document["docker"]["error"]
+
+
+def test_an_unknown_command_exits_non_zero_with_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hostagent", "format-disk"],
+        cwd=AGENT_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_cgroup_version_reads_the_mounted_hierarchy(tmp_path: Path) -> None:
+    assert info.cgroup_version(str(tmp_path)) == 1
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert info.cgroup_version(str(tmp_path)) == 2
+
+
+def test_memory_is_read_from_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        2048 kB\nMemFree:  1 kB\n")
+    assert info.memory_bytes(str(meminfo)) == 2048 * 1024
+    meminfo.write_text("MemFree:  1 kB\n")
+    with pytest.raises(ValueError, match="no MemTotal"):
+        info.memory_bytes(str(meminfo))
+
+
+def test_a_docker_host_that_is_not_a_unix_socket_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    facts = info.docker_facts()
+    assert facts["reachable"] is False
+    assert "only unix:// sockets" in facts["error"]
