@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -99,7 +99,6 @@ def _mac(seed: str) -> str:
 class LabHost:
     config: LabConfig
     index: int
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -427,7 +426,7 @@ def _ensure_host_network(host: LabHost) -> None:
     sh("ip", "route", "replace", "default", "via", str(host.config.portal_ip), netns=ns)
 
 
-def _stop_daemon(pidfile: Path, marker: str, host: LabHost) -> None:
+def _stop_daemon(pidfile: Path, marker: str) -> None:
     pid = _pid_from(pidfile)
     if pid is not None and any(marker in part for part in _cmdline(pid)):
         _terminate(pid)
@@ -439,7 +438,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     if _daemon_pid(host.docker_pidfile, marker, host.netns_path) and _docker_answers(host.docker_socket):
         return
     log(f"{host.name}: starting dockerd")
-    _stop_daemon(host.docker_pidfile, marker, host)
+    _stop_daemon(host.docker_pidfile, marker)
     _kill_leftovers(host)
     _unmount_under(host.run / "exec", host.state / "docker")
     host.run.mkdir(parents=True, exist_ok=True)
@@ -534,7 +533,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     if running and not changed and _sshd_answers(str(host.address)):
         return
     log(f"{host.name}: starting sshd")
-    _stop_daemon(host.sshd_pidfile, marker, host)
+    _stop_daemon(host.sshd_pidfile, marker)
     host.sshd_config.write_text(text)
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     sh(sshd, "-t", "-f", marker)
@@ -583,8 +582,8 @@ def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
 
 
 def _remove_host(host: LabHost, purge: bool) -> None:
-    _stop_daemon(host.sshd_pidfile, str(host.sshd_config), host)
-    _stop_daemon(host.docker_pidfile, str(host.run / "exec"), host)
+    _stop_daemon(host.sshd_pidfile, str(host.sshd_config))
+    _stop_daemon(host.docker_pidfile, str(host.run / "exec"))
     _kill_leftovers(host)
     _unmount_under(host.run, host.state)
     if host.netns_path.exists():
@@ -627,8 +626,8 @@ def status(config: LabConfig) -> list[HostStatus]:
 
 def stop_sshd(host: LabHost) -> None:
     """Stop one host's sshd (tests use it to make a host unreachable); `up` brings it back."""
-    _stop_daemon(host.sshd_pidfile, str(host.sshd_config), host)
+    _stop_daemon(host.sshd_pidfile, str(host.sshd_config))
 
 
 def stop_dockerd(host: LabHost) -> None:
-    _stop_daemon(host.docker_pidfile, str(host.run / "exec"), host)
+    _stop_daemon(host.docker_pidfile, str(host.run / "exec"))
