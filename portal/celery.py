@@ -18,3 +18,6 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         settings.HOST_PROBE_INTERVAL, sender.signature("hosts.probe_all"), name="probe hosts"
     )
+    sender.add_periodic_task(
+        settings.RECONCILE_INTERVAL, sender.signature("instances.reconcile"), name="reconcile instances"
+    )

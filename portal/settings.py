@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "template_partials",
     "apps.accounts",
     "apps.hosts",
+    "apps.catalog",
+    "apps.instances",
     "apps.lab",
 ]
 
@@ -159,6 +161,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A submit must not hang when Redis is down: fail fast, the row is already saved.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 HOST_PROBE_INTERVAL = envfloat("HOST_PROBE_INTERVAL", 30.0)
 
@@ -172,8 +175,26 @@ SSH_COMMAND_TIMEOUT = envfloat("SSH_COMMAND_TIMEOUT", 30.0)
 SSH_MAX_OUTPUT = envint("SSH_MAX_OUTPUT", 1024 * 1024)
 DOCKER_API_VERSION = envstr("DOCKER_API_VERSION", "1.41")
 DOCKER_TIMEOUT = envfloat("DOCKER_TIMEOUT", 60.0)
-# Default directory under which each app's volume lives on a host (issue "Apps on the fleet").
+# Default directory under which each app's volume lives on a host.
 HOST_VOLUME_ROOT = envstr("HOST_VOLUME_ROOT", "/srv/slipway/volumes")
+
+# --- Apps and instances ---
+# Where the app's volume is bound inside every instance.
+APP_VOLUME_MOUNT = envstr("APP_VOLUME_MOUNT", "/srv/app")
+MIN_MEMORY_MB = envint("MIN_MEMORY_MB", 6)  # Docker refuses less than 6 MiB
+MAX_INSTANCES_PER_APP = envint("MAX_INSTANCES_PER_APP", 50)
+# CPU reservations may exceed a host's cores by this factor (memory is never overcommitted).
+CPU_OVERCOMMIT = envfloat("CPU_OVERCOMMIT", 1.0)
+RECONCILE_INTERVAL = envfloat("RECONCILE_INTERVAL", 30.0)
+# A queued operation whose task never reached a worker (broker down) is sent again after this.
+OPERATION_REQUEUE_AFTER = envfloat("OPERATION_REQUEUE_AFTER", 30.0)
+# Parallel Docker calls per operation (scale +10 across hosts).
+OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 8)
+MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", 200)
+MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # --- The lab fleet: network namespaces on this machine (manage.py lab up) ---
 LAB_SUBNET = envstr("LAB_SUBNET", "10.213.0.0/16")

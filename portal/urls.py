@@ -5,15 +5,24 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import views as account_views
+from apps.catalog.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.hosts.api import HostViewSet
 
 router = DefaultRouter()
 router.register("hosts", HostViewSet, basename="host")
+router.register("apps", AppViewSet, basename="app")
+router.register("instances", InstanceViewSet, basename="instance")
+router.register("operations", OperationViewSet, basename="operation")
+router.register("base-images", BaseImageViewSet, basename="base-image")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/token/", account_views.token_page, name="token"),
+    path("account/token/create/", account_views.token_create, name="token-create"),
+    path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("apps/", include("apps.catalog.urls")),
     path("hosts/", include("apps.hosts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),

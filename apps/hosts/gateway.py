@@ -10,7 +10,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from apps.hosts.transport import CommandFailed, CommandResult, HostError, HostKeyUnknown, docker_api, ssh
+from apps.hosts.transport import (
+    CommandFailed,
+    CommandResult,
+    ContainerSpec,
+    ContainerState,
+    HostError,
+    HostKeyUnknown,
+    docker_api,
+    ssh,
+)
 
 if TYPE_CHECKING:
     from apps.hosts.models import Host
@@ -67,6 +76,26 @@ def docker(host: Host) -> docker_api.DockerClient:
         _require_pinned(host)
         return docker_api.client_for(transport="ssh", endpoint=host.endpoint)
     return docker_api.client_for(transport="local", socket_path=host.docker_socket)
+
+
+def container_ensure(host: Host, spec: ContainerSpec) -> ContainerState:
+    return docker_api.container_ensure(docker(host), spec, host.name)
+
+
+def container_remove(host: Host, name: str) -> bool:
+    return docker_api.container_remove(docker(host), name, host.name)
+
+
+def container_restart(host: Host, name: str, port: int | None = None) -> ContainerState:
+    return docker_api.container_restart(docker(host), name, host.name, port)
+
+
+def containers_list(host: Host, label: str) -> list[ContainerState]:
+    return docker_api.containers_list(docker(host), label, host.name)
+
+
+def image_present(host: Host, reference: str) -> bool:
+    return docker_api.image_present(docker(host), reference, host.name)
 
 
 def fetch_host_key(address: str, port: int) -> str:

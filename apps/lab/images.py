@@ -11,17 +11,23 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+@dataclass(frozen=True)
 class ImageSpec:
-    def __init__(self, key: str, reference: str, changes: list[str]) -> None:
-        self.key = key
-        self.reference = reference
-        self.changes = changes
+    key: str
+    reference: str
+    changes: list[str]
+    # Catalog entry the lab registers for it.
+    runtime: str
+    description: str
+    default_command: list[str]
+    default_port: int
 
 
 IMAGES: dict[str, ImageSpec] = {
@@ -29,6 +35,10 @@ IMAGES: dict[str, ImageSpec] = {
         "busybox",
         "slipway/busybox:1",
         [f"ENV {PATH_ENV}", 'CMD ["/bin/sh"]', "LABEL io.slipway.base-image=busybox"],
+        runtime="busybox",
+        description="Debian's static busybox: a shell, coreutils and httpd. Serves the app volume by default.",
+        default_command=["httpd", "-f", "-v", "-p", "8080", "-h", "/srv/app"],
+        default_port=8080,
     ),
     "debian-python": ImageSpec(
         "debian-python",
@@ -39,6 +49,10 @@ IMAGES: dict[str, ImageSpec] = {
             'CMD ["python3"]',
             "LABEL io.slipway.base-image=debian-python",
         ],
+        runtime="python",
+        description="Debian bookworm (minbase) with python3. Serves the app volume by default.",
+        default_command=["python3", "-m", "http.server", "8080", "--directory", "/srv/app"],
+        default_port=8080,
     ),
 }
 

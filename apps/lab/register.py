@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
+from apps.catalog.models import BaseImage
+from apps.catalog.services import base_image_refresh_hosts
 from apps.hosts import services
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.lab.fleet import LabHost, Log
+from apps.lab.images import IMAGES
 
 
 def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
@@ -39,3 +42,26 @@ def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
         log(f"{host.name}: registered, key {known}, state {host.state}")
         registered.append(host)
     return registered
+
+
+def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
+    """Catalog entries for the lab's base images, with the hosts that have them."""
+    out = []
+    for key in keys:
+        spec = IMAGES[key]
+        name, tag = spec.reference.rsplit(":", 1)
+        image, _ = BaseImage.objects.update_or_create(
+            name=name,
+            tag=tag,
+            defaults={
+                "runtime": spec.runtime,
+                "description": spec.description,
+                "default_command": spec.default_command,
+                "default_port": spec.default_port,
+            },
+        )
+        for error in base_image_refresh_hosts(image=image):
+            log(f"{image.reference}: {error}")
+        log(f"{image.reference}: on {', '.join(h.name for h in image.hosts.all()) or 'no host'}")
+        out.append(image)
+    return out

@@ -73,3 +73,56 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a container should be. `digest` goes into a label, so a re-run can tell whether the
+    container it finds under `name` is the one it would make, and adopt it."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    memory_mb: int
+    nano_cpus: int
+    # (source on the host, target in the container); sources are computed by the portal.
+    binds: tuple[tuple[str, str], ...] = ()
+    port: int | None = None
+    publish_address: str = ""
+    running: bool = True
+
+    @property
+    def digest(self) -> str:
+        parts = [
+            self.image,
+            repr(self.command),
+            repr(self.env),
+            repr(self.binds),
+            str(self.memory_mb),
+            str(self.nano_cpus),
+            str(self.port),
+            self.publish_address,
+            repr(tuple(item for item in self.labels if item[0] != SPEC_LABEL)),
+        ]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+SPEC_LABEL = "io.slipway.spec"
+MANAGED_LABEL = "io.slipway.managed"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    status: str  # Docker's: created, running, exited, paused, restarting, dead
+    labels: dict[str, str]
+    host_port: int | None = None
+    started_at: str = ""
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"

@@ -19,7 +19,14 @@ from django.conf import settings
 from docker.client import DockerClient
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from apps.hosts.transport import Endpoint, HostError, HostUnreachable
+from apps.hosts.transport import (
+    SPEC_LABEL,
+    ContainerSpec,
+    ContainerState,
+    Endpoint,
+    HostError,
+    HostUnreachable,
+)
 from apps.hosts.transport.ssh import session_for
 
 NotFound = docker.errors.NotFound
@@ -134,3 +141,124 @@ def translate(exc: Exception, where: str) -> HostError:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError)):
         return HostUnreachable(f"{where}: Docker daemon unreachable: {exc}")
     return HostError(f"{where}: {exc}")
+
+
+# --- containers: "ensure" operations with deterministic names --------------------------------
+
+
+def _state(container: Any, port: int | None) -> ContainerState:
+    attrs = container.attrs
+    host_port = None
+    if port:
+        bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        if bindings:
+            host_port = int(bindings[0]["HostPort"])
+    state = attrs.get("State", {})
+    if isinstance(state, str):  # the list endpoint gives a bare status, inspect a dict
+        state = {"Status": state}
+    return ContainerState(
+        id=container.id,
+        name=container.name.lstrip("/") if container.name else "",
+        status=state.get("Status", container.status),
+        labels=dict(container.labels or {}),
+        host_port=host_port,
+        started_at=state.get("StartedAt", ""),
+        error=state.get("Error", ""),
+    )
+
+
+def _create(client: DockerClient, spec: ContainerSpec) -> Any:
+    labels = dict(spec.labels)
+    labels[SPEC_LABEL] = spec.digest
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command) or None,
+        "name": spec.name,
+        "environment": dict(spec.env),
+        "labels": labels,
+        "mem_limit": f"{spec.memory_mb}m",
+        # Same as memory: no swap on top of the limit (and docker refuses memory above an
+        # older, lower memory-swap on a later update otherwise).
+        "memswap_limit": f"{spec.memory_mb}m",
+        "nano_cpus": spec.nano_cpus,
+        "volumes": {source: {"bind": target, "mode": "rw"} for source, target in spec.binds},
+        "restart_policy": {"Name": "unless-stopped"},
+        "detach": True,
+    }
+    if spec.port:
+        kwargs["ports"] = {f"{spec.port}/tcp": (spec.publish_address, None) if spec.publish_address else None}
+    try:
+        return client.containers.create(**kwargs)
+    except APIError as exc:
+        if exc.status_code == 409:
+            # Someone (an earlier attempt, a parallel worker) made it a moment ago: adopt it.
+            return client.containers.get(spec.name)
+        raise
+
+
+def container_ensure(client: DockerClient, spec: ContainerSpec, where: str) -> ContainerState:
+    """Make the container named spec.name match the spec, adopting one that already does."""
+    try:
+        try:
+            container = client.containers.get(spec.name)
+        except NotFound:
+            container = None
+        if container is not None and container.labels.get(SPEC_LABEL) != spec.digest:
+            container.remove(force=True)
+            container = None
+        created = container is None
+        if container is None:
+            container = _create(client, spec)
+        if spec.running and container.status != "running":
+            try:
+                container.start()
+            except APIError:
+                if created:
+                    # Do not leave a container that never ran behind.
+                    container.remove(force=True)
+                raise
+        elif not spec.running and container.status == "running":
+            container.stop(timeout=10)
+        container.reload()
+        return _state(container, spec.port)
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def container_remove(client: DockerClient, name: str, where: str) -> bool:
+    """Remove the container if it exists; True if there was one."""
+    try:
+        client.containers.get(name).remove(force=True)
+        return True
+    except NotFound:
+        return False
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def container_restart(client: DockerClient, name: str, where: str, port: int | None) -> ContainerState:
+    try:
+        container = client.containers.get(name)
+        container.restart(timeout=10)
+        container.reload()
+        return _state(container, port)
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def containers_list(client: DockerClient, label: str, where: str) -> list[ContainerState]:
+    """All containers (running or not) carrying the label."""
+    try:
+        return [_state(c, None) for c in client.containers.list(all=True, filters={"label": label})]
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def image_present(client: DockerClient, reference: str, where: str) -> bool:
+    try:
+        client.images.get(reference)
+        return True
+    except NotFound:
+        return False
+    except Exception as exc:
+        raise translate(exc, where) from exc

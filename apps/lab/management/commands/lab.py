@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.lab import fleet
-from apps.lab.register import register_hosts
+from apps.lab.register import register_hosts, register_images
 
 
 class Command(BaseCommand):
@@ -34,6 +34,7 @@ class Command(BaseCommand):
                 lab_hosts = fleet.up(config, log)
                 if not options["no_register"]:
                     register_hosts(lab_hosts, log)
+                    register_images(config.images, log)
                 self._print_status(config)
             elif options["action"] == "down":
                 fleet.down(config, log, purge=options["purge"])

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.catalog import services
+from apps.catalog.models import App, BaseImage, VolumeUpload
+
+
+@admin.register(BaseImage)
+class BaseImageAdmin(admin.ModelAdmin):
+    list_display = ["reference", "runtime", "deprecated", "host_names", "created_at"]
+    list_filter = ["deprecated", "runtime"]
+    search_fields = ["name", "tag", "runtime"]
+    filter_horizontal = ["hosts"]
+    actions = ["refresh_hosts"]
+
+    @admin.display(description="On hosts")
+    def host_names(self, image: BaseImage) -> str:
+        return ", ".join(h.name for h in image.hosts.all())
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BaseImage]:
+        return super().get_queryset(request).prefetch_related("hosts")
+
+    @admin.action(description="Check which hosts have the selected images")
+    def refresh_hosts(self, request: HttpRequest, queryset: QuerySet[BaseImage]) -> None:
+        for image in queryset:
+            errors = services.base_image_refresh_hosts(image=image)
+            names = ", ".join(h.name for h in image.hosts.all()) or "no host"
+            level = messages.WARNING if errors else messages.SUCCESS
+            self.message_user(request, f"{image.reference}: on {names}. {' '.join(errors)}", level)
+
+
+@admin.register(App)
+class AppAdmin(admin.ModelAdmin):
+    """Apps are changed through the portal's services (scale, resize, delete); here ops look."""
+
+    list_display = ["slug", "team", "base_image", "instances", "memory_mb", "cpus", "created_at"]
+    list_filter = ["team", "base_image"]
+    search_fields = ["slug"]
+    list_select_related = ["team", "base_image"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(VolumeUpload)
+class VolumeUploadAdmin(admin.ModelAdmin):
+    list_display = ["app", "sha256", "size", "files", "uploaded_by", "created_at"]
+    list_select_related = ["app", "uploaded_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

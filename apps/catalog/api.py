@@ -1,0 +1,314 @@
+"""REST API for apps, instances, operations and base images. Same services, same permissions
+as the pages: another team's app is a 404."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, parsers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.models import Team
+from apps.catalog import selectors, services
+from apps.catalog.models import App, BaseImage
+from apps.instances.models import Instance, Operation
+
+
+def drf_errors(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
+
+
+class ServiceErrors:
+    """Turn the services' Django errors into DRF's 400 and 403."""
+
+    def call(self, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except DjangoValidationError as exc:
+            raise drf_errors(exc) from exc
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+
+class BaseImageSerializer(serializers.ModelSerializer):
+    def get_hosts(self, image: BaseImage) -> list[str]:
+        return [host.name for host in image.hosts.all()]
+
+    reference = serializers.CharField(read_only=True)
+    hosts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BaseImage
+        fields = [
+            "id",
+            "name",
+            "tag",
+            "reference",
+            "runtime",
+            "description",
+            "default_command",
+            "default_port",
+            "deprecated",
+            "hosts",
+        ]
+
+
+class OperationSerializer(serializers.ModelSerializer):
+    app = serializers.CharField(source="app_slug", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True)
+    instance = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id",
+            "app",
+            "instance",
+            "kind",
+            "status",
+            "summary",
+            "params",
+            "error",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    app = serializers.CharField(source="app.slug", read_only=True)
+    host = serializers.CharField(source="host.name", read_only=True)
+    name = serializers.CharField(source="container_name", read_only=True)
+    endpoint = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Instance
+        fields = [
+            "id",
+            "app",
+            "slot",
+            "name",
+            "host",
+            "container_id",
+            "state",
+            "desired_state",
+            "endpoint",
+            "memory_mb",
+            "cpus",
+            "last_error",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AppSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    base_image = serializers.PrimaryKeyRelatedField(queryset=BaseImage.objects.all())
+    base_image_reference = serializers.CharField(source="base_image.reference", read_only=True)
+    command = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    memory_mb = serializers.IntegerField(required=False, default=64)
+    cpus = serializers.DecimalField(
+        max_digits=5, decimal_places=2, required=False, default=Decimal("0.25"), coerce_to_string=False
+    )
+    instances = serializers.IntegerField(required=False, default=0)
+    running = serializers.SerializerMethodField()
+
+    class Meta:
+        model = App
+        fields = [
+            "slug",
+            "team",
+            "base_image",
+            "base_image_reference",
+            "command",
+            "port",
+            "env",
+            "memory_mb",
+            "cpus",
+            "instances",
+            "running",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+        # Uniqueness is checked by the service, with its own message.
+        extra_kwargs: dict[str, Any] = {"slug": {"validators": []}}
+
+    def get_running(self, app: App) -> int:
+        counted = getattr(app, "running_count", None)
+        if counted is not None:
+            return int(counted)
+        return app.instance_set.filter(state=Instance.State.RUNNING).count()
+
+
+class AppUpdateSerializer(serializers.Serializer):
+    base_image = serializers.PrimaryKeyRelatedField(queryset=BaseImage.objects.all(), required=False)
+    command = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    port = serializers.IntegerField(required=False, allow_null=True)
+    env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise ValidationError(
+                {
+                    field: f"Not editable here; editable: {', '.join(self.fields)}. Memory and CPU change through a resource request; "
+                    "the instance count through scale."
+                    for field in sorted(unknown)
+                }
+            )
+        return attrs
+
+
+class ScaleSerializer(serializers.Serializer):
+    instances = serializers.IntegerField()
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="A tar archive (plain, gzip, bzip2 or xz) of the files to put into the app volume."
+    )
+
+
+class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
+    serializer_class = AppSerializer
+    lookup_field = "slug"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[App]:
+        return selectors.app_list(self.request.user)
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if not selectors.teams_of(request.user).filter(pk=data["team"].pk).exists():
+            raise ValidationError({"team": f"You are not a member of team {data['team'].slug}."})
+        app = self.call(services.app_create, user=request.user, **data)
+        return Response(self.get_serializer(app).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=AppUpdateSerializer, responses=AppSerializer)
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        app = self.get_object()
+        body = AppUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        app = self.call(services.app_update, user=request.user, app=app, **body.validated_data)
+        return Response(self.get_serializer(app).data)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        op = self.call(services.app_delete, user=request.user, app=self.get_object())
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ScaleSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def scale(self, request: Request, slug: str | None = None) -> Response:
+        app = self.get_object()
+        body = ScaleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        op = self.call(
+            services.app_scale, user=request.user, app=app, instances=body.validated_data["instances"]
+        )
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=InstanceSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def instances(self, request: Request, slug: str | None = None) -> Response:
+        app = self.get_object()
+        qs = app.instance_set.select_related("app", "host").order_by("slot")
+        return Response(InstanceSerializer(qs, many=True).data)
+
+    @extend_schema(responses=OperationSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def operations(self, request: Request, slug: str | None = None) -> Response:
+        app = self.get_object()
+        qs = app.operations.select_related("requested_by")[:100]
+        return Response(OperationSerializer(qs, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"], parser_classes=[parsers.MultiPartParser])
+    def volume(self, request: Request, slug: str | None = None) -> Response:
+        app = self.get_object()
+        body = UploadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        upload = body.validated_data["file"]
+        op = self.call(
+            services.volume_upload, user=request.user, app=app, fileobj=upload.file, size=upload.size
+        )
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
+
+class InstanceViewSet(
+    ServiceErrors, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = InstanceSerializer
+
+    def get_queryset(self) -> QuerySet[Instance]:
+        return Instance.objects.filter(app__in=selectors.apps_visible_to(self.request.user)).select_related(
+            "app", "host"
+        )
+
+    def _act(self, action_name: str) -> Response:
+        op = self.call(
+            services.instance_action, user=self.request.user, instance=self.get_object(), action=action_name
+        )
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self._act("remove")
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        return self._act("start")
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        return self._act("stop")
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def restart(self, request: Request, pk: str | None = None) -> Response:
+        return self._act("restart")
+
+
+class OperationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = OperationSerializer
+
+    def get_queryset(self) -> QuerySet[Operation]:
+        user = self.request.user
+        qs = Operation.objects.select_related("requested_by")
+        if user.is_staff:
+            return qs
+        return qs.filter(app__in=selectors.apps_visible_to(user))
+
+
+class BaseImageViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = BaseImageSerializer
+    queryset = BaseImage.objects.prefetch_related("hosts")
+
+
+def get_visible_app(user: Any, slug: str) -> App:
+    return get_object_or_404(selectors.apps_visible_to(user), slug=slug)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import shlex
+from decimal import Decimal
+from typing import Any, cast
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from apps.accounts.models import Team
+from apps.catalog.models import App, BaseImage
+from apps.catalog.selectors import base_images_for_new_apps, teams_of
+from apps.catalog.validators import parse_env_text, validate_argv
+
+
+class CommandField(forms.CharField):
+    """A command typed like a shell line, stored as argv (it is never run through a shell)."""
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value)
+        if not text:
+            return []
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            raise ValidationError(
+                f"Cannot split the command into arguments: {exc} (check the quotes)."
+            ) from exc
+        validate_argv(argv)
+        return argv
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return shlex.join(value)
+        return value
+
+
+class EnvField(forms.CharField):
+    widget = forms.Textarea(attrs={"rows": 4, "placeholder": "NAME=value, one per line"})
+
+    def to_python(self, value: Any) -> dict[str, str]:  # type: ignore[override]
+        return parse_env_text(super().to_python(value) or "")
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return "\n".join(f"{k}={v}" for k, v in value.items())
+        return value
+
+
+class AppCreateForm(forms.Form):
+    slug = forms.CharField(
+        max_length=40, help_text="Lowercase letters, digits and '-', 2-40 characters, starting with a letter."
+    )
+    team = forms.ModelChoiceField(queryset=Team.objects.none())
+    base_image = forms.ModelChoiceField(queryset=BaseImage.objects.none())
+    command = CommandField(required=False, help_text="Leave empty for the base image's default command.")
+    port = forms.IntegerField(
+        required=False, min_value=1, max_value=65535, help_text="Leave empty for the image's default."
+    )
+    env = EnvField(required=False, label="Environment")
+    memory_mb = forms.IntegerField(initial=64, label="Memory (MiB)", min_value=1)
+    cpus = forms.DecimalField(initial=Decimal("0.25"), label="CPU (cores)", max_digits=5, decimal_places=2)
+    instances = forms.IntegerField(initial=1, min_value=0, help_text="How many to start now.")
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams_of(user)  # type: ignore[attr-defined]
+        self.fields["base_image"].queryset = base_images_for_new_apps()  # type: ignore[attr-defined]
+        self.fields["memory_mb"].min_value = settings.MIN_MEMORY_MB  # type: ignore[attr-defined]
+        self.fields["instances"].max_value = settings.MAX_INSTANCES_PER_APP  # type: ignore[attr-defined]
+
+
+class AppEditForm(forms.ModelForm):
+    command = CommandField(required=False, help_text="Leave empty for the base image's default command.")
+    env = EnvField(required=False, label="Environment")
+
+    class Meta:
+        model = App
+        fields = ["base_image", "command", "port", "env"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.base_image_id
+        field = cast(forms.ModelChoiceField, self.fields["base_image"])
+        field.queryset = BaseImage.objects.filter(deprecated=False) | BaseImage.objects.filter(pk=current)
+
+
+class ScaleForm(forms.Form):
+    instances = forms.IntegerField(min_value=0)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="A tar archive (.tar, .tar.gz, .tgz, .tar.xz) of files for the app volume."
+    )
+
+
+class DeleteForm(forms.Form):
+    confirm = forms.CharField(help_text="Type the app's name to confirm.")
+
+    def __init__(self, *args: Any, app: App, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"]
+        if value != self.app.slug:
+            raise ValidationError(f"Type {self.app.slug} exactly to delete this app.")
+        return value

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from apps.accounts.models import Team, slug_validator
+from apps.catalog.validators import validate_argv, validate_env
+from apps.hosts.models import Host
+
+
+class BaseImage(models.Model):
+    """An app-agnostic runtime image; the app's files come in through its volume."""
+
+    name = models.CharField(
+        max_length=100,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9]+([._/-][a-z0-9]+)*$", "Use a Docker repository name, e.g. slipway/busybox."
+            )
+        ],
+    )
+    tag = models.CharField(
+        max_length=64,
+        validators=[
+            RegexValidator(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", "Use a Docker tag, e.g. 1 or 3.11.")
+        ],
+    )
+    runtime = models.CharField(max_length=40, help_text="busybox, python, jvm, node, static, ...")
+    description = models.TextField(blank=True)
+    default_command = models.JSONField(default=list, blank=True, validators=[validate_argv])
+    default_port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    deprecated = models.BooleanField(default=False, help_text="Deprecated images take no new apps.")
+    hosts = models.ManyToManyField(
+        Host, blank=True, related_name="images", help_text="Hosts that have this image."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "tag"]
+        constraints = [models.UniqueConstraint(fields=["name", "tag"], name="one_base_image_per_tag")]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+class App(models.Model):
+    slug = models.CharField(max_length=40, unique=True, validators=[slug_validator])
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="apps")
+    base_image = models.ForeignKey(BaseImage, on_delete=models.PROTECT, related_name="apps")
+    command = models.JSONField(
+        default=list, blank=True, validators=[validate_argv], help_text="argv; empty: the image's default"
+    )
+    port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    env = models.JSONField(default=dict, blank=True, validators=[validate_env])
+    memory_mb = models.PositiveIntegerField(default=64)
+    cpus = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.25"))
+    instances = models.PositiveIntegerField(default=0, help_text="Desired number of running instances.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self.command or self.base_image.default_command)
+
+    @property
+    def effective_port(self) -> int | None:
+        return self.port or self.base_image.default_port
+
+    def volume_path(self, host: Host) -> str:
+        """The app's volume directory on a host: computed here, never taken from a user."""
+        return f"{host.volume_root.rstrip('/')}/{self.slug}"
+
+
+def upload_path(instance: VolumeUpload, filename: str) -> str:
+    return f"uploads/{instance.app.slug}/{instance.sha256}.tar"
+
+
+class VolumeUpload(models.Model):
+    """A tarball of files put into the app's volume on every host that runs it."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="uploads")
+    file = models.FileField(upload_to=upload_path)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    files = models.PositiveIntegerField(default=0, help_text="Regular files in the tarball.")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"{self.app.slug} {self.sha256[:12]}"

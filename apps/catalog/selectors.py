@@ -1,0 +1,52 @@
+"""Permission-filtered reads. A developer or lead sees their teams' apps; ops see all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from apps.accounts.models import Team
+from apps.catalog.models import App, BaseImage
+
+# request.user: a User or AnonymousUser (typed loosely: django-stubs narrows lookups to User).
+User = Any
+
+
+def teams_of(user: User) -> QuerySet[Team]:
+    if not user.is_authenticated:
+        return Team.objects.none()
+    if getattr(user, "is_staff", False):
+        return Team.objects.all()
+    return Team.objects.filter(memberships__user=user)
+
+
+def apps_visible_to(user: User) -> QuerySet[App]:
+    if not user.is_authenticated:
+        return App.objects.none()
+    qs = App.objects.all()
+    if not getattr(user, "is_staff", False):
+        qs = qs.filter(team__memberships__user=user)
+    return qs
+
+
+def app_list(user: User) -> QuerySet[App]:
+    """The app list page and API: counts per state in the same query, whatever the number of apps."""
+    from apps.instances.models import Instance
+
+    return (
+        apps_visible_to(user)
+        .select_related("team", "base_image")
+        .annotate(
+            running_count=Count("instance_set", filter=Q(instance_set__state=Instance.State.RUNNING)),
+            instance_count=Count(
+                "instance_set", filter=~Q(instance_set__desired_state=Instance.Desired.REMOVED)
+            ),
+            failed_count=Count("instance_set", filter=Q(instance_set__state=Instance.State.FAILED)),
+        )
+        .order_by("slug")
+    )
+
+
+def base_images_for_new_apps() -> QuerySet[BaseImage]:
+    return BaseImage.objects.filter(deprecated=False)

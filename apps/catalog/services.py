@@ -1,0 +1,320 @@
+"""App lifecycle: create, change, scale, instance actions, delete, put files in the volume.
+
+Every write validates first, happens in one transaction with its Operation row (the audit
+and job record), and sends the work to a worker only after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files import File
+from django.db import transaction
+
+from apps.accounts.models import Team
+from apps.catalog.models import App, BaseImage, VolumeUpload
+from apps.catalog.selectors import teams_of
+from apps.instances import placement
+from apps.instances.models import Instance, Operation
+from apps.instances.services import operation_create
+
+EDITABLE_FIELDS = ("command", "port", "env", "base_image")
+
+
+def _require_member(user: Any, team: Team) -> None:
+    if not teams_of(user).filter(pk=team.pk).exists():
+        raise PermissionDenied(f"You are not a member of team {team.slug}.")
+
+
+def _check_limits(memory_mb: Any, cpus: Any) -> tuple[int, Decimal]:
+    errors: dict[str, str] = {}
+    largest_memory, largest_cpus = placement.fleet_limits()
+    try:
+        memory = int(memory_mb)
+    except (TypeError, ValueError):
+        errors["memory_mb"] = f"Memory must be a whole number of MiB (got {memory_mb!r})."
+        memory = 0
+    try:
+        cpu = Decimal(str(cpus))
+        if not cpu.is_finite():
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        errors["cpus"] = f"CPU must be a number of cores, e.g. 0.5 (got {cpus!r})."
+        cpu = Decimal(0)
+    if "memory_mb" not in errors:
+        if memory < settings.MIN_MEMORY_MB:
+            errors["memory_mb"] = f"Memory must be at least {settings.MIN_MEMORY_MB} MiB (got {memory})."
+        elif largest_memory and memory > largest_memory:
+            errors["memory_mb"] = (
+                f"Memory {memory} MiB is more than the largest host has ({largest_memory} MiB)."
+            )
+    if "cpus" not in errors:
+        if cpu <= 0:
+            errors["cpus"] = f"CPU must be more than 0 cores (got {cpu})."
+        elif cpu != cpu.quantize(Decimal("0.01")):
+            errors["cpus"] = f"CPU has at most two decimals, e.g. 0.25 (got {cpu})."
+        elif largest_cpus and cpu > largest_cpus:
+            errors["cpus"] = f"CPU {cpu} is more than the largest host's {largest_cpus} cores."
+    if errors:
+        raise ValidationError(errors)
+    return memory, cpu
+
+
+def _check_image(base_image: BaseImage, *, new: bool) -> None:
+    if new and base_image.deprecated:
+        raise ValidationError(
+            {
+                "base_image": f"{base_image.reference} is deprecated and takes no new apps; pick another base image."
+            }
+        )
+
+
+@transaction.atomic
+def app_create(
+    *,
+    user: Any,
+    team: Team,
+    slug: str,
+    base_image: BaseImage,
+    command: list[str] | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    memory_mb: Any = 64,
+    cpus: Any = "0.25",
+    instances: int = 0,
+) -> App:
+    _require_member(user, team)
+    _check_image(base_image, new=True)
+    memory, cpu = _check_limits(memory_mb, cpus)
+    app = App(
+        slug=slug,
+        team=team,
+        base_image=base_image,
+        command=command or [],
+        port=port,
+        env=env or {},
+        memory_mb=memory,
+        cpus=cpu,
+        instances=0,
+        created_by=user,
+    )
+    app.full_clean()
+    app.save()
+    if instances:
+        app_scale(user=user, app=app, instances=instances)
+    return app
+
+
+@transaction.atomic
+def app_update(*, user: Any, app: App, **changes: Any) -> App:
+    """Change how the app's containers are made; running instances are recreated one at a time."""
+    _require_member(user, app.team)
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"Cannot change {', '.join(sorted(unknown))} here; editable: {', '.join(EDITABLE_FIELDS)}. "
+            "Memory and CPU change through a resource request."
+        )
+    app = App.objects.select_for_update().get(pk=app.pk)
+    changed = []
+    for field, value in changes.items():
+        if getattr(app, field) != value:
+            if field == "base_image":
+                _check_image(value, new=True)
+            setattr(app, field, value)
+            changed.append(field)
+    if not changed:
+        return app
+    app.full_clean()
+    app.save()
+    if app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).exists():
+        operation_create(
+            app=app,
+            kind=Operation.Kind.REDEPLOY,
+            user=user,
+            summary=f"changed {', '.join(changed)}; recreate instances",
+        )
+    return app
+
+
+@transaction.atomic
+def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
+    """Set the desired number of instances; new ones are placed now, so a refusal is immediate."""
+    _require_member(user, app.team)
+    try:
+        wanted = int(instances)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            {"instances": f"Instances must be a whole number (got {instances!r})."}
+        ) from None
+    if wanted < 0:
+        raise ValidationError({"instances": f"Instances cannot be negative (got {wanted})."})
+    if wanted > settings.MAX_INSTANCES_PER_APP:
+        raise ValidationError(
+            {"instances": f"At most {settings.MAX_INSTANCES_PER_APP} instances per app (got {wanted})."}
+        )
+    # One scale at a time per app: the row lock orders concurrent requests.
+    app = App.objects.select_for_update().get(pk=app.pk)
+    live = list(app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).order_by("slot"))
+    current = len(live)
+    if wanted > current:
+        hosts = placement.place(app, wanted - current)
+        used = set(app.instance_set.values_list("slot", flat=True))
+        slot = 0
+        for host in hosts:
+            while slot in used:
+                slot += 1
+            used.add(slot)
+            Instance.objects.create(app=app, slot=slot, host=host, memory_mb=app.memory_mb, cpus=app.cpus)
+    elif wanted < current:
+        # Highest slots go first, so the remaining ones keep their numbers (and later their IPs).
+        for instance in live[wanted:]:
+            instance.desired_state = Instance.Desired.REMOVED
+            instance.save(update_fields=["desired_state", "updated_at"])
+    app.instances = wanted
+    app.save(update_fields=["instances", "updated_at"])
+    return operation_create(
+        app=app,
+        kind=Operation.Kind.SCALE,
+        user=user,
+        params={"from": current, "to": wanted},
+        summary=f"scale {current} → {wanted}",
+    )
+
+
+ACTIONS = {
+    "start": (Operation.Kind.START, Instance.Desired.RUNNING),
+    "stop": (Operation.Kind.STOP, Instance.Desired.STOPPED),
+    "restart": (Operation.Kind.RESTART, Instance.Desired.RUNNING),
+    "remove": (Operation.Kind.REMOVE, Instance.Desired.REMOVED),
+}
+
+
+@transaction.atomic
+def instance_action(*, user: Any, instance: Instance, action: str) -> Operation:
+    if action not in ACTIONS:
+        raise ValidationError(f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.")
+    _require_member(user, instance.app.team)
+    app = App.objects.select_for_update().get(pk=instance.app_id)
+    instance = Instance.objects.select_for_update().get(pk=instance.pk)
+    if instance.desired_state == Instance.Desired.REMOVED:
+        raise ValidationError(f"Instance {instance.container_name} is being removed.")
+    kind, desired = ACTIONS[action]
+    instance.desired_state = desired
+    instance.save(update_fields=["desired_state", "updated_at"])
+    if action == "remove":
+        # Removing one instance lowers the desired count, so the reconcile does not re-create it.
+        app.instances = app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).count()
+        app.save(update_fields=["instances", "updated_at"])
+    return operation_create(
+        app=app, kind=kind, user=user, instance=instance, summary=f"{action} {instance.container_name}"
+    )
+
+
+@transaction.atomic
+def app_delete(*, user: Any, app: App) -> Operation:
+    """Remove every instance and then the app. Its volume data stays on the hosts until ops purge it."""
+    _require_member(user, app.team)
+    app = App.objects.select_for_update().get(pk=app.pk)
+    app.instance_set.update(desired_state=Instance.Desired.REMOVED)
+    app.instances = 0
+    app.save(update_fields=["instances", "updated_at"])
+    return operation_create(app=app, kind=Operation.Kind.DELETE, user=user, summary=f"delete app {app.slug}")
+
+
+# --- files into the app volume ----------------------------------------------------------------
+
+
+def _check_tarball(fileobj: IO[bytes]) -> int:
+    """Refuse a tarball that could write outside the volume; return its regular-file count."""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
+            files = 0
+            for member in tar:
+                name = member.name
+                parts = [p for p in name.split("/") if p not in ("", ".")]
+                if name.startswith("/") or ".." in parts:
+                    raise ValidationError(
+                        f"{name!r}: absolute paths and '..' are not allowed in the tarball."
+                    )
+                if member.isdev() or member.isfifo():
+                    raise ValidationError(f"{name!r}: devices and fifos are not allowed in the tarball.")
+                if member.issym() or member.islnk():
+                    target = member.linkname
+                    base = parts[:-1] if member.issym() else []
+                    resolved: list[str] = []
+                    for part in [*base, *target.split("/")] if not target.startswith("/") else ["/"]:
+                        if part == "/":
+                            resolved = ["/"]
+                            break
+                        if part in ("", "."):
+                            continue
+                        if part == "..":
+                            if not resolved:
+                                resolved = [".."]
+                                break
+                            resolved.pop()
+                        else:
+                            resolved.append(part)
+                    if resolved[:1] in (["/"], [".."]):
+                        raise ValidationError(
+                            f"{name!r}: links must point inside the volume (to {target!r})."
+                        )
+                if member.isfile():
+                    files += 1
+            return files
+    except tarfile.TarError as exc:
+        raise ValidationError(f"Not a readable tar archive (plain, gzip, bzip2 or xz): {exc}") from exc
+    finally:
+        fileobj.seek(0)
+
+
+@transaction.atomic
+def volume_upload(*, user: Any, app: App, fileobj: IO[bytes], size: int) -> Operation:
+    """Keep the tarball and put its files into the app's volume on every host running the app."""
+    _require_member(user, app.team)
+    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
+    if size > limit:
+        raise ValidationError(f"The tarball is {size // 2**20} MiB; at most {settings.MAX_UPLOAD_MB} MiB.")
+    files = _check_tarball(fileobj)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fileobj.read(1 << 20), b""):
+        digest.update(chunk)
+    fileobj.seek(0)
+    upload = VolumeUpload(app=app, sha256=digest.hexdigest(), size=size, files=files, uploaded_by=user)
+    upload.file.save(f"{upload.sha256}.tar", File(fileobj), save=False)
+    upload.save()
+    return operation_create(
+        app=app,
+        kind=Operation.Kind.UPLOAD,
+        user=user,
+        params={"upload": upload.pk},
+        summary=f"upload {files} files ({size} bytes, sha256 {upload.sha256[:12]})",
+    )
+
+
+# --- base images -----------------------------------------------------------------------------------
+
+
+def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
+    """Ask every host with a confirmed key whether it has the image; record which do."""
+    from apps.hosts import gateway
+    from apps.hosts.models import Host
+    from apps.hosts.transport import HostError
+
+    present, errors = [], []
+    for host in Host.objects.exclude(host_key=""):
+        try:
+            if gateway.image_present(host, image.reference):
+                present.append(host)
+        except HostError as exc:
+            errors.append(str(exc))
+            if image.hosts.filter(pk=host.pk).exists():
+                present.append(host)  # unknown now: keep what we knew
+    image.hosts.set(present)
+    return errors

@@ -1,0 +1,20 @@
+from django.urls import path, re_path
+
+from apps.catalog import views
+
+app_name = "catalog"
+urlpatterns = [
+    path("", views.app_list, name="list"),
+    path("new/", views.app_create, name="create"),
+    path("<slug:slug>/", views.app_detail, name="detail"),
+    path("<slug:slug>/edit/", views.app_edit, name="edit"),
+    path("<slug:slug>/scale/", views.app_scale, name="scale"),
+    path("<slug:slug>/upload/", views.app_upload, name="upload"),
+    path("<slug:slug>/delete/", views.app_delete, name="delete"),
+    path("<slug:slug>/activity/", views.app_activity, name="activity"),
+    re_path(
+        r"^(?P<slug>[-a-z0-9]+)/instances/(?P<pk>[0-9]+)/(?P<action>start|stop|restart|remove)/$",
+        views.instance_action,
+        name="instance-action",
+    ),
+]

@@ -1,0 +1,73 @@
+"""Checks on what users send that ends up in a container spec. Each message says what is
+wrong and what is allowed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_VALUE = 4096
+MAX_ENV_VARS = 100
+MAX_ARGV_ITEMS = 64
+MAX_ARGV_BYTES = 8192
+# Set by the portal for every instance; an app may not override them.
+RESERVED_ENV_PREFIX = "SLIPWAY_"
+
+
+def validate_env(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Environment must be an object of NAME: "value" pairs.')
+    if len(value) > MAX_ENV_VARS:
+        raise ValidationError(f"At most {MAX_ENV_VARS} environment variables (got {len(value)}).")
+    for name, val in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ValidationError(
+                f"Environment name {name!r} is not allowed: use letters, digits and '_', "
+                "not starting with a digit, at most 128 characters."
+            )
+        if name.startswith(RESERVED_ENV_PREFIX):
+            raise ValidationError(
+                f"Environment name {name!r}: names starting with {RESERVED_ENV_PREFIX} are set by Slipway."
+            )
+        if not isinstance(val, str):
+            raise ValidationError(f"Environment value of {name} must be a string (got {type(val).__name__}).")
+        if "\x00" in val:
+            raise ValidationError(f"Environment value of {name} contains a NUL byte, which Docker refuses.")
+        if len(val) > MAX_ENV_VALUE:
+            raise ValidationError(
+                f"Environment value of {name} is {len(val)} characters; at most {MAX_ENV_VALUE}."
+            )
+
+
+def validate_argv(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
+        raise ValidationError('A command is a list of strings (argv), for example ["httpd", "-f"].')
+    if len(value) > MAX_ARGV_ITEMS:
+        raise ValidationError(f"A command has at most {MAX_ARGV_ITEMS} arguments (got {len(value)}).")
+    if any("\x00" in part for part in value):
+        raise ValidationError("A command argument contains a NUL byte, which no program can receive.")
+    if sum(len(part.encode()) for part in value) > MAX_ARGV_BYTES:
+        raise ValidationError(f"A command is at most {MAX_ARGV_BYTES} bytes long.")
+    if value and not value[0]:
+        raise ValidationError("The program (first argument) of a command cannot be empty.")
+
+
+def parse_env_text(text: str) -> dict[str, str]:
+    """`NAME=value` lines (the form's textarea) to a dict; blank lines and # comments skipped."""
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if "=" not in stripped:
+            raise ValidationError(f"Line {number}: expected NAME=value, got {stripped[:40]!r}.")
+        name, val = line.split("=", 1)
+        name = name.strip()
+        if name in env:
+            raise ValidationError(f"Line {number}: {name} is set twice.")
+        env[name] = val
+    validate_env(env)
+    return env

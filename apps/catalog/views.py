@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.forms import BaseForm
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from apps.catalog import selectors, services
+from apps.catalog.forms import AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
+from apps.catalog.models import App
+from apps.instances.models import Instance, Operation
+from portal.http import HtmxHttpRequest
+
+
+def _app_or_404(request: HtmxHttpRequest, slug: str) -> App:
+    return get_object_or_404(
+        selectors.apps_visible_to(request.user).select_related("team", "base_image"), slug=slug
+    )
+
+
+def _add_errors(form: BaseForm, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc)
+
+
+def _errors_text(form: BaseForm) -> str:
+    return " ".join(str(message) for errors in form.errors.values() for message in errors)
+
+
+@login_required
+def app_list(request: HtmxHttpRequest) -> HttpResponse:
+    apps = selectors.app_list(request.user)
+    return render(request, "catalog/app_list.html", {"apps": apps})
+
+
+@login_required
+def app_create(request: HtmxHttpRequest) -> HttpResponse:
+    form = AppCreateForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            app = services.app_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _add_errors(form, exc)
+        except PermissionDenied as exc:
+            form.add_error("team", str(exc))
+        else:
+            messages.success(request, f"App {app.slug} created.")
+            return redirect("catalog:detail", slug=app.slug)
+    context = {"form": form, "volume_mount": settings.APP_VOLUME_MOUNT}
+    return render(request, "catalog/app_form.html", context, status=400 if form.errors else 200)
+
+
+def _instances_context(app: App) -> dict[str, Any]:
+    instances = list(app.instance_set.select_related("host").order_by("slot"))
+    active_ops = app.operations.filter(
+        status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
+    ).exists()
+    settled = not active_ops and all(i.settled for i in instances)
+    return {
+        "app": app,
+        "instances": instances,
+        "settled": settled,
+        "running": sum(1 for i in instances if i.state == Instance.State.RUNNING),
+        "operations": list(app.operations.select_related("requested_by")[:10]),
+    }
+
+
+@login_required
+def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    context = _instances_context(app)
+    if request.htmx:
+        response = render(request, "catalog/app_detail.html#live", context)
+        if context["settled"]:
+            # Everything is where it should be: tell htmx to stop polling.
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    context.update(
+        scale_form=ScaleForm(initial={"instances": app.instances}),
+        upload_form=UploadForm(),
+        delete_form=DeleteForm(app=app),
+        uploads=app.uploads.select_related("uploaded_by")[:5],
+        volume_mount=settings.APP_VOLUME_MOUNT,
+    )
+    return render(request, "catalog/app_detail.html", context)
+
+
+def _live_or_redirect(request: HtmxHttpRequest, app: App, status: int = 200) -> HttpResponse:
+    if request.htmx:
+        return render(request, "catalog/app_detail.html#live", _instances_context(app), status=status)
+    return redirect("catalog:detail", slug=app.slug)
+
+
+@login_required
+@require_POST
+def app_scale(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    form = ScaleForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            services.app_scale(user=request.user, app=app, instances=form.cleaned_data["instances"])
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        except PermissionDenied as exc:
+            error = str(exc)
+    else:
+        error = "Instances: " + _errors_text(form)
+    if error:
+        if request.htmx:
+            context = _instances_context(app) | {"error": error}
+            return render(request, "catalog/app_detail.html#live", context, status=422)
+        messages.error(request, error)
+    app.refresh_from_db()
+    return _live_or_redirect(request, app)
+
+
+@login_required
+@require_POST
+def instance_action(request: HtmxHttpRequest, slug: str, pk: int, action: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    instance = get_object_or_404(app.instance_set, pk=pk)
+    try:
+        services.instance_action(user=request.user, instance=instance, action=action)
+    except (ValidationError, PermissionDenied) as exc:
+        message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        if request.htmx:
+            return render(
+                request,
+                "catalog/app_detail.html#live",
+                _instances_context(app) | {"error": message},
+                status=422,
+            )
+        messages.error(request, message)
+    return _live_or_redirect(request, app)
+
+
+@login_required
+def app_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    form = AppEditForm(request.POST or None, instance=App.objects.get(pk=app.pk))
+    if request.method == "POST" and form.is_valid():
+        changes = {field: form.cleaned_data[field] for field in form.changed_data}
+        try:
+            services.app_update(user=request.user, app=app, **changes)
+        except ValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            messages.success(
+                request, "Saved." + (" Instances are recreated one at a time." if changes else "")
+            )
+            return redirect("catalog:detail", slug=app.slug)
+    return render(
+        request, "catalog/app_edit.html", {"app": app, "form": form}, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_POST
+def app_upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    form = UploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            services.volume_upload(user=request.user, app=app, fileobj=upload.file, size=upload.size)
+        except ValidationError as exc:
+            messages.error(request, "Upload refused: " + " ".join(exc.messages))
+        else:
+            messages.success(request, "Files uploaded; they are being put into the volume on each host.")
+    else:
+        messages.error(request, "Upload refused: " + _errors_text(form))
+    return redirect("catalog:detail", slug=app.slug)
+
+
+@login_required
+@require_POST
+def app_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    form = DeleteForm(request.POST, app=app)
+    if not form.is_valid():
+        messages.error(request, _errors_text(form))
+        return redirect("catalog:detail", slug=app.slug)
+    services.app_delete(user=request.user, app=app)
+    messages.success(
+        request, f"{app.slug} is being deleted; its volume data stays on the hosts until ops purge it."
+    )
+    return redirect("catalog:list")
+
+
+@login_required
+def app_activity(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    page = Paginator(app.operations.select_related("requested_by", "instance"), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "catalog/app_activity.html", {"app": app, "page": page})

@@ -1,0 +1,255 @@
+"""Carry out an Operation: claim it, converge the instances it concerns, record the outcome.
+
+Docker calls run in a small thread pool (one app's instances sit on several hosts); the
+database is written only from the calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from apps.catalog.models import App, VolumeUpload
+from apps.hosts import gateway
+from apps.hosts.models import Host
+from apps.hosts.transport import SPEC_LABEL, ContainerState, HostError
+from apps.instances.models import Instance, Operation
+from apps.instances.spec import instance_spec
+
+log = logging.getLogger(__name__)
+
+UPLOAD_MARKER = ".slipway-upload"
+
+
+class OperationFailed(Exception):
+    """Expected failure; the message is safe to show to users."""
+
+
+@dataclass
+class Outcome:
+    instance: Instance
+    state: ContainerState | None = None
+    removed: bool = False
+    error: str = ""
+
+
+def run_operation(op_id: int) -> None:
+    claimed = Operation.objects.filter(pk=op_id, status=Operation.Status.QUEUED).update(
+        status=Operation.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, error=""
+    )
+    if not claimed:
+        return  # another worker has it, or it already ran
+    op = Operation.objects.select_related("app__base_image", "instance").get(pk=op_id)
+    try:
+        HANDLERS[op.kind](op)
+    except OperationFailed as exc:
+        _finish(op, Operation.Status.FAILED, str(exc))
+    except Exception:
+        log.exception("operation %s failed unexpectedly", op.pk)
+        _finish(
+            op,
+            Operation.Status.FAILED,
+            f"Something went wrong on our side (ref {op.pk}); ops can see the log.",
+        )
+    else:
+        _finish(op, Operation.Status.SUCCEEDED)
+
+
+def _finish(op: Operation, status: str, error: str = "") -> None:
+    Operation.objects.filter(pk=op.pk).update(status=status, error=error, finished_at=timezone.now())
+
+
+# --- converging instances -----------------------------------------------------------------------
+
+
+def _instances(app: App, only: Instance | None = None) -> list[Instance]:
+    qs = Instance.objects.filter(app=app).select_related("app__base_image", "host")
+    if only is not None:
+        qs = qs.filter(pk=only.pk)
+    return list(qs.order_by("slot"))
+
+
+def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], None]) -> Outcome:
+    """Docker work for one instance; runs in a pool thread, touches no database."""
+    try:
+        if instance.desired_state == Instance.Desired.REMOVED:
+            gateway.container_remove(instance.host, instance.container_name)
+            return Outcome(instance, removed=True)
+        volumes_ready(instance.host)
+        spec = instance_spec(instance)
+        if restart:
+            try:
+                state = gateway.container_restart(instance.host, instance.container_name, spec.port)
+            except HostError:
+                pass  # no such container (or it is broken): ensure below makes a fresh one
+            else:
+                if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
+                    return Outcome(instance, state)
+        return Outcome(instance, gateway.container_ensure(instance.host, spec))
+    except HostError as exc:
+        return Outcome(instance, error=str(exc))
+
+
+def _record(outcome: Outcome) -> None:
+    instance = outcome.instance
+    if outcome.removed:
+        Instance.objects.filter(pk=instance.pk).delete()
+        return
+    if outcome.error:
+        Instance.objects.filter(pk=instance.pk).update(
+            state=Instance.State.FAILED, last_error=outcome.error, updated_at=timezone.now()
+        )
+        return
+    assert outcome.state is not None
+    state = Instance.State.RUNNING if outcome.state.running else Instance.State.STOPPED
+    Instance.objects.filter(pk=instance.pk).update(
+        state=state,
+        container_id=outcome.state.id,
+        host_port=outcome.state.host_port,
+        last_error="",
+        updated_at=timezone.now(),
+    )
+
+
+def converge(
+    app: App, *, only: Instance | None = None, restart: bool = False, one_at_a_time: bool = False
+) -> list[Outcome]:
+    """Make the containers of the app (or of one instance) match the rows; raise if any failed."""
+    instances = _instances(app, only)
+    for instance in instances:
+        if instance.desired_state == Instance.Desired.REMOVED and instance.state != Instance.State.REMOVING:
+            Instance.objects.filter(pk=instance.pk).update(state=Instance.State.REMOVING)
+    volumes = _VolumeSync(app)
+    outcomes: list[Outcome] = []
+    if one_at_a_time:
+        for instance in instances:
+            outcome = _apply(instance, restart, volumes.ready)
+            _record(outcome)
+            outcomes.append(outcome)
+            if outcome.error:
+                break  # stop the roll; the rest keep serving on the old spec
+    else:
+        workers = max(1, min(settings.OPERATION_PARALLELISM, len(instances)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_apply, instance, restart, volumes.ready) for instance in instances]
+            for future in as_completed(futures):
+                outcome = future.result()
+                _record(outcome)  # each instance shows up as soon as it is done
+                outcomes.append(outcome)
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        details = "; ".join(
+            f"{o.instance.container_name} on {o.instance.host.name}: {o.error}" for o in failed
+        )
+        raise OperationFailed(f"{len(failed)} of {len(instances)} instance(s) failed: {details}")
+    return outcomes
+
+
+class _VolumeSync:
+    """Before an instance starts on a host, that host's copy of the volume gets the latest upload."""
+
+    def __init__(self, app: App) -> None:
+        self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
+        self.app = app
+        self.done: set[int] = set()
+
+    def ready(self, host: Host) -> None:
+        if self.upload is None or host.pk in self.done:
+            return
+        volume_put(self.app, host, self.upload, only_if_missing=True)
+        self.done.add(host.pk)
+
+
+def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: bool = False) -> None:
+    """Extract the upload into the app's volume on the host (tar over SSH), then mark it."""
+    path = app.volume_path(host)
+    marker = f"{path}/{UPLOAD_MARKER}"
+    if only_if_missing:
+        seen = gateway.run(host, ["cat", marker], timeout=10)
+        if seen.ok and seen.stdout.decode().strip() == upload.sha256:
+            return
+    gateway.run(host, ["mkdir", "-p", path], timeout=10)
+    with upload.file.open("rb") as handle:
+        data = handle.read()
+    result = gateway.run(
+        host,
+        ["tar", "-x", "--no-same-owner", "--no-overwrite-dir", "-f", "-", "-C", path],
+        stdin=data,
+        timeout=120,
+    )
+    if not result.ok:
+        raise HostError(
+            f"{host.name}: extracting into {path} failed: {result.stderr.decode(errors='replace')[-300:]}"
+        )
+    written = gateway.run(host, ["tee", marker], stdin=f"{upload.sha256}\n".encode(), timeout=10)
+    if not written.ok:
+        raise HostError(f"{host.name}: cannot write {marker}")
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+def _require_app(op: Operation) -> App:
+    if op.app is None:
+        raise OperationFailed("The app no longer exists.")
+    return op.app
+
+
+def _converge_app(op: Operation) -> None:
+    converge(_require_app(op))
+
+
+def _converge_instance(op: Operation) -> None:
+    app = _require_app(op)
+    if op.instance is None:
+        if op.kind == Operation.Kind.REMOVE:
+            return  # already removed
+        raise OperationFailed("The instance no longer exists.")
+    converge(app, only=op.instance, restart=op.kind == Operation.Kind.RESTART)
+
+
+def _redeploy(op: Operation) -> None:
+    converge(_require_app(op), one_at_a_time=True)
+
+
+def _delete(op: Operation) -> None:
+    app = _require_app(op)
+    converge(app)
+    if not Instance.objects.filter(app=app).exists():
+        app.delete()
+
+
+def _upload(op: Operation) -> None:
+    app = _require_app(op)
+    upload = VolumeUpload.objects.filter(pk=op.params.get("upload"), app=app).first()
+    if upload is None:
+        raise OperationFailed("The uploaded tarball is gone.")
+    hosts = Host.objects.filter(instances__app=app).distinct()
+    errors = []
+    for host in hosts:
+        try:
+            volume_put(app, host, upload)
+        except HostError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise OperationFailed("; ".join(errors))
+
+
+HANDLERS: dict[str, Callable[[Operation], None]] = {
+    Operation.Kind.DEPLOY: _converge_app,
+    Operation.Kind.SCALE: _converge_app,
+    Operation.Kind.RECONCILE: _converge_app,
+    Operation.Kind.START: _converge_instance,
+    Operation.Kind.STOP: _converge_instance,
+    Operation.Kind.RESTART: _converge_instance,
+    Operation.Kind.REMOVE: _converge_instance,
+    Operation.Kind.REDEPLOY: _redeploy,
+    Operation.Kind.DELETE: _delete,
+    Operation.Kind.UPLOAD: _upload,
+}

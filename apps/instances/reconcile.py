@@ -1,0 +1,99 @@
+"""Bring actual state to desired state: containers killed behind the portal's back, or gone
+with a restarted daemon, come back; containers with Slipway labels that no row explains are
+reported as findings. Apps with an operation under way are left to it."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from apps.catalog.models import App
+from apps.hosts import gateway
+from apps.hosts.models import Host
+from apps.hosts.transport import MANAGED_LABEL, ContainerState, HostError
+from apps.instances.models import Finding, Instance, Operation
+from apps.instances.services import operation_create, operations_requeue_stale
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    repaired: dict[str, list[str]] = field(default_factory=dict)  # app slug -> reasons
+    unknown: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    requeued: int = 0
+
+
+def _listing(host: Host) -> tuple[Host, list[ContainerState] | None, str]:
+    try:
+        return host, gateway.containers_list(host, f"{MANAGED_LABEL}=1"), ""
+    except HostError as exc:
+        return host, None, str(exc)
+
+
+def reconcile() -> Report:
+    report = Report(requeued=operations_requeue_stale(settings.OPERATION_REQUEUE_AFTER))
+    hosts = list(Host.objects.exclude(host_key="").exclude(state=Host.State.PENDING))
+    busy_apps = set(
+        Operation.objects.filter(status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING])
+        .exclude(app=None)
+        .values_list("app_id", flat=True)
+    )
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+        listings = list(pool.map(_listing, hosts))
+    now = timezone.now()
+    for host, containers, error in listings:
+        if containers is None:
+            report.unreachable.append(f"{host.name}: {error}")
+            continue
+        by_name = {c.name: c for c in containers}
+        expected = set()
+        for instance in Instance.objects.filter(host=host).select_related("app"):
+            expected.add(instance.container_name)
+            if instance.app_id in busy_apps:
+                continue
+            reason = _needs_repair(instance, by_name.get(instance.container_name))
+            if reason:
+                report.repaired.setdefault(instance.app.slug, []).append(reason)
+        for name, container in by_name.items():
+            if name in expected:
+                continue
+            report.unknown.append(f"{host.name}: {name}")
+            detail = f"labels {container.labels.get('io.slipway.app', '?')}/{container.labels.get('io.slipway.slot', '?')}, status {container.status}"
+            finding, created = Finding.objects.get_or_create(
+                host=host,
+                kind=Finding.Kind.UNKNOWN_CONTAINER,
+                subject=name,
+                resolved_at=None,
+                defaults={"detail": detail, "last_seen": now},
+            )
+            if not created:
+                Finding.objects.filter(pk=finding.pk).update(last_seen=now, detail=detail)
+        # Findings for containers that are gone now are resolved.
+        Finding.objects.filter(host=host, resolved_at=None, kind=Finding.Kind.UNKNOWN_CONTAINER).exclude(
+            subject__in=list(by_name)
+        ).update(resolved_at=now)
+    for slug, reasons in report.repaired.items():
+        app = App.objects.get(slug=slug)
+        operation_create(app=app, kind=Operation.Kind.RECONCILE, summary="; ".join(reasons)[:300])
+    if report.repaired or report.unknown:
+        log.info("reconcile: repaired %s, unknown %s", report.repaired, report.unknown)
+    return report
+
+
+def _needs_repair(instance: Instance, container: ContainerState | None) -> str:
+    name = instance.container_name
+    if instance.desired_state == Instance.Desired.REMOVED:
+        return f"{name} should be removed" if container else ""
+    if container is None:
+        return f"{name} was missing; re-create"
+    if instance.desired_state == Instance.Desired.RUNNING and not container.running:
+        return f"{name} was {container.status}; start"
+    if instance.desired_state == Instance.Desired.STOPPED and container.running:
+        return f"{name} was running; stop"
+    return ""

@@ -1,0 +1,71 @@
+"""Operations: the job records that the worker claims, and how they are sent to it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.catalog.models import App
+from apps.instances.models import Instance, Operation
+
+log = logging.getLogger(__name__)
+
+
+def operation_create(
+    *,
+    app: App,
+    kind: str,
+    user: Any = None,
+    instance: Instance | None = None,
+    params: dict[str, Any] | None = None,
+    summary: str = "",
+) -> Operation:
+    """Record a change and send it to a worker once the transaction commits.
+
+    The row is the job: if the broker is unreachable the row stays queued and the
+    reconcile sends it again later, so nothing the user asked for is lost.
+    """
+    op = Operation.objects.create(
+        app=app,
+        app_slug=app.slug,
+        instance=instance,
+        kind=kind,
+        params=params or {},
+        summary=summary,
+        requested_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    transaction.on_commit(lambda: operation_send(op.pk))
+    return op
+
+
+def operation_send(op_id: int) -> bool:
+    """Hand the operation to Celery; False (and logged) if the broker cannot take it now."""
+    from apps.instances.tasks import run_operation
+
+    try:
+        run_operation.delay(op_id)
+    except Exception as exc:  # kombu raises several families for a broker that is down
+        log.warning("operation %s stays queued: broker unreachable: %s", op_id, exc)
+        Operation.objects.filter(pk=op_id, status=Operation.Status.QUEUED).update(
+            error=f"The task queue is unreachable right now ({type(exc).__name__}); "
+            "the operation is kept and will run when it is back."
+        )
+        return False
+    return True
+
+
+def operations_requeue_stale(older_than_s: float) -> int:
+    """Send again operations that are still queued long after they were made."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    ids = list(
+        Operation.objects.filter(status=Operation.Status.QUEUED, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for op_id in ids:
+        operation_send(op_id)
+    return len(ids)

@@ -1,0 +1,53 @@
+"""The container an instance should be, computed from the rows (never from user-given paths)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+
+from apps.hosts.transport import MANAGED_LABEL, ContainerSpec
+from apps.instances.models import Instance
+
+APP_LABEL = "io.slipway.app"
+SLOT_LABEL = "io.slipway.slot"
+INSTANCE_LABEL = "io.slipway.instance"
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def instance_spec(instance: Instance) -> ContainerSpec:
+    app = instance.app
+    host = instance.host
+    env = {
+        **app.env,
+        "SLIPWAY_APP": app.slug,
+        "SLIPWAY_SLOT": str(instance.slot),
+        "SLIPWAY_INSTANCE": instance.container_name,
+    }
+    labels = {
+        MANAGED_LABEL: "1",
+        APP_LABEL: app.slug,
+        SLOT_LABEL: str(instance.slot),
+        INSTANCE_LABEL: str(instance.pk),
+    }
+    return ContainerSpec(
+        name=instance.container_name,
+        image=app.base_image.reference,
+        command=tuple(app.argv),
+        env=tuple(sorted(env.items())),
+        labels=tuple(sorted(labels.items())),
+        memory_mb=instance.memory_mb,
+        nano_cpus=int(instance.cpus * 1_000_000_000),
+        binds=((app.volume_path(host), settings.APP_VOLUME_MOUNT),),
+        port=app.effective_port,
+        # Published on the host's own address until instances get static IPs on the public network.
+        publish_address=host.address if _is_ip(host.address) else "",
+        running=instance.desired_state == Instance.Desired.RUNNING,
+    )
