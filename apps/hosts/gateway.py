@@ -90,6 +90,10 @@ def container_restart(host: Host, name: str, port: int | None = None) -> Contain
     return docker_api.container_restart(docker(host), name, host.name, port)
 
 
+def container_why(host: Host, name: str) -> str:
+    return docker_api.container_why(docker(host), name, host.name)
+
+
 def containers_list(host: Host, label: str) -> list[ContainerState]:
     return docker_api.containers_list(docker(host), label, host.name)
 

@@ -7,6 +7,7 @@ database is written only from the calling thread.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from django.utils import timezone
 from apps.catalog.models import App, VolumeUpload
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.hosts.transport import SPEC_LABEL, ContainerState, HostError
+from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerState, HostError
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 
@@ -37,6 +38,9 @@ class Outcome:
     state: ContainerState | None = None
     removed: bool = False
     error: str = ""
+    # A host problem (unreachable, daemon down) the reconcile retries; otherwise the app's
+    # own failure, which waits for the owner to change something.
+    transient: bool = False
 
 
 def run_operation(op_id: int) -> None:
@@ -92,8 +96,10 @@ def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], No
                 if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
                     return Outcome(instance, state)
         return Outcome(instance, gateway.container_ensure(instance.host, spec))
-    except HostError as exc:
+    except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
+    except HostError as exc:
+        return Outcome(instance, error=str(exc), transient=True)
 
 
 def _record(outcome: Outcome) -> None:
@@ -102,8 +108,9 @@ def _record(outcome: Outcome) -> None:
         Instance.objects.filter(pk=instance.pk).delete()
         return
     if outcome.error:
+        state = Instance.State.PENDING if outcome.transient else Instance.State.FAILED
         Instance.objects.filter(pk=instance.pk).update(
-            state=Instance.State.FAILED, last_error=outcome.error, updated_at=timezone.now()
+            state=state, last_error=outcome.error, updated_at=timezone.now()
         )
         return
     assert outcome.state is not None
@@ -152,18 +159,37 @@ def converge(
 
 
 class _VolumeSync:
-    """Before an instance starts on a host, that host's copy of the volume gets the latest upload."""
+    """Before an instance starts on a host, that host's copy of the volume gets the latest upload.
+    Called from pool threads: one extraction per host, the other threads wait for it."""
 
     def __init__(self, app: App) -> None:
         self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
         self.app = app
         self.done: set[int] = set()
+        self.locks: dict[int, threading.Lock] = {}
+        self.guard = threading.Lock()
 
     def ready(self, host: Host) -> None:
-        if self.upload is None or host.pk in self.done:
+        if self.upload is None:
             return
-        volume_put(self.app, host, self.upload, only_if_missing=True)
-        self.done.add(host.pk)
+        with self.guard:
+            lock = self.locks.setdefault(host.pk, threading.Lock())
+        with lock:
+            if host.pk in self.done:
+                return
+            volume_put(self.app, host, self.upload, only_if_missing=True)
+            self.done.add(host.pk)
+
+
+def _tar_flag(head: bytes) -> list[str]:
+    # GNU tar cannot guess the compression of a stream on stdin; tell it.
+    if head.startswith(b"\x1f\x8b"):
+        return ["-z"]
+    if head.startswith(b"BZh"):
+        return ["-j"]
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return ["-J"]
+    return []
 
 
 def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: bool = False) -> None:
@@ -179,7 +205,7 @@ def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: b
         data = handle.read()
     result = gateway.run(
         host,
-        ["tar", "-x", "--no-same-owner", "--no-overwrite-dir", "-f", "-", "-C", path],
+        ["tar", "-x", *_tar_flag(data[:6]), "--no-same-owner", "--no-overwrite-dir", "-f", "-", "-C", path],
         stdin=data,
         timeout=120,
     )

@@ -26,6 +26,7 @@ class Report:
     repaired: dict[str, list[str]] = field(default_factory=dict)  # app slug -> reasons
     unknown: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
     requeued: int = 0
 
 
@@ -57,7 +58,19 @@ def reconcile() -> Report:
             expected.add(instance.container_name)
             if instance.app_id in busy_apps:
                 continue
-            reason = _needs_repair(instance, by_name.get(instance.container_name))
+            container = by_name.get(instance.container_name)
+            if container is not None and container.status == "restarting":
+                _mark_failed(host, instance, report)
+                continue
+            if instance.state == Instance.State.FAILED:
+                # The app's own failure waits for its owner (restart, redeploy, scale); retrying
+                # it every sweep would only crash it again.
+                if container is not None and container.running:
+                    Instance.objects.filter(pk=instance.pk).update(
+                        state=Instance.State.RUNNING, last_error=""
+                    )
+                continue
+            reason = _needs_repair(instance, container)
             if reason:
                 report.repaired.setdefault(instance.app.slug, []).append(reason)
         for name, container in by_name.items():
@@ -84,6 +97,17 @@ def reconcile() -> Report:
     if report.repaired or report.unknown:
         log.info("reconcile: repaired %s, unknown %s", report.repaired, report.unknown)
     return report
+
+
+def _mark_failed(host: Host, instance: Instance, report: Report) -> None:
+    try:
+        why = gateway.container_why(host, instance.container_name)
+    except HostError as exc:
+        why = str(exc)
+    message = f"{instance.container_name} {why}"
+    report.failed.append(message)
+    if instance.state != Instance.State.FAILED or instance.last_error != message:
+        Instance.objects.filter(pk=instance.pk).update(state=Instance.State.FAILED, last_error=message)
 
 
 def _needs_repair(instance: Instance, container: ContainerState | None) -> str:

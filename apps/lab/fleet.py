@@ -439,7 +439,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
         return
     log(f"{host.name}: starting dockerd")
     _stop_daemon(host.docker_pidfile, marker)
-    _kill_leftovers(host)
+    _kill_leftovers(host, keep_sshd=True)
     _unmount_under(host.run / "exec", host.state / "docker")
     host.run.mkdir(parents=True, exist_ok=True)
     (host.state / "docker").mkdir(parents=True, exist_ok=True)
@@ -475,15 +475,22 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
 
 
-def _kill_leftovers(host: LabHost) -> None:
+def _kill_leftovers(host: LabHost, keep_sshd: bool = False) -> None:
     """Processes still in the host's namespace after its daemons are gone (containerd, shims and
-    their containers from a killed run), found by namespace and parentage, never by name."""
+    their containers from a killed run), found by namespace and parentage, never by name.
+    With keep_sshd, the host's sshd and its sessions (the portal's connections) are spared."""
     roots = _processes_in_netns(host.netns_path)
-    for pid in _descendants(roots) + roots:
+    spared: set[int] = set()
+    if keep_sshd:
+        sshd = _daemon_pid(host.sshd_pidfile, str(host.sshd_config), host.netns_path)
+        if sshd is not None:
+            spared = {sshd, *_descendants([sshd])}
+    victims = [pid for pid in _descendants(roots) + roots if pid not in spared]
+    for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in roots):
+    while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
         time.sleep(0.05)
 
 

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from apps.catalog.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import register_hosts
+from apps.lab.register import register_hosts, register_images
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,28 @@ def cleanup_containers(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
     for lab_host in lab:
         for name in names:
             fleet.docker(lab_host, "rm", "-f", name, check=False)
+
+
+@pytest.fixture
+def lab_images(lab_hosts: list[Host]) -> dict[str, BaseImage]:
+    """The lab's base images in the catalog, with the lab hosts that have them."""
+    return {image.name: image for image in register_images(("busybox", "debian-python"), log=lambda _: None)}
+
+
+@pytest.fixture
+def busybox(lab_images: dict[str, BaseImage]) -> BaseImage:
+    return lab_images["slipway/busybox"]
+
+
+@pytest.fixture
+def remove_apps(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
+    """Slugs of apps a test deploys; their containers are removed from every lab host afterwards."""
+    slugs: list[str] = []
+    yield slugs
+    for lab_host in lab:
+        for slug in slugs:
+            ids = fleet.docker(
+                lab_host, "ps", "-aq", "--filter", f"label=io.slipway.app={slug}"
+            ).stdout.split()
+            if ids:
+                fleet.docker(lab_host, "rm", "-f", *ids, check=False)

@@ -42,6 +42,10 @@ class CommandTimeout(HostError):
     pass
 
 
+class ContainerFailed(HostError):
+    """Docker refused the container or it died at once: the app's fault, not the host's."""
+
+
 class CommandFailed(HostError):
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -122,6 +126,7 @@ class ContainerState:
     host_port: int | None = None
     started_at: str = ""
     error: str = ""
+    exit_code: int | None = None
 
     @property
     def running(self) -> bool:

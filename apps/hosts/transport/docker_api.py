@@ -8,9 +8,11 @@ channels, so after the first call a request costs a round trip, not a new SSH se
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -21,6 +23,7 @@ from docker.transport.sshconn import SSHHTTPAdapter
 
 from apps.hosts.transport import (
     SPEC_LABEL,
+    ContainerFailed,
     ContainerSpec,
     ContainerState,
     Endpoint,
@@ -29,6 +32,7 @@ from apps.hosts.transport import (
 )
 from apps.hosts.transport.ssh import session_for
 
+T = TypeVar("T")
 NotFound = docker.errors.NotFound
 APIError = docker.errors.APIError
 DockerException = docker.errors.DockerException
@@ -146,6 +150,20 @@ def translate(exc: Exception, where: str) -> HostError:
 # --- containers: "ensure" operations with deterministic names --------------------------------
 
 
+def _retry_stale(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run again once if a pooled connection turned out dead (daemon or sshd restarted since
+    it was opened). Safe because every call here is an idempotent "ensure"."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except HostUnreachable:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _state(container: Any, port: int | None) -> ContainerState:
     attrs = container.attrs
     host_port = None
@@ -164,6 +182,7 @@ def _state(container: Any, port: int | None) -> ContainerState:
         host_port=host_port,
         started_at=state.get("StartedAt", ""),
         error=state.get("Error", ""),
+        exit_code=state.get("ExitCode"),
     )
 
 
@@ -183,6 +202,9 @@ def _create(client: DockerClient, spec: ContainerSpec) -> Any:
         "nano_cpus": spec.nano_cpus,
         "volumes": {source: {"bind": target, "mode": "rw"} for source, target in spec.binds},
         "restart_policy": {"Name": "unless-stopped"},
+        # A real init as PID 1: signals reach the app (so a stop takes milliseconds, not the
+        # 10 s kill timeout) and zombies are reaped, whatever the app does.
+        "init": True,
         "detach": True,
     }
     if spec.port:
@@ -196,8 +218,13 @@ def _create(client: DockerClient, spec: ContainerSpec) -> Any:
         raise
 
 
+@_retry_stale
 def container_ensure(client: DockerClient, spec: ContainerSpec, where: str) -> ContainerState:
-    """Make the container named spec.name match the spec, adopting one that already does."""
+    """Make the container named spec.name match the spec, adopting one that already does.
+
+    A container made here that does not start, or dies at once, is removed again, so a
+    failed attempt leaves nothing behind.
+    """
     try:
         try:
             container = client.containers.get(spec.name)
@@ -209,22 +236,49 @@ def container_ensure(client: DockerClient, spec: ContainerSpec, where: str) -> C
         created = container is None
         if container is None:
             container = _create(client, spec)
-        if spec.running and container.status != "running":
-            try:
+        try:
+            if spec.running and container.status != "running":
                 container.start()
-            except APIError:
-                if created:
-                    # Do not leave a container that never ran behind.
-                    container.remove(force=True)
-                raise
-        elif not spec.running and container.status == "running":
-            container.stop(timeout=10)
-        container.reload()
+            elif not spec.running and container.status == "running":
+                container.stop(timeout=10)
+            container.reload()
+            if spec.running and container.status not in ("running", "created"):
+                raise ContainerFailed(f"{spec.name} {_death(container)}")
+        except (APIError, ContainerFailed):
+            if created:
+                container.remove(force=True)
+            raise
         return _state(container, spec.port)
+    except ContainerFailed:
+        raise
+    except APIError as exc:
+        raise ContainerFailed(f"{where}: Docker refused {spec.name}: {exc.explanation or exc}") from exc
     except Exception as exc:
         raise translate(exc, where) from exc
 
 
+def _death(container: Any) -> str:
+    """Why a container is not running: exit code and the last lines it printed."""
+    state = container.attrs.get("State", {})
+    try:
+        tail = container.logs(tail=3).decode(errors="replace").strip()
+    except (APIError, requests.exceptions.RequestException):
+        tail = ""
+    reason = (
+        f"exited with code {state.get('ExitCode')}" if container.status != "restarting" else "keeps crashing"
+    )
+    return f"{reason}{': ' + tail if tail else ''}"
+
+
+@_retry_stale
+def container_why(client: DockerClient, name: str, where: str) -> str:
+    try:
+        return _death(client.containers.get(name))
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+@_retry_stale
 def container_remove(client: DockerClient, name: str, where: str) -> bool:
     """Remove the container if it exists; True if there was one."""
     try:
@@ -246,6 +300,7 @@ def container_restart(client: DockerClient, name: str, where: str, port: int | N
         raise translate(exc, where) from exc
 
 
+@_retry_stale
 def containers_list(client: DockerClient, label: str, where: str) -> list[ContainerState]:
     """All containers (running or not) carrying the label."""
     try:
@@ -254,6 +309,7 @@ def containers_list(client: DockerClient, label: str, where: str) -> list[Contai
         raise translate(exc, where) from exc
 
 
+@_retry_stale
 def image_present(client: DockerClient, reference: str, where: str) -> bool:
     try:
         client.images.get(reference)
