@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
 
+from apps.catalog.models import BaseImage
 from apps.hosts import tasks
 from apps.hosts.models import Host
+from apps.instances.models import Operation
 
 
 def test_a_real_worker_probes_a_host(worker: None, lab_hosts: list[Host]) -> None:
@@ -23,3 +27,38 @@ def test_a_real_worker_probes_a_host(worker: None, lab_hosts: list[Host]) -> Non
     assert host.last_checked is not None, (settings.VAR_DIR / "test-worker.log").read_text()[-3000:]
     assert host.state == Host.State.ACTIVE
     assert host.cpus is not None and host.cpus >= 1
+
+
+def test_a_real_worker_deploys_an_app_submitted_through_the_api(
+    worker: None, owner: User, busybox: BaseImage, remove_apps: list[str]
+) -> None:
+    remove_apps.append("api-e2e")
+    api = APIClient()
+    api.force_authenticate(owner)
+    response = api.post(
+        "/api/v1/apps/",
+        {
+            "slug": "api-e2e",
+            "team": "alpha",
+            "base_image": busybox.pk,
+            "memory_mb": 32,
+            "cpus": "0.1",
+            "instances": 2,
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    op = Operation.objects.get(app__slug="api-e2e", kind=Operation.Kind.SCALE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        op.refresh_from_db()
+        if op.terminal:
+            break
+        time.sleep(0.1)
+    assert op.status == Operation.Status.SUCCEEDED, (
+        op.error or (settings.VAR_DIR / "test-worker.log").read_text()[-3000:]
+    )
+    states = api.get("/api/v1/apps/api-e2e/instances/").json()
+    assert [i["state"] for i in states] == ["running", "running"]
+    assert all(i["container_id"] for i in states)
+    assert api.get(f"/api/v1/operations/{op.pk}/").json()["status"] == "succeeded"

@@ -19,33 +19,6 @@ from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 
 
-@pytest.fixture
-def hosts(db: None) -> list[Host]:
-    """Two active hosts as the probe would record them (no Docker is touched by these tests)."""
-    out = []
-    for i in (1, 2):
-        out.append(
-            Host.objects.create(
-                name=f"h{i}",
-                address=f"192.0.2.{i}",
-                host_key="ssh-ed25519 AAAA",
-                state=Host.State.ACTIVE,
-                cpus=2,
-                memory_mb=1024,
-            )
-        )
-    return out
-
-
-@pytest.fixture
-def image(hosts: list[Host]) -> BaseImage:
-    image = BaseImage.objects.create(
-        name="slipway/busybox", tag="1", runtime="busybox", default_command=["sh"]
-    )
-    image.hosts.set(hosts)
-    return image
-
-
 def _create(owner: User, alpha: Team, image: BaseImage, **kwargs: object) -> App:
     params: dict[str, object] = {"slug": "web", "memory_mb": 64, "cpus": "0.25"}
     params.update(kwargs)

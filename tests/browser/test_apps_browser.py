@@ -1,0 +1,87 @@
+"""A developer creates an app in Chromium, scales it, watches it come up (htmx polling fed by a
+real Celery worker on the lab), removes an instance, and finds the activity log."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, expect
+
+from apps.accounts.models import Membership, Team
+from apps.catalog.models import App
+from apps.hosts.models import Host
+from apps.lab import fleet
+from apps.lab.register import register_images
+
+
+def _login(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", "pw-" + username)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name=re.compile("Welcome"))).to_be_visible()
+
+
+def test_a_developer_creates_scales_and_watches_an_app_come_up(
+    page: Page,
+    live_server,
+    live_lab_hosts: list[Host],
+    worker,
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    register_images(("busybox",), log=lambda _: None)
+    team = Team.objects.create(slug="shop", name="Shop team")
+    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
+    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
+    try:
+        _login(page, live_server.url, "dev")
+        page.get_by_role("link", name="Apps").first.click()
+        page.get_by_role("link", name="New app").click()
+        page.fill("input[name=slug]", "storefront")
+        page.select_option("select[name=team]", label="Shop team")
+        page.select_option("select[name=base_image]", label="slipway/busybox:1")
+        page.fill("input[name=memory_mb]", "32")
+        page.fill("input[name=cpus]", "0.1")
+        page.fill("input[name=instances]", "1")
+        page.fill("textarea[name=env]", "GREETING=hello")
+        screenshot("create-form")
+        page.get_by_role("button", name="Create app").click()
+
+        expect(page.get_by_role("heading", name="storefront")).to_be_visible()
+        live = page.locator("#live")
+        expect(live).to_contain_text("1 of 1 running", timeout=30_000)
+        expect(live).to_contain_text("settled")
+
+        page.fill("#id_instances", "3")
+        page.get_by_role("button", name="Scale", exact=True).click()
+        expect(live).to_contain_text("working")  # the htmx response replaced the fragment at once
+        expect(live).to_contain_text("3 of 3 running", timeout=30_000)
+        expect(live).to_contain_text("settled")
+        expect(page.locator("#instances tbody tr")).to_have_count(3)
+        screenshot("three-running")
+        hosts_used = {row.inner_text().split("\t")[1] for row in page.locator("#instances tbody tr").all()}
+        assert len(hosts_used) == 2  # spread over both lab hosts
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("tr[data-instance=slw-storefront-2]").get_by_role("button", name="Remove").click()
+        expect(page.locator("#instances tbody tr")).to_have_count(2, timeout=30_000)
+        expect(live).to_contain_text("2 of 2 running")
+
+        # A refused scale says why, in place.
+        page.fill("#id_instances", "999")
+        page.get_by_role("button", name="Scale", exact=True).click()
+        expect(page.locator("#live [role=alert]")).to_contain_text("At most 50 instances")
+
+        page.get_by_role("link", name="all").click()
+        expect(page.locator("table.activity")).to_contain_text("scale 0 → 1")
+        expect(page.locator("table.activity")).to_contain_text("remove slw-storefront-2")
+        screenshot("activity")
+    finally:
+        for lab_host in fleet.LabConfig.from_settings().all_hosts():
+            ids = fleet.docker(
+                lab_host, "ps", "-aq", "--filter", "label=io.slipway.app=storefront"
+            ).stdout.split()
+            if ids:
+                fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+        App.objects.filter(slug="storefront").delete()

@@ -1,0 +1,61 @@
+"""The app list costs the same number of queries for 3 apps or 30 (no query per row)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from apps.catalog.models import App, BaseImage
+from apps.hosts.models import Host
+from apps.instances.models import Instance
+
+
+def _seed(owner: User, image: BaseImage, host: Host, start: int, count: int) -> None:
+    team = owner.memberships.get().team
+    for n in range(start, start + count):
+        app = App.objects.create(slug=f"app-{n}", team=team, base_image=image, instances=2)
+        for slot in range(2):
+            Instance.objects.create(
+                app=app,
+                slot=slot,
+                host=host,
+                memory_mb=64,
+                cpus=Decimal("0.25"),
+                state=Instance.State.RUNNING if slot == 0 else Instance.State.FAILED,
+            )
+
+
+def _queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(captured.captured_queries)
+
+
+def test_the_app_list_page_does_not_query_per_app(owner: User, image: BaseImage, hosts: list[Host]) -> None:
+    client = Client()
+    client.force_login(owner)
+    _seed(owner, image, hosts[0], 0, 3)
+    few = _queries(client, "/apps/")
+    _seed(owner, image, hosts[0], 3, 27)
+    many = _queries(client, "/apps/")
+    assert few == many
+    page = client.get("/apps/").content.decode()
+    assert page.count("1 / 2 running") == 30
+    assert page.count("1 failed") == 30
+
+
+def test_the_app_list_api_does_not_query_per_app(owner: User, image: BaseImage, hosts: list[Host]) -> None:
+    client = APIClient()
+    client.force_login(owner)
+    _seed(owner, image, hosts[0], 0, 3)
+    few = _queries(client, "/api/v1/apps/")
+    _seed(owner, image, hosts[0], 3, 27)
+    many = _queries(client, "/api/v1/apps/")
+    assert few == many
+    assert client.get("/api/v1/apps/?limit=1").json()["results"][0]["running"] == 1

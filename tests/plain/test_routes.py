@@ -1,0 +1,146 @@
+"""Route x role: every URL the portal serves, for anonymous, a developer of another team, the
+app's developer, its team lead and ops. A URL without an entry here fails the test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rest_framework.test import APIClient
+
+from apps.catalog import services
+from apps.catalog.models import App, BaseImage
+from apps.hosts.models import Host
+from apps.instances.models import Instance, Operation
+
+ROLES = ("anonymous", "outsider", "owner", "lead", "ops")
+
+
+def _all(code: int) -> dict[str, int]:
+    return dict.fromkeys(ROLES, code)
+
+
+def _signed_in(anon: int, code: int) -> dict[str, int]:
+    return {"anonymous": anon, **dict.fromkeys(ROLES[1:], code)}
+
+
+def _app_scoped(anon: int, member: int) -> dict[str, int]:
+    return {"anonymous": anon, "outsider": 404, "owner": member, "lead": member, "ops": member}
+
+
+def _ops_page(ops: int) -> dict[str, int]:
+    # Host pages use staff_member_required: everyone else is sent to the admin login.
+    return {**_all(302), "ops": ops}
+
+
+def _ops_api(ops: int) -> dict[str, int]:
+    return {"anonymous": 401, "outsider": 403, "owner": 403, "lead": 403, "ops": ops}
+
+
+Ctx = dict[str, Any]
+Kwargs = Callable[[Ctx], dict[str, Any]]
+NONE: Kwargs = lambda c: {}  # noqa: E731
+APP: Kwargs = lambda c: {"slug": c["app"].slug}  # noqa: E731
+HOST: Kwargs = lambda c: {"pk": c["host"].pk}  # noqa: E731
+INSTANCE: Kwargs = lambda c: {"pk": c["instance"].pk}  # noqa: E731
+
+# name: (method, kwargs, expected status per role)
+MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
+    "home": ("get", NONE, _signed_in(302, 200)),
+    "login": ("get", NONE, _all(200)),
+    "logout": ("post", NONE, _all(302)),
+    "healthz": ("get", NONE, _all(200)),
+    "token": ("get", NONE, _signed_in(302, 200)),
+    "token-create": ("post", NONE, _signed_in(302, 302)),
+    "token-revoke": ("post", NONE, _signed_in(302, 302)),
+    "catalog:list": ("get", NONE, _signed_in(302, 200)),
+    "catalog:create": ("get", NONE, _signed_in(302, 200)),
+    "catalog:detail": ("get", APP, _app_scoped(302, 200)),
+    "catalog:edit": ("get", APP, _app_scoped(302, 200)),
+    "catalog:activity": ("get", APP, _app_scoped(302, 200)),
+    # Empty POSTs: members get the form error back as a message and a redirect.
+    "catalog:scale": ("post", APP, _app_scoped(302, 302)),
+    "catalog:upload": ("post", APP, _app_scoped(302, 302)),
+    "catalog:delete": ("post", APP, _app_scoped(302, 302)),
+    "catalog:instance-action": (
+        "post",
+        lambda c: {"slug": c["app"].slug, "pk": c["instance"].pk, "action": "stop"},
+        _app_scoped(302, 302),
+    ),
+    "hosts:list": ("get", NONE, _ops_page(200)),
+    "hosts:detail": ("get", HOST, _ops_page(200)),
+    "hosts:confirm-key": ("post", HOST, _ops_page(400)),
+    "hosts:refetch-key": ("post", HOST, _ops_page(200)),
+    "hosts:probe": ("post", HOST, _ops_page(200)),
+    "admin:index": ("get", NONE, _ops_page(200)),
+    "api-root": ("get", NONE, _signed_in(401, 200)),
+    "host-list": ("get", NONE, _signed_in(401, 200)),
+    "host-detail": ("get", HOST, _signed_in(401, 200)),
+    "host-confirm-key": ("post", HOST, _ops_api(400)),
+    "host-probe": ("post", HOST, _ops_api(200)),
+    "app-list": ("get", NONE, _signed_in(401, 200)),
+    "app-detail": ("get", APP, _app_scoped(401, 200)),
+    "app-scale": ("post", APP, _app_scoped(401, 400)),
+    "app-instances": ("get", APP, _app_scoped(401, 200)),
+    "app-operations": ("get", APP, _app_scoped(401, 200)),
+    "app-volume": ("post", APP, _app_scoped(401, 400)),
+    "instance-detail": ("get", INSTANCE, _app_scoped(401, 200)),
+    "instance-start": ("post", INSTANCE, _app_scoped(401, 202)),
+    "instance-stop": ("post", INSTANCE, _app_scoped(401, 202)),
+    "instance-restart": ("post", INSTANCE, _app_scoped(401, 202)),
+    "operation-detail": ("get", lambda c: {"pk": c["operation"].pk}, _app_scoped(401, 200)),
+    "base-image-list": ("get", NONE, _signed_in(401, 200)),
+    "base-image-detail": ("get", lambda c: {"pk": c["image"].pk}, _signed_in(401, 200)),
+    "schema": ("get", NONE, _all(200)),
+    "api-docs": ("get", NONE, _all(200)),
+}
+
+
+def _names(patterns: list[Any], namespace: str = "") -> set[str]:
+    found: set[str] = set()
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            if pattern.namespace == "admin":
+                found.add("admin:index")  # Django's own admin: its entry point stands for it
+                continue
+            found |= _names(pattern.url_patterns, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            found.add(f"{namespace}{pattern.name}")
+    return found
+
+
+def test_every_url_has_an_entry_in_the_matrix() -> None:
+    served = _names(get_resolver().url_patterns)
+    assert served - set(MATRIX) == set(), "URLs without a route x role entry"
+    assert set(MATRIX) - served == set(), "entries for URLs that no longer exist"
+
+
+@pytest.fixture
+def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, hosts: list[Host]) -> Ctx:
+    app: App = services.app_create(
+        user=owner, team=owner.memberships.get().team, slug="web", base_image=image, instances=1
+    )
+    return {
+        "app": app,
+        "instance": Instance.objects.get(app=app),
+        "operation": Operation.objects.get(app=app),
+        "host": hosts[0],
+        "image": image,
+        "users": {"owner": owner, "lead": lead, "outsider": outsider, "ops": ops},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+@pytest.mark.parametrize("role", ROLES)
+def test_route_answers_each_role_as_expected(ctx: Ctx, name: str, role: str) -> None:
+    method, kwargs, expected = MATRIX[name]
+    client = APIClient()
+    if role != "anonymous":
+        client.force_login(ctx["users"][role])
+    url = reverse(name, kwargs=kwargs(ctx))
+    response = getattr(client, method)(url, {}, format="multipart" if method == "post" else None)
+    assert response.status_code == expected[role], f"{method.upper()} {url} as {role}"
