@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-sqlite test-postgres lint setup lab
+.PHONY: up down test test-sqlite test-postgres lint setup lab bench
 
 setup:
 	@scripts/setup.sh
@@ -40,3 +40,7 @@ test-sqlite:
 
 test-postgres:
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Figures beside raw Docker on the same lab host, in the same run: bench/results/latest.json.
+bench: setup lab
+	$(PY) -m bench

@@ -189,7 +189,7 @@ RECONCILE_INTERVAL = envfloat("RECONCILE_INTERVAL", 30.0)
 # A queued operation whose task never reached a worker (broker down) is sent again after this.
 OPERATION_REQUEUE_AFTER = envfloat("OPERATION_REQUEUE_AFTER", 30.0)
 # Parallel Docker calls per operation (scale +10 across hosts).
-OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 8)
+OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", 200)
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"

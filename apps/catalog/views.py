@@ -38,10 +38,27 @@ def _errors_text(form: BaseForm) -> str:
     return " ".join(str(message) for errors in form.errors.values() for message in errors)
 
 
+APPS_PER_PAGE = 50
+
+
 @login_required
 def app_list(request: HtmxHttpRequest) -> HttpResponse:
     apps = selectors.app_list(request.user)
-    return render(request, "catalog/app_list.html", {"apps": apps})
+    query = request.GET.get("q", "").strip()
+    if query:
+        apps = apps.filter(slug__icontains=query)
+    team = request.GET.get("team", "")
+    if team:
+        apps = apps.filter(team__slug=team)
+    page = Paginator(apps, APPS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "query": query,
+        "team": team,
+        "teams": selectors.teams_of(request.user).order_by("slug"),
+    }
+    template = "catalog/app_list.html#app-table" if request.htmx else "catalog/app_list.html"
+    return render(request, template, context)
 
 
 @login_required

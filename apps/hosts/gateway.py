@@ -74,12 +74,13 @@ def docker(host: Host) -> docker_api.DockerClient:
     """A docker-py client for the host's daemon over its configured transport."""
     if host.docker_transport == "ssh":
         _require_pinned(host)
-        return docker_api.client_for(transport="ssh", endpoint=host.endpoint)
-    return docker_api.client_for(transport="local", socket_path=host.docker_socket)
+        return docker_api.client_for(transport="ssh", endpoint=host.endpoint, socket_path=host.socket_path)
+    return docker_api.client_for(transport="local", socket_path=host.socket_path)
 
 
-def container_ensure(host: Host, spec: ContainerSpec) -> ContainerState:
-    return docker_api.container_ensure(docker(host), spec, host.name)
+def container_ensure(host: Host, spec: ContainerSpec, *, fresh: bool = False) -> ContainerState:
+    """Make the container match the spec; `fresh`: none is expected yet (saves a round trip)."""
+    return docker_api.container_ensure(docker(host), spec, host.name, fresh=fresh)
 
 
 def container_remove(host: Host, name: str) -> bool:

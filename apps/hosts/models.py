@@ -32,6 +32,9 @@ def validate_absolute_path(value: str) -> None:
         raise ValidationError(f"{value!r}: use an absolute path without '.' or '..' components.")
 
 
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 def default_volume_root() -> str:
     return str(settings.HOST_VOLUME_ROOT)
 
@@ -71,7 +74,8 @@ class Host(models.Model):
     # The key the host offered at registration or on the last re-fetch, awaiting confirmation.
     offered_host_key = models.TextField(blank=True)
     docker_transport = models.CharField(max_length=10, choices=Transport.choices, default=Transport.SSH)
-    # Only for the local transport: the daemon's socket on this machine.
+    # The daemon's socket on the host (blank: /var/run/docker.sock). Over SSH the portal
+    # opens channels straight to it; the local transport connects to it on this machine.
     docker_socket = models.CharField(max_length=200, blank=True, validators=[validate_absolute_path])
     volume_root = models.CharField(
         max_length=200, default=default_volume_root, validators=[validate_absolute_path]
@@ -95,6 +99,10 @@ class Host(models.Model):
     def clean(self) -> None:
         if self.docker_transport == self.Transport.LOCAL and not self.docker_socket:
             raise ValidationError({"docker_socket": "The local transport needs the daemon's socket path."})
+
+    @property
+    def socket_path(self) -> str:
+        return self.docker_socket or DEFAULT_DOCKER_SOCKET
 
     @property
     def endpoint(self) -> Endpoint:

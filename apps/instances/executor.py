@@ -95,7 +95,8 @@ def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], No
             else:
                 if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
                     return Outcome(instance, state)
-        return Outcome(instance, gateway.container_ensure(instance.host, spec))
+        fresh = not instance.container_id and instance.state == Instance.State.PENDING
+        return Outcome(instance, gateway.container_ensure(instance.host, spec, fresh=fresh))
     except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:

@@ -24,12 +24,14 @@ def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
             host = services.host_register(
                 name=lab_host.name,
                 address=str(lab_host.address),
+                docker_socket=str(lab_host.docker_socket),
                 volume_root=str(lab_host.volume_root),
             )
         else:
             host.address = str(lab_host.address)
+            host.docker_socket = str(lab_host.docker_socket)
             host.volume_root = str(lab_host.volume_root)
-            host.save(update_fields=["address", "volume_root"])
+            host.save(update_fields=["address", "docker_socket", "volume_root"])
             if host.host_key and fingerprint(host.host_key) == known:
                 registered.append(services.host_probe(host=host))
                 continue

@@ -59,3 +59,22 @@ def test_the_app_list_api_does_not_query_per_app(owner: User, image: BaseImage, 
     many = _queries(client, "/api/v1/apps/")
     assert few == many
     assert client.get("/api/v1/apps/?limit=1").json()["results"][0]["running"] == 1
+
+
+def test_the_app_list_pages_and_filters(owner: User, image: BaseImage, hosts: list[Host]) -> None:
+    client = Client()
+    client.force_login(owner)
+    _seed(owner, image, hosts[0], 0, 60)
+    first = client.get("/apps/").content.decode()
+    assert first.count("running</span>") == 50
+    assert "page 1 of 2 (60 apps)" in first
+    second = client.get("/apps/?page=2").content.decode()
+    assert second.count("running</span>") == 10
+    found = client.get("/apps/?q=app-5").content.decode()
+    # app-5 and app-50..app-59
+    assert found.count("running</span>") == 11
+    fragment = client.get("/apps/?q=app-59", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="app-table"' in fragment and "<html" not in fragment
+    assert "app-59" in fragment
+    none = client.get("/apps/?team=beta").content.decode()
+    assert "No app matches." in none

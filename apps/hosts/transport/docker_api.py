@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,7 +20,8 @@ import docker.errors
 import requests
 from django.conf import settings
 from docker.client import DockerClient
-from docker.transport.sshconn import SSHHTTPAdapter
+from docker.models.containers import _create_container_args
+from docker.transport.sshconn import RecentlyUsedContainer, SSHConnection, SSHConnectionPool, SSHHTTPAdapter
 
 from apps.hosts.transport import (
     SPEC_LABEL,
@@ -30,69 +32,99 @@ from apps.hosts.transport import (
     HostError,
     HostUnreachable,
 )
-from apps.hosts.transport.ssh import session_for
+from apps.hosts.transport.ssh import ChannelRefused, open_streamlocal, session_for
 
 T = TypeVar("T")
+# Parallel HTTP connections (SSH channels) per host; an operation runs up to this many calls at once.
+POOL_SIZE = 16
 NotFound = docker.errors.NotFound
 APIError = docker.errors.APIError
 DockerException = docker.errors.DockerException
 
 
 class _SessionHolder:
-    """Quacks like the paramiko.SSHClient that docker-py's adapter expects."""
+    """Quacks like the paramiko.SSHClient that docker-py's pool expects, and opens the channels
+    that carry HTTP to the host's Docker socket."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, socket_path: str) -> None:
         self.endpoint = endpoint
+        self.socket_path = socket_path
+        self.streamlocal = True
 
     def get_transport(self) -> Any:
         return session_for(self.endpoint).transport
+
+    def channel(self, timeout: float) -> Any:
+        session = session_for(self.endpoint)
+        if self.streamlocal:
+            try:
+                # Straight to the socket: one round trip, no process started on the host.
+                return open_streamlocal(session.transport, self.socket_path, settings.SSH_CONNECT_TIMEOUT)
+            except ChannelRefused:
+                self.streamlocal = False  # sshd forbids it (AllowStreamLocalForwarding no)
+        channel = session.open_channel(
+            shlex.join(["docker", "-H", f"unix://{self.socket_path}", "system", "dial-stdio"]),
+            timeout=timeout,
+        )
+        return channel
 
     def close(self) -> None:
         # The session is shared with the SSH runner and cached per process; keep it.
         pass
 
 
-class PinnedSSHAdapter(SSHHTTPAdapter):
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
-        # Deliberately skip SSHHTTPAdapter.__init__: it builds its own paramiko client.
-        from docker import constants
-        from docker.transport.sshconn import RecentlyUsedContainer
+class _TunnelConnection(SSHConnection):
+    def __init__(self, holder: _SessionHolder, timeout: float) -> None:
+        super().__init__(ssh_transport=None, timeout=timeout, host="docker")
+        self.holder = holder
 
-        self.ssh_client = _SessionHolder(endpoint)  # type: ignore[assignment]
+    def connect(self) -> None:
+        channel = self.holder.channel(self.timeout)
+        channel.settimeout(self.timeout)
+        self.sock = channel
+
+
+class _TunnelPool(SSHConnectionPool):
+    def __init__(self, holder: _SessionHolder, timeout: float, maxsize: int) -> None:
+        super().__init__(ssh_client=holder, timeout=timeout, maxsize=maxsize, host="docker")
+        self.holder = holder
+
+    def _new_conn(self) -> Any:
+        return _TunnelConnection(self.holder, self.timeout)
+
+
+class PinnedSSHAdapter(SSHHTTPAdapter):
+    def __init__(self, endpoint: Endpoint, socket_path: str, timeout: float) -> None:
+        # Deliberately skip SSHHTTPAdapter.__init__: it builds its own paramiko client.
+        self.holder = _SessionHolder(endpoint, socket_path)
+        self.ssh_client = self.holder  # type: ignore[assignment]
         self.ssh_host = str(endpoint)
         self.timeout = timeout
-        self.max_pool_size = constants.DEFAULT_MAX_POOL_SIZE
-        self.pools = RecentlyUsedContainer(constants.DEFAULT_NUM_POOLS, dispose_func=lambda p: p.close())
+        self.max_pool_size = POOL_SIZE
+        self.pools = RecentlyUsedContainer(1, dispose_func=lambda p: p.close())
         requests.adapters.HTTPAdapter.__init__(self)
 
     def get_connection(self, url: Any, proxies: Any = None) -> Any:
-        from docker.transport.sshconn import SSHConnectionPool
-
         # One pool for the host, not one per URL as upstream keys it: every distinct URL
-        # would otherwise open fresh channels and pay a new `dial-stdio` each time.
+        # would otherwise open fresh channels each time.
         with self.pools.lock:
             pool = self.pools.get("ssh")
             # A pool whose transport died (host rebooted) is replaced by one on a fresh session.
             if pool is not None and pool.ssh_transport is not None and pool.ssh_transport.is_active():
                 return pool
-            pool = SSHConnectionPool(
-                ssh_client=self.ssh_client,
-                timeout=self.timeout,
-                maxsize=self.max_pool_size,
-                host=self.ssh_host,
-            )
+            pool = _TunnelPool(self.holder, self.timeout, self.max_pool_size)
             self.pools["ssh"] = pool
         return pool
 
 
-def _ssh_client(endpoint: Endpoint) -> DockerClient:
+def _ssh_client(endpoint: Endpoint, socket_path: str) -> DockerClient:
     # An explicit API version means docker-py does not probe the daemon on construction.
     client = docker.DockerClient(
         base_url="unix:///nonexistent",
         version=settings.DOCKER_API_VERSION,
         timeout=int(settings.DOCKER_TIMEOUT),
     )
-    adapter = PinnedSSHAdapter(endpoint, settings.DOCKER_TIMEOUT)
+    adapter = PinnedSSHAdapter(endpoint, socket_path, settings.DOCKER_TIMEOUT)
     client.api.mount("http+docker://ssh", adapter)
     client.api._custom_adapter = adapter
     client.api.base_url = "http+docker://ssh"
@@ -107,15 +139,15 @@ def _socket_client(socket_path: str) -> DockerClient:
     )
 
 
-_clients: dict[tuple[str, object], DockerClient] = {}
+_clients: dict[tuple[str, object, str], DockerClient] = {}
 _clients_pid = os.getpid()
 _clients_lock = threading.Lock()
 
 
-def client_for(*, transport: str, endpoint: Endpoint | None = None, socket_path: str = "") -> DockerClient:
+def client_for(*, transport: str, socket_path: str, endpoint: Endpoint | None = None) -> DockerClient:
     """A cached docker-py client for a host in this process (made again after fork)."""
     global _clients_pid
-    key: tuple[str, object] = (transport, endpoint if transport == "ssh" else socket_path)
+    key: tuple[str, object, str] = (transport, endpoint, socket_path)
     with _clients_lock:
         if _clients_pid != os.getpid():
             _clients.clear()
@@ -125,7 +157,7 @@ def client_for(*, transport: str, endpoint: Endpoint | None = None, socket_path:
             if transport == "ssh":
                 if endpoint is None:
                     raise ValueError("the ssh transport needs an endpoint")
-                client = _ssh_client(endpoint)
+                client = _ssh_client(endpoint, socket_path)
             elif transport == "local":
                 if not socket_path:
                     raise ValueError("the local transport needs a socket path")
@@ -165,20 +197,25 @@ def _retry_stale(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _state(container: Any, port: int | None) -> ContainerState:
-    attrs = container.attrs
+    return _state_of(container.attrs, port, fallback_status=container.status)
+
+
+def _state_of(info: dict[str, Any], port: int | None, fallback_status: str = "") -> ContainerState:
     host_port = None
     if port:
-        bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        bindings = (info.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
         if bindings:
             host_port = int(bindings[0]["HostPort"])
-    state = attrs.get("State", {})
+    state = info.get("State", {})
     if isinstance(state, str):  # the list endpoint gives a bare status, inspect a dict
         state = {"Status": state}
+    labels = info.get("Labels") or (info.get("Config") or {}).get("Labels") or {}
+    names = info.get("Names") or [info.get("Name", "")]
     return ContainerState(
-        id=container.id,
-        name=container.name.lstrip("/") if container.name else "",
-        status=state.get("Status", container.status),
-        labels=dict(container.labels or {}),
+        id=info.get("Id", ""),
+        name=(names[0] or "").lstrip("/"),
+        status=state.get("Status", fallback_status),
+        labels=dict(labels),
         host_port=host_port,
         started_at=state.get("StartedAt", ""),
         error=state.get("Error", ""),
@@ -186,7 +223,7 @@ def _state(container: Any, port: int | None) -> ContainerState:
     )
 
 
-def _create(client: DockerClient, spec: ContainerSpec) -> Any:
+def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
     labels = dict(spec.labels)
     labels[SPEC_LABEL] = spec.digest
     kwargs: dict[str, Any] = {
@@ -206,49 +243,79 @@ def _create(client: DockerClient, spec: ContainerSpec) -> Any:
         # 10 s kill timeout) and zombies are reaped, whatever the app does.
         "init": True,
         "detach": True,
+        "version": version,
     }
     if spec.port:
         kwargs["ports"] = {f"{spec.port}/tcp": (spec.publish_address, None) if spec.publish_address else None}
+    # docker-py's own translation of run()-style arguments into the Engine API's create call.
+    return _create_container_args(kwargs)
+
+
+def _inspect(api: Any, name: str) -> dict[str, Any] | None:
     try:
-        return client.containers.create(**kwargs)
+        return api.inspect_container(name)  # type: ignore[no-any-return]
+    except NotFound:
+        return None
+
+
+def _create(api: Any, spec: ContainerSpec) -> str | None:
+    """The new container's id, or None if one by that name exists already."""
+    try:
+        return str(api.create_container(**_create_args(spec, api._version))["Id"])
     except APIError as exc:
         if exc.status_code == 409:
-            # Someone (an earlier attempt, a parallel worker) made it a moment ago: adopt it.
-            return client.containers.get(spec.name)
+            return None
         raise
 
 
 @_retry_stale
-def container_ensure(client: DockerClient, spec: ContainerSpec, where: str) -> ContainerState:
+def container_ensure(
+    client: DockerClient, spec: ContainerSpec, where: str, *, fresh: bool = False
+) -> ContainerState:
     """Make the container named spec.name match the spec, adopting one that already does.
 
-    A container made here that does not start, or dies at once, is removed again, so a
-    failed attempt leaves nothing behind.
+    `fresh` says the caller expects no container yet: create first and look only on a name
+    conflict, which saves a round trip on the common path (create, start, inspect). A
+    container made here that does not start, or dies at once, is removed again, so a failed
+    attempt leaves nothing behind.
     """
+    api = client.api
     try:
+        info = None if fresh else _inspect(api, spec.name)
+        container_id = None
+        created = False
+        for _ in range(2):
+            if (
+                info is not None
+                and (info.get("Config") or {}).get("Labels", {}).get(SPEC_LABEL) != spec.digest
+            ):
+                api.remove_container(info["Id"], force=True)  # made from an older spec
+                info = None
+            if info is not None:
+                container_id = info["Id"]
+                break
+            container_id = _create(api, spec)
+            if container_id is not None:
+                created = True
+                break
+            info = _inspect(api, spec.name)  # someone made it a moment ago: look at it
+        if container_id is None:
+            raise ContainerFailed(f"{where}: {spec.name} keeps being re-created by someone else")
+        status = info["State"]["Status"] if info else "created"
         try:
-            container = client.containers.get(spec.name)
-        except NotFound:
-            container = None
-        if container is not None and container.labels.get(SPEC_LABEL) != spec.digest:
-            container.remove(force=True)
-            container = None
-        created = container is None
-        if container is None:
-            container = _create(client, spec)
-        try:
-            if spec.running and container.status != "running":
-                container.start()
-            elif not spec.running and container.status == "running":
-                container.stop(timeout=10)
-            container.reload()
-            if spec.running and container.status not in ("running", "created"):
-                raise ContainerFailed(f"{spec.name} {_death(container)}")
+            if spec.running and status != "running":
+                api.start(container_id)
+            elif not spec.running and status == "running":
+                api.stop(container_id, timeout=10)
+            info = api.inspect_container(container_id)
+            state = _state_of(info, spec.port)
+            if spec.running and state.status not in ("running", "created"):
+                raise ContainerFailed(f"{spec.name} {_death_of(api, container_id, state)}")
         except (APIError, ContainerFailed):
             if created:
-                container.remove(force=True)
+                api.remove_container(container_id, force=True)
             raise
-        return _state(container, spec.port)
+        return state
     except ContainerFailed:
         raise
     except APIError as exc:
@@ -257,17 +324,18 @@ def container_ensure(client: DockerClient, spec: ContainerSpec, where: str) -> C
         raise translate(exc, where) from exc
 
 
-def _death(container: Any) -> str:
+def _death_of(api: Any, container_id: str, state: ContainerState) -> str:
     """Why a container is not running: exit code and the last lines it printed."""
-    state = container.attrs.get("State", {})
     try:
-        tail = container.logs(tail=3).decode(errors="replace").strip()
+        tail = api.logs(container_id, tail=3).decode(errors="replace").strip()
     except (APIError, requests.exceptions.RequestException):
         tail = ""
-    reason = (
-        f"exited with code {state.get('ExitCode')}" if container.status != "restarting" else "keeps crashing"
-    )
+    reason = "keeps crashing" if state.status == "restarting" else f"exited with code {state.exit_code}"
     return f"{reason}{': ' + tail if tail else ''}"
+
+
+def _death(container: Any) -> str:
+    return _death_of(container.client.api, container.id, _state(container, None))
 
 
 @_retry_stale

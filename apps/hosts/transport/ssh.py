@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -119,6 +120,53 @@ def fetch_host_key(address: str, port: int = 22) -> str:
 
 
 # --- sessions -----------------------------------------------------------------------------
+
+
+class ChannelRefused(HostUnreachable):
+    """The server said no to a channel type (for example streamlocal forwarding is disabled)."""
+
+
+def open_streamlocal(transport: paramiko.Transport, socket_path: str, timeout: float) -> paramiko.Channel:
+    """A channel to a unix socket on the host ("direct-streamlocal@openssh.com", OpenSSH's
+    PROTOCOL 2.4). paramiko only knows tcpip and x11 channels, so the open request is built
+    here the way Transport.open_channel builds its own; the channel it returns is ordinary."""
+    from paramiko.channel import Channel
+    from paramiko.common import cMSG_CHANNEL_OPEN
+    from paramiko.message import Message
+
+    if not transport.is_active():
+        raise HostUnreachable("SSH session not active")
+    t: Any = transport  # private members below, as open_channel uses them
+    with t.lock:
+        window = t._sanitize_window_size(None)
+        packet = t._sanitize_packet_size(None)
+        chanid = t._next_channel()
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string("direct-streamlocal@openssh.com")
+        m.add_int(chanid)
+        m.add_int(window)
+        m.add_int(packet)
+        m.add_string(socket_path)
+        m.add_string("")  # reserved
+        m.add_int(0)  # reserved
+        chan: Any = Channel(chanid)
+        t._channels.put(chanid, chan)
+        t.channel_events[chanid] = event = threading.Event()
+        t.channels_seen[chanid] = True
+        chan._set_transport(t)
+        chan._set_window(window, packet)
+    t._send_user_message(m)
+    deadline = time.monotonic() + timeout
+    while not event.wait(0.05):
+        if not t.active:
+            raise HostUnreachable(f"SSH session ended while opening a channel to {socket_path}")
+        if time.monotonic() > deadline:
+            raise HostUnreachable(f"no answer within {timeout:g} s opening a channel to {socket_path}")
+    opened = t._channels.get(chanid)
+    if opened is None:
+        raise ChannelRefused(f"the host refused a channel to {socket_path}: {t.get_exception() or 'refused'}")
+    return opened  # type: ignore[no-any-return]
 
 
 class ChannelOpenFailed(HostUnreachable):

@@ -1,0 +1,265 @@
+"""`make bench`: Slipway's figures beside raw Docker on the same lab host, in the same run.
+
+Runs against its own SQLite database (var/bench.sqlite3) and its own Redis database, with a
+real Celery worker, on the lab fleet. Writes bench/results/latest.json:
+{"figures": [{"name", "unit", "value", "baseline", "ratio"}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+DB = VAR / "bench.sqlite3"
+BROKER = "redis://127.0.0.1:6379/14"
+os.environ["DATABASE_URL"] = f"sqlite:///{DB}"
+os.environ["CELERY_BROKER_URL"] = BROKER
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+for suffix in ("", "-wal", "-shm"):
+    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from apps.accounts.models import Membership, Team  # noqa: E402
+from apps.catalog import services  # noqa: E402
+from apps.catalog.models import App, BaseImage  # noqa: E402
+from apps.hosts.models import Host  # noqa: E402
+from apps.instances.models import Instance, Operation  # noqa: E402
+from apps.lab import fleet  # noqa: E402
+from apps.lab.register import register_hosts, register_images  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+figures: list[dict[str, object]] = []
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def figure(name: str, unit: str, value: float, baseline: float | None) -> None:
+    ratio = round(value / baseline, 2) if baseline else None
+    figures.append(
+        {
+            "name": name,
+            "unit": unit,
+            "value": round(value, 4),
+            "baseline": round(baseline, 4) if baseline else None,
+            "ratio": ratio,
+        }
+    )
+    base = f"  raw {baseline:.3f} {unit}  ratio {ratio}" if baseline else ""
+    say(f"{name:16} {value:.3f} {unit}{base}")
+
+
+def run_parallel(jobs: list[tuple[fleet.LabHost, list[str]]]) -> None:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        list(pool.map(lambda job: fleet.docker(job[0], *job[1]), jobs))
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float = 60, interval: float = 0.005, negate: bool = False
+) -> None:
+    deadline = time.monotonic() + timeout
+    while check() == negate:
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish in time")
+        time.sleep(interval)
+
+
+def raw_run_args(lab_host: fleet.LabHost, name: str, app: App) -> list[str]:
+    """The same container the portal makes, by hand: image, limits, init, port, volume, labels."""
+    return [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--init",
+        "--restart",
+        "unless-stopped",
+        "--memory",
+        f"{app.memory_mb}m",
+        "--memory-swap",
+        f"{app.memory_mb}m",
+        "--cpus",
+        str(app.cpus),
+        "-p",
+        f"{lab_host.address}::8080",
+        "-v",
+        f"{lab_host.volume_root}/bench-raw:/srv/app",
+        "--label",
+        "io.slipway.bench=1",
+        "slipway/busybox:1",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/srv/app",
+    ]
+
+
+def timed(fn: Callable[..., object], *args: object) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    say("setting up: lab, database, worker")
+    config = fleet.LabConfig.from_settings()
+    lab = fleet.up(config, log=lambda _: None)
+    call_command("migrate", verbosity=0)
+    register_hosts(lab, log=lambda _: None)
+    register_images(("busybox",), log=lambda _: None)
+    redis.Redis.from_url(BROKER).flushdb()  # the bench's own broker database: no stale tasks
+    team = Team.objects.create(slug="bench", name="Bench")
+    user = User.objects.create_user("bench")  # no password: the bench signs in with force_login
+    Membership.objects.create(team=team, user=user, role=Membership.Role.DEVELOPER)
+    image = BaseImage.objects.get(name="slipway/busybox")
+    app = services.app_create(user=user, team=team, slug="bench", base_image=image, memory_mb=32, cpus="0.1")
+    client = Client()
+    client.force_login(user)
+    log = open(VAR / "log" / "bench-worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--concurrency",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+    by_name = {h.name: h for h in lab}
+    try:
+        time.sleep(3)  # let the worker connect
+
+        def scale(n: int) -> None:
+            response = client.post(
+                f"/api/v1/apps/{app.slug}/scale/", {"instances": n}, content_type="application/json"
+            )
+            assert response.status_code == 202, response.content
+            op_id = response.json()["id"]
+            wait_for(lambda: Operation.objects.filter(pk=op_id, status__in=Operation.TERMINAL).exists())
+            op = Operation.objects.get(pk=op_id)
+            assert op.status == Operation.Status.SUCCEEDED, op.error
+
+        def running(n: int) -> bool:
+            return (
+                Instance.objects.filter(app=app, state=Instance.State.RUNNING).count() == n
+                and not Instance.objects.filter(app=app).exclude(state=Instance.State.RUNNING).exists()
+            )
+
+        # Warm up: the first container on a host pays for the image's first use.
+        scale(2)
+        scale(0)
+
+        # --- scale +1: API call -> running, beside raw `docker run -d` ----------------------
+        portal, raw = [], []
+        for i in range(ROUNDS):
+            started = time.perf_counter()
+            scale(1)
+            wait_for(lambda: running(1))
+            portal.append(time.perf_counter() - started)
+            host = Instance.objects.get(app=app).host
+            lab_host = by_name[host.name]
+            scale(0)
+            raw.append(timed(fleet.docker, lab_host, *raw_run_args(lab_host, f"bench-raw-{i}", app)))
+            fleet.docker(lab_host, "rm", "-f", f"bench-raw-{i}")
+        figure("scale_1", "s", statistics.median(portal), statistics.median(raw))
+
+        # --- scale +10 across the hosts, beside 10 raw runs in parallel (5 per host) ----------
+        portal, raw = [], []
+        for i in range(max(1, ROUNDS // 2)):
+            started = time.perf_counter()
+            scale(10)
+            wait_for(lambda: running(10))
+            portal.append(time.perf_counter() - started)
+            scale(0)
+            names = [(lab[n % len(lab)], f"bench-raw10-{i}-{n}") for n in range(10)]
+            raw.append(timed(run_parallel, [(h, raw_run_args(h, name, app)) for h, name in names]))
+            for lab_host, name in names:
+                fleet.docker(lab_host, "rm", "-f", name)
+        figure("scale_10", "s", statistics.median(portal), statistics.median(raw))
+
+        # --- remove: scale -1 -> container gone, beside raw `docker rm -f` --------------------
+        portal, raw = [], []
+        scale(1)
+        for i in range(ROUNDS):
+            scale(2)
+            doomed = Instance.objects.get(app=app, slot=1)
+            lab_host = by_name[doomed.host.name]
+            started = time.perf_counter()
+            scale(1)
+            wait_for(Instance.objects.filter(pk=doomed.pk).exists, negate=True)
+            portal.append(time.perf_counter() - started)
+            fleet.docker(lab_host, *raw_run_args(lab_host, f"bench-rm-{i}", app))
+            raw.append(timed(fleet.docker, lab_host, "rm", "-f", f"bench-rm-{i}"))
+        figure("remove", "s", statistics.median(portal), statistics.median(raw))
+        scale(0)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+        for lab_host in lab:
+            ids = fleet.docker(lab_host, "ps", "-aq", "--filter", "label=io.slipway.bench=1").stdout.split()
+            ids += fleet.docker(
+                lab_host, "ps", "-aq", "--filter", "label=io.slipway.app=bench"
+            ).stdout.split()
+            if ids:
+                fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+
+    # --- app list page: a developer whose teams hold 500 apps with 2,000 instances -------------
+    call_command("seed_apps", team="bench", apps=500, instances=2000, seed=1, verbosity=0)
+    samples = []
+    for _ in range(5):
+        client.get("/apps/")
+    for _ in range(50):
+        started = time.perf_counter()
+        response = client.get("/apps/")
+        samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    samples.sort()
+    figure("app_list_p95", "ms", samples[int(len(samples) * 0.95) - 1], None)
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "figures": figures,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hosts": [h.name for h in Host.objects.all() if h.name.startswith("lab-")],
+        "rounds": ROUNDS,
+    }
+    (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    say(f"written to {out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
