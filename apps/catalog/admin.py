@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.catalog import services
-from apps.catalog.models import App, BaseImage, VolumeUpload
+from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
 
 
 @admin.register(BaseImage)
@@ -63,3 +63,28 @@ class VolumeUploadAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(RetainedVolume)
+class RetainedVolumeAdmin(admin.ModelAdmin):
+    """Volume data of deleted apps, kept on the hosts until ops purge it."""
+
+    list_display = ["app_slug", "host", "path", "team", "deleted_at", "purged_at", "purge_error"]
+    list_filter = ["purged_at", "host"]
+    search_fields = ["app_slug"]
+    readonly_fields = ["host", "app_slug", "path", "team", "deleted_at", "purged_at", "purge_error"]
+    actions = ["purge"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Purge: delete the volume data on the host")
+    def purge(self, request: HttpRequest, queryset: QuerySet[RetainedVolume]) -> None:
+        for volume in queryset.select_related("host"):
+            volume = services.volume_purge(volume=volume)
+            if volume.purged_at:
+                self.message_user(request, f"Purged {volume.path} on {volume.host}.")
+            else:
+                self.message_user(
+                    request, f"{volume.path} on {volume.host}: {volume.purge_error}", messages.ERROR
+                )

@@ -114,3 +114,21 @@ class VolumeUpload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app.slug} {self.sha256[:12]}"
+
+
+class RetainedVolume(models.Model):
+    """An app volume left on a host after its app was deleted, kept until ops purge it."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="retained_volumes")
+    app_slug = models.CharField(max_length=40)
+    path = models.CharField(max_length=300)
+    team = models.ForeignKey(Team, null=True, on_delete=models.SET_NULL, related_name="+")
+    deleted_at = models.DateTimeField(auto_now_add=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+    purge_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-deleted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.app_slug} on {self.host}"

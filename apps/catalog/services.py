@@ -17,7 +17,7 @@ from django.core.files import File
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage, VolumeUpload
+from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
 from apps.catalog.selectors import teams_of
 from apps.instances import placement
 from apps.instances.models import Instance, Operation
@@ -91,6 +91,13 @@ def app_create(
     _require_member(user, team)
     _check_image(base_image, new=True)
     memory, cpu = _check_limits(memory_mb, cpus)
+    if RetainedVolume.objects.filter(app_slug=slug, purged_at=None).exists():
+        # A new app under this name would find the deleted app's files in its volume.
+        raise ValidationError(
+            {
+                "slug": f"{slug} belonged to a deleted app whose volume data is still kept; pick another name or ask ops to purge it."
+            }
+        )
     app = App(
         slug=slug,
         team=team,
@@ -318,3 +325,35 @@ def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
                 present.append(host)  # unknown now: keep what we knew
     image.hosts.set(present)
     return errors
+
+
+def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
+    """Delete a deleted app's volume directory on its host (ops only, from the admin)."""
+    from django.utils import timezone
+
+    from apps.hosts import gateway
+    from apps.hosts.transport import HostError
+
+    if volume.purged_at:
+        return volume
+    root = volume.host.volume_root.rstrip("/")
+    expected = f"{root}/{volume.app_slug}"
+    # The path is recomputed, never trusted from the row: nothing outside the volume root goes.
+    if volume.path != expected or App.objects.filter(slug=volume.app_slug).exists():
+        volume.purge_error = (
+            f"Refused: {volume.path} is not {expected}, or an app named {volume.app_slug} exists again."
+        )
+        volume.save(update_fields=["purge_error"])
+        return volume
+    try:
+        result = gateway.run(volume.host, ["rm", "-rf", "--one-file-system", "--", expected], timeout=120)
+    except HostError as exc:
+        volume.purge_error = str(exc)
+    else:
+        if result.ok:
+            volume.purged_at = timezone.now()
+            volume.purge_error = ""
+        else:
+            volume.purge_error = result.stderr.decode(errors="replace")[-500:]
+    volume.save(update_fields=["purged_at", "purge_error"])
+    return volume

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from apps.catalog.models import App, VolumeUpload
+from apps.catalog.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerState, HostError
@@ -247,8 +247,17 @@ def _redeploy(op: Operation) -> None:
 
 def _delete(op: Operation) -> None:
     app = _require_app(op)
+    hosts = list(Host.objects.filter(instances__app=app).distinct())
     converge(app)
     if not Instance.objects.filter(app=app).exists():
+        # The volume data stays on the hosts that ran the app, listed for ops to purge.
+        for host in hosts:
+            RetainedVolume.objects.get_or_create(
+                host=host,
+                app_slug=app.slug,
+                purged_at=None,
+                defaults={"path": app.volume_path(host), "team": app.team},
+            )
         app.delete()
 
 

@@ -6,13 +6,15 @@ import io
 import tarfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
 from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.catalog.models import App, BaseImage, RetainedVolume
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Finding, Instance, Operation
@@ -157,6 +159,19 @@ def test_deleting_an_app_removes_its_containers_and_keeps_its_log(
         Operation.objects.filter(app_slug="shop").order_by("created_at").values_list("kind", flat=True)
     )
     assert kinds == ["scale", "delete"]
+
+    # The volume data stays on both hosts until ops purge it, and the name is not reused before.
+    retained = list(RetainedVolume.objects.filter(app_slug="shop").select_related("host"))
+    assert {v.host.name for v in retained} == {h.name for h in lab_hosts}
+    for volume in retained:
+        assert Path(volume.path).is_dir()  # the lab hosts share this machine's filesystem
+    with pytest.raises(ValidationError, match="belonged to a deleted app whose volume data is still kept"):
+        services.app_create(user=owner, team=app.team, slug="shop", base_image=app.base_image)
+    for volume in retained:
+        purged = services.volume_purge(volume=volume)
+        assert purged.purged_at is not None, purged.purge_error
+        assert not Path(volume.path).exists()
+    assert services.app_create(user=owner, team=app.team, slug="shop", base_image=app.base_image).slug == "shop"
 
 
 def test_reconcile_brings_back_killed_and_removed_containers_and_reports_unknown_ones(
