@@ -188,6 +188,8 @@ CPU_OVERCOMMIT = envfloat("CPU_OVERCOMMIT", 1.0)
 RECONCILE_INTERVAL = envfloat("RECONCILE_INTERVAL", 30.0)
 # A queued operation whose task never reached a worker (broker down) is sent again after this.
 OPERATION_REQUEUE_AFTER = envfloat("OPERATION_REQUEUE_AFTER", 30.0)
+# An operation still "running" this long lost its worker (killed, machine rebooted): run it again.
+OPERATION_STALE_AFTER = envfloat("OPERATION_STALE_AFTER", 900.0)
 # Parallel Docker calls per operation (scale +10 across hosts).
 OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", 200)

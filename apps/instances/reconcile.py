@@ -38,7 +38,9 @@ def _listing(host: Host) -> tuple[Host, list[ContainerState] | None, str]:
 
 
 def reconcile() -> Report:
-    report = Report(requeued=operations_requeue_stale(settings.OPERATION_REQUEUE_AFTER))
+    report = Report(
+        requeued=operations_requeue_stale(settings.OPERATION_REQUEUE_AFTER, settings.OPERATION_STALE_AFTER)
+    )
     hosts = list(Host.objects.exclude(host_key="").exclude(state=Host.State.PENDING))
     busy_apps = set(
         Operation.objects.filter(status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING])

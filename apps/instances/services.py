@@ -58,14 +58,27 @@ def operation_send(op_id: int) -> bool:
     return True
 
 
-def operations_requeue_stale(older_than_s: float) -> int:
-    """Send again operations that are still queued long after they were made."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    ids = list(
+def operations_requeue_stale(older_than_s: float, running_longer_than_s: float | None = None) -> int:
+    """Send again operations still queued long after they were made (the broker was down),
+    and those left running by a worker that died (its claim is released: the handlers are
+    idempotent, so running one again finishes the job once)."""
+    now = timezone.now()
+    ids: list[int] = []
+    if running_longer_than_s is not None:
+        stale = Operation.objects.filter(
+            status=Operation.Status.RUNNING, started_at__lt=now - timedelta(seconds=running_longer_than_s)
+        )
+        ids += list(stale.values_list("pk", flat=True))
+        stale.update(
+            status=Operation.Status.QUEUED,
+            error=f"No worker finished it within {running_longer_than_s:g} s (worker lost?); it runs again.",
+        )
+    cutoff = now - timedelta(seconds=older_than_s)
+    ids += list(
         Operation.objects.filter(status=Operation.Status.QUEUED, created_at__lt=cutoff).values_list(
             "pk", flat=True
         )
     )
-    for op_id in ids:
+    for op_id in sorted(set(ids)):
         operation_send(op_id)
-    return len(ids)
+    return len(set(ids))

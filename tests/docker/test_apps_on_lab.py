@@ -171,7 +171,9 @@ def test_deleting_an_app_removes_its_containers_and_keeps_its_log(
         purged = services.volume_purge(volume=volume)
         assert purged.purged_at is not None, purged.purge_error
         assert not Path(volume.path).exists()
-    assert services.app_create(user=owner, team=app.team, slug="shop", base_image=app.base_image).slug == "shop"
+    assert (
+        services.app_create(user=owner, team=app.team, slug="shop", base_image=app.base_image).slug == "shop"
+    )
 
 
 def test_reconcile_brings_back_killed_and_removed_containers_and_reports_unknown_ones(
@@ -225,22 +227,25 @@ def test_a_container_that_cannot_start_fails_the_operation_and_leaves_no_orphan(
 ) -> None:
     target = lab_hosts[0]
     busybox.hosts.set([target])
-    # The app volume's path is a file on the host: the instance cannot start with it.
-    volume = app.volume_path(target)
-    fleet.sh("rm", "-rf", volume)
-    fleet.sh("touch", volume)
+    # The host's volume root is a file: Docker creates the container, then cannot mount the
+    # app volume when starting it.
+    broken_root = Path(_lab_host(lab, target).state) / "not-a-directory"
+    broken_root.write_text("")
+    good_root = target.volume_root
+    Host.objects.filter(pk=target.pk).update(volume_root=str(broken_root))
     try:
         op = _run(services.app_scale(user=owner, app=app, instances=1))
         assert op.status == Operation.Status.FAILED
-        assert "slw-shop-0 on lab-h1" in op.error
-        assert "not a directory" in op.error.lower()
+        assert "slw-shop-0 on lab-h1" in op.error and "Docker refused slw-shop-0" in op.error
+        assert "not a directory" in op.error
         instance = Instance.objects.get(app=app)
         assert instance.state == Instance.State.FAILED
-        assert _containers(lab, "shop") == {}  # created, died at once, removed again
+        assert _containers(lab, "shop") == {}  # created, failed to start, removed again
         # The owner's failure is not retried by the reconcile behind their back...
         assert "shop" not in reconcile.reconcile().repaired
     finally:
-        fleet.sh("rm", "-f", volume)
+        Host.objects.filter(pk=target.pk).update(volume_root=good_root)
+        broken_root.unlink()
     # ...but a retry (here: restart from the page) works once the cause is gone.
     op = _run(services.instance_action(user=owner, instance=instance, action="restart"))
     assert op.status == Operation.Status.SUCCEEDED, op.error

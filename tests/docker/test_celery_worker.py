@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.catalog import services
 from apps.catalog.models import BaseImage
 from apps.hosts import tasks
 from apps.hosts.models import Host
-from apps.instances.models import Operation
+from apps.instances import reconcile
+from apps.instances.models import Instance, Operation
 
 
 def test_a_real_worker_probes_a_host(worker: None, lab_hosts: list[Host]) -> None:
@@ -62,3 +67,33 @@ def test_a_real_worker_deploys_an_app_submitted_through_the_api(
     assert [i["state"] for i in states] == ["running", "running"]
     assert all(i["container_id"] for i in states)
     assert api.get(f"/api/v1/operations/{op.pk}/").json()["status"] == "succeeded"
+
+
+def test_an_operation_left_running_by_a_dead_worker_is_finished_once_by_the_reconcile(
+    worker: None, owner: User, busybox: BaseImage, remove_apps: list[str]
+) -> None:
+    remove_apps.append("orphaned")
+    app = services.app_create(
+        user=owner,
+        team=owner.memberships.get().team,
+        slug="orphaned",
+        base_image=busybox,
+        memory_mb=32,
+        cpus="0.1",
+    )
+    # What a worker killed mid-scale leaves: instance rows placed, the operation claimed, no container.
+    with mock.patch("apps.instances.services.operation_send"):
+        op = services.app_scale(user=owner, app=app, instances=1)
+    Operation.objects.filter(pk=op.pk).update(
+        status=Operation.Status.RUNNING, started_at=timezone.now() - timedelta(hours=1), attempts=1
+    )
+    reconcile.reconcile()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        op.refresh_from_db()
+        if op.terminal:
+            break
+        time.sleep(0.1)
+    assert op.status == Operation.Status.SUCCEEDED, op.error
+    assert op.attempts == 2
+    assert Instance.objects.get(app=app).state == Instance.State.RUNNING
