@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from apps.catalog import services
 from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
+from portal.admin import ReadOnlyAdmin
 
 
 @admin.register(BaseImage)
@@ -35,22 +36,13 @@ class BaseImageAdmin(admin.ModelAdmin):
 
 
 @admin.register(App)
-class AppAdmin(admin.ModelAdmin):
+class AppAdmin(ReadOnlyAdmin):
     """Apps are changed through the portal's services (scale, resize, delete); here ops look."""
 
     list_display = ["slug", "team", "base_image", "instances", "memory_mb", "cpus", "created_at"]
     list_filter = ["team", "base_image"]
     search_fields = ["slug"]
     list_select_related = ["team", "base_image"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(VolumeUpload)

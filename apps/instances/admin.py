@@ -1,28 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.instances.models import Finding, Instance, Operation
-
-
-class ReadOnly(admin.ModelAdmin):
-    """Instances and operations change only through the services and the worker."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from portal.admin import ReadOnlyAdmin
 
 
 @admin.register(Instance)
-class InstanceAdmin(ReadOnly):
+class InstanceAdmin(ReadOnlyAdmin):
     list_display = [
         "__str__",
         "host",
@@ -39,7 +25,7 @@ class InstanceAdmin(ReadOnly):
 
 
 @admin.register(Operation)
-class OperationAdmin(ReadOnly):
+class OperationAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "app_slug",
