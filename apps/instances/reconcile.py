@@ -56,7 +56,7 @@ def reconcile() -> Report:
             continue
         by_name = {c.name: c for c in containers}
         expected = set()
-        for instance in Instance.objects.filter(host=host).select_related("app"):
+        for instance in Instance.objects.filter(host=host).select_related("app__base_image"):
             expected.add(instance.container_name)
             if instance.app_id in busy_apps:
                 continue
@@ -75,6 +75,8 @@ def reconcile() -> Report:
             reason = _needs_repair(instance, container)
             if reason:
                 report.repaired.setdefault(instance.app.slug, []).append(reason)
+            elif container is not None:
+                _sync(instance, container)
         for name, container in by_name.items():
             if name in expected:
                 continue
@@ -110,6 +112,16 @@ def _mark_failed(host: Host, instance: Instance, report: Report) -> None:
     report.failed.append(message)
     if instance.state != Instance.State.FAILED or instance.last_error != message:
         Instance.objects.filter(pk=instance.pk).update(state=Instance.State.FAILED, last_error=message)
+
+
+def _sync(instance: Instance, container: ContainerState) -> None:
+    """Record what Docker changed on its own, e.g. a new host port after the daemon restarted."""
+    host_port = container.published(instance.app.effective_port)
+    state = Instance.State.RUNNING if container.running else Instance.State.STOPPED
+    if (instance.container_id, instance.host_port, instance.state) != (container.id, host_port, state):
+        Instance.objects.filter(pk=instance.pk).update(
+            container_id=container.id, host_port=host_port, state=state
+        )
 
 
 def _needs_repair(instance: Instance, container: ContainerState | None) -> str:

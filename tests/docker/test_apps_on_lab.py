@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def _get(endpoint: str, path: str = "/") -> bytes:
     while True:
         try:
             return urllib.request.urlopen(f"http://{endpoint}{path}", timeout=2).read()
+        except urllib.error.HTTPError:
+            raise  # the app answered: no point asking again
         except OSError:
             if time.monotonic() > deadline:
                 raise
@@ -294,3 +297,27 @@ def test_a_daemon_that_is_down_fails_the_operation_with_the_reason_and_reconcile
     repair = Operation.objects.get(app=app, kind=Operation.Kind.RECONCILE)
     assert _run(repair).status == Operation.Status.SUCCEEDED, repair.error
     assert _containers(lab, "shop") == {"slw-shop-0": "running"}
+
+
+def test_instances_come_back_after_their_hosts_daemon_restarts(
+    app: App, owner: User, lab: list[fleet.LabHost], lab_hosts: list[Host]
+) -> None:
+    _run(services.app_scale(user=owner, app=app, instances=2))
+    on_second = Instance.objects.get(app=app, host=lab_hosts[1])
+    lab_host = _lab_host(lab, lab_hosts[1])
+    fleet.stop_dockerd(lab_host)  # its containers stop with it
+    fleet.up(lab_host.config, log=lambda _: None)
+    # Docker's restart policy, or else the reconcile, brings the instance back.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _containers(lab, "shop").get(on_second.container_name) != "running":
+        for op in Operation.objects.filter(
+            app=app, kind=Operation.Kind.RECONCILE, status=Operation.Status.QUEUED
+        ):
+            _run(op)
+        reconcile.reconcile()
+        time.sleep(0.5)
+    assert _containers(lab, "shop") == {"slw-shop-0": "running", "slw-shop-1": "running"}
+    # The port Docker published anew is what the portal shows: the instance answers there.
+    reconcile.reconcile()
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # the empty volume has no index
+        _get(Instance.objects.get(pk=on_second.pk).endpoint, "/")

@@ -127,7 +127,12 @@ class ContainerState:
     started_at: str = ""
     error: str = ""
     exit_code: int | None = None
+    # Published TCP ports: (container port, host port).
+    ports: tuple[tuple[int, int], ...] = ()
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    def published(self, port: int | None) -> int | None:
+        return next((host for inner, host in self.ports if inner == port), None) if port else None

@@ -8,6 +8,7 @@ channels, so after the first call a request costs a round trip, not a new SSH se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
@@ -201,26 +202,32 @@ def _state(container: Any, port: int | None) -> ContainerState:
 
 
 def _state_of(info: dict[str, Any], port: int | None, fallback_status: str = "") -> ContainerState:
-    host_port = None
-    if port:
-        bindings = (info.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
-        if bindings:
-            host_port = int(bindings[0]["HostPort"])
+    ports: list[tuple[int, int]] = []
+    if isinstance(info.get("Ports"), list):  # the list endpoint's shape
+        for entry in info["Ports"]:
+            if entry.get("Type") == "tcp" and entry.get("PublicPort"):
+                ports.append((int(entry["PrivatePort"]), int(entry["PublicPort"])))
+    else:  # inspect's shape
+        for key, bindings in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+            inner, _, proto = key.partition("/")
+            if proto == "tcp" and bindings:
+                ports.append((int(inner), int(bindings[0]["HostPort"])))
     state = info.get("State", {})
     if isinstance(state, str):  # the list endpoint gives a bare status, inspect a dict
         state = {"Status": state}
     labels = info.get("Labels") or (info.get("Config") or {}).get("Labels") or {}
     names = info.get("Names") or [info.get("Name", "")]
-    return ContainerState(
+    result = ContainerState(
         id=info.get("Id", ""),
         name=(names[0] or "").lstrip("/"),
         status=state.get("Status", fallback_status),
         labels=dict(labels),
-        host_port=host_port,
         started_at=state.get("StartedAt", ""),
         error=state.get("Error", ""),
         exit_code=state.get("ExitCode"),
+        ports=tuple(sorted(set(ports))),
     )
+    return dataclasses.replace(result, host_port=result.published(port))
 
 
 def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
