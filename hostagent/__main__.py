@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import info
+from hostagent import arp, info, serve
 from hostagent.protocol import AGENT_VERSION
 
 
@@ -15,12 +15,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"hostagent {AGENT_VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="host facts: CPUs, memory, kernel, cgroups, Docker")
+    garp = commands.add_parser("garp", help="announce an address (gratuitous ARP)")
+    garp.add_argument("address")
+    garp.add_argument("--pid", type=int, help="from the network namespace of this process (a container)")
+    commands.add_parser("serve", help="answer JSON requests on stdin/stdout until EOF")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve.serve()
 
-    if args.command == "info":
-        document = info.collect()
-    else:  # pragma: no cover - argparse refuses unknown commands
-        parser.error(f"unknown command {args.command!r}")
+    document: dict[str, object]
+    try:
+        if args.command == "info":
+            document = dict(info.collect())
+        elif args.command == "garp":
+            document = arp.garp(args.address, pid=args.pid)
+        else:  # pragma: no cover - argparse refuses unknown commands
+            parser.error(f"unknown command {args.command!r}")
+    except (OSError, ValueError) as exc:
+        print(f"hostagent {args.command}: {exc}", file=sys.stderr)
+        return 1
+    document.setdefault("agent_version", AGENT_VERSION)
     json.dump(document, sys.stdout, sort_keys=True)
     sys.stdout.write("\n")
     return 0

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "apps.hosts",
     "apps.catalog",
     "apps.instances",
+    "apps.network",
     "apps.lab",
 ]
 

@@ -21,6 +21,8 @@ from apps.accounts.models import Team
 from apps.catalog import selectors, services
 from apps.catalog.models import App, BaseImage
 from apps.instances.models import Instance, Operation
+from apps.network.models import IPAllocation, IPPool
+from apps.network.services import address_request
 
 
 def drf_errors(exc: DjangoValidationError) -> ValidationError:
@@ -128,6 +130,18 @@ class AppSerializer(serializers.ModelSerializer):
     )
     instances = serializers.IntegerField(required=False, default=0)
     running = serializers.SerializerMethodField()
+    ip_pool = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=IPPool.objects.all(),
+        required=False,
+        help_text="IP pool for static addresses; omitted: the only pool there is, if any.",
+    )
+    address = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        help_text="A specific free address of the pool for the first instance (e.g. a migrated VM's IP).",
+    )
 
     class Meta:
         model = App
@@ -143,6 +157,8 @@ class AppSerializer(serializers.ModelSerializer):
             "cpus",
             "instances",
             "running",
+            "ip_pool",
+            "address",
             "created_at",
             "updated_at",
         ]
@@ -178,6 +194,21 @@ class AppUpdateSerializer(serializers.Serializer):
                 }
             )
         return attrs
+
+
+class AddressSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = IPAllocation
+        fields = ["slot", "address", "requested", "created_at"]
+        read_only_fields = ["requested", "created_at"]
+        extra_kwargs: dict[str, Any] = {"slot": {"required": False}, "address": {"protocol": "both"}}
+
+
+class AddressRequestSerializer(serializers.Serializer):
+    address = serializers.CharField(max_length=45)
+    slot = serializers.IntegerField(
+        required=False, min_value=0, help_text="Default: the next slot a scale-up makes."
+    )
 
 
 class ScaleSerializer(serializers.Serializer):
@@ -244,6 +275,27 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         app = self.get_object()
         qs = app.operations.select_related("requested_by")[:100]
         return Response(OperationSerializer(qs, many=True).data)
+
+    @extend_schema(
+        request=AddressRequestSerializer,
+        responses={200: AddressSerializer(many=True), 201: AddressSerializer},
+    )
+    @action(detail=True, methods=["get", "post"])
+    def addresses(self, request: Request, slug: str | None = None) -> Response:
+        """The app's static addresses by slot; POST reserves a specific free one for a slot."""
+        app = self.get_object()
+        if request.method == "GET":
+            return Response(AddressSerializer(app.addresses.order_by("slot"), many=True).data)
+        body = AddressRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        allocation = self.call(
+            address_request,
+            user=request.user,
+            app=app,
+            address=body.validated_data["address"],
+            slot=body.validated_data.get("slot"),
+        )
+        return Response(AddressSerializer(allocation).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request={"multipart/form-data": UploadSerializer}, responses={202: OperationSerializer})
     @action(detail=True, methods=["post"], parser_classes=[parsers.MultiPartParser])

@@ -12,6 +12,8 @@ from apps.accounts.models import Team
 from apps.catalog.models import App, BaseImage
 from apps.catalog.selectors import base_images_for_new_apps, teams_of
 from apps.catalog.validators import parse_env_text, validate_argv
+from apps.network.models import IPPool
+from apps.network.services import default_pool
 
 
 class CommandField(forms.CharField):
@@ -62,9 +64,22 @@ class AppCreateForm(forms.Form):
     memory_mb = forms.IntegerField(initial=64, label="Memory (MiB)", min_value=1)
     cpus = forms.DecimalField(initial=Decimal("0.25"), label="CPU (cores)", max_digits=5, decimal_places=2)
     instances = forms.IntegerField(initial=1, min_value=0, help_text="How many to start now.")
+    ip_pool = forms.ModelChoiceField(
+        queryset=IPPool.objects.all(),
+        required=False,
+        label="IP pool",
+        help_text="Instances get static addresses from it. Empty: the hosts' default bridge.",
+    )
+    address = forms.CharField(
+        required=False,
+        max_length=45,
+        label="Static IP of the first instance",
+        help_text="Optional: a free address of the pool, for example the IP of the VM this app replaces.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["ip_pool"].initial = default_pool()
         self.fields["team"].queryset = teams_of(user)  # type: ignore[attr-defined]
         self.fields["base_image"].queryset = base_images_for_new_apps()  # type: ignore[attr-defined]
         self.fields["memory_mb"].min_value = settings.MIN_MEMORY_MB  # type: ignore[attr-defined]
@@ -84,6 +99,13 @@ class AppEditForm(forms.ModelForm):
         current = self.instance.base_image_id
         field = cast(forms.ModelChoiceField, self.fields["base_image"])
         field.queryset = BaseImage.objects.filter(deprecated=False) | BaseImage.objects.filter(pk=current)
+
+
+class AddressForm(forms.Form):
+    address = forms.CharField(max_length=45, label="Address")
+    slot = forms.IntegerField(
+        required=False, min_value=0, help_text="Empty: the next instance a scale-up makes."
+    )
 
 
 class ScaleForm(forms.Form):

@@ -66,6 +66,10 @@ class App(models.Model):
     memory_mb = models.PositiveIntegerField(default=64)
     cpus = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.25"))
     instances = models.PositiveIntegerField(default=0, help_text="Desired number of running instances.")
+    # Instances get static addresses from this pool; none: the host's default bridge.
+    ip_pool = models.ForeignKey(
+        "network.IPPool", null=True, blank=True, on_delete=models.PROTECT, related_name="apps"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -36,7 +36,7 @@ def app_list(user: User) -> QuerySet[App]:
 
     return (
         apps_visible_to(user)
-        .select_related("team", "base_image")
+        .select_related("team", "base_image", "ip_pool")
         .annotate(
             running_count=Count("instance_set", filter=Q(instance_set__state=Instance.State.RUNNING)),
             instance_count=Count(

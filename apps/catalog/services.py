@@ -87,7 +87,12 @@ def app_create(
     memory_mb: Any = 64,
     cpus: Any = "0.25",
     instances: int = 0,
+    ip_pool: Any = None,
+    address: str = "",
 ) -> App:
+    """Create an app; `address` reserves a specific static IP for its first instance."""
+    from apps.network.services import address_request, default_pool
+
     _require_member(user, team)
     _check_image(base_image, new=True)
     memory, cpu = _check_limits(memory_mb, cpus)
@@ -109,9 +114,12 @@ def app_create(
         cpus=cpu,
         instances=0,
         created_by=user,
+        ip_pool=ip_pool if ip_pool is not None else default_pool(),
     )
     app.full_clean()
     app.save()
+    if address:
+        address_request(user=user, app=app, address=address, slot=0)
     if instances:
         app_scale(user=user, app=app, instances=instances)
     return app
@@ -165,6 +173,8 @@ def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
         raise ValidationError(
             {"instances": f"At most {settings.MAX_INSTANCES_PER_APP} instances per app (got {wanted})."}
         )
+    from apps.network.services import address_allocate
+
     # One scale at a time per app: the row lock orders concurrent requests.
     app = App.objects.select_for_update().get(pk=app.pk)
     live = list(app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).order_by("slot"))
@@ -177,7 +187,15 @@ def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
             while slot in used:
                 slot += 1
             used.add(slot)
-            Instance.objects.create(app=app, slot=slot, host=host, memory_mb=app.memory_mb, cpus=app.cpus)
+            allocation = address_allocate(app=app, slot=slot)
+            Instance.objects.create(
+                app=app,
+                slot=slot,
+                host=host,
+                memory_mb=app.memory_mb,
+                cpus=app.cpus,
+                address=allocation.address if allocation else None,
+            )
     elif wanted < current:
         # Highest slots go first, so the remaining ones keep their numbers (and later their IPs).
         for instance in live[wanted:]:
@@ -221,6 +239,37 @@ def instance_action(*, user: Any, instance: Instance, action: str) -> Operation:
     return operation_create(
         app=app, kind=kind, user=user, instance=instance, summary=f"{action} {instance.container_name}"
     )
+
+
+@transaction.atomic
+def instance_move(*, user: Any, instance: Instance, host: Any) -> Operation:
+    """Recreate an instance on another host, with the same slot, address, volume path and limits
+    (ops only; draining a host builds on this)."""
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("Only ops move instances between hosts.")
+    instance = Instance.objects.select_for_update().select_related("app", "host").get(pk=instance.pk)
+    if instance.desired_state == Instance.Desired.REMOVED:
+        raise ValidationError(f"Instance {instance.container_name} is being removed.")
+    if host.pk == instance.host_id:
+        raise ValidationError(f"{instance.container_name} already runs on {host.name}.")
+    app = instance.app
+    if host.state != host.State.ACTIVE:
+        raise ValidationError(f"{host.name} is {host.state}; only active hosts take instances.")
+    if not app.base_image.hosts.filter(pk=host.pk).exists():
+        raise ValidationError(f"{host.name} does not have the image {app.base_image.reference}.")
+    if app.ip_pool_id and not app.ip_pool.hosts.filter(pk=host.pk).exists():  # type: ignore[union-attr]
+        raise ValidationError(f"{host.name} does not serve IP pool {app.ip_pool.name}.")  # type: ignore[union-attr]
+    source = instance.host
+    operation = operation_create(
+        app=app,
+        kind=Operation.Kind.MOVE,
+        user=user,
+        instance=instance,
+        params={"from_host": source.pk, "to_host": host.pk},
+        summary=f"move {instance.container_name} from {source.name} to {host.name}",
+    )
+    Instance.objects.filter(pk=instance.pk).update(host=host, state=Instance.State.PENDING, container_id="")
+    return operation
 
 
 @transaction.atomic

@@ -14,9 +14,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from apps.catalog import selectors, services
-from apps.catalog.forms import AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
+from apps.catalog.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
 from apps.catalog.models import App
 from apps.instances.models import Instance, Operation
+from apps.network.services import address_request
 from portal.http import HtmxHttpRequest
 
 
@@ -79,14 +80,16 @@ def app_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _instances_context(app: App) -> dict[str, Any]:
-    instances = list(app.instance_set.select_related("host").order_by("slot"))
+    instances = list(app.instance_set.select_related("host", "app__base_image").order_by("slot"))
     active_ops = app.operations.filter(
         status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
     ).exists()
     settled = not active_ops and all(i.settled for i in instances)
+    by_slot = {i.slot: i for i in instances}
     return {
         "app": app,
         "instances": instances,
+        "addresses": [(a, by_slot.get(a.slot)) for a in app.addresses.order_by("slot")],
         "settled": settled,
         "running": sum(1 for i in instances if i.state == Instance.State.RUNNING),
         "operations": list(app.operations.select_related("requested_by")[:10]),
@@ -108,6 +111,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         upload_form=UploadForm(),
         delete_form=DeleteForm(app=app),
         uploads=app.uploads.select_related("uploaded_by")[:5],
+        address_form=AddressForm(),
         volume_mount=settings.APP_VOLUME_MOUNT,
     )
     return render(request, "catalog/app_detail.html", context)
@@ -223,3 +227,28 @@ def app_activity(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         request.GET.get("page")
     )
     return render(request, "catalog/app_activity.html", {"app": app, "page": page})
+
+
+@login_required
+@require_POST
+def app_address(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Reserve a specific static address for a slot (a migrated VM's IP, say)."""
+    app = _app_or_404(request, slug)
+    form = AddressForm(request.POST)
+    if form.is_valid():
+        try:
+            allocation = address_request(
+                user=request.user,
+                app=app,
+                address=form.cleaned_data["address"],
+                slot=form.cleaned_data["slot"],
+            )
+        except ValidationError as exc:
+            messages.error(request, "Address refused: " + " ".join(exc.messages))
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{allocation.address} is reserved for slot {allocation.slot}.")
+    else:
+        messages.error(request, "Address refused: " + _errors_text(form))
+    return redirect("catalog:detail", slug=app.slug)

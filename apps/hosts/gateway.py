@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+
 from apps.hosts.transport import (
     CommandFailed,
     CommandResult,
@@ -49,9 +51,25 @@ def run(
     return ssh.run(host.endpoint, argv, timeout=timeout, stdin=stdin, max_output=max_output)
 
 
-def agent(host: Host, command: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
-    """Run a hostagent command and return its JSON document."""
-    result = run(host, [*AGENT_ARGV, command, *args], timeout=timeout)
+def agent(host: Host, command: str, timeout: float | None = None, **args: object) -> dict[str, Any]:
+    """Ask the host's agent (kept running on the SSH connection) and return its JSON document."""
+    _require_pinned(host)
+    deadline = settings.SSH_COMMAND_TIMEOUT if timeout is None else timeout
+    try:
+        document = ssh.agent_call(host.endpoint, AGENT_ARGV, command, args, deadline)
+    except ssh.AgentGone:
+        # An agent without `serve` (older install): one process per request still works.
+        return _agent_once(host, command, deadline, args)
+    if not isinstance(document, dict):
+        raise HostError(f"{host.name}: hostagent {command} answered {type(document).__name__}, not an object")
+    return _checked(host, command, document)
+
+
+def _agent_once(host: Host, command: str, timeout: float, args: dict[str, object]) -> dict[str, Any]:
+    argv = [*AGENT_ARGV, command] + [f"--{k}={v}" for k, v in args.items() if k != "address"]
+    if "address" in args:
+        argv.append(str(args["address"]))
+    result = run(host, argv, timeout=timeout)
     if not result.ok:
         detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise CommandFailed(
@@ -62,9 +80,15 @@ def agent(host: Host, command: str, *args: str, timeout: float | None = None) ->
         document = json.loads(result.stdout)
     except ValueError:
         raise HostError(f"{host.name}: hostagent {command} printed something that is not JSON") from None
-    if not isinstance(document, dict) or document.get("agent_version") not in KNOWN_AGENT_VERSIONS:
+    if not isinstance(document, dict):
+        raise HostError(f"{host.name}: hostagent {command} printed {type(document).__name__}, not an object")
+    return _checked(host, command, document)
+
+
+def _checked(host: Host, command: str, document: dict[str, Any]) -> dict[str, Any]:
+    if command == "info" and document.get("agent_version") not in KNOWN_AGENT_VERSIONS:
         raise HostError(
-            f"{host.name}: hostagent speaks version {document.get('agent_version') if isinstance(document, dict) else '?'}; "
+            f"{host.name}: hostagent speaks version {document.get('agent_version')}; "
             f"this portal knows {sorted(KNOWN_AGENT_VERSIONS)}"
         )
     return document
@@ -101,6 +125,12 @@ def containers_list(host: Host, label: str) -> list[ContainerState]:
 
 def image_present(host: Host, reference: str) -> bool:
     return docker_api.image_present(docker(host), reference, host.name)
+
+
+def announce(host: Host, pid: int, address: str) -> None:
+    """Gratuitous ARP for an address from inside a container on the host, so the segment learns
+    at once where the address lives now (after a move, or when an address changed hands)."""
+    agent(host, "garp", timeout=15, address=address, pid=pid)
 
 
 def fetch_host_key(address: str, port: int) -> str:

@@ -22,6 +22,7 @@ from apps.hosts.models import Host
 from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerState, HostError
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
+from apps.network.models import IPAllocation
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _finish(op: Operation, status: str, error: str = "") -> None:
 
 
 def _instances(app: App, only: Instance | None = None) -> list[Instance]:
-    qs = Instance.objects.filter(app=app).select_related("app__base_image", "host")
+    qs = Instance.objects.filter(app=app).select_related("app__base_image", "app__ip_pool", "host")
     if only is not None:
         qs = qs.filter(pk=only.pk)
     return list(qs.order_by("slot"))
@@ -96,17 +97,31 @@ def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], No
                 if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
                     return Outcome(instance, state)
         fresh = not instance.container_id and instance.state == Instance.State.PENDING
-        return Outcome(instance, gateway.container_ensure(instance.host, spec, fresh=fresh))
+        state = gateway.container_ensure(instance.host, spec, fresh=fresh)
+        if spec.ipv4 and state.running and state.acted and state.pid:
+            _announce(instance, state.pid, spec.ipv4)
+        return Outcome(instance, state)
     except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:
         return Outcome(instance, error=str(exc), transient=True)
 
 
+def _announce(instance: Instance, pid: int, address: str) -> None:
+    # Best effort, like any gratuitous ARP: the instance runs either way, and neighbours learn
+    # the address from its first packet at the latest.
+    try:
+        gateway.announce(instance.host, pid, address)
+    except HostError as exc:
+        log.warning("could not announce %s of %s: %s", address, instance.container_name, exc)
+
+
 def _record(outcome: Outcome) -> None:
     instance = outcome.instance
     if outcome.removed:
         Instance.objects.filter(pk=instance.pk).delete()
+        # The container is gone, so its address is free for others now (never before).
+        IPAllocation.objects.filter(app_id=instance.app_id, slot=instance.slot).delete()
         return
     if outcome.error:
         state = Instance.State.PENDING if outcome.transient else Instance.State.FAILED
@@ -241,6 +256,23 @@ def _converge_instance(op: Operation) -> None:
     converge(app, only=op.instance, restart=op.kind == Operation.Kind.RESTART)
 
 
+def _move(op: Operation) -> None:
+    """Remove the container from the old host, then make it on the new one (same name, slot,
+    address): the address is free on the segment again before the new container claims it."""
+    app = _require_app(op)
+    if op.instance is None:
+        raise OperationFailed("The instance no longer exists.")
+    source = Host.objects.filter(pk=op.params.get("from_host")).first()
+    if source is not None:
+        try:
+            gateway.container_remove(source, op.instance.container_name)
+        except HostError as exc:
+            raise OperationFailed(
+                f"Cannot remove {op.instance.container_name} from {source.name}: {exc}"
+            ) from exc
+    converge(app, only=op.instance)
+
+
 def _redeploy(op: Operation) -> None:
     converge(_require_app(op), one_at_a_time=True)
 
@@ -286,6 +318,7 @@ HANDLERS: dict[str, Callable[[Operation], None]] = {
     Operation.Kind.RESTART: _converge_instance,
     Operation.Kind.REMOVE: _converge_instance,
     Operation.Kind.REDEPLOY: _redeploy,
+    Operation.Kind.MOVE: _move,
     Operation.Kind.DELETE: _delete,
     Operation.Kind.UPLOAD: _upload,
 }

@@ -30,8 +30,10 @@ class Instance(models.Model):
     container_id = models.CharField(max_length=64, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     desired_state = models.CharField(max_length=20, choices=Desired.choices, default=Desired.RUNNING)
-    # Where the app's port is published on the host, until instances get static IPs.
+    # Where the app's port is published on the host (apps without an IP pool).
     host_port = models.PositiveIntegerField(null=True, blank=True)
+    # The slot's static address on the public network (a copy of its IPAllocation, for display).
+    address = models.GenericIPAddressField(null=True, blank=True)
     # Reserved on the host when placed; read by placement and capacity checks.
     memory_mb = models.PositiveIntegerField()
     cpus = models.DecimalField(max_digits=5, decimal_places=2)
@@ -62,7 +64,13 @@ class Instance(models.Model):
 
     @property
     def endpoint(self) -> str:
-        if self.host_port and self.state == self.State.RUNNING:
+        if self.state != self.State.RUNNING:
+            return ""
+        if self.address:
+            port = self.app.effective_port
+            host = f"[{self.address}]" if ":" in self.address else self.address
+            return f"{host}:{port}" if port else self.address
+        if self.host_port:
             return f"{self.host.address}:{self.host_port}"
         return ""
 
@@ -78,6 +86,7 @@ class Operation(models.Model):
         RESTART = "restart", "Restart"
         REMOVE = "remove", "Remove instance"
         REDEPLOY = "redeploy", "Redeploy"
+        MOVE = "move", "Move instance"
         UPLOAD = "upload", "Upload files"
         DELETE = "delete", "Delete app"
         RECONCILE = "reconcile", "Reconcile"

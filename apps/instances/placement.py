@@ -27,14 +27,13 @@ class HostRoom:
 
 def rooms(app: App) -> list[HostRoom]:
     """Free capacity of every host that may take new instances of this app."""
-    hosts = (
-        Host.objects.filter(state=Host.State.ACTIVE, images=app.base_image)
-        .exclude(cpus=None)
-        .annotate(
-            reserved_memory=Sum("instances__memory_mb"),
-            reserved_cpus=Sum("instances__cpus"),
-            app_count=Count("instances", filter=Q(instances__app=app)),
-        )
+    hosts = Host.objects.filter(state=Host.State.ACTIVE, images=app.base_image)
+    if app.ip_pool_id is not None:
+        hosts = hosts.filter(ip_pools=app.ip_pool_id)  # only hosts bridged onto the app's pool
+    hosts = hosts.exclude(cpus=None).annotate(
+        reserved_memory=Sum("instances__memory_mb"),
+        reserved_cpus=Sum("instances__cpus"),
+        app_count=Count("instances", filter=Q(instances__app=app)),
     )
     out = []
     for host in hosts:
@@ -70,8 +69,9 @@ def place(app: App, count: int) -> list[Host]:
 def _capacity_message(app: App, wanted: int, placed: int, candidates: list[HostRoom]) -> str:
     if not candidates:
         return (
-            f"No active host has the image {app.base_image.reference}; nothing can be placed. "
-            "Ask ops to check the hosts."
+            f"No active host has the image {app.base_image.reference}"
+            + (f" and serves IP pool {app.ip_pool.name}" if app.ip_pool is not None else "")
+            + "; nothing can be placed. Ask ops to check the hosts."
         )
     fit_now = (
         sum(

@@ -37,6 +37,8 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         SLOT_LABEL: str(instance.slot),
         INSTANCE_LABEL: str(instance.pk),
     }
+    pool = app.ip_pool
+    on_pool = pool is not None and bool(instance.address)
     return ContainerSpec(
         name=instance.container_name,
         image=app.base_image.reference,
@@ -47,7 +49,9 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         nano_cpus=int(instance.cpus * 1_000_000_000),
         binds=((app.volume_path(host), settings.APP_VOLUME_MOUNT),),
         port=app.effective_port,
-        # Published on the host's own address until instances get static IPs on the public network.
-        publish_address=host.address if _is_ip(host.address) else "",
+        # Apps without an IP pool publish their port on the host's own address.
+        publish_address=host.address if _is_ip(host.address) and not on_pool else "",
+        network=pool.docker_network if on_pool and pool is not None else "",
+        ipv4=instance.address if on_pool and instance.address else "",
         running=instance.desired_state == Instance.Desired.RUNNING,
     )

@@ -9,8 +9,9 @@ from apps.catalog.services import base_image_refresh_hosts
 from apps.hosts import services
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
-from apps.lab.fleet import LabHost, Log
+from apps.lab.fleet import LabConfig, LabHost, Log
 from apps.lab.images import IMAGES
+from apps.network.models import IPPool
 
 
 def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
@@ -67,3 +68,25 @@ def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
         log(f"{image.reference}: on {', '.join(h.name for h in image.hosts.all()) or 'no host'}")
         out.append(image)
     return out
+
+
+def register_pool(config: LabConfig, hosts: list[Host], log: Log = print) -> IPPool:
+    """The lab's public pool: its subnet minus the first /24 (portal, hosts, the legacy VM) and
+    the last /24 (left to Docker's own IPAM on each host)."""
+    net = config.subnet
+    first = net.network_address + 256 + 1
+    last = net.broadcast_address - 256 - 1
+    pool, _ = IPPool.objects.update_or_create(
+        name="lab-public",
+        defaults={
+            "network": str(net),
+            "gateway": str(config.portal_ip),
+            "range_start": str(first),
+            "range_end": str(last),
+            "docker_network": "public",
+        },
+    )
+    pool.full_clean()
+    pool.hosts.add(*hosts)
+    log(f"IP pool {pool.name}: {pool.range_start} - {pool.range_end} on {', '.join(h.name for h in hosts)}")
+    return pool

@@ -9,7 +9,8 @@ import pytest
 from apps.catalog.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import register_hosts, register_images
+from apps.lab.register import register_hosts, register_images, register_pool
+from apps.network.models import IPPool
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,9 @@ def remove_apps(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
             ).stdout.split()
             if ids:
                 fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+
+
+@pytest.fixture
+def lab_pool(lab: list[fleet.LabHost], lab_hosts: list[Host]) -> IPPool:
+    """The lab's public pool, served by both lab hosts."""
+    return register_pool(lab[0].config, lab_hosts, log=lambda _: None)

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
-from apps.hosts.transport import CommandTimeout, HostKeyChanged, HostKeyUnknown
+from apps.hosts.transport import CommandFailed, CommandTimeout, HostKeyChanged, HostKeyUnknown, ssh
 from apps.lab import fleet
 
 
@@ -201,3 +201,15 @@ def test_docker_over_ssh_uses_a_channel_straight_to_the_socket_and_falls_back_to
     fallback.api._custom_adapter.holder.streamlocal = False
     assert fallback.version()["ApiVersion"]
     assert fallback.api._custom_adapter.holder.streamlocal is False
+
+
+def test_the_agent_stays_running_on_the_connection_and_answers_in_order(lab_hosts: list[Host]) -> None:
+    host = lab_hosts[0]
+    first = gateway.agent(host, "info")
+    channel = ssh.agent_channel(host.endpoint)
+    for _ in range(20):
+        assert gateway.agent(host, "ping") == {"agent_version": 1}
+    assert gateway.agent(host, "info")["hostname"] == first["hostname"]
+    assert ssh.agent_channel(host.endpoint) is channel  # the same agent process answered all of them
+    with pytest.raises(CommandFailed, match=r"no interface holds 10\.213\.250\.250"):
+        gateway.agent(host, "garp", address="10.213.250.250")

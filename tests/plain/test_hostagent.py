@@ -82,3 +82,32 @@ def test_a_docker_host_that_is_not_a_unix_socket_is_reported(monkeypatch: pytest
     facts = info.docker_facts()
     assert facts["reachable"] is False
     assert "only unix:// sockets" in facts["error"]
+
+
+def test_serve_answers_one_json_line_per_request_until_eof() -> None:
+    import io
+
+    from hostagent import serve
+
+    requests = "\n".join(
+        [
+            json.dumps({"id": 1, "cmd": "ping"}),
+            "not json",
+            json.dumps({"id": 3, "cmd": "format-disk"}),
+            json.dumps({"id": 4, "cmd": "garp", "args": {"address": "192.0.2.77"}}),
+            json.dumps({"id": 5, "cmd": "garp", "args": {"nonsense": 1}}),
+        ]
+    )
+    out = io.StringIO()
+    assert serve.serve(io.StringIO(requests + "\n"), out) == 0
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert replies[0] == {"id": 1, "ok": True, "result": {"agent_version": AGENT_VERSION}}
+    assert replies[1]["ok"] is False and "bad request" in replies[1]["error"]
+    assert replies[2]["ok"] is False and "'garp', 'info', 'ping'" in replies[2]["error"]
+    # No interface here holds that address: refused with the reason, nothing sent.
+    assert replies[3] == {
+        "id": 4,
+        "ok": False,
+        "error": "no interface holds 192.0.2.77 in that network namespace",
+    }
+    assert replies[4]["ok"] is False and "nonsense" in replies[4]["error"]

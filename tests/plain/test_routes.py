@@ -64,6 +64,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     # Empty POSTs: members get the form error back as a message and a redirect.
     "catalog:scale": ("post", APP, _app_scoped(302, 302)),
     "catalog:upload": ("post", APP, _app_scoped(302, 302)),
+    "catalog:address": ("post", APP, _app_scoped(302, 302)),
     "catalog:delete": ("post", APP, _app_scoped(302, 302)),
     "catalog:instance-action": (
         "post",
@@ -87,6 +88,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-instances": ("get", APP, _app_scoped(401, 200)),
     "app-operations": ("get", APP, _app_scoped(401, 200)),
     "app-volume": ("post", APP, _app_scoped(401, 400)),
+    "app-addresses": ("get", APP, _app_scoped(401, 200)),
     "instance-detail": ("get", INSTANCE, _app_scoped(401, 200)),
     "instance-start": ("post", INSTANCE, _app_scoped(401, 202)),
     "instance-stop": ("post", INSTANCE, _app_scoped(401, 202)),

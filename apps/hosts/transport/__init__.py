@@ -96,6 +96,9 @@ class ContainerSpec:
     port: int | None = None
     publish_address: str = ""
     running: bool = True
+    # A static address on a Docker network bridged onto the public segment (no publishing).
+    network: str = ""
+    ipv4: str = ""
 
     @property
     def digest(self) -> str:
@@ -108,6 +111,8 @@ class ContainerSpec:
             str(self.nano_cpus),
             str(self.port),
             self.publish_address,
+            self.network,
+            self.ipv4,
             repr(tuple(item for item in self.labels if item[0] != SPEC_LABEL)),
         ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -129,6 +134,9 @@ class ContainerState:
     exit_code: int | None = None
     # Published TCP ports: (container port, host port).
     ports: tuple[tuple[int, int], ...] = ()
+    pid: int = 0
+    # Whether the call that returned this state created or started the container.
+    acted: bool = False
 
     @property
     def running(self) -> bool:

@@ -226,6 +226,7 @@ def _state_of(info: dict[str, Any], port: int | None, fallback_status: str = "")
         error=state.get("Error", ""),
         exit_code=state.get("ExitCode"),
         ports=tuple(sorted(set(ports))),
+        pid=int(state.get("Pid") or 0),
     )
     return dataclasses.replace(result, host_port=result.published(port))
 
@@ -252,10 +253,18 @@ def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
         "detach": True,
         "version": version,
     }
-    if spec.port:
+    if spec.network:
+        kwargs["network_mode"] = spec.network
+    elif spec.port:
         kwargs["ports"] = {f"{spec.port}/tcp": (spec.publish_address, None) if spec.publish_address else None}
     # docker-py's own translation of run()-style arguments into the Engine API's create call.
-    return _create_container_args(kwargs)
+    args = _create_container_args(kwargs)
+    if spec.network:
+        endpoint: dict[str, Any] = {}
+        if spec.ipv4:
+            endpoint["IPAMConfig"] = {"IPv4Address": spec.ipv4}
+        args["networking_config"] = {"EndpointsConfig": {spec.network: endpoint}}
+    return args
 
 
 def _inspect(api: Any, name: str) -> dict[str, Any] | None:
@@ -309,11 +318,14 @@ def container_ensure(
         if container_id is None:
             raise ContainerFailed(f"{where}: {spec.name} keeps being re-created by someone else")
         status = info["State"]["Status"] if info else "created"
+        acted = created
         try:
             if spec.running and status != "running":
                 api.start(container_id)
+                acted = True
             elif not spec.running and status == "running":
                 api.stop(container_id, timeout=10)
+                acted = True
             info = api.inspect_container(container_id)
             state = _state_of(info, spec.port)
             if spec.running and state.status not in ("running", "created"):
@@ -322,7 +334,7 @@ def container_ensure(
             if created:
                 api.remove_container(container_id, force=True)
             raise
-        return state
+        return dataclasses.replace(state, acted=acted)
     except ContainerFailed:
         raise
     except APIError as exc:

@@ -7,6 +7,7 @@ its own known-hosts data (the Host rows); the user's ~/.ssh is never read.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from apps.hosts.transport import (
+    CommandFailed,
     CommandResult,
     CommandTimeout,
     Endpoint,
@@ -351,3 +353,92 @@ def run(
         drop_session(endpoint)
         session = session_for(endpoint)
         return session.run(argv, timeout=timeout, stdin=stdin, max_output=max_output)
+
+
+# --- a long-lived hostagent per host ----------------------------------------------------------
+
+
+class AgentChannel:
+    """`hostagent serve` on the host, kept open on the session: one JSON line each way per
+    request, so asking the agent costs a round trip instead of a new channel and a Python start."""
+
+    def __init__(self, session: SSHSession, argv: list[str]) -> None:
+        self.session = session
+        self.channel = session.open_channel(shlex.join([*argv, "serve"]), timeout=None)
+        self.reader = self.channel.makefile("rb")
+        self.lock = threading.Lock()
+        self.next_id = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.session.alive and not self.channel.closed and not self.channel.exit_status_ready()
+
+    def call(self, command: str, args: dict[str, object], timeout: float) -> object:
+        with self.lock:
+            self.next_id += 1
+            request = {"id": self.next_id, "cmd": command, "args": args}
+            self.channel.settimeout(timeout)
+            try:
+                self.channel.sendall((json.dumps(request) + "\n").encode())
+                line = self.reader.readline(settings.SSH_MAX_OUTPUT)
+            except TimeoutError as exc:
+                self.close()
+                raise CommandTimeout(
+                    f"{self.session.endpoint}: hostagent {command} did not answer within {timeout:g} s"
+                ) from exc
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                self.close()
+                raise HostUnreachable(f"{self.session.endpoint}: hostagent connection lost: {exc}") from exc
+            if not line:
+                stderr = (
+                    self.channel.recv_stderr(4096).decode(errors="replace").strip()
+                    if self.channel.recv_stderr_ready()
+                    else ""
+                )
+                self.close()
+                raise AgentGone(f"{self.session.endpoint}: hostagent serve ended: {stderr or 'no answer'}")
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                self.close()
+                raise HostUnreachable(
+                    f"{self.session.endpoint}: hostagent sent something that is not JSON"
+                ) from None
+        if reply.get("id") != request["id"]:
+            self.close()
+            raise HostUnreachable(f"{self.session.endpoint}: hostagent answered out of turn")
+        if not reply.get("ok"):
+            raise CommandFailed(f"{self.session.endpoint}: hostagent {command}: {reply.get('error')}")
+        return reply.get("result")
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class AgentGone(HostUnreachable):
+    """The agent process ended (an old agent without `serve`, or it crashed)."""
+
+
+_agents: dict[Endpoint, AgentChannel] = {}
+_agents_pid = os.getpid()
+_agents_lock = threading.Lock()
+
+
+def agent_call(
+    endpoint: Endpoint, argv: list[str], command: str, args: dict[str, object], timeout: float
+) -> object:
+    global _agents_pid
+    with _agents_lock:
+        if _agents_pid != os.getpid():
+            _agents.clear()
+            _agents_pid = os.getpid()
+        channel = _agents.get(endpoint)
+        if channel is None or not channel.alive:
+            channel = AgentChannel(session_for(endpoint), argv)
+            _agents[endpoint] = channel
+    return channel.call(command, args, timeout)
+
+
+def agent_channel(endpoint: Endpoint) -> AgentChannel | None:
+    """The agent channel kept for the endpoint in this process, if any (for tests and status)."""
+    return _agents.get(endpoint)

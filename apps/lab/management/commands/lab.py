@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.lab import fleet
-from apps.lab.register import register_hosts, register_images
+from apps.lab.register import register_hosts, register_images, register_pool
 
 
 class Command(BaseCommand):
@@ -33,8 +33,9 @@ class Command(BaseCommand):
             if options["action"] == "up":
                 lab_hosts = fleet.up(config, log)
                 if not options["no_register"]:
-                    register_hosts(lab_hosts, log)
+                    hosts = register_hosts(lab_hosts, log)
                     register_images(config.images, log)
+                    register_pool(config, hosts, log)
                 self._print_status(config)
             elif options["action"] == "down":
                 fleet.down(config, log, purge=options["purge"])

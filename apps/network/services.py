@@ -1,0 +1,98 @@
+"""Addresses for instance slots: allocate (sticky), request a specific one, release."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+
+from apps.catalog.models import App
+from apps.catalog.selectors import teams_of
+from apps.network.models import IPAllocation, IPPool
+
+# How many addresses to try when others take the ones we picked at the same moment.
+ALLOCATION_ATTEMPTS = 20
+
+
+def default_pool() -> IPPool | None:
+    """The pool new apps use when none is chosen: the only one there is, else none."""
+    pools = list(IPPool.objects.all()[:2])
+    return pools[0] if len(pools) == 1 else None
+
+
+def _create(pool: IPPool, address: str, app: App, slot: int, requested: bool) -> IPAllocation:
+    # The savepoint keeps the caller's transaction usable when the constraint says no.
+    with transaction.atomic():
+        return IPAllocation.objects.create(
+            pool=pool, address=address, app=app, slot=slot, requested=requested
+        )
+
+
+def address_allocate(*, app: App, slot: int) -> IPAllocation | None:
+    """The slot's address: the one it already holds, else the pool's lowest free one."""
+    if app.ip_pool is None:
+        return None
+    held = IPAllocation.objects.filter(app=app, slot=slot).first()
+    if held is not None:
+        return held
+    pool = app.ip_pool
+    taken = {
+        ipaddress.ip_address(a)
+        for a in IPAllocation.objects.filter(pool=pool).values_list("address", flat=True)
+    }
+    attempts = 0
+    for candidate in pool.candidates():
+        if candidate in taken:
+            continue
+        try:
+            return _create(pool, str(candidate), app, slot, requested=False)
+        except IntegrityError:
+            # Someone took it between our read and our write; the database said no. Next one.
+            taken.add(candidate)
+            attempts += 1
+            if attempts >= ALLOCATION_ATTEMPTS:
+                break
+    in_use = IPAllocation.objects.filter(pool=pool).count()
+    raise ValidationError(
+        f"IP pool {pool.name} has no free address left ({in_use} in use); ask ops to extend it."
+    )
+
+
+def address_request(*, user: Any, app: App, address: str, slot: int | None = None) -> IPAllocation:
+    """Reserve a specific free address for a slot (by default the next one a scale-up makes)."""
+    if not teams_of(user).filter(pk=app.team_id).exists():
+        raise PermissionDenied(f"You are not a member of team {app.team.slug}.")
+    pool = app.ip_pool
+    if pool is None:
+        raise ValidationError({"address": f"{app.slug} has no IP pool, so it cannot hold a static address."})
+    reason = pool.why_not(address)
+    if reason:
+        raise ValidationError({"address": reason})
+    normalized = str(ipaddress.ip_address(address.strip()))
+    if slot is None:
+        used = set(app.addresses.values_list("slot", flat=True)) | set(
+            app.instance_set.values_list("slot", flat=True)
+        )
+        slot = next(n for n in range(len(used) + 1) if n not in used)
+    elif slot < 0:
+        raise ValidationError({"slot": f"Slots are 0 or more (got {slot})."})
+    held = IPAllocation.objects.filter(app=app, slot=slot).first()
+    if held is not None:
+        if held.address == normalized:
+            return held
+        raise ValidationError(
+            {"slot": f"Slot {slot} of {app.slug} already holds {held.address}; pick a free slot."}
+        )
+    holder = IPAllocation.objects.filter(pool=pool, address=normalized).select_related("app").first()
+    if holder is not None:
+        raise ValidationError({"address": f"{normalized} is already allocated."})
+    try:
+        return _create(pool, normalized, app, slot, requested=True)
+    except IntegrityError:
+        raise ValidationError({"address": f"{normalized} is already allocated."}) from None
+
+
+def address_release(*, app: App, slot: int) -> None:
+    IPAllocation.objects.filter(app=app, slot=slot).delete()
