@@ -42,7 +42,7 @@ from apps.catalog.models import App, BaseImage  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
 from apps.lab import fleet  # noqa: E402
-from apps.lab.register import register_hosts, register_images, register_pool  # noqa: E402
+from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 figures: list[dict[str, object]] = []
@@ -128,6 +128,7 @@ def main() -> int:
     hosts = register_hosts(lab, log=lambda _: None)
     register_images(("busybox",), log=lambda _: None)
     register_pool(config, hosts, log=lambda _: None)
+    fix_lab_network(hosts, log=lambda _: None)
     redis.Redis.from_url(BROKER).flushdb()  # the bench's own broker database: no stale tasks
     team = Team.objects.create(slug="bench", name="Bench")
     user = User.objects.create_user("bench")  # no password: the bench signs in with force_login

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, info, serve
+from hostagent import arp, check, info, serve
 from hostagent.protocol import AGENT_VERSION
 
 
@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     garp = commands.add_parser("garp", help="announce an address (gratuitous ARP)")
     garp.add_argument("address")
     garp.add_argument("--pid", type=int, help="from the network namespace of this process (a container)")
+    commands.add_parser("check", help="facts for the host checks: bridges, IP forwarding, storage driver")
+    commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
     commands.add_parser("serve", help="answer JSON requests on stdin/stdout until EOF")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "info":
             document = dict(info.collect())
+        elif args.command == "check":
+            document = check.collect()
+        elif args.command == "fix-network":
+            document = check.fix_network()
         elif args.command == "garp":
             document = arp.garp(args.address, pid=args.pid)
         else:  # pragma: no cover - argparse refuses unknown commands

@@ -13,13 +13,15 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, info
+from hostagent import arp, check, info
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": lambda: {"agent_version": AGENT_VERSION},
     "info": info.collect,
     "garp": arp.garp,
+    "check": check.collect,
+    "fix-network": check.fix_network,
 }
 
 

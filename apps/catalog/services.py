@@ -253,8 +253,8 @@ def instance_move(*, user: Any, instance: Instance, host: Any) -> Operation:
     if host.pk == instance.host_id:
         raise ValidationError(f"{instance.container_name} already runs on {host.name}.")
     app = instance.app
-    if host.state != host.State.ACTIVE:
-        raise ValidationError(f"{host.name} is {host.state}; only active hosts take instances.")
+    if not host.takes_instances:
+        raise ValidationError(f"{host.name} takes no instances: it is {host.state} or fails its checks.")
     if not app.base_image.hosts.filter(pk=host.pk).exists():
         raise ValidationError(f"{host.name} does not have the image {app.base_image.reference}.")
     if app.ip_pool_id and not app.ip_pool.hosts.filter(pk=host.pk).exists():  # type: ignore[union-attr]

@@ -28,7 +28,7 @@ class HostAdminForm(forms.ModelForm):
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
     form = HostAdminForm
-    list_display = ["name", "address", "state", "cpus", "memory_mb", "last_seen", "last_error"]
+    list_display = ["name", "address", "state", "checks_ok", "cpus", "memory_mb", "last_seen", "last_error"]
     list_filter = ["state", "docker_transport"]
     search_fields = ["name", "address"]
     # The address is the host's identity and its key is pinned to it: a new address is a new host.
@@ -63,7 +63,7 @@ class HostAdmin(admin.ModelAdmin):
         "last_error",
         "facts",
     ]
-    actions = ["probe", "refetch_key"]
+    actions = ["probe", "refetch_key", "fix_network"]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         # Registering fetches the host key for confirmation: one flow, on the ops host page.
@@ -86,6 +86,19 @@ class HostAdmin(admin.ModelAdmin):
             host = services.host_probe(host=host)
             level = messages.SUCCESS if host.state == Host.State.ACTIVE else messages.WARNING
             self.message_user(request, f"{host.name}: {host.state} {host.last_error}", level)
+
+    @admin.action(description="Fix network (ip_forward off, bridge MACs pinned) and re-check")
+    def fix_network(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                host = services.host_fix_network(host=host, user=request.user)
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                level = messages.SUCCESS if host.checks_ok else messages.WARNING
+                self.message_user(
+                    request, f"{host.name}: checks {'pass' if host.checks_ok else 'still fail'}.", level
+                )
 
     @admin.action(description="Re-fetch the offered SSH host key")
     def refetch_key(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:

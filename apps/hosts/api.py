@@ -37,8 +37,27 @@ class HostSerializer(serializers.ModelSerializer):
             "last_seen",
             "last_checked",
             "last_error",
+            "checks",
+            "checks_ok",
+            "checks_override",
         ]
-        read_only_fields = ["state", "cpus", "memory_mb", "last_seen", "last_checked", "last_error"]
+        read_only_fields = [
+            "state",
+            "cpus",
+            "memory_mb",
+            "last_seen",
+            "last_checked",
+            "last_error",
+            "checks",
+            "checks_ok",
+            "checks_override",
+        ]
+
+
+class OverrideSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        allow_blank=True, help_text="Why the host may take instances anyway; empty ends it."
+    )
 
 
 class ConfirmKeySerializer(serializers.Serializer):
@@ -92,4 +111,26 @@ class HostViewSet(
     @action(detail=True, methods=["post"])
     def probe(self, request: Request, pk: str | None = None) -> Response:
         host = services.host_probe(host=self.get_object())
+        return Response(self.get_serializer(host).data)
+
+    @extend_schema(request=None, responses=HostSerializer)
+    @action(detail=True, methods=["post"], url_path="fix-network")
+    def fix_network(self, request: Request, pk: str | None = None) -> Response:
+        try:
+            host = services.host_fix_network(host=self.get_object(), user=request.user)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
+        return Response(self.get_serializer(host).data)
+
+    @extend_schema(request=OverrideSerializer, responses=HostSerializer)
+    @action(detail=True, methods=["post"])
+    def override(self, request: Request, pk: str | None = None) -> Response:
+        body = OverrideSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            host = services.host_override_checks(
+                host=self.get_object(), user=request.user, reason=body.validated_data["reason"]
+            )
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
         return Response(self.get_serializer(host).data)

@@ -87,6 +87,11 @@ class Host(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
     last_checked = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Host checks (hostagent check, judged by the portal): [{"name", "ok", "detail"}].
+    checks = models.JSONField(default=list, blank=True)
+    checks_ok = models.BooleanField(default=False)
+    # Ops may let a failing host take instances anyway, with a reason (audited).
+    checks_override = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -117,5 +122,25 @@ class Host(models.Model):
         return fingerprint(self.offered_host_key) if self.offered_host_key else ""
 
     @property
+    def takes_instances(self) -> bool:
+        return self.state == self.State.ACTIVE and (self.checks_ok or bool(self.checks_override))
+
+    @property
     def key_awaits_confirmation(self) -> bool:
         return bool(self.offered_host_key) and self.offered_host_key != self.host_key
+
+
+class HostEvent(models.Model):
+    """Audit of what ops did to a host: key pinned, network fixed, checks overridden."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=40)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.action}"

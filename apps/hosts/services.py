@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.hosts import gateway
-from apps.hosts.models import Host
+from apps.hosts.models import Host, HostEvent
 from apps.hosts.transport import HostError, HostKeyChanged, fingerprint
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,12 @@ def host_probe(*, host: Host) -> Host:
         host.save(update_fields=["last_checked", "last_error", "state"])
         log.warning("probe of %s failed: %s", host.name, exc)
         return host
+    try:
+        facts = gateway.agent(host, "check")
+    except HostError as exc:
+        facts = {"error": str(exc)}
+    host.checks = evaluate_checks(host, facts)
+    host.checks_ok = all(check["ok"] for check in host.checks)
     host.cpus = int(info["cpus"])
     host.memory_mb = int(info["memory_bytes"]) // (1024 * 1024)
     host.facts = info
@@ -118,7 +124,17 @@ def host_probe(*, host: Host) -> Host:
         if host.state != Host.State.DRAINING:
             host.state = Host.State.UNREACHABLE
     host.save(
-        update_fields=["cpus", "memory_mb", "facts", "last_checked", "last_seen", "last_error", "state"]
+        update_fields=[
+            "cpus",
+            "memory_mb",
+            "facts",
+            "checks",
+            "checks_ok",
+            "last_checked",
+            "last_seen",
+            "last_error",
+            "state",
+        ]
     )
     return host
 
@@ -139,3 +155,89 @@ def hosts_probe_all() -> list[Host]:
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
         return list(pool.map(probe, hosts))
+
+
+# --- host checks ---------------------------------------------------------------------------------
+
+
+def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
+    return {"name": name, "ok": ok, "detail": detail}
+
+
+def evaluate_checks(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Judge the agent's facts. Which facts matter depends on the host: IP forwarding only on
+    hosts bridged onto a public pool."""
+    if "error" in facts:
+        return [_check("agent", False, f"hostagent check failed: {facts['error']}")]
+    out = []
+    bridges = facts.get("bridges")
+    if bridges is None:
+        out.append(_check("bridge MAC fixed", False, facts.get("bridges_error") or "bridges unknown"))
+    else:
+        loose = [b for b in bridges if b.get("ports") and not b.get("mac_fixed")]
+        if loose:
+            names = ", ".join(f"{b['name']} (now {b['mac']})" for b in loose)
+            out.append(
+                _check(
+                    "bridge MAC fixed",
+                    False,
+                    f"{names} take their MAC from their ports, so the host drops off the network when containers "
+                    "come and go; set it explicitly (fix network).",
+                )
+            )
+        else:
+            carrying = (
+                ", ".join(b["name"] for b in bridges if b.get("ports")) or "no bridge carries containers"
+            )
+            out.append(_check("bridge MAC fixed", True, carrying))
+    pools = list(host.ip_pools.values_list("name", flat=True)) if host.pk else []
+    if pools:
+        forward = facts.get("ip_forward")
+        out.append(
+            _check(
+                "ip_forward off",
+                forward == 0,
+                "net.ipv4.ip_forward=0"
+                if forward == 0
+                else f"net.ipv4.ip_forward={forward} on a host bridged onto {', '.join(pools)}: a stopped container's "
+                "traffic floods the segment; turn it off (fix network).",
+            )
+        )
+    driver = facts.get("storage_driver") or "unknown"
+    out.append(
+        _check(
+            "storage driver overlay2",
+            driver == "overlay2",
+            "overlay2"
+            if driver == "overlay2"
+            else f"storage driver {driver}: only overlay2 is supported (removing a container took 10 s on devicemapper loop-lvm).",
+        )
+    )
+    return out
+
+
+def host_fix_network(*, host: Host, user: Any) -> Host:
+    """Turn IP forwarding off and pin bridge MACs on the host (hostagent fix-network), then re-check."""
+    try:
+        result = gateway.agent(host, "fix-network")
+    except HostError as exc:
+        raise ValidationError(f"{host.name}: fix-network failed: {exc}") from exc
+    fixed = ", ".join(result.get("fixed") or []) or "nothing needed fixing"
+    HostEvent.objects.create(host=host, user=user, action="fix-network", detail=fixed)
+    return host_probe(host=host)
+
+
+@transaction.atomic
+def host_override_checks(*, host: Host, user: Any, reason: str) -> Host:
+    """Let a host that fails its checks take instances anyway; an empty reason ends the override."""
+    reason = reason.strip()
+    if reason and len(reason) < 10:
+        raise ValidationError(
+            {"reason": "Say why in at least 10 characters; the reason is kept in the host's log."}
+        )
+    host.checks_override = reason
+    host.save(update_fields=["checks_override"])
+    HostEvent.objects.create(
+        host=host, user=user, action="override" if reason else "override ended", detail=reason
+    )
+    return host

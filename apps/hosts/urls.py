@@ -9,4 +9,6 @@ urlpatterns = [
     path("<int:pk>/confirm-key/", views.host_confirm_key, name="confirm-key"),
     path("<int:pk>/refetch-key/", views.host_refetch_key, name="refetch-key"),
     path("<int:pk>/probe/", views.host_probe, name="probe"),
+    path("<int:pk>/fix-network/", views.host_fix_network, name="fix-network"),
+    path("<int:pk>/override/", views.host_override, name="override"),
 ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -32,7 +33,8 @@ def host_list(request: HttpRequest) -> HttpResponse:
 def host_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     template = "hosts/host_detail.html#host-state" if request.htmx else "hosts/host_detail.html"
-    return render(request, template, {"host": host, "confirm_form": ConfirmKeyForm()})
+    events = host.events.select_related("user")[:20]
+    return render(request, template, {"host": host, "confirm_form": ConfirmKeyForm(), "events": events})
 
 
 @staff_member_required
@@ -68,3 +70,29 @@ def host_refetch_key(request: HttpRequest, pk: int) -> HttpResponse:
 def host_probe(request: HttpRequest, pk: int) -> HttpResponse:
     host = services.host_probe(host=get_object_or_404(Host, pk=pk))
     return render(request, "hosts/host_detail.html#host-state", {"host": host})
+
+
+@staff_member_required
+@require_POST
+def host_fix_network(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        host = services.host_fix_network(host=host, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request, f"fix-network ran on {host.name}; checks {'pass' if host.checks_ok else 'still fail'}."
+        )
+    return redirect("hosts:detail", pk=pk)
+
+
+@staff_member_required
+@require_POST
+def host_override(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        services.host_override_checks(host=host, user=request.user, reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("hosts:detail", pk=pk)

@@ -27,7 +27,10 @@ class HostRoom:
 
 def rooms(app: App) -> list[HostRoom]:
     """Free capacity of every host that may take new instances of this app."""
-    hosts = Host.objects.filter(state=Host.State.ACTIVE, images=app.base_image)
+    # Hosts failing their checks take nothing, unless ops overrode that with a reason.
+    hosts = Host.objects.filter(state=Host.State.ACTIVE, images=app.base_image).filter(
+        Q(checks_ok=True) | ~Q(checks_override="")
+    )
     if app.ip_pool_id is not None:
         hosts = hosts.filter(ip_pools=app.ip_pool_id)  # only hosts bridged onto the app's pool
     hosts = hosts.exclude(cpus=None).annotate(
@@ -69,7 +72,7 @@ def place(app: App, count: int) -> list[Host]:
 def _capacity_message(app: App, wanted: int, placed: int, candidates: list[HostRoom]) -> str:
     if not candidates:
         return (
-            f"No active host has the image {app.base_image.reference}"
+            f"No active host that passes its checks has the image {app.base_image.reference}"
             + (f" and serves IP pool {app.ip_pool.name}" if app.ip_pool is not None else "")
             + "; nothing can be placed. Ask ops to check the hosts."
         )

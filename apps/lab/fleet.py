@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -433,9 +434,35 @@ def _stop_daemon(pidfile: Path, marker: str) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def _dockerd_argv(host: LabHost) -> list[str]:
+    return [
+        "dockerd",
+        "--data-root",
+        str(host.state / "docker"),
+        "--exec-root",
+        str(host.run / "exec"),
+        "--host",
+        f"unix://{host.docker_socket}",
+        "--pidfile",
+        str(host.docker_pidfile),
+        "--storage-driver",
+        "overlay2",
+        "--cgroup-parent",
+        f"/{host.netns}",
+        # A host on a bridged public network forwards nothing (a stopped container's traffic
+        # would flood the segment); dockerd would otherwise turn forwarding on at every start.
+        "--ip-forward=false",
+        "--log-level",
+        "warn",
+    ]
+
+
 def _ensure_dockerd(host: LabHost, log: Log) -> None:
     marker = str(host.run / "exec")
-    if _daemon_pid(host.docker_pidfile, marker, host.netns_path) and _docker_answers(host.docker_socket):
+    argv = _dockerd_argv(host)
+    pid = _daemon_pid(host.docker_pidfile, marker, host.netns_path)
+    # A daemon started with other flags (an older lab) is restarted with the current ones.
+    if pid and _cmdline(pid)[: len(argv)] == argv and _docker_answers(host.docker_socket):
         return
     log(f"{host.name}: starting dockerd")
     _stop_daemon(host.docker_pidfile, marker)
@@ -448,25 +475,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     log_file = host.state / "dockerd.log"
     with open(log_file, "ab") as out:
         subprocess.Popen(
-            [
-                "nsenter",
-                f"--net={host.netns_path}",
-                "dockerd",
-                "--data-root",
-                str(host.state / "docker"),
-                "--exec-root",
-                marker,
-                "--host",
-                f"unix://{host.docker_socket}",
-                "--pidfile",
-                str(host.docker_pidfile),
-                "--storage-driver",
-                "overlay2",
-                "--cgroup-parent",
-                f"/{host.netns}",
-                "--log-level",
-                "warn",
-            ],
+            ["nsenter", f"--net={host.netns_path}", *argv],
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
@@ -529,6 +538,11 @@ def _sshd_config_text(host: LabHost) -> str:
     )
 
 
+def _own_sysfs(pid: int) -> bool:
+    """Whether the process runs in a mount namespace of its own (the lab gives sshd one)."""
+    return _ns_inode(Path(f"/proc/{pid}/ns/mnt")) != _ns_inode(Path("/proc/self/ns/mnt"))
+
+
 def _ensure_sshd(host: LabHost, log: Log) -> None:
     if not host.host_key_path.exists():
         host.host_key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -537,15 +551,30 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
     marker = str(host.sshd_config)
     running = _daemon_pid(host.sshd_pidfile, marker, host.netns_path)
-    if running and not changed and _sshd_answers(str(host.address)):
+    if running and not changed and _own_sysfs(running) and _sshd_answers(str(host.address)):
         return
     log(f"{host.name}: starting sshd")
     _stop_daemon(host.sshd_pidfile, marker)
     host.sshd_config.write_text(text)
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     sh(sshd, "-t", "-f", marker)
+    # What runs over SSH (the agent) must see the host as a real host would: /sys/class/net
+    # of its own network namespace. sshd gets a mount namespace with a sysfs mounted from
+    # inside the host's network namespace, and the real cgroup tree moved back under it.
+    keep = host.run / "cgroup"
+    keep.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    script = "; ".join(
+        [
+            "set -e",
+            f"mount --rbind /sys/fs/cgroup {q(str(keep))}",
+            "mount -t sysfs sysfs /sys",
+            f"mount --move {q(str(keep))} /sys/fs/cgroup",
+            f"exec {q(sshd)} -f {q(marker)} -E {q(str(host.state / 'sshd.log'))}",
+        ]
+    )
     # sshd daemonizes itself and writes its pidfile.
-    sh(sshd, "-f", marker, "-E", str(host.state / "sshd.log"), netns=host.netns)
+    sh("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, netns=host.netns)
     _wait_for(lambda: _sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log")
 
 

@@ -90,3 +90,18 @@ def register_pool(config: LabConfig, hosts: list[Host], log: Log = print) -> IPP
     pool.hosts.add(*hosts)
     log(f"IP pool {pool.name}: {pool.range_start} - {pool.range_end} on {', '.join(h.name for h in hosts)}")
     return pool
+
+
+def fix_lab_network(hosts: list[Host], log: Log = print) -> list[Host]:
+    """What ops do after a host fails its network checks: hostagent fix-network. New network
+    namespaces start with ip_forward=1, so every fresh lab host fails that check first."""
+    out = []
+    for host in hosts:
+        host = services.host_probe(host=host)
+        failing = [c["name"] for c in host.checks if not c["ok"]]
+        if failing:
+            log(f"{host.name}: fails {', '.join(failing)}; running fix-network as ops would")
+            host = services.host_fix_network(host=host, user=None)
+        log(f"{host.name}: checks {'pass' if host.checks_ok else 'FAIL'}")
+        out.append(host)
+    return out

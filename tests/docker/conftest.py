@@ -9,7 +9,7 @@ import pytest
 from apps.catalog.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import register_hosts, register_images, register_pool
+from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 
 
@@ -64,5 +64,8 @@ def remove_apps(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
 
 @pytest.fixture
 def lab_pool(lab: list[fleet.LabHost], lab_hosts: list[Host]) -> IPPool:
-    """The lab's public pool, served by both lab hosts."""
-    return register_pool(lab[0].config, lab_hosts, log=lambda _: None)
+    """The lab's public pool, served by both lab hosts, which pass their network checks."""
+    pool = register_pool(lab[0].config, lab_hosts, log=lambda _: None)
+    hosts = fix_lab_network(lab_hosts, log=lambda _: None)
+    assert all(h.checks_ok for h in hosts), [h.checks for h in hosts]
+    return pool

@@ -20,6 +20,7 @@ from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Finding, Instance, Operation
 from apps.lab import fleet
+from apps.network.models import IPPool
 
 
 def _run(op: Operation) -> Operation:
@@ -77,7 +78,7 @@ def _get(endpoint: str, path: str = "/") -> bytes:
 
 
 @pytest.fixture
-def app(owner: User, alpha: Team, busybox: BaseImage, remove_apps: list[str]) -> App:
+def app(owner: User, alpha: Team, busybox: BaseImage, lab_pool: IPPool, remove_apps: list[str]) -> App:
     remove_apps.append("shop")
     return services.app_create(
         user=owner, team=alpha, slug="shop", base_image=busybox, memory_mb=32, cpus="0.1"
@@ -317,7 +318,7 @@ def test_instances_come_back_after_their_hosts_daemon_restarts(
         reconcile.reconcile()
         time.sleep(0.5)
     assert _containers(lab, "shop") == {"slw-shop-0": "running", "slw-shop-1": "running"}
-    # The port Docker published anew is what the portal shows: the instance answers there.
+    # It answers on its address again.
     reconcile.reconcile()
     with pytest.raises(urllib.error.HTTPError, match="404"):  # the empty volume has no index
         _get(Instance.objects.get(pk=on_second.pk).endpoint, "/")

@@ -17,6 +17,7 @@ def hosts(db: None) -> list[Host]:
             ssh_port=i,
             host_key="ssh-ed25519 AAAA",
             state=Host.State.ACTIVE,
+            checks_ok=True,
             cpus=2,
             memory_mb=1024,
         )

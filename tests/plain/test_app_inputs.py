@@ -176,7 +176,9 @@ def test_placement_skips_hosts_without_the_image_or_not_active(
     assert set(Instance.objects.filter(app=app).values_list("host__name", flat=True)) == {"h1"}
     hosts[0].state = Host.State.DRAINING
     hosts[0].save()
-    with pytest.raises(ValidationError, match="No active host has the image slipway/busybox:1"):
+    with pytest.raises(
+        ValidationError, match="No active host that passes its checks has the image slipway/busybox:1"
+    ):
         services.app_scale(user=owner, app=app, instances=3)
 
 

@@ -1,0 +1,112 @@
+"""Host network checks on the lab: a host with ip_forward=1 on a bridged pool fails and takes no
+new instance until fix-network (or an audited override); the agent sees the host's own bridges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+
+from apps.accounts.models import Team
+from apps.catalog import services
+from apps.catalog.models import BaseImage
+from apps.hosts import services as hosts
+from apps.hosts.models import Host, HostEvent
+from apps.instances.models import Instance
+from apps.lab import fleet
+from apps.network.models import IPPool
+
+
+def _forwarding(lab_host: fleet.LabHost, value: int) -> None:
+    fleet.sh("sysctl", "-q", "-w", f"net.ipv4.ip_forward={value}", netns=lab_host.netns)
+
+
+@pytest.fixture
+def second(
+    lab: list[fleet.LabHost], lab_hosts: list[Host], lab_pool: IPPool
+) -> Iterator[tuple[Host, fleet.LabHost]]:
+    host, lab_host = lab_hosts[1], lab[1]
+    _forwarding(lab_host, 1)
+    yield host, lab_host
+    _forwarding(lab_host, 0)
+
+
+def _check(host: Host, name: str) -> dict:
+    return next(c for c in host.checks if c["name"] == name)
+
+
+def test_ip_forward_on_fails_the_check_and_the_host_takes_no_instance_until_fixed(
+    second: tuple[Host, fleet.LabHost],
+    owner: User,
+    ops: User,
+    alpha: Team,
+    busybox: BaseImage,
+    remove_apps: list[str],
+) -> None:
+    host, _ = second
+    host = hosts.host_probe(host=host)
+    assert host.checks_ok is False
+    check = _check(host, "ip_forward off")
+    assert not check["ok"]
+    assert "net.ipv4.ip_forward=1 on a host bridged onto lab-public" in check["detail"]
+    # The agent reads the host's own bridges (its sshd has the host namespace's sysfs).
+    bridge = _check(host, "bridge MAC fixed")
+    assert bridge["ok"], bridge["detail"]  # docker0: Docker sets its MAC explicitly
+    assert "not this network namespace" not in bridge["detail"]
+    assert _check(host, "storage driver overlay2")["ok"]
+
+    remove_apps.append("checked")
+    app = services.app_create(
+        user=owner, team=alpha, slug="checked", base_image=busybox, memory_mb=32, cpus="0.1"
+    )
+    services.app_scale(user=owner, app=app, instances=2)
+    assert set(Instance.objects.filter(app=app).values_list("host__name", flat=True)) == {"lab-h1"}
+
+    fixed = hosts.host_fix_network(host=host, user=ops)
+    assert fixed.checks_ok is True
+    assert _check(fixed, "ip_forward off")["detail"] == "net.ipv4.ip_forward=0"
+    event = HostEvent.objects.get(host=host, action="fix-network", user=ops)
+    assert event.user == ops and "net.ipv4.ip_forward=0" in event.detail
+    services.app_scale(user=owner, app=app, instances=3)
+    assert Instance.objects.get(app=app, slot=2).host == host
+
+
+def test_an_override_needs_a_reason_and_is_logged(second: tuple[Host, fleet.LabHost], ops: User) -> None:
+    host = hosts.host_probe(host=second[0])
+    assert not host.takes_instances
+    with pytest.raises(ValidationError, match="at least 10 characters"):
+        hosts.host_override_checks(host=host, user=ops, reason="because")
+    host = hosts.host_override_checks(
+        host=host, user=ops, reason="maintenance window, forwarding needed for a test"
+    )
+    assert host.takes_instances
+    host = hosts.host_override_checks(host=host, user=ops, reason="")
+    assert not host.takes_instances
+    assert list(HostEvent.objects.filter(host=host).values_list("action", flat=True)) == [
+        "override ended",
+        "override",
+    ]
+
+
+def test_a_bridge_that_takes_its_mac_from_its_ports_fails_until_fixed(
+    lab: list[fleet.LabHost], lab_hosts: list[Host], ops: User
+) -> None:
+    host, lab_host = lab_hosts[0], lab[0]
+    ns = lab_host.netns
+    fleet.sh("ip", "link", "add", "tbr0", "type", "bridge", netns=ns)
+    try:
+        fleet.sh("ip", "link", "add", "tport0", "type", "veth", "peer", "name", "tport1", netns=ns)
+        fleet.sh("ip", "link", "set", "tport0", "master", "tbr0", netns=ns)
+        host = hosts.host_probe(host=host)
+        bridge = _check(host, "bridge MAC fixed")
+        assert not bridge["ok"]
+        assert "tbr0" in bridge["detail"] and "take their MAC from their ports" in bridge["detail"]
+        assert not host.takes_instances
+        fixed = hosts.host_fix_network(host=host, user=ops)
+        assert _check(fixed, "bridge MAC fixed")["ok"]
+        assert "tbr0 address" in HostEvent.objects.filter(host=host, user=ops).first().detail  # type: ignore[union-attr]
+    finally:
+        fleet.sh("ip", "link", "del", "tport0", check=False, netns=ns)
+        fleet.sh("ip", "link", "del", "tbr0", check=False, netns=ns)
