@@ -74,7 +74,7 @@ class HostAdmin(admin.ModelAdmin):
         confirm = form.cleaned_data.get("confirm_fingerprint")
         if confirm:
             try:
-                services.host_confirm_key(host=obj, confirmed_fingerprint=confirm)
+                services.host_confirm_key(host=obj, confirmed_fingerprint=confirm, user=request.user)
             except ValidationError as exc:
                 messages.error(request, "; ".join(exc.messages))
             else:

@@ -101,7 +101,7 @@ class HostViewSet(
         body.is_valid(raise_exception=True)
         try:
             host = services.host_confirm_key(
-                host=host, confirmed_fingerprint=body.validated_data["fingerprint"]
+                host=host, confirmed_fingerprint=body.validated_data["fingerprint"], user=request.user
             )
         except DjangoValidationError as exc:
             raise _as_drf(exc) from exc

@@ -65,7 +65,7 @@ def host_refetch_key(*, host: Host) -> Host:
     return host
 
 
-def host_confirm_key(*, host: Host, confirmed_fingerprint: str) -> Host:
+def host_confirm_key(*, host: Host, confirmed_fingerprint: str, user: Any = None) -> Host:
     """Pin the offered key if the caller confirms its exact fingerprint, then probe the host."""
     if not host.offered_host_key:
         raise ValidationError("No key was offered by this host yet; fetch it first.")
@@ -80,6 +80,7 @@ def host_confirm_key(*, host: Host, confirmed_fingerprint: str) -> Host:
     if host.state == Host.State.PENDING:
         host.state = Host.State.UNREACHABLE  # until the first probe succeeds
     host.save(update_fields=["host_key", "last_error", "state"])
+    HostEvent.objects.create(host=host, user=user, action="key pinned", detail=expected)
     return host_probe(host=host)
 
 

@@ -45,7 +45,7 @@ def host_confirm_key(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         try:
             host = services.host_confirm_key(
-                host=host, confirmed_fingerprint=form.cleaned_data["fingerprint"]
+                host=host, confirmed_fingerprint=form.cleaned_data["fingerprint"], user=request.user
             )
         except ValidationError as exc:
             form.add_error("fingerprint", exc)

@@ -59,6 +59,8 @@ def test_ops_register_a_host_confirm_its_key_and_it_becomes_active(
     assert host.state == Host.State.ACTIVE
     assert host.fingerprint == expected
     assert host.cpus and host.memory_mb
+    event = host.events.get(action="key pinned")
+    assert event.user is not None and event.user.username == "ops" and event.detail == expected
 
     # The htmx probe button returns only the state fragment.
     fragment = ops_client.post(reverse("hosts:probe", args=[host.pk]), HTTP_HX_REQUEST="true")
