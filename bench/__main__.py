@@ -127,7 +127,7 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     hosts = register_hosts(lab, log=lambda _: None)
     register_images(("busybox",), log=lambda _: None)
-    register_pool(config, hosts, log=lambda _: None)
+    register_pool(config, hosts, log=lambda _: None, first="10.213.240.1", last="10.213.249.254")
     fix_lab_network(hosts, log=lambda _: None)
     redis.Redis.from_url(BROKER).flushdb()  # the bench's own broker database: no stale tasks
     team = Team.objects.create(slug="bench", name="Bench")

@@ -70,19 +70,22 @@ def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
     return out
 
 
-def register_pool(config: LabConfig, hosts: list[Host], log: Log = print) -> IPPool:
-    """The lab's public pool: its subnet minus the first /24 (portal, hosts, the legacy VM) and
-    the last /24 (left to Docker's own IPAM on each host)."""
+def register_pool(
+    config: LabConfig, hosts: list[Host], log: Log = print, first: str = "", last: str = ""
+) -> IPPool:
+    """The lab's public pool: by default its subnet minus the first /24 (portal, hosts, the
+    legacy VM) and the last /24 (left to Docker's own IPAM on each host). Tests and the bench
+    pass a range of their own, so they never meet the demo's instances on the segment."""
     net = config.subnet
-    first = net.network_address + 256 + 1
-    last = net.broadcast_address - 256 - 1
+    first = first or str(net.network_address + 256 + 1)
+    last = last or str(net.broadcast_address - 256 - 1)
     pool, _ = IPPool.objects.update_or_create(
         name="lab-public",
         defaults={
             "network": str(net),
             "gateway": str(config.portal_ip),
-            "range_start": str(first),
-            "range_end": str(last),
+            "range_start": first,
+            "range_end": last,
             "docker_network": "public",
         },
     )

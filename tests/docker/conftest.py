@@ -65,7 +65,10 @@ def remove_apps(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
 @pytest.fixture
 def lab_pool(lab: list[fleet.LabHost], lab_hosts: list[Host]) -> IPPool:
     """The lab's public pool, served by both lab hosts, which pass their network checks."""
-    pool = register_pool(lab[0].config, lab_hosts, log=lambda _: None)
+    # A range of the tests' own: the demo's instances (make up) hold addresses from 10.213.1.1 up.
+    pool = register_pool(
+        lab[0].config, lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
+    )
     hosts = fix_lab_network(lab_hosts, log=lambda _: None)
     assert all(h.checks_ok for h in hosts), [h.checks for h in hosts]
     return pool

@@ -58,7 +58,7 @@ def web(owner: User, alpha: Team, busybox: BaseImage, lab_pool: IPPool, remove_a
         base_image=busybox,
         memory_mb=32,
         cpus="0.1",
-        address="10.213.40.1",
+        address="10.213.230.1",
     )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -76,8 +76,8 @@ def test_instances_answer_on_their_static_ips_from_the_portal(
 ) -> None:
     _run(services.app_scale(user=owner, app=web, instances=2))
     instances = list(Instance.objects.filter(app=web).select_related("host").order_by("slot"))
-    assert instances[0].address == "10.213.40.1"  # the requested one
-    assert instances[1].address == "10.213.1.1"  # the pool's lowest free address
+    assert instances[0].address == "10.213.230.1"  # the requested one
+    assert instances[1].address == "10.213.200.1"  # the pool's lowest free address
     assert instances[0].host != instances[1].host
     for instance in instances:
         assert _on_host(lab, instance.host, instance.container_name) == instance.address
@@ -91,7 +91,7 @@ def test_an_address_survives_restart_stop_start_recreate_daemon_restart_and_a_mo
     _run(services.app_scale(user=owner, app=web, instances=1))
     instance = Instance.objects.select_related("host").get(app=web)
     address = instance.address
-    assert address == "10.213.40.1"
+    assert address == "10.213.230.1"
 
     _run(services.instance_action(user=owner, instance=instance, action="restart"))
     _run(services.instance_action(user=owner, instance=instance, action="stop"))
@@ -132,14 +132,14 @@ def test_an_address_survives_restart_stop_start_recreate_daemon_restart_and_a_mo
 def test_scaling_down_releases_the_highest_slots_address(web: App, owner: User) -> None:
     _run(services.app_scale(user=owner, app=web, instances=3))
     assert sorted(IPAllocation.objects.filter(app=web).values_list("slot", "address")) == [
-        (0, "10.213.40.1"),
-        (1, "10.213.1.1"),
-        (2, "10.213.1.2"),
+        (0, "10.213.230.1"),
+        (1, "10.213.200.1"),
+        (2, "10.213.200.2"),
     ]
     _run(services.app_scale(user=owner, app=web, instances=2))
     assert sorted(IPAllocation.objects.filter(app=web).values_list("slot", flat=True)) == [0, 1]
     with pytest.raises(OSError):
-        urllib.request.urlopen("http://10.213.1.2:8080/", timeout=1)
+        urllib.request.urlopen("http://10.213.200.2:8080/", timeout=1)
     _run(services.app_delete(user=owner, app=web))
     assert not IPAllocation.objects.exists()
 
