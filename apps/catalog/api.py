@@ -9,7 +9,6 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -20,6 +19,7 @@ from rest_framework.response import Response
 from apps.accounts.models import Team
 from apps.catalog import selectors, services
 from apps.catalog.models import App, BaseImage
+from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.network.models import IPAllocation, IPPool
 from apps.network.services import address_request
@@ -211,6 +211,12 @@ class AddressRequestSerializer(serializers.Serializer):
     )
 
 
+class MoveSerializer(serializers.Serializer):
+    host = serializers.SlugRelatedField(
+        slug_field="name", queryset=Host.objects.all(), help_text="Target host"
+    )
+
+
 class ScaleSerializer(serializers.Serializer):
     instances = serializers.IntegerField()
 
@@ -345,6 +351,18 @@ class InstanceViewSet(
     def restart(self, request: Request, pk: str | None = None) -> Response:
         return self._act("restart")
 
+    @extend_schema(request=MoveSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def move(self, request: Request, pk: str | None = None) -> Response:
+        """Recreate the instance on another host with the same slot, address and volume (ops)."""
+        instance = self.get_object()  # another team's instance is a 404 before anything else
+        body = MoveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        op = self.call(
+            services.instance_move, user=request.user, instance=instance, host=body.validated_data["host"]
+        )
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
 
 class OperationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OperationSerializer
@@ -360,7 +378,3 @@ class OperationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 class BaseImageViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = BaseImageSerializer
     queryset = BaseImage.objects.prefetch_related("hosts")
-
-
-def get_visible_app(user: Any, slug: str) -> App:
-    return get_object_or_404(selectors.apps_visible_to(user), slug=slug)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<slug:slug>/addresses/", views.app_address, name="address"),
     path("<slug:slug>/delete/", views.app_delete, name="delete"),
     path("<slug:slug>/activity/", views.app_activity, name="activity"),
+    path("<slug:slug>/move/", views.instance_move, name="move"),
     re_path(
         r"^(?P<slug>[-a-z0-9]+)/instances/(?P<pk>[0-9]+)/(?P<action>start|stop|restart|remove)/$",
         views.instance_action,

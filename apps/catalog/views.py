@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseStopPolling
 from apps.catalog import selectors, services
 from apps.catalog.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
 from apps.catalog.models import App
+from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.network.services import address_request
 from portal.http import HtmxHttpRequest
@@ -112,6 +113,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         delete_form=DeleteForm(app=app),
         uploads=app.uploads.select_related("uploaded_by")[:5],
         address_form=AddressForm(),
+        move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
         volume_mount=settings.APP_VOLUME_MOUNT,
     )
     return render(request, "catalog/app_detail.html", context)
@@ -170,6 +172,8 @@ def instance_action(request: HtmxHttpRequest, slug: str, pk: int, action: str) -
 @login_required
 def app_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     app = _app_or_404(request, slug)
+    # The form edits its own copy: validating a ModelForm writes into its instance, and the
+    # service must compare the new values with the app as it is.
     form = AppEditForm(request.POST or None, instance=App.objects.get(pk=app.pk))
     if request.method == "POST" and form.is_valid():
         changes = {field: form.cleaned_data[field] for field in form.changed_data}
@@ -252,3 +256,25 @@ def app_address(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     else:
         messages.error(request, "Address refused: " + _errors_text(form))
     return redirect("catalog:detail", slug=app.slug)
+
+
+@login_required
+@require_POST
+def instance_move(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    app = _app_or_404(request, slug)
+    instance = app.instance_set.filter(pk=_int(request.POST.get("instance"))).first()
+    host = Host.objects.filter(pk=_int(request.POST.get("host"))).first()
+    try:
+        if instance is None or host is None:
+            raise ValidationError("Pick the instance and the host to move it to.")
+        services.instance_move(user=request.user, instance=instance, host=host)
+    except (ValidationError, PermissionDenied) as exc:
+        message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        messages.error(request, message)
+    else:
+        messages.success(request, f"Moving {instance.container_name} to {host.name}.")
+    return redirect("catalog:detail", slug=app.slug)
+
+
+def _int(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0

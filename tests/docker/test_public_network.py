@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from apps.accounts.models import Team
 from apps.catalog import services
@@ -121,8 +122,13 @@ def test_an_address_survives_restart_stop_start_recreate_daemon_restart_and_a_mo
             time.sleep(0.5)
     assert _fetch(address) == b"served from a static IP\n"
 
+    # Ops move it from the app page (the API's POST instances/{id}/move/ takes the same path).
     other = next(h for h in lab_hosts if h.pk != instance.host_id)
-    _run(services.instance_move(user=ops, instance=instance, host=other))
+    page = Client()
+    page.force_login(ops)
+    response = page.post("/apps/site/move/", {"instance": instance.pk, "host": other.pk})
+    assert response.status_code == 302
+    _run(Operation.objects.get(app=web, kind=Operation.Kind.MOVE))
     instance.refresh_from_db()
     assert instance.host == other
     assert _on_host(lab, other, instance.container_name) == address

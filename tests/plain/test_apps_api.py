@@ -175,3 +175,16 @@ def test_the_schema_describes_the_api(owner: User) -> None:
     text = response.content.decode()
     for path in ["/api/v1/apps/{slug}/scale/", "/api/v1/instances/{id}/restart/", "/api/v1/operations/{id}/"]:
         assert path in text
+
+
+def test_only_ops_may_move_an_instance(owner: User, image: BaseImage, hosts: list) -> None:
+    api = _client(owner)
+    _new_app(api, image, instances=1)
+    instance = Instance.objects.get()
+    other = next(h for h in hosts if h.pk != instance.host_id)
+    refused = api.post(f"/api/v1/instances/{instance.pk}/move/", {"host": other.name}, format="json")
+    assert refused.status_code == 403
+    assert "Only ops move instances" in str(refused.json())
+    unknown = api.post(f"/api/v1/instances/{instance.pk}/move/", {"host": "nowhere"}, format="json")
+    assert unknown.status_code == 400
+    assert not Operation.objects.filter(kind=Operation.Kind.MOVE).exists()

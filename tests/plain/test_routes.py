@@ -71,6 +71,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
         lambda c: {"slug": c["app"].slug, "pk": c["instance"].pk, "action": "stop"},
         _app_scoped(302, 302),
     ),
+    # Moves are for ops; an empty POST names no instance or host: a message and a redirect.
+    "catalog:move": ("post", APP, _app_scoped(302, 302)),
     "hosts:list": ("get", NONE, _ops_page(200)),
     "hosts:detail": ("get", HOST, _ops_page(200)),
     "hosts:confirm-key": ("post", HOST, _ops_page(400)),
@@ -97,6 +99,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "instance-start": ("post", INSTANCE, _app_scoped(401, 202)),
     "instance-stop": ("post", INSTANCE, _app_scoped(401, 202)),
     "instance-restart": ("post", INSTANCE, _app_scoped(401, 202)),
+    "instance-move": ("post", INSTANCE, _app_scoped(401, 400)),  # empty body: no host named
     "operation-detail": ("get", lambda c: {"pk": c["operation"].pk}, _app_scoped(401, 200)),
     "base-image-list": ("get", NONE, _signed_in(401, 200)),
     "base-image-detail": ("get", lambda c: {"pk": c["image"].pk}, _signed_in(401, 200)),

@@ -40,7 +40,6 @@ T = TypeVar("T")
 POOL_SIZE = 16
 NotFound = docker.errors.NotFound
 APIError = docker.errors.APIError
-DockerException = docker.errors.DockerException
 
 
 class _SessionHolder:
@@ -353,14 +352,11 @@ def _death_of(api: Any, container_id: str, state: ContainerState) -> str:
     return f"{reason}{': ' + tail if tail else ''}"
 
 
-def _death(container: Any) -> str:
-    return _death_of(container.client.api, container.id, _state(container, None))
-
-
 @_retry_stale
 def container_why(client: DockerClient, name: str, where: str) -> str:
     try:
-        return _death(client.containers.get(name))
+        info = client.api.inspect_container(name)
+        return _death_of(client.api, info["Id"], _state_of(info, None))
     except Exception as exc:
         raise translate(exc, where) from exc
 
