@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     garp = commands.add_parser("garp", help="announce an address (gratuitous ARP)")
     garp.add_argument("address")
     garp.add_argument("--pid", type=int, help="from the network namespace of this process (a container)")
+    probe = commands.add_parser("arp-probe", help="which addresses are in use on a Docker network's segment")
+    probe.add_argument("network", help="the Docker network (its parent interface sends the probes)")
+    probe.add_argument("addresses", nargs="+")
+    probe.add_argument("--wait", type=float, default=0.1, help="seconds to wait for answers")
     commands.add_parser("check", help="facts for the host checks: bridges, IP forwarding, storage driver")
     commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
     commands.add_parser("serve", help="answer JSON requests on stdin/stdout until EOF")
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             document = check.fix_network()
         elif args.command == "garp":
             document = arp.garp(args.address, pid=args.pid)
+        elif args.command == "arp-probe":
+            document = arp.probe(args.network, args.addresses, wait=args.wait)
         else:  # pragma: no cover - argparse refuses unknown commands
             parser.error(f"unknown command {args.command!r}")
     except (OSError, ValueError) as exc:

@@ -15,12 +15,16 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator
+
+from hostagent import docker_socket
 
 ETH_P_ARP = 0x0806
 SIOCGIFADDR = 0x8915
 SIOCGIFHWADDR = 0x8927
 CLONE_NEWNET = 0x40000000
+PACKET_OUTGOING = 4
 
 
 @contextlib.contextmanager
@@ -75,3 +79,85 @@ def garp(address: str, pid: int | None = None, count: int = 3) -> dict[str, obje
         for _ in range(count):
             sock.send(frame)
     return {"address": str(ip), "interface": iface, "mac": mac.hex(":"), "sent": count}
+
+
+def _network_iface(network: dict[str, object]) -> str:
+    """The host interface a Docker network puts its containers' frames on."""
+    options = network.get("Options") or {}
+    assert isinstance(options, dict)
+    driver = network.get("Driver")
+    if driver in ("macvlan", "ipvlan"):
+        parent = options.get("parent")
+        if not parent:
+            raise ValueError(f"network {network.get('Name')}: {driver} without a parent interface")
+        return str(parent)
+    if driver == "bridge":
+        return str(options.get("com.docker.network.bridge.name") or f"br-{str(network.get('Id'))[:12]}")
+    raise ValueError(f"network {network.get('Name')}: cannot probe a {driver} network")
+
+
+def holders(network: str) -> dict[str, str]:
+    """Addresses on the Docker network held by containers of this host, running or not: the
+    configured static address counts too, since the container claims it when it starts."""
+    out: dict[str, str] = {}
+    for container in docker_socket.get_json("/containers/json?all=1"):
+        attached = ((container.get("NetworkSettings") or {}).get("Networks") or {}).get(network)
+        if not attached:
+            continue
+        name = (container.get("Names") or ["?"])[0].lstrip("/")
+        for address in (attached.get("IPAddress"), (attached.get("IPAMConfig") or {}).get("IPv4Address")):
+            if address:
+                out[address] = name
+    return out
+
+
+def probe(network: str, addresses: list[str], wait: float = 0.1) -> dict[str, object]:
+    """Which of the addresses are in use: held by a container on this host's Docker network, or
+    answering ARP on the segment. The probes carry sender address 0.0.0.0 (RFC 5227), so no
+    neighbour learns anything from them; a host that owns the address answers all the same."""
+    wanted = {str(ipaddress.IPv4Address(a)) for a in addresses}
+    details = docker_socket.get_json(f"/networks/{network}")
+    iface = _network_iface(details)
+    local = {a: name for a, name in holders(network).items() if a in wanted}
+    answered: dict[str, str] = {}
+    ask = sorted(wanted - set(local))
+    if ask:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        with sock:
+            sock.bind((iface, 0))
+            mac = _ifreq(sock, SIOCGIFHWADDR, iface)[18:24]
+            frames = []
+            for address in ask:
+                target = ipaddress.IPv4Address(address).packed
+                arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, b"\x00" * 4, b"\x00" * 6, target)
+                frames.append(b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP) + arp)
+            wait = max(0.01, min(float(wait), 5.0))
+            started = time.monotonic()
+            deadline, again_at = started + wait, started + wait / 3
+            for frame in frames:
+                sock.send(frame)
+            # Sent twice, a third of the wait apart: one lost frame must not make an address
+            # look free.
+            sent_again = False
+            while (now := time.monotonic()) < deadline:
+                if not sent_again and now >= again_at:
+                    for frame in frames:
+                        sock.send(frame)
+                    sent_again = True
+                sock.settimeout(max(0.001, (deadline if sent_again else again_at) - now))
+                try:
+                    data, meta = sock.recvfrom(128)
+                except TimeoutError:
+                    continue
+                if meta[2] == PACKET_OUTGOING or len(data) < 42:
+                    continue
+                op, sha, spa = struct.unpack("!6xH6s4s", data[14:32])
+                sender = str(ipaddress.IPv4Address(spa))
+                if op == 2 and sender in wanted:
+                    answered[sender] = sha.hex(":")
+    return {
+        "interface": iface,
+        "local": local,
+        "answered": answered,
+        "free": sorted(wanted - set(local) - set(answered)),
+    }

@@ -31,11 +31,15 @@ def socket_path() -> str:
 
 
 def get_json(path: str, timeout: float = 5.0) -> Any:
-    conn = UnixHTTPConnection(socket_path(), timeout)
+    where = socket_path()
+    conn = UnixHTTPConnection(where, timeout)
     try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise OSError(f"Docker daemon unreachable at {where}: {exc.strerror or exc}") from exc
         if response.status != 200:
             raise OSError(f"docker API {path}: HTTP {response.status}")
         return json.loads(body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-AGENT_VERSION = 1
+AGENT_VERSION = 2  # 2: arp-probe and holders
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -31,3 +31,39 @@ class InfoDocument(TypedDict):
     kernel: str
     cgroup_version: int
     docker: DockerFacts
+
+
+class ContainerStats(TypedDict, total=False):
+    """One container's counters in a `hostagent stats` sweep. Counters are cumulative since the
+    container started (the portal turns them into rates); sizes are bytes."""
+
+    id: str  # full container id
+    name: str
+    labels: dict[str, str]  # only io.slipway.* labels
+    pid: int  # init pid; its /proc/PID/cgroup says where the cgroups are
+    cpu_usage_ns: int
+    cpu_periods: int
+    cpu_throttled_periods: int
+    cpu_throttled_ns: int
+    memory_usage: int
+    memory_limit: int  # 0: no limit
+    memory_rss: int
+    memory_cache: int
+    memory_working_set: int  # usage minus inactive file, as the kernel and cAdvisor count it
+    memory_swap: int
+    memory_failcnt: int
+    oom_kills: int
+    pids: int
+    blkio_read_bytes: int
+    blkio_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    error: str  # set instead of the figures when the container went away mid-sweep
+
+
+class StatsDocument(TypedDict):
+    agent_version: int
+    time: float  # host clock (epoch seconds) when the sweep started
+    cgroup_version: int
+    sweep_ms: float
+    containers: list[ContainerStats]

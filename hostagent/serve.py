@@ -20,6 +20,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": lambda: {"agent_version": AGENT_VERSION},
     "info": info.collect,
     "garp": arp.garp,
+    "arp-probe": arp.probe,
+    "holders": lambda network: {"holders": arp.holders(network)},
     "check": check.collect,
     "fix-network": check.fix_network,
 }

@@ -90,7 +90,7 @@ def _instances_context(app: App) -> dict[str, Any]:
     return {
         "app": app,
         "instances": instances,
-        "addresses": [(a, by_slot.get(a.slot)) for a in app.addresses.order_by("slot")],
+        "addresses": [(a, by_slot.get(a.slot or 0)) for a in app.addresses.order_by("slot")],
         "settled": settled,
         "running": sum(1 for i in instances if i.state == Instance.State.RUNNING),
         "operations": list(app.operations.select_related("requested_by")[:10]),

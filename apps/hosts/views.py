@@ -33,8 +33,16 @@ def host_list(request: HttpRequest) -> HttpResponse:
 def host_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     template = "hosts/host_detail.html#host-state" if request.htmx else "hosts/host_detail.html"
-    events = host.events.select_related("user")[:20]
-    return render(request, template, {"host": host, "confirm_form": ConfirmKeyForm(), "events": events})
+    return render(request, template, _detail(host, ConfirmKeyForm()))
+
+
+def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
+    return {
+        "host": host,
+        "confirm_form": form,
+        "events": host.events.select_related("user")[:20],
+        "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],
+    }
 
 
 @staff_member_required
@@ -51,7 +59,7 @@ def host_confirm_key(request: HttpRequest, pk: int) -> HttpResponse:
             form.add_error("fingerprint", exc)
         else:
             return redirect("hosts:detail", pk=host.pk)
-    return render(request, "hosts/host_detail.html", {"host": host, "confirm_form": form}, status=400)
+    return render(request, "hosts/host_detail.html", _detail(host, form), status=400)
 
 
 @staff_member_required
@@ -62,7 +70,7 @@ def host_refetch_key(request: HttpRequest, pk: int) -> HttpResponse:
         services.host_refetch_key(host=host)
     except ValidationError as exc:
         host.last_error = "; ".join(exc.messages)
-    return render(request, "hosts/host_detail.html", {"host": host, "confirm_form": ConfirmKeyForm()})
+    return render(request, "hosts/host_detail.html", _detail(host, ConfirmKeyForm()))
 
 
 @staff_member_required

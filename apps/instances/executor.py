@@ -23,6 +23,7 @@ from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerState, Ho
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
+from apps.network.probe import addresses_verify
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,18 @@ def converge(
     for instance in instances:
         if instance.desired_state == Instance.Desired.REMOVED and instance.state != Instance.State.REMOVING:
             Instance.objects.filter(pk=instance.pk).update(state=Instance.State.REMOVING)
-    volumes = _VolumeSync(app)
     outcomes: list[Outcome] = []
+    # Addresses used for the first time are checked on the segment before any container gets one.
+    refused = addresses_verify(instances)
+    for instance in [i for i in instances if i.pk in refused]:
+        outcome = Outcome(
+            instance, error=refused[instance.pk].error, transient=refused[instance.pk].transient
+        )
+        _record(outcome)
+        outcomes.append(outcome)
+    total = len(instances)
+    instances = [i for i in instances if i.pk not in refused]
+    volumes = _VolumeSync(app)
     if one_at_a_time:
         for instance in instances:
             outcome = _apply(instance, restart, volumes.ready)
@@ -170,7 +181,7 @@ def converge(
         details = "; ".join(
             f"{o.instance.container_name} on {o.instance.host.name}: {o.error}" for o in failed
         )
-        raise OperationFailed(f"{len(failed)} of {len(instances)} instance(s) failed: {details}")
+        raise OperationFailed(f"{len(failed)} of {total} instance(s) failed: {details}")
     return outcomes
 
 

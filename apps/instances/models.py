@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from apps.catalog.models import App
 from apps.hosts.models import Host
@@ -144,10 +145,13 @@ class Finding(models.Model):
 
     class Kind(models.TextChoices):
         UNKNOWN_CONTAINER = "unknown_container", "Unknown container with Slipway labels"
+        FOREIGN_ADDRESS = "foreign_address", "Address in use that Slipway did not give out"
+        IDLE_ADDRESS = "idle_address", "Allocated address that no container holds"
 
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="findings")
+    # Empty for a finding about an address no host holds.
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.CASCADE, related_name="findings")
     kind = models.CharField(max_length=40, choices=Kind.choices)
-    subject = models.CharField(max_length=200, help_text="Container name or id")
+    subject = models.CharField(max_length=200, help_text="Container name, or the address")
     detail = models.TextField(blank=True)
     first_seen = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField()
@@ -165,3 +169,13 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}: {self.get_kind_display()} {self.subject}"
+
+    @classmethod
+    def open(cls, host: Host | None, kind: str, subject: str, detail: str) -> None:
+        """Report it, or refresh the open finding about the same subject."""
+        now = timezone.now()
+        updated = cls.objects.filter(kind=kind, subject=subject, resolved_at=None).update(
+            host=host, detail=detail, last_seen=now
+        )
+        if not updated:
+            cls.objects.create(host=host, kind=kind, subject=subject, detail=detail, last_seen=now)

@@ -1,6 +1,7 @@
 """Bring actual state to desired state: containers killed behind the portal's back, or gone
-with a restarted daemon, come back; containers with Slipway labels that no row explains are
-reported as findings. Apps with an operation under way are left to it."""
+with a restarted daemon, come back; containers with Slipway labels that no row explains, and
+addresses in use that the database does not know (apps.network.audit), are reported as
+findings. Apps with an operation under way are left to it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from apps.hosts.models import Host
 from apps.hosts.transport import MANAGED_LABEL, ContainerState, HostError
 from apps.instances.models import Finding, Instance, Operation
 from apps.instances.services import operation_create, operations_requeue_stale
+from apps.network.audit import AddressReport, addresses_audit
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class Report:
     unreachable: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     requeued: int = 0
+    addresses: AddressReport = field(default_factory=AddressReport)
 
 
 def _listing(host: Host) -> tuple[Host, list[ContainerState] | None, str]:
@@ -82,24 +85,23 @@ def reconcile() -> Report:
                 continue
             report.unknown.append(f"{host.name}: {name}")
             detail = f"labels {container.labels.get('io.slipway.app', '?')}/{container.labels.get('io.slipway.slot', '?')}, status {container.status}"
-            finding, created = Finding.objects.get_or_create(
-                host=host,
-                kind=Finding.Kind.UNKNOWN_CONTAINER,
-                subject=name,
-                resolved_at=None,
-                defaults={"detail": detail, "last_seen": now},
-            )
-            if not created:
-                Finding.objects.filter(pk=finding.pk).update(last_seen=now, detail=detail)
+            Finding.open(host, Finding.Kind.UNKNOWN_CONTAINER, name, detail)
         # Findings for containers that are gone now are resolved.
         Finding.objects.filter(host=host, resolved_at=None, kind=Finding.Kind.UNKNOWN_CONTAINER).exclude(
             subject__in=list(by_name)
         ).update(resolved_at=now)
+    report.addresses = addresses_audit(busy_apps)
     for slug, reasons in report.repaired.items():
         app = App.objects.get(slug=slug)
         operation_create(app=app, kind=Operation.Kind.RECONCILE, summary="; ".join(reasons)[:300])
-    if report.repaired or report.unknown:
-        log.info("reconcile: repaired %s, unknown %s", report.repaired, report.unknown)
+    if report.repaired or report.unknown or report.addresses.foreign or report.addresses.idle:
+        log.info(
+            "reconcile: repaired %s, unknown %s, foreign addresses %s, idle addresses %s",
+            report.repaired,
+            report.unknown,
+            report.addresses.foreign,
+            report.addresses.idle,
+        )
     return report
 
 

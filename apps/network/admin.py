@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
@@ -24,9 +24,21 @@ class IPPoolAdmin(admin.ModelAdmin):
 
 @admin.register(IPAllocation)
 class IPAllocationAdmin(ReadOnlyAdmin):
-    """Addresses change with scale, delete and owner requests, all through the services."""
+    """Addresses change with scale, delete and owner requests, all through the services. Rows
+    without an app are addresses found in use outside Slipway, held so nobody gets them."""
 
-    list_display = ["address", "pool", "app", "slot", "requested", "created_at"]
-    list_filter = ["pool", "requested"]
-    search_fields = ["address", "app__slug"]
+    list_display = ["address", "pool", "app", "slot", "requested", "held_by", "verified_at", "created_at"]
+    list_filter = ["pool", "requested", ("app", admin.EmptyFieldListFilter)]
+    search_fields = ["address", "app__slug", "held_by"]
     list_select_related = ["pool", "app"]
+    actions = ["release_foreign"]
+
+    @admin.action(description="Release addresses held as in use outside Slipway")
+    def release_foreign(self, request: HttpRequest, queryset: QuerySet[IPAllocation]) -> None:
+        # Only foreign holds: an app's address goes with its slot, through the services.
+        released, _ = queryset.filter(app=None).delete()
+        skipped = queryset.exclude(app=None).count()
+        message = f"Released {released} address(es); the reconcile holds them again if they are still in use."
+        if skipped:
+            message += f" Skipped {skipped} held by apps (scale down or delete the app instead)."
+        self.message_user(request, message, messages.SUCCESS if not skipped else messages.WARNING)

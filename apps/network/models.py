@@ -142,14 +142,24 @@ class IPPool(models.Model):
 
 class IPAllocation(models.Model):
     """An address held by an app's instance slot. It stays with the slot through stop/start,
-    restart, recreate and moves, and goes when the slot is scaled away or the app deleted."""
+    restart, recreate and moves, and goes when the slot is scaled away or the app deleted.
+
+    A row without an app is an address found in use outside Slipway (a container the database
+    does not know, or a machine answering ARP): held here so it is never handed out, until the
+    reconcile sees it free again or ops release it."""
 
     pool = models.ForeignKey(IPPool, on_delete=models.PROTECT, related_name="allocations")
     address = models.GenericIPAddressField()
-    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="addresses")
-    slot = models.PositiveIntegerField()
+    app = models.ForeignKey(App, null=True, blank=True, on_delete=models.CASCADE, related_name="addresses")
+    slot = models.PositiveIntegerField(null=True, blank=True)
     requested = models.BooleanField(
         default=False, help_text="Asked for by the owner (e.g. a migrated VM's IP)"
+    )
+    held_by = models.CharField(
+        max_length=200, blank=True, help_text="Who uses the address outside Slipway, as last seen"
+    )
+    verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the segment was found silent on it, before first use"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -158,7 +168,18 @@ class IPAllocation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["pool", "address"], name="one_holder_per_address"),
             models.UniqueConstraint(fields=["app", "slot"], name="one_address_per_slot"),
+            models.CheckConstraint(
+                condition=models.Q(app__isnull=True, slot__isnull=True)
+                | models.Q(app__isnull=False, slot__isnull=False),
+                name="slot_with_app",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.address} → {self.app.slug}/{self.slot}"
+        if self.app_id is None:
+            return f"{self.address} (in use outside Slipway: {self.held_by or 'unknown'})"
+        return f"{self.address} → {self.app.slug if self.app else '?'}/{self.slot}"
+
+    @property
+    def foreign(self) -> bool:
+        return self.app_id is None

@@ -85,7 +85,15 @@ def address_request(*, user: Any, app: App, address: str, slot: int | None = Non
         raise ValidationError(
             {"slot": f"Slot {slot} of {app.slug} already holds {held.address}; pick a free slot."}
         )
-    holder = IPAllocation.objects.filter(pool=pool, address=normalized).select_related("app").first()
+    holder = IPAllocation.objects.filter(pool=pool, address=normalized).first()
+    if holder is not None and holder.foreign:
+        raise ValidationError(
+            {
+                "address": f"{normalized} is in use on the network outside Slipway "
+                f"({holder.held_by or 'seen by the reconcile'}); once it is free there, the "
+                "reconcile releases it (or ops do, in the admin)."
+            }
+        )
     if holder is not None:
         raise ValidationError({"address": f"{normalized} is already allocated."})
     try:
@@ -96,3 +104,30 @@ def address_request(*, user: Any, app: App, address: str, slot: int | None = Non
 
 def address_release(*, app: App, slot: int) -> None:
     IPAllocation.objects.filter(app=app, slot=slot).delete()
+
+
+def address_hold_foreign(*, pool: IPPool, address: str, held_by: str) -> IPAllocation | None:
+    """Keep an address found in use outside Slipway from being handed out. None if an app holds
+    it (a conflict for ops to look at, never silently taken away from the app)."""
+    row, created = IPAllocation.objects.get_or_create(
+        pool=pool, address=address, defaults={"held_by": held_by[:200]}
+    )
+    if not row.foreign:
+        return None
+    if not created and row.held_by != held_by[:200]:
+        IPAllocation.objects.filter(pk=row.pk).update(held_by=held_by[:200])
+    return row
+
+
+@transaction.atomic
+def address_replace_taken(*, allocation: IPAllocation, held_by: str) -> IPAllocation:
+    """The slot's address turned out to be in use by something else before the slot used it:
+    hold it as foreign, and give the slot the next free address."""
+    assert allocation.app is not None and allocation.slot is not None
+    app, slot = allocation.app, allocation.slot
+    IPAllocation.objects.filter(pk=allocation.pk).update(
+        app=None, slot=None, requested=False, held_by=held_by[:200], verified_at=None
+    )
+    replacement = address_allocate(app=app, slot=slot)
+    assert replacement is not None
+    return replacement

@@ -143,7 +143,10 @@ def test_scaling_down_releases_the_highest_slots_address(web: App, owner: User) 
         (2, "10.213.200.2"),
     ]
     _run(services.app_scale(user=owner, app=web, instances=2))
-    assert sorted(IPAllocation.objects.filter(app=web).values_list("slot", flat=True)) == [0, 1]
+    assert list(IPAllocation.objects.filter(app=web).order_by("slot").values_list("slot", flat=True)) == [
+        0,
+        1,
+    ]
     with pytest.raises(OSError):
         urllib.request.urlopen("http://10.213.200.2:8080/", timeout=1)
     _run(services.app_delete(user=owner, app=web))

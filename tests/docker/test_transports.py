@@ -15,6 +15,7 @@ from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandFailed, CommandTimeout, HostKeyChanged, HostKeyUnknown, ssh
 from apps.lab import fleet
+from hostagent.protocol import AGENT_VERSION
 
 
 @pytest.mark.parametrize("transport", ["ssh", "local"])
@@ -68,7 +69,7 @@ def test_hostagent_info_over_ssh_reports_the_hosts_docker(
 ) -> None:
     for host, lab_host in zip(lab_hosts, lab, strict=True):
         document = gateway.agent(host, "info")
-        assert document["agent_version"] == 1
+        assert document["agent_version"] == AGENT_VERSION
         assert document["docker"]["reachable"] is True
         assert document["docker"]["root_dir"] == str(lab_host.state / "docker")
         assert document["docker"]["storage_driver"] == "overlay2"
@@ -208,7 +209,7 @@ def test_the_agent_stays_running_on_the_connection_and_answers_in_order(lab_host
     first = gateway.agent(host, "info")
     channel = ssh.agent_channel(host.endpoint)
     for _ in range(20):
-        assert gateway.agent(host, "ping") == {"agent_version": 1}
+        assert gateway.agent(host, "ping") == {"agent_version": AGENT_VERSION}
     assert gateway.agent(host, "info")["hostname"] == first["hostname"]
     assert ssh.agent_channel(host.endpoint) is channel  # the same agent process answered all of them
     with pytest.raises(CommandFailed, match=r"no interface holds 10\.213\.250\.250"):

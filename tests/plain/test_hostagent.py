@@ -103,7 +103,10 @@ def test_serve_answers_one_json_line_per_request_until_eof() -> None:
     replies = [json.loads(line) for line in out.getvalue().splitlines()]
     assert replies[0] == {"id": 1, "ok": True, "result": {"agent_version": AGENT_VERSION}}
     assert replies[1]["ok"] is False and "bad request" in replies[1]["error"]
-    assert replies[2]["ok"] is False and "'garp', 'info', 'ping'" in replies[2]["error"]
+    assert (
+        replies[2]["ok"] is False
+        and "'arp-probe', 'check', 'fix-network', 'garp', 'holders'" in replies[2]["error"]
+    )
     # No interface here holds that address: refused with the reason, nothing sent.
     assert replies[3] == {
         "id": 4,
