@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, check, info, serve
+from hostagent import arp, check, info, lxcfs, serve, stats
 from hostagent.protocol import AGENT_VERSION
 
 
@@ -22,8 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("network", help="the Docker network (its parent interface sends the probes)")
     probe.add_argument("addresses", nargs="+")
     probe.add_argument("--wait", type=float, default=0.1, help="seconds to wait for answers")
-    commands.add_parser("check", help="facts for the host checks: bridges, IP forwarding, storage driver")
+    lxcfs_root = f"where LXCFS is mounted (default: ${lxcfs.ROOT_ENV} or {lxcfs.DEFAULT_ROOT})"
+    check_cmd = commands.add_parser(
+        "check", help="facts for the host checks: bridges, IP forwarding, storage driver, LXCFS"
+    )
+    check_cmd.add_argument("--lxcfs-root", "--lxcfs_root", dest="lxcfs_root", help=lxcfs_root)
     commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
+    heal = commands.add_parser("lxcfs-heal", help="re-bind stale LXCFS files in running containers")
+    heal.add_argument("--root", help=lxcfs_root)
+    sweep = commands.add_parser("stats", help="cgroup counters of every running container, one sweep")
+    sweep.add_argument("--label", help="only containers with this label, e.g. io.slipway.managed=1")
     commands.add_parser("serve", help="answer JSON requests on stdin/stdout until EOF")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -34,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             document = dict(info.collect())
         elif args.command == "check":
-            document = check.collect()
+            document = check.collect(args.lxcfs_root)
+        elif args.command == "lxcfs-heal":
+            document = lxcfs.heal(args.root)
         elif args.command == "fix-network":
             document = check.fix_network()
         elif args.command == "garp":
             document = arp.garp(args.address, pid=args.pid)
         elif args.command == "arp-probe":
             document = arp.probe(args.network, args.addresses, wait=args.wait)
+        elif args.command == "stats":
+            document = dict(stats.collect(args.label))
         else:  # pragma: no cover - argparse refuses unknown commands
             parser.error(f"unknown command {args.command!r}")
     except (OSError, ValueError) as exc:

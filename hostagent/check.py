@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 
-from hostagent import info
+from hostagent import info, lxcfs
 
 SYS_NET = "/sys/class/net"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -54,7 +54,7 @@ def bridges() -> list[dict[str, object]]:
     return out
 
 
-def collect() -> dict[str, object]:
+def collect(lxcfs_root: str | None = None) -> dict[str, object]:
     docker = info.docker_facts()
     visible = sysfs_matches_namespace()
     return {
@@ -64,6 +64,7 @@ def collect() -> dict[str, object]:
         "storage_driver": docker.get("storage_driver", ""),
         "docker_reachable": bool(docker.get("reachable")),
         "cgroup_version": info.cgroup_version(),
+        "lxcfs": lxcfs.facts(lxcfs_root),  # root: the argument, else $SLIPWAY_LXCFS_ROOT or /var/lib/lxcfs
     }
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, info
+from hostagent import arp, check, info, lxcfs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -24,6 +24,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "holders": lambda network: {"holders": arp.holders(network)},
     "check": check.collect,
     "fix-network": check.fix_network,
+    "stats": stats.collect,
+    "lxcfs-heal": lxcfs.heal,
 }
 
 

@@ -40,7 +40,9 @@ def django_db_modify_db_settings() -> None:
     # database is a file, not the in-memory default.
     db = settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
-        db.setdefault("TEST", {})["NAME"] = str(settings.VAR_DIR / "test.sqlite3")
+        # SLIPWAY_TEST_DB lets two pytest runs on one machine keep out of each other's way.
+        name = os.environ.get("SLIPWAY_TEST_DB", "test.sqlite3")
+        db.setdefault("TEST", {})["NAME"] = str(settings.VAR_DIR / name)
 
 
 def _user(username: str, *, staff: bool = False) -> User:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 AGENT_ARGV = ["python3", "-m", "hostagent"]
 # Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {2}
+KNOWN_AGENT_VERSIONS = {3}
 
 
 def _require_pinned(host: Host) -> None:

@@ -104,11 +104,10 @@ def host_probe(*, host: Host) -> Host:
         host.save(update_fields=["last_checked", "last_error", "state"])
         log.warning("probe of %s failed: %s", host.name, exc)
         return host
-    try:
-        facts = gateway.agent(host, "check")
-    except HostError as exc:
-        facts = {"error": str(exc)}
+    facts = _check_facts(host)
     host.checks = evaluate_checks(host, facts)
+    # The spec of each new instance binds the LXCFS files the host serves (apps.instances.spec).
+    info["lxcfs"] = {k: v for k, v in (facts.get("lxcfs") or {}).items() if k in ("running", "root", "binds")}
     host.checks_ok = all(check["ok"] for check in host.checks)
     host.cpus = int(info["cpus"])
     host.memory_mb = int(info["memory_bytes"]) // (1024 * 1024)
@@ -138,6 +137,36 @@ def host_probe(*, host: Host) -> Host:
         ]
     )
     return host
+
+
+def _check_facts(host: Host) -> dict[str, Any]:
+    """`hostagent check`; containers left with dead LXCFS mounts (LXCFS restarted under them)
+    are healed in place first, without a restart, and that is kept in the host's log."""
+    try:
+        facts = gateway.agent(host, "check")
+    except HostError as exc:
+        return {"error": str(exc)}
+    lxcfs = facts.get("lxcfs") or {}
+    if not (lxcfs.get("running") and lxcfs.get("stale")):
+        return facts
+    try:
+        result = gateway.agent(host, "lxcfs-heal", timeout=60)
+    except HostError as exc:
+        lxcfs["heal_error"] = str(exc)
+        return facts
+    healed = [
+        f"{c['name']}: {', '.join(c['healed'])}" for c in result.get("containers", []) if c.get("healed")
+    ]
+    failed = [f"{c['name']}: {c['failed']}" for c in result.get("containers", []) if c.get("failed")]
+    HostEvent.objects.create(
+        host=host,
+        action="lxcfs healed",
+        detail="; ".join(healed + [f"failed {f}" for f in failed]) or "nothing to do",
+    )
+    try:
+        return gateway.agent(host, "check")
+    except HostError as exc:
+        return {"error": str(exc)}
 
 
 def hosts_probe_all() -> list[Host]:
@@ -204,6 +233,7 @@ def evaluate_checks(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
                 "traffic floods the segment; turn it off (fix network).",
             )
         )
+    out.append(_lxcfs_check(facts.get("lxcfs") or {}))
     driver = facts.get("storage_driver") or "unknown"
     out.append(
         _check(
@@ -242,3 +272,28 @@ def host_override_checks(*, host: Host, user: Any, reason: str) -> Host:
         host=host, user=user, action="override" if reason else "override ended", detail=reason
     )
     return host
+
+
+def _lxcfs_check(lxcfs: dict[str, Any]) -> dict[str, Any]:
+    root = lxcfs.get("root") or "/var/lib/lxcfs"
+    if not lxcfs:
+        return _check("LXCFS", False, "the agent did not report LXCFS (an older hostagent?)")
+    if not lxcfs.get("running"):
+        return _check(
+            "LXCFS",
+            False,
+            f"LXCFS is not serving {root}: instances would see the host's memory and CPUs in free and top; "
+            "start lxcfs on the host.",
+        )
+    if lxcfs.get("broken"):
+        return _check(
+            "LXCFS",
+            False,
+            f"{', '.join(lxcfs['broken'])} under {root} fail (Transport endpoint is not connected): "
+            "LXCFS died under its mount; restart it.",
+        )
+    if lxcfs.get("stale"):
+        names = ", ".join(c.get("name", "?") for c in lxcfs["stale"])
+        why = lxcfs.get("heal_error") or "healing did not help"
+        return _check("LXCFS", False, f"instances with dead LXCFS files: {names} ({why}).")
+    return _check("LXCFS", True, f"serving {len(lxcfs.get('files', []))} files from {root}")

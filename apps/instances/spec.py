@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 
 from django.conf import settings
 
+from apps.hosts.models import Host
 from apps.hosts.transport import MANAGED_LABEL, ContainerSpec
 from apps.instances.models import Instance
 
@@ -20,6 +22,36 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# The files LXCFS may stand in for, so `free` and `top` inside show the instance's own limits.
+LXCFS_TARGETS = frozenset(
+    {
+        "/proc/meminfo",
+        "/proc/cpuinfo",
+        "/proc/stat",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/diskstats",
+        "/proc/swaps",
+        "/sys/devices/system/cpu/online",
+    }
+)
+
+
+def lxcfs_binds(host: Host) -> tuple[tuple[str, str], ...]:
+    """The LXCFS files the host's last probe found served, as read-only binds. Only known
+    targets, and only sources under the LXCFS root: nothing else reaches the container."""
+    lxcfs = (host.facts or {}).get("lxcfs") or {}
+    root = str(lxcfs.get("root") or "").rstrip("/")
+    if not lxcfs.get("running") or not root.startswith("/"):
+        return ()
+    out = []
+    for source, target in lxcfs.get("binds") or []:
+        clean = posixpath.normpath(str(source))
+        if target in LXCFS_TARGETS and clean == source and clean.startswith(root + "/"):
+            out.append((clean, str(target)))
+    return tuple(sorted(out))
 
 
 def instance_spec(instance: Instance) -> ContainerSpec:
@@ -53,5 +85,6 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         publish_address=host.address if _is_ip(host.address) and not on_pool else "",
         network=pool.docker_network if on_pool and pool is not None else "",
         ipv4=instance.address if on_pool and instance.address else "",
+        ro_binds=lxcfs_binds(host),
         running=instance.desired_state == Instance.Desired.RUNNING,
     )

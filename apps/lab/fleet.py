@@ -152,6 +152,15 @@ class LabHost:
         return self.state / "ssh" / "ssh_host_ed25519_key"
 
     @property
+    def lxcfs_dir(self) -> Path:
+        """Where this host's LXCFS is mounted (a real host's is /var/lib/lxcfs)."""
+        return self.state / "lxcfs"
+
+    @property
+    def lxcfs_pidfile(self) -> Path:
+        return self.run / "lxcfs.pid"
+
+    @property
     def agent_dir(self) -> Path:
         return self.state / "agent"
 
@@ -277,6 +286,21 @@ def _descendants(roots: list[int]) -> list[int]:
     return out
 
 
+def _mount_types(target: Path, pid: int | str = "self") -> list[str]:
+    """Filesystem types mounted on `target` in the mount namespace of process `pid`."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        point = fields.split()[4].replace("\\040", " ")
+        if point == str(target):
+            found.append(rest.split()[0])
+    return found
+
+
 def _unmount_under(*roots: Path) -> None:
     prefixes = [str(root).rstrip("/") + "/" for root in roots]
     mounts = []
@@ -345,6 +369,7 @@ REQUIRED = {
     "ip": "iproute2",
     "nsenter": "util-linux",
     "timeout": "coreutils",
+    "lxcfs": "lxcfs",
 }
 
 
@@ -378,6 +403,7 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
     for host in hosts:
         _ensure_host_network(host)
         _ensure_dockerd(host, log)
+        _ensure_lxcfs(host, log)  # after dockerd: a dockerd restart kills what runs in the namespace
         _ensure_agent(host)
         _ensure_sshd(host, log)
         _ensure_public_network(host)
@@ -484,6 +510,52 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
 
 
+def _lxcfs_answers(host: LabHost) -> bool:
+    if "fuse.lxcfs" not in _mount_types(host.lxcfs_dir):
+        return False
+    try:
+        # ENOTCONN once its daemon is gone; a stat can still answer from the attribute cache.
+        with open(host.lxcfs_dir / "proc" / "meminfo", "rb") as handle:
+            handle.read(1)
+    except OSError:
+        return False
+    return True
+
+
+def _ensure_lxcfs(host: LabHost, log: Log) -> None:
+    marker = str(host.lxcfs_dir)
+    if _daemon_pid(host.lxcfs_pidfile, marker, host.netns_path) and _lxcfs_answers(host):
+        return
+    log(f"{host.name}: starting lxcfs")
+    _stop_daemon(host.lxcfs_pidfile, marker)
+    _unmount_lxcfs(host)
+    host.lxcfs_dir.mkdir(parents=True, exist_ok=True)
+    if not _mount_types(host.lxcfs_dir):
+        # A shared mount point under LXCFS: sshd's mount namespace (the agent's view of the host)
+        # is a slave of this one, so every later LXCFS mount and unmount reaches it.
+        sh("mount", "--bind", marker, marker)
+        sh("mount", "--make-shared", marker)
+    argv = ["lxcfs", "--foreground", "--pidfile", str(host.lxcfs_pidfile), marker]
+    log_file = host.state / "lxcfs.log"
+    with open(log_file, "ab") as out:
+        subprocess.Popen(
+            ["nsenter", f"--net={host.netns_path}", *argv],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _wait_for(lambda: _lxcfs_answers(host), 20, f"{host.name}: lxcfs", log_file)
+
+
+def _unmount_lxcfs(host: LabHost) -> None:
+    # A killed LXCFS leaves its mount behind, dead (ENOTCONN); a new one cannot mount over it.
+    for _ in range(5):
+        if "fuse.lxcfs" not in _mount_types(host.lxcfs_dir):
+            return
+        sh("umount", "-l", str(host.lxcfs_dir), check=False)
+
+
 def _kill_leftovers(host: LabHost, keep_sshd: bool = False) -> None:
     """Processes still in the host's namespace after its daemons are gone (containerd, shims and
     their containers from a killed run), found by namespace and parentage, never by name.
@@ -515,7 +587,10 @@ def _ensure_agent(host: LabHost) -> None:
 
 
 def _sshd_config_text(host: LabHost) -> str:
-    env = f"DOCKER_HOST=unix://{host.docker_socket} PYTHONPATH={host.agent_dir}"
+    env = (
+        f"DOCKER_HOST=unix://{host.docker_socket} PYTHONPATH={host.agent_dir} "
+        f"SLIPWAY_LXCFS_ROOT={host.lxcfs_dir}"
+    )
     return "\n".join(
         [
             f"ListenAddress {host.address}:22",
@@ -551,7 +626,13 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
     marker = str(host.sshd_config)
     running = _daemon_pid(host.sshd_pidfile, marker, host.netns_path)
-    if running and not changed and _own_sysfs(running) and _sshd_answers(str(host.address)):
+    if (
+        running
+        and not changed
+        and _own_sysfs(running)
+        and "fuse.lxcfs" in _mount_types(host.lxcfs_dir, running)  # an sshd from before the lab had LXCFS
+        and _sshd_answers(str(host.address))
+    ):
         return
     log(f"{host.name}: starting sshd")
     _stop_daemon(host.sshd_pidfile, marker)
@@ -560,7 +641,8 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     sh(sshd, "-t", "-f", marker)
     # What runs over SSH (the agent) must see the host as a real host would: /sys/class/net
     # of its own network namespace. sshd gets a mount namespace with a sysfs mounted from
-    # inside the host's network namespace, and the real cgroup tree moved back under it.
+    # inside the host's network namespace, and the real cgroup tree moved back under it. The
+    # namespace is a slave, not private: later mounts on the host (LXCFS restarts) reach it.
     keep = host.run / "cgroup"
     keep.mkdir(parents=True, exist_ok=True)
     q = shlex.quote
@@ -574,7 +656,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
         ]
     )
     # sshd daemonizes itself and writes its pidfile.
-    sh("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, netns=host.netns)
+    sh("unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, netns=host.netns)
     _wait_for(lambda: _sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log")
 
 
@@ -620,7 +702,9 @@ def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
 def _remove_host(host: LabHost, purge: bool) -> None:
     _stop_daemon(host.sshd_pidfile, str(host.sshd_config))
     _stop_daemon(host.docker_pidfile, str(host.run / "exec"))
+    _stop_daemon(host.lxcfs_pidfile, str(host.lxcfs_dir))  # on SIGTERM LXCFS unmounts itself
     _kill_leftovers(host)
+    _unmount_lxcfs(host)
     _unmount_under(host.run, host.state)
     if host.netns_path.exists():
         sh("ip", "netns", "del", host.netns, check=False)
@@ -641,10 +725,11 @@ class HostStatus:
     docker: bool
     sshd: bool
     images: dict[str, bool]
+    lxcfs: bool = False
 
     @property
     def healthy(self) -> bool:
-        return self.netns and self.docker and self.sshd and all(self.images.values())
+        return self.netns and self.docker and self.sshd and self.lxcfs and all(self.images.values())
 
 
 def status(config: LabConfig) -> list[HostStatus]:
@@ -656,7 +741,9 @@ def status(config: LabConfig) -> list[HostStatus]:
         for key in config.images:
             ref = images.IMAGES[key].reference
             present[ref] = docker_up and docker(host, "image", "inspect", ref, check=False).returncode == 0
-        out.append(HostStatus(host, netns, docker_up, netns and _sshd_answers(str(host.address)), present))
+        sshd = netns and _sshd_answers(str(host.address))
+        lxcfs = _daemon_pid(host.lxcfs_pidfile, str(host.lxcfs_dir), host.netns_path) is not None
+        out.append(HostStatus(host, netns, docker_up, sshd, present, lxcfs and _lxcfs_answers(host)))
     return out
 
 

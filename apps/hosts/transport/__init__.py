@@ -99,6 +99,8 @@ class ContainerSpec:
     # A static address on a Docker network bridged onto the public segment (no publishing).
     network: str = ""
     ipv4: str = ""
+    # Read-only binds of files the host serves (LXCFS's /proc files), after `binds`.
+    ro_binds: tuple[tuple[str, str], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -115,6 +117,8 @@ class ContainerSpec:
             self.ipv4,
             repr(tuple(item for item in self.labels if item[0] != SPEC_LABEL)),
         ]
+        if self.ro_binds:  # only then, so containers made before LXCFS keep their digest
+            parts.append(repr(self.ro_binds))
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -244,7 +244,10 @@ def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
         # older, lower memory-swap on a later update otherwise).
         "memswap_limit": f"{spec.memory_mb}m",
         "nano_cpus": spec.nano_cpus,
-        "volumes": {source: {"bind": target, "mode": "rw"} for source, target in spec.binds},
+        "volumes": {
+            **{source: {"bind": target, "mode": "rw"} for source, target in spec.binds},
+            **{source: {"bind": target, "mode": "ro"} for source, target in spec.ro_binds},
+        },
         "restart_policy": {"Name": "unless-stopped"},
         # A real init as PID 1: signals reach the app (so a stop takes milliseconds, not the
         # 10 s kill timeout) and zombies are reaped, whatever the app does.

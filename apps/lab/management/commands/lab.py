@@ -59,6 +59,7 @@ class Command(BaseCommand):
             images = ", ".join(f"{ref} {'yes' if ok else 'MISSING'}" for ref, ok in row.images.items())
             self.stdout.write(
                 f"{row.host.name:8} {row.host.address!s:15} netns {'up' if row.netns else 'DOWN'}  "
-                f"dockerd {'up' if row.docker else 'DOWN'}  sshd {'up' if row.sshd else 'DOWN'}  images: {images}"
+                f"dockerd {'up' if row.docker else 'DOWN'}  sshd {'up' if row.sshd else 'DOWN'}  "
+                f"lxcfs {'up' if row.lxcfs else 'DOWN'}  images: {images}"
             )
         return all(row.healthy for row in rows)
