@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,14 +36,19 @@ import redis  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from apps.accounts.models import Membership, Team  # noqa: E402
 from apps.catalog import services  # noqa: E402
 from apps.catalog.models import App, BaseImage  # noqa: E402
+from apps.hosts import gateway  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
 from apps.lab import fleet  # noqa: E402
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool  # noqa: E402
+from apps.metrics import services as metrics  # noqa: E402
+from apps.metrics.models import Sample  # noqa: E402
+from apps.metrics.selectors import app_metrics, window  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 figures: list[dict[str, object]] = []
@@ -250,6 +256,8 @@ def main() -> int:
     samples.sort()
     figure("app_list_p95", "ms", samples[int(len(samples) * 0.95) - 1], None)
 
+    bench_metrics(lab, by_name)
+
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     document = {
@@ -261,6 +269,107 @@ def main() -> int:
     (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
     say(f"written to {out / 'latest.json'}")
     return 0
+
+
+def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -> None:
+    """Sweep cost per container beside `docker stats --no-stream`, storage rate, chart query."""
+    host = Host.objects.get(name=lab[0].name)
+    lab_host = by_name[host.name]
+    names: list[str] = []
+    try:
+        for count in (50, 200):
+            new = [f"bench-stats-{i}" for i in range(len(names), count)]
+            run_parallel(
+                [
+                    (
+                        lab_host,
+                        [
+                            *("run", "-d", "--name", name, "--label", "io.slipway.bench=1"),
+                            *("--memory", "16m", "--init", "slipway/busybox:1", "sleep", "3600"),
+                        ],
+                    )
+                    for name in new
+                ]
+            )
+            names += new
+            gateway.agent(host, "stats", timeout=60, label="io.slipway.bench=1")  # learn the new ones
+            walls, sweeps = [], []
+            for _ in range(ROUNDS):
+                started = time.perf_counter()
+                document = gateway.agent(host, "stats", timeout=60, label="io.slipway.bench=1")
+                walls.append((time.perf_counter() - started) * 1000)
+                sweeps.append(float(document["sweep_ms"]))
+                assert len(document["containers"]) == count, len(document["containers"])
+            started = time.perf_counter()
+            fleet.docker(lab_host, "stats", "--no-stream", "--format", "{{.Name}}", *names)
+            raw = (time.perf_counter() - started) * 1000
+            say(f"  {count} containers: agent sweep {statistics.median(sweeps):.1f} ms inside the host")
+            figure(f"sweep_per_container_{count}", "ms", statistics.median(walls) / count, raw / count)
+    finally:
+        for chunk in range(0, len(names), 50):
+            fleet.docker(lab_host, "rm", "-f", *names[chunk : chunk + 50], check=False)
+
+    # Storing: one sweep document per host for the seeded instances (2,000 rows).
+    seeded = list(Instance.objects.select_related("host").filter(app__team__slug="bench")[:2000])
+    by_host: dict[int, list[Instance]] = {}
+    for instance in seeded:
+        by_host.setdefault(instance.host_id, []).append(instance)
+    documents = [
+        (
+            group[0].host,
+            {
+                "time": time.time(),
+                "containers": [
+                    {
+                        "id": f"{i.pk:064d}",
+                        "name": i.container_name,
+                        "cpu_usage_ns": 10**9,
+                        "memory_limit": 2**25,
+                    }
+                    for i in group
+                ],
+            },
+        )
+        for group in by_host.values()
+    ]
+    rates = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        stored = sum(metrics.store(h, d) for h, d in documents)
+        rates.append(stored / (time.perf_counter() - started))
+    figure("samples_per_s", "samples/s", statistics.median(rates), None)
+
+    # A 24 h chart of one instance: a day of sweeps every 10 s, rolled up, then queried.
+    instance = seeded[0]
+    now = timezone.now()
+    Sample.objects.filter(app_id=instance.app_id).delete()
+    Sample.objects.bulk_create(
+        [
+            Sample(
+                app_id=instance.app_id,
+                slot=instance.slot,
+                host_id=instance.host_id,
+                container_id="c",
+                t=now - timedelta(seconds=10 * k),
+                cpu_limit=0.5,
+                cpu_ns=(8640 - k) * 2 * 10**9,
+                memory_usage=2**24,
+                memory_limit=2**25,
+                working_set=2**23,
+            )
+            for k in range(8640)
+        ],
+        batch_size=1000,
+    )
+    metrics.rollup(now=now)
+    app = App.objects.get(pk=instance.app_id)
+    timings = []
+    for _ in range(20):
+        started = time.perf_counter()
+        chart = app_metrics(app, window(range_name="24h"), slot=instance.slot)
+        timings.append((time.perf_counter() - started) * 1000)
+    assert sum(v is not None for v in chart["series"][0]["cpu_pct"]) > 1000
+    figure("chart_query_24h", "ms", statistics.median(timings), None)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,12 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         settings.RECONCILE_INTERVAL, sender.signature("instances.reconcile"), name="reconcile instances"
     )
+    # A sweep that could not run in its interval is worthless later: let it expire.
+    sender.add_periodic_task(
+        settings.METRICS_INTERVAL,
+        sender.signature("metrics.collect", expires=settings.METRICS_INTERVAL),
+        name="collect metrics",
+    )
+    sender.add_periodic_task(
+        settings.METRICS_ROLLUP_INTERVAL, sender.signature("metrics.rollup"), name="roll up metrics"
+    )

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.instances",
     "apps.network",
+    "apps.metrics",
     "apps.lab",
 ]
 
@@ -201,6 +202,14 @@ MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Metrics (cgroup counters from hostagent stats) ---
+METRICS_INTERVAL = envfloat("METRICS_INTERVAL", 10.0)  # seconds between sweeps
+METRICS_HOST_TIMEOUT = envfloat("METRICS_HOST_TIMEOUT", 5.0)  # one host's sweep, at most
+METRICS_ROLLUP_INTERVAL = envfloat("METRICS_ROLLUP_INTERVAL", 60.0)
+METRICS_RAW_RETENTION = envint("METRICS_RAW_RETENTION", 24 * 3600)  # seconds
+METRICS_MINUTE_RETENTION = envint("METRICS_MINUTE_RETENTION", 14 * 24 * 3600)
+METRICS_HOUR_RETENTION = envint("METRICS_HOUR_RETENTION", 365 * 24 * 3600)
 
 # --- The lab fleet: network namespaces on this machine (manage.py lab up) ---
 LAB_SUBNET = envstr("LAB_SUBNET", "10.213.0.0/16")

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -21,6 +22,8 @@ from apps.catalog import selectors, services
 from apps.catalog.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
+from apps.metrics.api import METRICS_PARAMETERS, window_of
+from apps.metrics.selectors import app_metrics
 from apps.network.models import IPAllocation, IPPool
 from apps.network.services import address_request
 
@@ -282,6 +285,14 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         qs = app.operations.select_related("requested_by")[:100]
         return Response(OperationSerializer(qs, many=True).data)
 
+    @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request: Request, slug: str | None = None) -> Response:
+        """CPU, memory, network and block I/O of every instance and of the whole app, with
+        markers for deploys, restarts and OOM kills."""
+        app = self.get_object()
+        return Response(app_metrics(app, window_of(request)))
+
     @extend_schema(
         request=AddressRequestSerializer,
         responses={200: AddressSerializer(many=True), 201: AddressSerializer},
@@ -352,6 +363,13 @@ class InstanceViewSet(
         return self._act("restart")
 
     @extend_schema(request=MoveSerializer, responses={202: OperationSerializer})
+    @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request: Request, pk: str | None = None) -> Response:
+        """This instance's slot: CPU, memory, network and block I/O, with markers."""
+        instance = self.get_object()
+        return Response(app_metrics(instance.app, window_of(request), slot=instance.slot))
+
     @action(detail=True, methods=["post"])
     def move(self, request: Request, pk: str | None = None) -> Response:
         """Recreate the instance on another host with the same slot, address and volume (ops)."""

@@ -115,6 +115,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         address_form=AddressForm(),
         move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
         volume_mount=settings.APP_VOLUME_MOUNT,
+        metrics_interval=f"{settings.METRICS_INTERVAL:g}",
     )
     return render(request, "catalog/app_detail.html", context)
 

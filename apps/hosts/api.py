@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -12,6 +13,8 @@ from rest_framework.response import Response
 
 from apps.hosts import services
 from apps.hosts.models import Host
+from apps.metrics.api import METRICS_PARAMETERS, window_of
+from apps.metrics.selectors import host_metrics
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -92,6 +95,13 @@ class HostViewSet(
         except DjangoValidationError as exc:
             raise _as_drf(exc) from exc
         return Response(self.get_serializer(host).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"], permission_classes=[permissions.IsAdminUser])
+    def metrics(self, request: Request, pk: str | None = None) -> Response:
+        """Ops: used (measured) against reserved (limits) against capacity."""
+        host = self.get_object()
+        return Response(host_metrics(host, window_of(request)))
 
     @extend_schema(request=ConfirmKeySerializer, responses=HostSerializer)
     @action(detail=True, methods=["post"], url_path="confirm-key")

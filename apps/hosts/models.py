@@ -87,6 +87,9 @@ class Host(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
     last_checked = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The last metrics sweep that answered, and why the latest one did not (empty: it did).
+    metrics_at = models.DateTimeField(null=True, blank=True)
+    metrics_error = models.TextField(blank=True)
     # Host checks (hostagent check, judged by the portal): [{"name", "ok", "detail"}].
     checks = models.JSONField(default=list, blank=True)
     checks_ok = models.BooleanField(default=False)

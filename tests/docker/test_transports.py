@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 from django.test import override_settings
@@ -140,34 +137,6 @@ def test_a_host_whose_sshd_is_stopped_is_marked_unreachable(
     finally:
         fleet.up(lab_host.config, log=lambda _: None)
     assert services.host_probe(host=host).state == Host.State.ACTIVE
-
-
-@pytest.fixture
-def silent_listener() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word (a hung sshd)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 @override_settings(SSH_BANNER_TIMEOUT=1.0)

@@ -1,0 +1,160 @@
+// Metrics charts (uPlot). A container <div class="metrics" data-url="..." data-kind="app|host">
+// holds range buttons and empty chart slots; this fetches the JSON of the metrics API
+// (session auth) and draws it, refreshing while the page is open.
+(function () {
+  "use strict";
+
+  const COLORS = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#be185d"];
+  const MiB = 1024 * 1024;
+
+  function bytes(v) {
+    if (v == null) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return v.toFixed(v < 10 && i ? 1 : 0) + " " + units[i];
+  }
+
+  // Vertical lines for deploys, restarts, OOM kills...: "why did my app die".
+  function markersPlugin(markers) {
+    return {
+      hooks: {
+        draw: [(u) => {
+          const ctx = u.ctx;
+          ctx.save();
+          for (const m of markers) {
+            if (m.t < u.scales.x.min || m.t > u.scales.x.max) continue;
+            const x = Math.round(u.valToPos(m.t, "x", true));
+            ctx.strokeStyle = m.kind === "oom" ? "#dc2626" : "#6b7280";
+            ctx.lineWidth = m.kind === "oom" ? 2 : 1;
+            ctx.setLineDash(m.kind === "oom" ? [] : [4, 3]);
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+          }
+          ctx.restore();
+        }],
+      },
+    };
+  }
+
+  function chart(slot, title, data, series, markers, yFormat) {
+    slot.innerHTML = "";
+    const width = Math.max(300, slot.clientWidth || 600);
+    const opts = {
+      title: title,
+      width: width,
+      height: 200,
+      series: [{}].concat(series.map((s, i) => ({
+        label: s.label,
+        stroke: s.color || COLORS[i % COLORS.length],
+        width: s.width || 1.5,
+        dash: s.dash,
+        spanGaps: false,
+        value: (u, v) => (v == null ? "–" : yFormat(v)),
+      }))),
+      axes: [{}, { size: 70, values: (u, vals) => vals.map(yFormat) }],
+      plugins: [markersPlugin(markers)],
+    };
+    const plot = new uPlot(opts, [data.t].concat(series.map((s) => s.values)), slot);
+    slot.dataset.points = String(data.t.length);
+    slot.dataset.drawn = String(series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0));
+    return plot;
+  }
+
+  function appCharts(root, data) {
+    const slots = root.querySelectorAll("[data-chart]");
+    const bySlot = (field, scale) => data.series.map((s) => ({
+      label: data.app + "/" + s.slot,
+      values: s[field].map((v) => (v == null ? null : v * (scale || 1))),
+    }));
+    const total = (field, label, color, dash) => ({ label: label, values: data.total[field], color: color, width: 2, dash: dash });
+    const pct = (v) => v.toFixed(0) + "%";
+    for (const slot of slots) {
+      const kind = slot.dataset.chart;
+      if (kind === "cpu") {
+        chart(slot, "CPU, % of limit", data, bySlot("cpu_pct").concat(data.series.length > 1 ? [total("cpu_pct", "whole app", "#111827")] : []), data.markers, pct);
+      } else if (kind === "memory") {
+        const limit = data.series.length ? [{ label: "limit", values: data.series[0].memory_limit, color: "#dc2626", dash: [6, 4] }] : [];
+        chart(slot, "Memory working set vs limit", data, bySlot("working_set").concat(limit), data.markers, bytes);
+      } else if (kind === "network") {
+        chart(slot, "Network (whole app)", data, [total("net_rx_bps", "received/s", COLORS[0]), total("net_tx_bps", "sent/s", COLORS[1])], data.markers, (v) => bytes(v) + "/s");
+      } else if (kind === "blkio") {
+        chart(slot, "Block I/O (whole app)", data, [total("blk_read_bps", "read/s", COLORS[2]), total("blk_write_bps", "written/s", COLORS[3])], data.markers, (v) => bytes(v) + "/s");
+      }
+    }
+  }
+
+  function hostCharts(root, data) {
+    const flat = (value, n) => Array(n).fill(value);
+    const n = data.t.length;
+    for (const slot of root.querySelectorAll("[data-chart]")) {
+      if (slot.dataset.chart === "cpu") {
+        chart(slot, "CPU cores: used, reserved, capacity", data, [
+          { label: "used", values: data.used.cpu_cores, color: COLORS[0], width: 2 },
+          { label: "reserved", values: data.reserved.cpu_cores, color: COLORS[2] },
+          { label: "capacity", values: flat(data.capacity.cpus, n), color: "#111827", dash: [6, 4] },
+        ], [], (v) => v.toFixed(2));
+      } else if (slot.dataset.chart === "memory") {
+        chart(slot, "Memory: used (working set), reserved, capacity", data, [
+          { label: "used", values: data.used.working_set, color: COLORS[0], width: 2 },
+          { label: "reserved", values: data.reserved.memory, color: COLORS[2] },
+          { label: "capacity", values: flat(data.capacity.memory, n), color: "#111827", dash: [6, 4] },
+        ], [], bytes);
+      }
+    }
+  }
+
+  function listMarkers(root, markers) {
+    const list = root.querySelector("[data-markers]");
+    if (!list) return;
+    list.innerHTML = "";
+    for (const m of markers.slice(-20).reverse()) {
+      const li = document.createElement("li");
+      li.className = "marker-" + m.kind;
+      li.textContent = new Date(m.t * 1000).toLocaleString() + " — " + m.text;
+      list.appendChild(li);
+    }
+    if (!markers.length) list.innerHTML = "<li>No deploys, restarts or OOM kills in this range.</li>";
+  }
+
+  function mount(root) {
+    let range = root.dataset.range || "1h";
+    let timer = null;
+    const status = root.querySelector("[data-status]");
+    async function load() {
+      try {
+        const response = await fetch(root.dataset.url + "?range=" + encodeURIComponent(range), {
+          credentials: "same-origin",
+          headers: { Accept: "application/json" },
+        });
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        const data = await response.json();
+        (root.dataset.kind === "host" ? hostCharts : appCharts)(root, data);
+        if (data.markers) listMarkers(root, data.markers);
+        root.dataset.loaded = range;
+        if (status) status.textContent = "Updated " + new Date().toLocaleTimeString() + " · step " + data.step + " s (" + data.source + ")";
+      } catch (err) {
+        if (status) status.textContent = "Could not load metrics: " + err.message;
+      }
+    }
+    function schedule() {
+      clearInterval(timer);
+      // Live while open: every sweep for the last hour, every minute for longer ranges.
+      timer = setInterval(() => { if (!document.hidden) load(); }, range === "1h" ? 10000 : 60000);
+    }
+    for (const button of root.querySelectorAll("[data-range-button]")) {
+      button.addEventListener("click", () => {
+        range = button.dataset.rangeButton;
+        for (const b of root.querySelectorAll("[data-range-button]")) b.setAttribute("aria-pressed", String(b === button));
+        load();
+        schedule();
+      });
+    }
+    load();
+    schedule();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => document.querySelectorAll(".metrics[data-url]").forEach(mount));
+})();
