@@ -112,13 +112,20 @@ def holders(network: str) -> dict[str, str]:
 
 
 def probe(network: str, addresses: list[str], wait: float = 0.1) -> dict[str, object]:
-    """Which of the addresses are in use: held by a container on this host's Docker network, or
-    answering ARP on the segment. The probes carry sender address 0.0.0.0 (RFC 5227), so no
+    """Which of the addresses are in use: held by a running container on this host's Docker
+    network, or answering ARP on the segment. The probes carry sender address 0.0.0.0 (RFC 5227), so no
     neighbour learns anything from them; a host that owns the address answers all the same."""
     wanted = {str(ipaddress.IPv4Address(a)) for a in addresses}
     details = docker_socket.get_json(f"/networks/{network}")
     iface = _network_iface(details)
-    local = {a: name for a, name in holders(network).items() if a in wanted}
+    # The network's own view (running containers) is one call that returns with the interface;
+    # a stopped container that merely has the address configured cannot start while we hold it.
+    attached = details.get("Containers") or {}
+    local = {
+        str(c.get("IPv4Address", "")).split("/")[0]: str(c.get("Name", "?"))
+        for c in attached.values()
+        if str(c.get("IPv4Address", "")).split("/")[0] in wanted
+    }
     answered: dict[str, str] = {}
     ask = sorted(wanted - set(local))
     if ask:

@@ -195,8 +195,9 @@ OPERATION_STALE_AFTER = envfloat("OPERATION_STALE_AFTER", 900.0)
 # Parallel Docker calls per operation (scale +10 across hosts).
 OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 # Before an address is used the first time, the instance's host asks the segment (ARP) whether
-# anything answers for it; this long for the answers.
-ADDRESS_PROBE_WAIT = envfloat("ADDRESS_PROBE_WAIT", 0.1)
+# anything answers for it; this long for the answers (sent twice; on a LAN they take well
+# under a millisecond). The wait overlaps the container's creation.
+ADDRESS_PROBE_WAIT = envfloat("ADDRESS_PROBE_WAIT", 0.03)
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", 200)
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"

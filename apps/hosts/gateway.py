@@ -8,6 +8,7 @@ show to users.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -102,9 +103,12 @@ def docker(host: Host) -> docker_api.DockerClient:
     return docker_api.client_for(transport="local", socket_path=host.socket_path)
 
 
-def container_ensure(host: Host, spec: ContainerSpec, *, fresh: bool = False) -> ContainerState:
-    """Make the container match the spec; `fresh`: none is expected yet (saves a round trip)."""
-    return docker_api.container_ensure(docker(host), spec, host.name, fresh=fresh)
+def container_ensure(
+    host: Host, spec: ContainerSpec, *, fresh: bool = False, before_start: Callable[[], None] | None = None
+) -> ContainerState:
+    """Make the container match the spec; `fresh`: none is expected yet (saves a round trip);
+    `before_start`: a last check between create and start, which may refuse."""
+    return docker_api.container_ensure(docker(host), spec, host.name, fresh=fresh, before_start=before_start)
 
 
 def container_remove(host: Host, name: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -19,11 +19,11 @@ from django.utils import timezone
 from apps.catalog.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerState, HostError
+from apps.hosts.transport import SPEC_LABEL, AddressInUse, ContainerFailed, ContainerState, HostError
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
-from apps.network.probe import addresses_verify
+from apps.network.probe import PROBE_ROUNDS, AddressGate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class Outcome:
     # A host problem (unreachable, daemon down) the reconcile retries; otherwise the app's
     # own failure, which waits for the owner to change something.
     transient: bool = False
+    # The new static address turned out to be in use before the container started.
+    taken: AddressInUse | None = None
 
 
 def run_operation(op_id: int) -> None:
@@ -81,7 +83,9 @@ def _instances(app: App, only: Instance | None = None) -> list[Instance]:
     return list(qs.order_by("slot"))
 
 
-def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], None]) -> Outcome:
+def _apply(
+    instance: Instance, restart: bool, volumes_ready: Callable[[Host], None], gate: AddressGate
+) -> Outcome:
     """Docker work for one instance; runs in a pool thread, touches no database."""
     try:
         if instance.desired_state == Instance.Desired.REMOVED:
@@ -89,7 +93,7 @@ def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], No
             return Outcome(instance, removed=True)
         volumes_ready(instance.host)
         spec = instance_spec(instance)
-        if restart:
+        if restart and not gate.pending(instance):
             try:
                 state = gateway.container_restart(instance.host, instance.container_name, spec.port)
             except HostError:
@@ -98,10 +102,14 @@ def _apply(instance: Instance, restart: bool, volumes_ready: Callable[[Host], No
                 if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
                     return Outcome(instance, state)
         fresh = not instance.container_id and instance.state == Instance.State.PENDING
-        state = gateway.container_ensure(instance.host, spec, fresh=fresh)
+        state = gateway.container_ensure(
+            instance.host, spec, fresh=fresh, before_start=lambda: gate.check(instance)
+        )
         if spec.ipv4 and state.running and state.acted and state.pid:
             _announce(instance, state.pid, spec.ipv4)
         return Outcome(instance, state)
+    except AddressInUse as exc:
+        return Outcome(instance, error=str(exc), taken=exc)
     except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:
@@ -149,40 +157,58 @@ def converge(
     for instance in instances:
         if instance.desired_state == Instance.Desired.REMOVED and instance.state != Instance.State.REMOVING:
             Instance.objects.filter(pk=instance.pk).update(state=Instance.State.REMOVING)
+    volumes = _VolumeSync(app)
     outcomes: list[Outcome] = []
-    # Addresses used for the first time are checked on the segment before any container gets one.
-    refused = addresses_verify(instances)
-    for instance in [i for i in instances if i.pk in refused]:
+    pending = instances
+    # New addresses are checked on the segment while their containers are created; one found in
+    # use is swapped for another and that instance goes round again.
+    for _ in range(PROBE_ROUNDS):
+        gate = AddressGate(pending)
+        again: list[Instance] = []
+        for outcome in _run(pending, restart, volumes, gate, one_at_a_time):
+            why = gate.settle(outcome.instance, outcome.taken)
+            if outcome.taken is not None and not why:
+                again.append(outcome.instance)
+                continue
+            if why:
+                outcome = Outcome(outcome.instance, error=why)
+            _record(outcome)  # each instance shows up as soon as it is done
+            outcomes.append(outcome)
+            if one_at_a_time and outcome.error:
+                break  # stop the roll; the rest keep serving on the old spec
+        pending = again
+        if not pending:
+            break
+    for instance in pending:
         outcome = Outcome(
-            instance, error=refused[instance.pk].error, transient=refused[instance.pk].transient
+            instance,
+            error=f"No free address found for slot {instance.slot}: the last {PROBE_ROUNDS} tried were all "
+            "in use on the network; ask ops to look at the pool.",
         )
         _record(outcome)
         outcomes.append(outcome)
-    total = len(instances)
-    instances = [i for i in instances if i.pk not in refused]
-    volumes = _VolumeSync(app)
-    if one_at_a_time:
-        for instance in instances:
-            outcome = _apply(instance, restart, volumes.ready)
-            _record(outcome)
-            outcomes.append(outcome)
-            if outcome.error:
-                break  # stop the roll; the rest keep serving on the old spec
-    else:
-        workers = max(1, min(settings.OPERATION_PARALLELISM, len(instances)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_apply, instance, restart, volumes.ready) for instance in instances]
-            for future in as_completed(futures):
-                outcome = future.result()
-                _record(outcome)  # each instance shows up as soon as it is done
-                outcomes.append(outcome)
     failed = [o for o in outcomes if o.error]
     if failed:
         details = "; ".join(
             f"{o.instance.container_name} on {o.instance.host.name}: {o.error}" for o in failed
         )
-        raise OperationFailed(f"{len(failed)} of {total} instance(s) failed: {details}")
+        raise OperationFailed(f"{len(failed)} of {len(instances)} instance(s) failed: {details}")
     return outcomes
+
+
+def _run(
+    instances: list[Instance], restart: bool, volumes: _VolumeSync, gate: AddressGate, one_at_a_time: bool
+) -> Iterator[Outcome]:
+    """Outcomes as they come: one instance after another, or all at once in a thread pool."""
+    if one_at_a_time:
+        for instance in instances:
+            yield _apply(instance, restart, volumes.ready, gate)
+        return
+    workers = max(1, min(settings.OPERATION_PARALLELISM, len(instances)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_apply, instance, restart, volumes.ready, gate) for instance in instances]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 class _VolumeSync:

@@ -52,8 +52,12 @@ class Instance(models.Model):
 
     @property
     def container_name(self) -> str:
+        return self.name_for(self.app.slug, self.slot)
+
+    @staticmethod
+    def name_for(app_slug: str, slot: int) -> str:
         # Deterministic, so a re-run finds and adopts the container it made before.
-        return f"slw-{self.app.slug}-{self.slot}"
+        return f"slw-{app_slug}-{slot}"
 
     @property
     def settled(self) -> bool:

@@ -25,7 +25,7 @@ from apps.catalog.models import App
 from apps.hosts.models import Host
 from apps.instances.models import Operation
 from apps.metrics.models import Rollup, Sample
-from apps.metrics.services import MAX_INTERVAL, SAMPLE_FIELDS, Bucket, Point, points
+from apps.metrics.services import MAX_INTERVAL, SAMPLE_FIELDS, Bucket, Point, RollupRow, points
 
 RANGES = {"1h": (3600, 10), "24h": (86400, 60), "7d": (7 * 86400, 600), "30d": (30 * 86400, 3600)}
 MAX_POINTS = 5000
@@ -131,7 +131,7 @@ def _floor(epoch: float, step: int) -> int:
     return whole - whole % step
 
 
-def _points(w: Window, where: Q) -> Iterable[tuple[tuple[int, int], Point | Rollup]]:
+def _points(w: Window, where: Q) -> Iterable[tuple[tuple[int, int], Point | RollupRow]]:
     if w.source == "raw":
         rows = (
             Sample.objects.filter(where, t__gte=w.since - timedelta(seconds=MAX_INTERVAL), t__lt=w.until)
@@ -144,7 +144,14 @@ def _points(w: Window, where: Q) -> Iterable[tuple[tuple[int, int], Point | Roll
                     yield key, p
         return
     step = Rollup.MINUTE if w.source == "1m" else Rollup.HOUR
-    for r in Rollup.objects.filter(where, step=step, t__gte=w.since, t__lt=w.until).order_by("t"):
+    # Plain tuples, not model instances: a 24 h chart reads 1,440 rows per instance.
+    rows = (
+        Rollup.objects.filter(where, step=step, t__gte=w.since, t__lt=w.until)
+        .order_by("t")
+        .values_list(*RollupRow._fields)
+    )
+    for row in rows:
+        r = RollupRow(*row)
         yield (r.app_id, r.slot), r
 
 
@@ -166,7 +173,7 @@ def _values(bucket: Bucket) -> dict[str, Any]:
     }
 
 
-def _weight(p: Point | Rollup) -> float:
+def _weight(p: Point | RollupRow) -> float:
     return p.seconds if isinstance(p, Point) else float(p.samples)
 
 
@@ -185,27 +192,43 @@ def _arrays(axis: list[int], by_t: dict[int, dict[str, Any]]) -> dict[str, list[
     return {f: [by_t[t][f] if t in by_t else None for t in axis] for f in FIELDS}
 
 
-def _total(axis: list[int], values: Iterable[dict[int, dict[str, Any]]]) -> dict[str, list[Any]]:
-    sums: dict[int, dict[str, float]] = {}
-    for by_t in values:
-        for t, v in by_t.items():
-            into = sums.setdefault(t, defaultdict(float))
-            for f in FIELDS:
-                if f != "cpu_pct" and f != "throttled_pct" and v[f] is not None:
-                    into[f] += v[f]
-            into["throttled_weighted"] += v["throttled_pct"] * v["cpu_limit"]
-    out: dict[str, list[Any]] = {f: [] for f in FIELDS}
-    for t in axis:
-        s = sums.get(t)
-        for f in FIELDS:
-            if s is None:
-                out[f].append(None)
-            elif f == "cpu_pct":
-                out[f].append(round(100 * s["cpu_cores"] / s["cpu_limit"], 2) if s["cpu_limit"] else None)
-            elif f == "throttled_pct":
-                out[f].append(round(s["throttled_weighted"] / s["cpu_limit"], 2) if s["cpu_limit"] else None)
-            else:
-                out[f].append(round(s[f], 4) if isinstance(s[f], float) else s[f])
+SUMMED = [f for f in FIELDS if f not in ("cpu_pct", "throttled_pct")]
+
+
+def _total(series: list[dict[str, list[Any]]], length: int) -> dict[str, list[Any]]:
+    """The whole app per bucket: sums, and CPU % of the summed limits."""
+    if len(series) == 1:
+        return dict(series[0])
+    out: dict[str, list[Any]] = {}
+    for f in SUMMED:
+        columns = [s[f] for s in series]
+        out[f] = (
+            [
+                sum(v for v in values if v is not None) if any(v is not None for v in values) else None
+                for values in zip(*columns, strict=True)
+            ]
+            if columns
+            else [None] * length
+        )
+    weighted = (
+        [
+            sum(p * c for p, c in zip(pcts, limits, strict=True) if p is not None and c is not None)
+            for pcts, limits in zip(
+                zip(*[s["throttled_pct"] for s in series], strict=True),
+                zip(*[s["cpu_limit"] for s in series], strict=True),
+                strict=True,
+            )
+        ]
+        if series
+        else [0.0] * length
+    )
+    out["cpu_pct"] = [
+        round(100 * cores / limit, 2) if cores is not None and limit else None
+        for cores, limit in zip(out["cpu_cores"], out["cpu_limit"], strict=True)
+    ]
+    out["throttled_pct"] = [
+        round(w / limit, 2) if limit else None for w, limit in zip(weighted, out["cpu_limit"], strict=True)
+    ]
     return out
 
 
@@ -242,6 +265,7 @@ def app_metrics(app: App, w: Window, slot: int | None = None) -> dict[str, Any]:
                 marks.append(
                     {"t": t, "kind": "oom", "text": f"OOM kill in {app.slug}/{key[1]} ({v['oom_kills']})"}
                 )
+    series: list[dict[str, Any]] = [{"slot": s, **_arrays(axis, values[(app.pk, s)])} for s in slots]
     return {
         "app": app.slug,
         "slot": slot,
@@ -250,8 +274,8 @@ def app_metrics(app: App, w: Window, slot: int | None = None) -> dict[str, Any]:
         "step": w.step,
         "source": w.source,
         "t": axis,
-        "series": [{"slot": s, **_arrays(axis, values[(app.pk, s)])} for s in slots],
-        "total": _total(axis, values.values()),
+        "series": series,
+        "total": _total([{f: s[f] for f in FIELDS} for s in series], len(axis)),
         "markers": sorted(marks, key=lambda m: m["t"]),
     }
 
@@ -259,7 +283,7 @@ def app_metrics(app: App, w: Window, slot: int | None = None) -> dict[str, Any]:
 def host_metrics(host: Host, w: Window) -> dict[str, Any]:
     """Used (measured) against reserved (the instances' limits) against the host's capacity."""
     axis, values = _series(w, Q(host=host))
-    total = _total(axis, values.values())
+    total = _total([_arrays(axis, by_t) for by_t in values.values()], len(axis))
     return {
         "host": host.name,
         "since": w.since.isoformat(),

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +20,7 @@ from django.utils import timezone
 
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.hosts.transport import HostError
+from apps.hosts.transport import AddressInUse, HostError
 from apps.instances.models import Finding, Instance
 from apps.network.models import IPAllocation, IPPool
 from apps.network.services import address_replace_taken
@@ -30,12 +29,6 @@ log = logging.getLogger(__name__)
 
 # A taken address is swapped for the next free one and probed again, at most this often.
 PROBE_ROUNDS = 3
-
-
-@dataclass
-class Refusal:
-    error: str
-    transient: bool  # the host could not be asked: try again later
 
 
 def probe(host: Host, pool: IPPool, addresses: list[str]) -> dict[str, Any]:
@@ -57,84 +50,90 @@ def holder_text(result: dict[str, Any], address: str, host: Host, own_container:
     return ""
 
 
-def addresses_verify(instances: list[Instance]) -> dict[int, Refusal]:
-    """Probe the addresses these instances are about to use for the first time. Taken ones are
-    held as foreign and replaced (instance.address is updated in place). Returns the instances
-    that cannot go ahead, by pk."""
-    slots = {
-        (i.app_id, i.slot): i for i in instances if i.address and i.desired_state != Instance.Desired.REMOVED
-    }
-    if not slots:
-        return {}
-    unverified = {
-        (a.app_id, a.slot): a
-        for a in IPAllocation.objects.filter(
-            app_id__in={app for app, _ in slots}, slot__in={slot for _, slot in slots}, verified_at=None
-        ).select_related("pool", "app")
-    }
-    todo = [instance for key, instance in slots.items() if key in unverified]
-    refused: dict[int, Refusal] = {}
-    for _ in range(PROBE_ROUNDS):
-        if not todo:
-            break
-        by_host: dict[Host, list[Instance]] = defaultdict(list)
-        for instance in todo:
-            by_host[instance.host].append(instance)
-        todo = []
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_host)))) as pool:
-            answers = pool.map(lambda item: _ask(item[0], item[1], unverified), by_host.items())
-            for host, group, result, error in answers:
-                for instance in group:
-                    allocation = unverified[(instance.app_id, instance.slot)]
-                    if error:
-                        refused[instance.pk] = Refusal(
-                            f"Cannot check that {allocation.address} is free: {error}", transient=True
-                        )
-                        continue
-                    held_by = holder_text(result, allocation.address, host, instance.container_name)
-                    if not held_by:
-                        IPAllocation.objects.filter(pk=allocation.pk).update(verified_at=timezone.now())
-                        continue
-                    _report(host, allocation, held_by)
-                    if allocation.requested:
-                        refused[instance.pk] = Refusal(
-                            f"{allocation.address} is in use on the network ({held_by}). Free it there "
-                            "first, then restart the instance; or release the address and scale again "
-                            "for a new one.",
-                            transient=False,
-                        )
-                        continue
-                    replacement = address_replace_taken(allocation=allocation, held_by=held_by)
-                    log.warning(
-                        "%s: %s is in use (%s); slot %s takes %s instead",
-                        instance.app.slug,
-                        allocation.address,
-                        held_by,
-                        instance.slot,
-                        replacement.address,
-                    )
-                    Instance.objects.filter(pk=instance.pk).update(address=replacement.address)
-                    instance.address = replacement.address
-                    unverified[(instance.app_id, instance.slot)] = replacement
-                    todo.append(instance)
-    for instance in todo:
-        refused[instance.pk] = Refusal(
-            f"No free address found for slot {instance.slot}: the last {PROBE_ROUNDS} tried were "
-            "all in use on the network; ask ops to look at the pool.",
-            transient=False,
+class AddressGate:
+    """The probes of one converge round. They start at once, in threads of their own, so they
+    run while Docker creates the containers; `check` (called between create and start, in the
+    executor's pool threads) waits for the instance's answer. `settle` then writes the result
+    in the calling thread: found free, or held as foreign and swapped for another address."""
+
+    def __init__(self, instances: list[Instance]) -> None:
+        keys = {
+            (i.app_id, i.slot): i
+            for i in instances
+            if i.address and i.desired_state != Instance.Desired.REMOVED
+        }
+        self.unverified: dict[tuple[int, int], IPAllocation] = {}
+        if keys:
+            for allocation in IPAllocation.objects.filter(
+                app_id__in={app for app, _ in keys}, slot__in={slot for _, slot in keys}, verified_at=None
+            ).select_related("pool", "app"):
+                key = (allocation.app_id or 0, allocation.slot or 0)
+                if key in keys:
+                    self.unverified[key] = allocation
+        by_host: dict[Host, list[IPAllocation]] = defaultdict(list)
+        self.hosts: dict[tuple[int, int], Host] = {}
+        for key, allocation in self.unverified.items():
+            host = keys[key].host
+            by_host[host].append(allocation)
+            self.hosts[key] = host
+        self.answers: dict[int, Future[dict[str, Any]]] = {}
+        self.passed: set[tuple[int, int]] = set()  # checked and free (added from pool threads)
+        if by_host:
+            threads = ThreadPoolExecutor(max_workers=min(8, len(by_host)), thread_name_prefix="arp-probe")
+            for host, allocations in by_host.items():
+                self.answers[host.pk] = threads.submit(
+                    probe, host, allocations[0].pool, [a.address for a in allocations]
+                )
+            threads.shutdown(wait=False)
+
+    def check(self, instance: Instance) -> None:
+        """Raise AddressInUse if something else holds the instance's new address, HostError if
+        the host could not say. Runs in pool threads: no database here."""
+        allocation = self.unverified.get((instance.app_id, instance.slot))
+        if allocation is None:
+            return
+        try:
+            result = self.answers[instance.host.pk].result()
+        except HostError as exc:
+            raise HostError(f"Cannot check that {allocation.address} is free: {exc}") from exc
+        held_by = holder_text(result, allocation.address, instance.host, instance.container_name)
+        if held_by:
+            raise AddressInUse(allocation.address, held_by)
+        self.passed.add((instance.app_id, instance.slot))
+
+    def pending(self, instance: Instance) -> bool:
+        """The instance's address still has to be checked before its container starts."""
+        return (instance.app_id, instance.slot) in self.unverified
+
+    def settle(self, instance: Instance, taken: AddressInUse | None) -> str:
+        """Record the check of one instance's address. Returns '' when the instance may go on
+        (its address was free, or it has a new one to try), else why it cannot."""
+        key = (instance.app_id, instance.slot)
+        allocation = self.unverified.get(key)
+        if allocation is None:
+            return ""
+        if taken is None:
+            if key in self.passed:  # not if the container failed before its check
+                IPAllocation.objects.filter(pk=allocation.pk).update(verified_at=timezone.now())
+            return ""
+        _report(self.hosts[key], allocation, taken.held_by)
+        if allocation.requested:
+            return (
+                f"{allocation.address} is in use on the network ({taken.held_by}). Free it there first, "
+                "then restart the instance; or release the address and scale again for a new one."
+            )
+        replacement = address_replace_taken(allocation=allocation, held_by=taken.held_by)
+        log.warning(
+            "%s: %s is in use (%s); slot %s takes %s instead",
+            instance.app.slug,
+            allocation.address,
+            taken.held_by,
+            instance.slot,
+            replacement.address,
         )
-    return refused
-
-
-def _ask(
-    host: Host, group: list[Instance], unverified: dict[tuple[Any, Any], IPAllocation]
-) -> tuple[Host, list[Instance], dict[str, Any], str]:
-    # Runs in a pool thread: no database here.
-    allocations = [unverified[(i.app_id, i.slot)] for i in group]
-    try:
-        return host, group, probe(host, allocations[0].pool, [a.address for a in allocations]), ""
-    except HostError as exc:
-        return host, group, {}, str(exc)
+        Instance.objects.filter(pk=instance.pk).update(address=replacement.address)
+        instance.address = replacement.address
+        return ""
 
 
 def _report(host: Host, allocation: IPAllocation, held_by: str) -> None:

@@ -65,21 +65,25 @@ def test_the_agent_sees_local_holders_and_arp_answers_from_other_hosts(
     lab: list[fleet.LabHost], lab_pool: IPPool, lab_hosts: list[Host], cleanup_containers: list[str]
 ) -> None:
     h1, h2 = sorted(lab_hosts, key=lambda h: h.name)
-    cleanup_containers.extend(["stray-running", "stray-created"])
+    cleanup_containers.extend(["stray-running", "stray-local", "stray-created"])
     _foreign(lab, h2.name, "stray-running", "10.213.239.10")
-    _foreign(lab, h1.name, "stray-created", "10.213.239.11", running=False)
-    wanted = ["10.213.239.10", "10.213.239.11", "10.213.239.12", "10.213.0.1"]
+    _foreign(lab, h1.name, "stray-local", "10.213.239.11")
+    _foreign(lab, h1.name, "stray-created", "10.213.239.13", running=False)
+    wanted = ["10.213.239.10", "10.213.239.11", "10.213.239.12", "10.213.239.13", "10.213.0.1"]
 
     seen = gateway.agent(h1, "arp-probe", network="public", addresses=wanted, wait=0.2)
-    # Another host's container answers ARP; one of this host's own (even a stopped one with a
-    # static IP, which claims it when started) is found in Docker; the bridge itself answers too.
+    # Another host's container answers ARP; this host's own running one is found in Docker (a
+    # macvlan parent does not hear its own children); the bridge itself answers too. A stopped
+    # container holds nothing yet: it could not start while the address is in use.
     assert seen["answered"]["10.213.239.10"].startswith("02:42:")
-    assert seen["local"] == {"10.213.239.11": "stray-created"}
+    assert seen["local"] == {"10.213.239.11": "stray-local"}
     assert "10.213.0.1" in seen["answered"]
-    assert seen["free"] == ["10.213.239.12"]
+    assert seen["free"] == ["10.213.239.12", "10.213.239.13"]
 
-    holders = gateway.agent(h2, "holders", network="public")["holders"]
-    assert holders["10.213.239.10"] == "stray-running"
+    # The reconcile's view lists every container with an address configured, running or not.
+    assert gateway.agent(h2, "holders", network="public")["holders"]["10.213.239.10"] == "stray-running"
+    mine = gateway.agent(h1, "holders", network="public")["holders"]
+    assert mine["10.213.239.11"] == "stray-local" and mine["10.213.239.13"] == "stray-created"
 
 
 def test_an_address_that_answers_arp_is_held_as_foreign_and_the_slot_gets_another(

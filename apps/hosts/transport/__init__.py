@@ -46,6 +46,15 @@ class ContainerFailed(HostError):
     """Docker refused the container or it died at once: the app's fault, not the host's."""
 
 
+class AddressInUse(ContainerFailed):
+    """The container's static address turned out to be in use on the segment before it started."""
+
+    def __init__(self, address: str, held_by: str) -> None:
+        super().__init__(f"{address} is in use on the network ({held_by})")
+        self.address = address
+        self.held_by = held_by
+
+
 class CommandFailed(HostError):
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)

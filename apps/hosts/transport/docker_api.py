@@ -288,14 +288,20 @@ def _create(api: Any, spec: ContainerSpec) -> str | None:
 
 @_retry_stale
 def container_ensure(
-    client: DockerClient, spec: ContainerSpec, where: str, *, fresh: bool = False
+    client: DockerClient,
+    spec: ContainerSpec,
+    where: str,
+    *,
+    fresh: bool = False,
+    before_start: Callable[[], None] | None = None,
 ) -> ContainerState:
     """Make the container named spec.name match the spec, adopting one that already does.
 
     `fresh` says the caller expects no container yet: create first and look only on a name
     conflict, which saves a round trip on the common path (create, start, inspect). A
     container made here that does not start, or dies at once, is removed again, so a failed
-    attempt leaves nothing behind.
+    attempt leaves nothing behind. `before_start` runs between create and start and may refuse
+    with ContainerFailed (the address check runs there, alongside the create).
     """
     api = client.api
     try:
@@ -323,6 +329,8 @@ def container_ensure(
         acted = created
         try:
             if spec.running and status != "running":
+                if before_start is not None:
+                    before_start()
                 api.start(container_id)
                 acted = True
             elif not spec.running and status == "running":
