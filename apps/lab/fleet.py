@@ -490,24 +490,33 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     # A daemon started with other flags (an older lab) is restarted with the current ones.
     if pid and _cmdline(pid)[: len(argv)] == argv and _docker_answers(host.docker_socket):
         return
-    log(f"{host.name}: starting dockerd")
-    _stop_daemon(host.docker_pidfile, marker)
-    _kill_leftovers(host, keep_sshd=True)
-    _unmount_under(host.run / "exec", host.state / "docker")
-    host.run.mkdir(parents=True, exist_ok=True)
-    (host.state / "docker").mkdir(parents=True, exist_ok=True)
-    host.volume_root.mkdir(parents=True, exist_ok=True)
-    host.docker_socket.unlink(missing_ok=True)
     log_file = host.state / "dockerd.log"
-    with open(log_file, "ab") as out:
-        subprocess.Popen(
-            ["nsenter", f"--net={host.netns_path}", *argv],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives `manage.py lab up`
-        )
-    _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
+    for attempt in (1, 2):
+        log(f"{host.name}: starting dockerd")
+        _stop_daemon(host.docker_pidfile, marker)
+        _kill_leftovers(host, keep_sshd=True)
+        _unmount_under(host.run / "exec", host.state / "docker")
+        host.run.mkdir(parents=True, exist_ok=True)
+        (host.state / "docker").mkdir(parents=True, exist_ok=True)
+        host.volume_root.mkdir(parents=True, exist_ok=True)
+        host.docker_socket.unlink(missing_ok=True)
+        with open(log_file, "ab") as out:
+            subprocess.Popen(
+                ["nsenter", f"--net={host.netns_path}", *argv],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives `manage.py lab up`
+            )
+        try:
+            _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
+            return
+        except LabError:
+            # Seen once after the machine's processes were all killed: dockerd gave up waiting
+            # for its containerd. A second start from a clean slate has always come up.
+            if attempt == 2:
+                raise
+            log(f"{host.name}: dockerd did not come up; cleaning up and trying once more")
 
 
 def _lxcfs_answers(host: LabHost) -> bool:
