@@ -49,6 +49,8 @@ from apps.lab.register import fix_lab_network, register_hosts, register_images, 
 from apps.metrics import services as metrics  # noqa: E402
 from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
+from apps.resources import services as resources  # noqa: E402
+from apps.resources.models import ResourceRequest  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 figures: list[dict[str, object]] = []
@@ -230,6 +232,36 @@ def main() -> int:
             fleet.docker(lab_host, *raw_run_args(lab_host, f"bench-rm-{i}", app))
             raw.append(timed(fleet.docker, lab_host, "rm", "-f", f"bench-rm-{i}"))
         figure("remove", "s", statistics.median(portal), statistics.median(raw))
+
+        # --- resize: a lead's approval -> limits read back on all 4 instances, beside raw
+        # `docker update` of the same 4 containers in parallel ------------------------------
+        scale(4)
+        lead = User.objects.create_user("bench-lead")
+        Membership.objects.create(team=team, user=lead, role=Membership.Role.LEAD)
+        portal, raw = [], []
+        for i in range(ROUNDS):
+            memory = 48 + 16 * i  # an increase each round, so a lead decides (no auto-approval)
+            request = resources.request_create(
+                user=user, app=App.objects.get(pk=app.pk), memory_mb=memory, cpus="0.1", reason="bench"
+            )
+            started = time.perf_counter()
+            resources.request_decide(user=lead, request=request, approve=True)
+            settled = ResourceRequest.objects.filter(pk=request.pk, state__in=["applied", "partial"])
+            wait_for(settled.exists)
+            portal.append(time.perf_counter() - started)
+            request.refresh_from_db()
+            assert request.state == "applied", request.result
+            targets = [(by_name[i.host.name], i.container_name) for i in Instance.objects.filter(app=app)]
+            raw.append(
+                timed(
+                    run_parallel,
+                    [
+                        (h, ["update", "--memory", f"{memory}m", "--memory-swap", f"{memory}m", name])
+                        for h, name in targets
+                    ],
+                )
+            )
+        figure("resize_apply", "s", statistics.median(portal), statistics.median(raw))
         scale(0)
     finally:
         worker.terminate()

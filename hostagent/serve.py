@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, info, lxcfs, stats
+from hostagent import arp, check, info, limits, lxcfs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -25,6 +25,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "check": check.collect,
     "fix-network": check.fix_network,
     "stats": stats.collect,
+    "limits": limits.collect,
     "lxcfs-heal": lxcfs.heal,
 }
 

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "apps.instances",
     "apps.network",
     "apps.metrics",
+    "apps.resources",
     "apps.lab",
 ]
 
@@ -81,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.resources.context_processors.approvals",
             ],
         },
     },
@@ -135,6 +137,8 @@ SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
 
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "slipway@localhost")
+# A mail server that hangs must not hang the request that decided something.
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -203,6 +207,10 @@ MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Resource requests ---
+# Shrinking memory below an instance's working set plus this is refused.
+RESIZE_MEMORY_MARGIN_MB = envint("RESIZE_MEMORY_MARGIN_MB", 16)
 
 # --- Metrics (cgroup counters from hostagent stats) ---
 METRICS_INTERVAL = envfloat("METRICS_INTERVAL", 10.0)  # seconds between sweeps

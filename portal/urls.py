@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from apps.accounts import views as account_views
 from apps.catalog.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.hosts.api import HostViewSet
+from apps.resources.api import ResourceRequestViewSet
 
 router = DefaultRouter()
 router.register("hosts", HostViewSet, basename="host")
@@ -14,6 +15,7 @@ router.register("apps", AppViewSet, basename="app")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("base-images", BaseImageViewSet, basename="base-image")
+router.register("resource-requests", ResourceRequestViewSet, basename="resource-request")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -24,6 +26,7 @@ urlpatterns = [
     path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
     path("apps/", include("apps.catalog.urls")),
     path("hosts/", include("apps.hosts.urls")),
+    path("resources/", include("apps.resources.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

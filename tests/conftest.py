@@ -115,6 +115,11 @@ def _test_broker() -> None:
 @pytest.fixture
 def worker(transactional_db: None) -> Iterator[None]:
     """A real Celery worker process on the test broker and the test database."""
+    from portal.celery import app
+
+    # Tasks earlier tests queued name rows of their own (rolled back) databases.
+    with contextlib.suppress(Exception):
+        app.control.purge()
     env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
     log = open(settings.VAR_DIR / "test-worker.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

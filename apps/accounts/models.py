@@ -13,6 +13,26 @@ slug_validator = RegexValidator(
 class Team(models.Model):
     slug = models.CharField(max_length=40, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=100)
+    # Set by ops. Totals over the team's apps (limit x instances); empty: no quota.
+    quota_memory_mb = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Memory the team's instances may reserve in total (MiB); empty: no quota",
+    )
+    quota_cpus = models.DecimalField(
+        max_digits=7, decimal_places=2, null=True, blank=True, help_text="CPU cores in total; empty: no quota"
+    )
+    # A resize within quota that raises each instance by at most this much applies at once;
+    # anything more waits for a lead. Decreases always apply at once.
+    auto_approve_memory_mb = models.PositiveIntegerField(
+        default=0, help_text="Per-instance memory increase (MiB) applied without a lead"
+    )
+    auto_approve_cpus = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=0,
+        help_text="Per-instance CPU increase applied without a lead",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

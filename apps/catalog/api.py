@@ -26,6 +26,7 @@ from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import app_metrics
 from apps.network.models import IPAllocation, IPPool
 from apps.network.services import address_request
+from apps.resources.api import RequestBodySerializer, ResourceRequestSerializer, file_request
 
 
 def drf_errors(exc: DjangoValidationError) -> ValidationError:
@@ -284,6 +285,21 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         app = self.get_object()
         qs = app.operations.select_related("requested_by")[:100]
         return Response(OperationSerializer(qs, many=True).data)
+
+    @extend_schema(
+        request=RequestBodySerializer,
+        responses={200: ResourceRequestSerializer(many=True), 201: ResourceRequestSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="resource-requests")
+    def resource_requests(self, request: Request, slug: str | None = None) -> Response:
+        """The app's resize history; POST files a request {"memory_mb", "cpus", "reason"}."""
+        app = self.get_object()
+        if request.method == "POST":
+            return file_request(request, app)
+        qs = app.resource_requests.select_related("requested_by", "decided_by").prefetch_related(
+            "events__user"
+        )
+        return Response(ResourceRequestSerializer(qs[:100], many=True).data)
 
     @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])

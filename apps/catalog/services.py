@@ -18,6 +18,7 @@ from django.db import transaction
 
 from apps.accounts.models import Team
 from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
+from apps.catalog.quota import check_quota
 from apps.catalog.selectors import teams_of
 from apps.instances import placement
 from apps.instances.models import Instance, Operation
@@ -31,9 +32,11 @@ def _require_member(user: Any, team: Team) -> None:
         raise PermissionDenied(f"You are not a member of team {team.slug}.")
 
 
-def _check_limits(memory_mb: Any, cpus: Any) -> tuple[int, Decimal]:
+def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[int, Decimal]:
+    """Per-instance memory (MiB) and CPU (cores) as given by a user, or every reason they are
+    not acceptable. `largest`: also refuse more than the largest host has."""
     errors: dict[str, str] = {}
-    largest_memory, largest_cpus = placement.fleet_limits()
+    largest_memory, largest_cpus = placement.fleet_limits() if largest else (0, Decimal(0))
     try:
         memory = int(memory_mb)
     except (TypeError, ValueError):
@@ -95,7 +98,7 @@ def app_create(
 
     _require_member(user, team)
     _check_image(base_image, new=True)
-    memory, cpu = _check_limits(memory_mb, cpus)
+    memory, cpu = parse_limits(memory_mb, cpus)
     if RetainedVolume.objects.filter(app_slug=slug, purged_at=None).exists():
         # A new app under this name would find the deleted app's files in its volume.
         raise ValidationError(
@@ -180,6 +183,12 @@ def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
     live = list(app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).order_by("slot"))
     current = len(live)
     if wanted > current:
+        check_quota(
+            app.team,
+            add_memory_mb=app.memory_mb * (wanted - current),
+            add_cpus=app.cpus * (wanted - current),
+            what=f"scaling {app.slug} to {wanted}",
+        )
         hosts = placement.place(app, wanted - current)
         used = set(app.instance_set.values_list("slot", flat=True))
         slot = 0

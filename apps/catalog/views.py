@@ -19,6 +19,7 @@ from apps.catalog.models import App
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.network.services import address_request
+from apps.resources.views import app_resources_context
 from portal.http import HtmxHttpRequest
 
 
@@ -116,6 +117,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
         volume_mount=settings.APP_VOLUME_MOUNT,
         metrics_interval=f"{settings.METRICS_INTERVAL:g}",
+        resources=app_resources_context(request.user, app),
     )
     return render(request, "catalog/app_detail.html", context)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 AGENT_ARGV = ["python3", "-m", "hostagent"]
 # Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {3}
+KNOWN_AGENT_VERSIONS = {4}
 
 
 def _require_pinned(host: Host) -> None:
@@ -109,6 +109,16 @@ def container_ensure(
     """Make the container match the spec; `fresh`: none is expected yet (saves a round trip);
     `before_start`: a last check between create and start, which may refuse."""
     return docker_api.container_ensure(docker(host), spec, host.name, fresh=fresh, before_start=before_start)
+
+
+def container_update(host: Host, name: str, memory_mb: int, nano_cpus: int) -> None:
+    """Live resize: memory (with memory+swap) and CPU, no restart."""
+    docker_api.container_update(docker(host), name, memory_mb, nano_cpus, host.name)
+
+
+def limits(host: Host, names: list[str]) -> dict[str, Any]:
+    """The limits the kernel enforces on these containers, read from their cgroup files."""
+    return dict(agent(host, "limits", containers=names)["containers"])
 
 
 def container_remove(host: Host, name: str) -> bool:

@@ -95,6 +95,7 @@ class Operation(models.Model):
         UPLOAD = "upload", "Upload files"
         DELETE = "delete", "Delete app"
         RECONCILE = "reconcile", "Reconcile"
+        RESIZE = "resize", "Resize"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

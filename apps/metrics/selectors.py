@@ -53,6 +53,7 @@ MARKED = {
     Operation.Kind.RESTART,
     Operation.Kind.MOVE,
     Operation.Kind.RECONCILE,
+    Operation.Kind.RESIZE,
 }
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -15,6 +15,7 @@ from apps.catalog import services
 from apps.catalog.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
+from apps.resources import services as resources
 
 ROLES = ("anonymous", "outsider", "owner", "lead", "ops")
 
@@ -46,6 +47,12 @@ NONE: Kwargs = lambda c: {}  # noqa: E731
 APP: Kwargs = lambda c: {"slug": c["app"].slug}  # noqa: E731
 HOST: Kwargs = lambda c: {"pk": c["host"].pk}  # noqa: E731
 INSTANCE: Kwargs = lambda c: {"pk": c["instance"].pk}  # noqa: E731
+REQUEST: Kwargs = lambda c: {"pk": c["request"].pk}  # noqa: E731
+
+# The owner (a developer) filed ctx's pending request: only the lead and ops may decide it, only
+# the owner and ops cancel it, and the service explains every refusal (403 or 422 with the message).
+_DECIDE_PAGE = {"anonymous": 302, "outsider": 404, "owner": 403, "lead": 302, "ops": 302}
+_DECIDE_API = {"anonymous": 401, "outsider": 404, "owner": 403, "lead": 200, "ops": 200}
 
 # name: (method, kwargs, expected status per role)
 MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
@@ -104,6 +111,27 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "instance-restart": ("post", INSTANCE, _app_scoped(401, 202)),
     "instance-move": ("post", INSTANCE, _app_scoped(401, 400)),  # empty body: no host named
     "operation-detail": ("get", lambda c: {"pk": c["operation"].pk}, _app_scoped(401, 200)),
+    "resources:approvals": ("get", NONE, _signed_in(302, 200)),
+    "resources:approve": ("post", REQUEST, _DECIDE_PAGE),
+    "resources:reject": ("post", REQUEST, _DECIDE_PAGE),
+    "resources:cancel": (
+        "post",
+        REQUEST,
+        {"anonymous": 302, "outsider": 404, "owner": 302, "lead": 403, "ops": 302},
+    ),
+    "resources:retry": ("post", REQUEST, _app_scoped(302, 422)),  # pending, not partially applied
+    "resources:request": ("post", APP, _app_scoped(302, 422)),  # empty: the service asks for a reason
+    "resource-request-list": ("get", NONE, _signed_in(401, 200)),
+    "resource-request-detail": ("get", REQUEST, _app_scoped(401, 200)),
+    "resource-request-approve": ("post", REQUEST, _DECIDE_API),
+    "resource-request-reject": ("post", REQUEST, _DECIDE_API),
+    "resource-request-cancel": (
+        "post",
+        REQUEST,
+        {"anonymous": 401, "outsider": 404, "owner": 200, "lead": 403, "ops": 200},
+    ),
+    "resource-request-retry": ("post", REQUEST, _app_scoped(401, 400)),
+    "app-resource-requests": ("get", APP, _app_scoped(401, 200)),
     "base-image-list": ("get", NONE, _signed_in(401, 200)),
     "base-image-detail": ("get", lambda c: {"pk": c["image"].pk}, _signed_in(401, 200)),
     "schema": ("get", NONE, _all(200)),
@@ -136,8 +164,10 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
     app: App = services.app_create(
         user=owner, team=owner.memberships.get().team, slug="web", base_image=image, instances=1
     )
+    request = resources.request_create(user=owner, app=app, memory_mb=128, cpus=app.cpus, reason="cache")
     return {
         "app": app,
+        "request": request,
         "instance": Instance.objects.get(app=app),
         "operation": Operation.objects.get(app=app),
         "host": hosts[0],

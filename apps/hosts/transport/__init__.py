@@ -118,8 +118,7 @@ class ContainerSpec:
             repr(self.command),
             repr(self.env),
             repr(self.binds),
-            str(self.memory_mb),
-            str(self.nano_cpus),
+            # Memory and CPU are left out: they change live (docker update), never by recreating.
             str(self.port),
             self.publish_address,
             self.network,

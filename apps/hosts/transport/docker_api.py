@@ -317,6 +317,7 @@ def container_ensure(
                 info = None
             if info is not None:
                 container_id = info["Id"]
+                _match_limits(api, info, spec)
                 break
             container_id = _create(api, spec)
             if container_id is not None:
@@ -349,6 +350,35 @@ def container_ensure(
         raise
     except APIError as exc:
         raise ContainerFailed(f"{where}: Docker refused {spec.name}: {exc.explanation or exc}") from exc
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def _limits_body(memory_mb: int, nano_cpus: int) -> dict[str, int]:
+    # Memory and memory+swap together: Docker refuses memory above an older swap limit.
+    memory = memory_mb * 1024 * 1024
+    return {"Memory": memory, "MemorySwap": memory, "NanoCpus": nano_cpus}
+
+
+def _match_limits(api: Any, info: dict[str, Any], spec: ContainerSpec) -> None:
+    """An adopted container whose limits differ from the spec is updated in place."""
+    host_config = info.get("HostConfig") or {}
+    wanted = _limits_body(spec.memory_mb, spec.nano_cpus)
+    if host_config.get("Memory") != wanted["Memory"] or host_config.get("NanoCpus") != wanted["NanoCpus"]:
+        api._post_json(api._url("/containers/{0}/update", info["Id"]), data=wanted).raise_for_status()
+
+
+@_retry_stale
+def container_update(client: DockerClient, name: str, memory_mb: int, nano_cpus: int, where: str) -> None:
+    """Change a container's memory and CPU limits live (no restart)."""
+    api = client.api
+    try:
+        response = api._post_json(
+            api._url("/containers/{0}/update", name), data=_limits_body(memory_mb, nano_cpus)
+        )
+        api._raise_for_status(response)
+    except APIError as exc:
+        raise ContainerFailed(f"{where}: Docker refused to resize {name}: {exc.explanation or exc}") from exc
     except Exception as exc:
         raise translate(exc, where) from exc
 
