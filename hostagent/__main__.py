@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, check, info, limits, lxcfs, serve, stats
+from hostagent import arp, check, info, killtree, limits, lxcfs, serve, stats
 from hostagent.protocol import AGENT_VERSION
 
 
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
     heal = commands.add_parser("lxcfs-heal", help="re-bind stale LXCFS files in running containers")
     heal.add_argument("--root", help=lxcfs_root)
+    kill = commands.add_parser("kill-tree", help="kill an exec'd process and its children in a container")
+    kill.add_argument("pid", type=int)
+    kill.add_argument("--container", required=True, help="the container's id")
     limit = commands.add_parser("limits", help="memory and CPU limits in force, from the cgroup files")
     limit.add_argument("containers", nargs="+", help="container names or ids")
     sweep = commands.add_parser("stats", help="cgroup counters of every running container, one sweep")
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             document = arp.garp(args.address, pid=args.pid)
         elif args.command == "arp-probe":
             document = arp.probe(args.network, args.addresses, wait=args.wait)
+        elif args.command == "kill-tree":
+            document = killtree.kill_tree(args.pid, args.container)
         elif args.command == "limits":
             document = limits.collect(args.containers)
         elif args.command == "stats":

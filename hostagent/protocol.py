@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-AGENT_VERSION = 4  # 2: arp-probe and holders; 3: stats, lxcfs facts and lxcfs-heal; 4: limits
+AGENT_VERSION = 5  # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 

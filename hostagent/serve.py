@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, info, limits, lxcfs, stats
+from hostagent import arp, check, info, killtree, limits, lxcfs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -26,6 +26,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "fix-network": check.fix_network,
     "stats": stats.collect,
     "limits": limits.collect,
+    "kill-tree": killtree.kill_tree,
     "lxcfs-heal": lxcfs.heal,
 }
 

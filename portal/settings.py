@@ -35,6 +35,8 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
+    # First, so its runserver (ASGI, websockets included) replaces Django's.
+    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -46,6 +48,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "template_partials",
+    "channels",
     "apps.accounts",
     "apps.hosts",
     "apps.catalog",
@@ -53,6 +56,7 @@ INSTALLED_APPS = [
     "apps.network",
     "apps.metrics",
     "apps.resources",
+    "apps.console",
     "apps.lab",
 ]
 
@@ -211,6 +215,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- Resource requests ---
 # Shrinking memory below an instance's working set plus this is refused.
 RESIZE_MEMORY_MARGIN_MB = envint("RESIZE_MEMORY_MARGIN_MB", 16)
+
+# --- Exec in running instances ---
+EXEC_DEFAULT_TIMEOUT = envint("EXEC_DEFAULT_TIMEOUT", 30)  # seconds
+EXEC_MAX_TIMEOUT = envint("EXEC_MAX_TIMEOUT", 600)
+EXEC_MAX_OUTPUT = envint("EXEC_MAX_OUTPUT", 1024 * 1024)  # bytes kept; the rest is cut with a marker
+EXEC_MAX_ARGV_BYTES = envint("EXEC_MAX_ARGV_BYTES", 64 * 1024)
+EXEC_MAX_ARGS = envint("EXEC_MAX_ARGS", 512)
+EXEC_RATE_PER_MINUTE = envint("EXEC_RATE_PER_MINUTE", 30)  # per user, commands and terminals
+TERMINAL_IDLE_TIMEOUT = envint("TERMINAL_IDLE_TIMEOUT", 15 * 60)
+TERMINAL_MAX_SESSION = envint("TERMINAL_MAX_SESSION", 4 * 3600)
+# How often an open terminal checks that its user is still signed in and allowed.
+TERMINAL_RECHECK = envfloat("TERMINAL_RECHECK", 3.0)
 
 # --- Metrics (cgroup counters from hostagent stats) ---
 METRICS_INTERVAL = envfloat("METRICS_INTERVAL", 10.0)  # seconds between sweeps

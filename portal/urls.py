@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from apps.accounts import views as account_views
 from apps.catalog.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
+from apps.console.api import ExecSessionViewSet
 from apps.hosts.api import HostViewSet
 from apps.resources.api import ResourceRequestViewSet
 
@@ -16,6 +17,7 @@ router.register("instances", InstanceViewSet, basename="instance")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("base-images", BaseImageViewSet, basename="base-image")
 router.register("resource-requests", ResourceRequestViewSet, basename="resource-request")
+router.register("exec-sessions", ExecSessionViewSet, basename="exec-session")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -24,6 +26,7 @@ urlpatterns = [
     path("account/token/", account_views.token_page, name="token"),
     path("account/token/create/", account_views.token_create, name="token-create"),
     path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("apps/", include("apps.console.urls")),
     path("apps/", include("apps.catalog.urls")),
     path("hosts/", include("apps.hosts.urls")),
     path("resources/", include("apps.resources.urls")),

@@ -17,8 +17,15 @@ alive() {  # alive NAME: the pidfile's process exists and is one of ours (runs f
 }
 
 start() {
-  alive web || "$BIN/gunicorn" portal.wsgi:application --bind "127.0.0.1:$PORT" --workers 3 \
-    --timeout 120 --pid "$RUN/web.pid" --daemon --access-logfile "$LOG/web.log" --error-logfile "$LOG/web.log"
+  if ! alive web; then
+    # daphne serves the ASGI application: pages, streamed exec output and the terminal's
+    # websockets. It does not daemonize: it runs in a session of its own in the background
+    # (setsid execs in place here, so $! is daphne's pid). Terminals end by their own limits
+    # (TERMINAL_MAX_SESSION), not daphne's 24 h websocket timeout.
+    setsid "$BIN/daphne" -b 127.0.0.1 -p "$PORT" --websocket_timeout -1 --access-log "$LOG/web.log" \
+      portal.asgi:application >>"$LOG/web.log" 2>&1 </dev/null &
+    echo $! >"$RUN/web.pid"
+  fi
   alive worker || "$BIN/celery" -A portal worker --concurrency 4 --loglevel INFO \
     --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --detach
   alive beat || "$BIN/celery" -A portal beat --loglevel INFO --schedule "$VAR/celerybeat-schedule" \

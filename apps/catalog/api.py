@@ -20,6 +20,8 @@ from rest_framework.response import Response
 from apps.accounts.models import Team
 from apps.catalog import selectors, services
 from apps.catalog.models import App, BaseImage
+from apps.console.api import ExecBodySerializer, ExecResultSerializer, NamedCommandSerializer, run_exec
+from apps.console.api import commands as app_commands
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.metrics.api import METRICS_PARAMETERS, window_of
@@ -301,6 +303,13 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         )
         return Response(ResourceRequestSerializer(qs[:100], many=True).data)
 
+    @extend_schema(request=NamedCommandSerializer, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get", "post"])
+    def commands(self, request: Request, slug: str | None = None) -> Response:
+        """The app's one-click commands; POST {"name", "argv", "description"} defines one
+        (a lead of the app's team, or ops)."""
+        return app_commands(request, self.get_object())
+
     @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])
     def metrics(self, request: Request, slug: str | None = None) -> Response:
@@ -379,6 +388,13 @@ class InstanceViewSet(
         return self._act("restart")
 
     @extend_schema(request=MoveSerializer, responses={202: OperationSerializer})
+    @extend_schema(request=ExecBodySerializer, responses=ExecResultSerializer)
+    @action(detail=True, methods=["post"])
+    def exec(self, request: Request, pk: str | None = None) -> Response:
+        """Run {"argv": [...], "timeout": s, "user": optional, "workdir": optional} (or {"name":
+        a named command}) in the running instance; no shell unless argv asks for one."""
+        return run_exec(request, self.get_object())
+
     @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])
     def metrics(self, request: Request, pk: str | None = None) -> Response:

@@ -31,6 +31,11 @@ class BaseImage(models.Model):
     runtime = models.CharField(max_length=40, help_text="busybox, python, jvm, node, static, ...")
     description = models.TextField(blank=True)
     default_command = models.JSONField(default=list, blank=True, validators=[validate_argv])
+    # Offered on the app page of every app on the image as "reload" (e.g. a HUP to the main
+    # process); empty: none.
+    reload_command = models.JSONField(
+        default=list, blank=True, validators=[validate_argv], help_text='e.g. ["kill", "-HUP", "1"]'
+    )
     default_port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )

@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseStopPolling
 from apps.catalog import selectors, services
 from apps.catalog.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
 from apps.catalog.models import App
+from apps.console.services import named_commands
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.network.services import address_request
@@ -117,6 +118,8 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
         volume_mount=settings.APP_VOLUME_MOUNT,
         metrics_interval=f"{settings.METRICS_INTERVAL:g}",
+        named_commands=named_commands(app),
+        running_instances=[i for i in context["instances"] if i.state == Instance.State.RUNNING],
         resources=app_resources_context(request.user, app),
     )
     return render(request, "catalog/app_detail.html", context)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 AGENT_ARGV = ["python3", "-m", "hostagent"]
 # Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {4}
+KNOWN_AGENT_VERSIONS = {5}
 
 
 def _require_pinned(host: Host) -> None:
@@ -121,6 +121,38 @@ def limits(host: Host, names: list[str]) -> dict[str, Any]:
     return dict(agent(host, "limits", containers=names)["containers"])
 
 
+def exec_run(
+    host: Host,
+    container: str,
+    argv: list[str],
+    *,
+    user: str = "",
+    workdir: str = "",
+    timeout: float,
+    max_output: int,
+    on_output: Callable[[bytes], None],
+) -> docker_api.ExecResult:
+    """Run argv in the running container (Docker exec, no shell); past the timeout the process
+    and its children are killed in the container by the host's agent."""
+    container_id = docker_api.container_id(docker(host), container, host.name)
+
+    def kill(pid: int) -> None:
+        agent(host, "kill-tree", timeout=10, pid=pid, container=container_id)
+
+    return docker_api.exec_run(
+        docker(host),
+        container_id,
+        argv,
+        host.name,
+        user=user,
+        workdir=workdir,
+        timeout=timeout,
+        max_output=max_output,
+        on_output=on_output,
+        kill=kill,
+    )
+
+
 def container_remove(host: Host, name: str) -> bool:
     return docker_api.container_remove(docker(host), name, host.name)
 
@@ -154,3 +186,13 @@ def fetch_host_key(address: str, port: int) -> str:
 def forget(host: Host) -> None:
     """Drop cached connections to the host (after its key or address changed)."""
     ssh.drop_session(host.endpoint)
+
+
+def terminal_open(host: Host, container: str, *, user: str = "") -> docker_api.TtyExec:
+    """An interactive shell on a TTY in the running container: bash if the image has it, else
+    sh. Ending it kills the shell and what it started, by the host's agent."""
+
+    def kill(pid: int, container_id: str) -> None:
+        agent(host, "kill-tree", timeout=10, pid=pid, container=container_id)
+
+    return docker_api.tty_open(docker(host), container, host.name, kill=kill, user=user)

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.resources import services
 from apps.resources.models import ResourceEvent, ResourceRequest
+from portal.api import service_call
 
 
 class ResourceEventSerializer(serializers.ModelSerializer):
@@ -68,23 +67,12 @@ class CommentSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-def call(fn: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(**kwargs)
-    except DjangoPermissionDenied as exc:
-        raise PermissionDenied(str(exc)) from exc
-    except DjangoValidationError as exc:
-        raise ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-        ) from exc
-
-
 def file_request(request: Request, app: Any) -> Response:
     """POST /apps/{slug}/resource-requests/ (called from the apps API)."""
     body = RequestBodySerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = body.validated_data
-    created = call(
+    created = service_call(
         services.request_create,
         user=request.user,
         app=app,
@@ -122,7 +110,7 @@ class ResourceRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         target = self.get_object()
         body = CommentSerializer(data=self.request.data)
         body.is_valid(raise_exception=True)
-        decided = call(
+        decided = service_call(
             services.request_decide,
             user=self.request.user,
             request=target,
@@ -144,11 +132,11 @@ class ResourceRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     @extend_schema(request=None, responses=ResourceRequestSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        done = call(services.request_cancel, user=request.user, request=self.get_object())
+        done = service_call(services.request_cancel, user=request.user, request=self.get_object())
         return Response(self.get_serializer(done).data)
 
     @extend_schema(request=None, responses=ResourceRequestSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        done = call(services.request_retry, user=request.user, request=self.get_object())
+        done = service_call(services.request_retry, user=request.user, request=self.get_object())
         return Response(self.get_serializer(done).data)

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from apps.catalog import services
 from apps.catalog.models import App, BaseImage
+from apps.console import services as console
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.resources import services as resources
@@ -47,6 +48,9 @@ NONE: Kwargs = lambda c: {}  # noqa: E731
 APP: Kwargs = lambda c: {"slug": c["app"].slug}  # noqa: E731
 HOST: Kwargs = lambda c: {"pk": c["host"].pk}  # noqa: E731
 INSTANCE: Kwargs = lambda c: {"pk": c["instance"].pk}  # noqa: E731
+SLOT: Kwargs = lambda c: {"slug": c["app"].slug, "slot": c["instance"].slot}  # noqa: E731
+COMMAND: Kwargs = lambda c: {"slug": c["app"].slug, "name": "reload"}  # noqa: E731
+SESSION: Kwargs = lambda c: {"pk": c["exec_session"].pk}  # noqa: E731
 REQUEST: Kwargs = lambda c: {"pk": c["request"].pk}  # noqa: E731
 
 # The owner (a developer) filed ctx's pending request: only the lead and ops may decide it, only
@@ -104,6 +108,27 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-volume": ("post", APP, _app_scoped(401, 400)),
     "app-addresses": ("get", APP, _app_scoped(401, 200)),
     "app-metrics": ("get", APP, _app_scoped(401, 200)),
+    "app-commands": ("get", APP, _app_scoped(401, 200)),
+    "instance-exec": ("post", INSTANCE, _app_scoped(401, 400)),  # empty body: no command
+    "exec-session-list": ("get", NONE, _signed_in(401, 200)),
+    # Developers see their own sessions, leads their team's, ops all.
+    "exec-session-detail": ("get", SESSION, _app_scoped(401, 200)),
+    "console:instance": ("get", SLOT, _app_scoped(302, 200)),
+    "console:exec": ("post", SLOT, _app_scoped(302, 422)),  # empty form: no command
+    # The page only; the websocket behind it is tested in tests/docker/test_terminal_ws.py.
+    "console:terminal": ("get", SLOT, _app_scoped(302, 200)),
+    "console:audit": ("get", APP, _app_scoped(302, 200)),
+    # Developers may not define commands; leads and ops get the form back with what is wrong.
+    "console:command-save": (
+        "post",
+        APP,
+        {"anonymous": 302, "outsider": 404, "owner": 403, "lead": 302, "ops": 302},
+    ),
+    "console:command-delete": (
+        "post",
+        COMMAND,
+        {"anonymous": 302, "outsider": 404, "owner": 403, "lead": 302, "ops": 302},
+    ),
     "instance-metrics": ("get", INSTANCE, _app_scoped(401, 200)),
     "instance-detail": ("get", INSTANCE, _app_scoped(401, 200)),
     "instance-start": ("post", INSTANCE, _app_scoped(401, 202)),
@@ -165,8 +190,11 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
         user=owner, team=owner.memberships.get().team, slug="web", base_image=image, instances=1
     )
     request = resources.request_create(user=owner, app=app, memory_mb=128, cpus=app.cpus, reason="cache")
+    instance = Instance.objects.get(app=app)
+    exec_session = console.session_open(user=owner, instance=instance, kind="command", argv=["true"])
     return {
         "app": app,
+        "exec_session": exec_session,
         "request": request,
         "instance": Instance.objects.get(app=app),
         "operation": Operation.objects.get(app=app),

@@ -8,11 +8,16 @@ channels, so after the first call a request costs a round trip, not a new SSH se
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import os
+import queue
 import shlex
+import socket as socket_module
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +39,8 @@ from apps.hosts.transport import (
     HostUnreachable,
 )
 from apps.hosts.transport.ssh import ChannelRefused, open_streamlocal, session_for
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Parallel HTTP connections (SSH channels) per host; an operation runs up to this many calls at once.
@@ -442,3 +449,327 @@ def image_present(client: DockerClient, reference: str, where: str) -> bool:
         return False
     except Exception as exc:
         raise translate(exc, where) from exc
+
+
+@dataclasses.dataclass
+class ExecResult:
+    exit_code: int | None
+    timed_out: bool
+    truncated: bool
+    bytes_out: int
+    duration: float
+
+
+def exec_run(
+    client: DockerClient,
+    container: str,
+    argv: list[str],
+    where: str,
+    *,
+    user: str = "",
+    workdir: str = "",
+    timeout: float,
+    max_output: int,
+    on_output: Callable[[bytes], None],
+    kill: Callable[[int], None],
+) -> ExecResult:
+    """Run argv in the running container through the Docker API's exec (no shell), passing
+    its output (stdout and stderr as they come) to `on_output`, at most `max_output` bytes; the
+    rest is counted, not kept. Past `timeout` the process is killed in the container (`kill`
+    gets its host pid) and the result says so."""
+    api = client.api
+    started = time.monotonic()
+    try:
+        created = api.exec_create(
+            container, argv, stdout=True, stderr=True, user=user, workdir=workdir or None
+        )
+        exec_id = created["Id"]
+        stream = api.exec_start(exec_id, stream=True, demux=False)
+    except APIError as exc:
+        raise ContainerFailed(
+            f"{where}: Docker refused to run it in {container}: {exc.explanation or exc}"
+        ) from exc
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    chunks: queue.Queue[bytes | Exception | None] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for chunk in stream:
+                chunks.put(chunk)
+        except Exception as exc:  # handed to the caller's thread
+            chunks.put(exc)
+        finally:
+            chunks.put(None)
+
+    threading.Thread(target=pump, name=f"exec-{container}", daemon=True).start()
+    deadline = started + timeout
+    timed_out = truncated = False
+    kept = total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if timed_out:
+                break  # killed, and still no end of stream after the grace: give up on it
+            timed_out = True
+            try:
+                kill(int(api.exec_inspect(exec_id).get("Pid") or 0))
+            except Exception as exc:  # the result still says it timed out
+                log.warning("could not kill exec %s in %s: %s", exec_id[:12], container, exc)
+            deadline = time.monotonic() + 5
+            continue
+        try:
+            item = chunks.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        if item is None:
+            break
+        if isinstance(item, Exception):
+            raise translate(item, where) from item
+        total += len(item)
+        if kept < max_output:
+            part = item[: max_output - kept]
+            kept += len(part)
+            on_output(part)
+        if total > kept:
+            truncated = True
+    try:
+        exit_code = api.exec_inspect(exec_id).get("ExitCode")
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    return ExecResult(
+        exit_code=exit_code,
+        timed_out=timed_out,
+        truncated=truncated,
+        bytes_out=total,
+        duration=time.monotonic() - started,
+    )
+
+
+@_retry_stale
+def container_id(client: DockerClient, name: str, where: str) -> str:
+    try:
+        return str(client.api.inspect_container(name)["Id"])
+    except NotFound:
+        raise ContainerFailed(f"{where}: there is no container {name}") from None
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+# --- interactive exec on a TTY (the browser terminal) -----------------------------------------
+
+TERMINAL_ENV = {"TERM": "xterm-256color"}
+
+
+@_retry_stale
+def path_exists(client: DockerClient, container: str, path: str, where: str) -> bool:
+    """Whether `path` exists in the container: a HEAD of its archive endpoint, which stats the
+    path (symlinked parents followed) without copying anything."""
+    api = client.api
+    try:
+        response = api.head(api._url("/containers/{0}/archive", container), params={"path": path})
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    if response.status_code == 404:
+        return False
+    try:
+        api._raise_for_status(response)
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    return True
+
+
+def exec_create(
+    client: DockerClient,
+    container: str,
+    cmd: list[str],
+    where: str,
+    *,
+    stdin: bool = True,
+    tty: bool = True,
+    user: str = "",
+    environment: dict[str, str] | None = None,
+) -> str:
+    try:
+        created = client.api.exec_create(
+            container,
+            cmd,
+            stdout=True,
+            stderr=True,
+            stdin=stdin,
+            tty=tty,
+            user=user,
+            environment=environment,
+        )
+    except APIError as exc:
+        raise ContainerFailed(
+            f"{where}: Docker refused to start {cmd[0]} in {container}: {exc.explanation or exc}"
+        ) from exc
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    return str(created["Id"])
+
+
+def exec_start(
+    client: DockerClient, exec_id: str, where: str, *, tty: bool = True, socket: bool = True
+) -> Any:
+    """Start the exec and take over its HTTP connection (Docker answers 101 and the connection
+    becomes the process's stdin/stdout). docker-py hands back the bare transport underneath:
+    over SSH the paramiko Channel of the pooled connection (a direct-streamlocal channel to the
+    host's Docker socket), locally the SocketIO of the unix socket. Either carries the
+    requests response as `_response`, whose header reader may already hold the first bytes
+    of the stream; TtyExec takes them from there."""
+    try:
+        return client.api.exec_start(exec_id, tty=tty, socket=socket)
+    except APIError as exc:
+        raise ContainerFailed(
+            f"{where}: Docker refused to start exec {exec_id[:12]}: {exc.explanation or exc}"
+        ) from exc
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def exec_resize(client: DockerClient, exec_id: str, where: str, *, height: int, width: int) -> None:
+    try:
+        client.api.exec_resize(exec_id, height=height, width=width)
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+def exec_inspect(client: DockerClient, exec_id: str, where: str) -> dict[str, Any]:
+    try:
+        return dict(client.api.exec_inspect(exec_id))
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+class TtyExec:
+    """A process on a TTY in a container: read its output, type into it, resize it, end it.
+
+    `read` blocks until output comes and returns b"" once the process has exited (or the
+    stream was closed); it is meant for one reader thread, while another thread writes,
+    resizes or closes. Closing kills the process and its children (`kill` gets the host pid
+    and the container id): Docker's API cannot stop an exec, and a process whose stream is
+    closed keeps running."""
+
+    def __init__(
+        self,
+        client: DockerClient,
+        exec_id: str,
+        raw: Any,
+        where: str,
+        kill: Callable[[int, str], None],
+    ) -> None:
+        self.client = client
+        self.exec_id = exec_id
+        self.where = where
+        self._kill = kill
+        self._closed = False
+        self._lock = threading.Lock()
+        self._response = getattr(raw, "_response", None)
+        header_reader = self._response.raw._fp.fp if self._response is not None else None
+        if hasattr(raw, "get_transport"):  # a paramiko Channel (the ssh transport)
+            # http.client read the 101 headers through a buffered ChannelFile; what it read past
+            # them (often the shell's first prompt) is in that buffer, not in the channel.
+            pending = bytes(getattr(header_reader, "_rbuffer", b""))
+            if header_reader is not None:
+                header_reader._rbuffer = b""
+            raw.settimeout(None)
+            self._pending = pending
+            self._recv: Callable[[int], bytes] = raw.recv
+            self._send: Callable[[bytes], None] = raw.sendall
+            self._shut: Callable[[], None] = raw.close
+        else:  # the SocketIO of a unix socket (the local transport)
+            sock = raw._sock
+            sock.settimeout(None)
+            self._pending = b""
+            # The BufferedReader that read the headers hands out its read-ahead first.
+            self._recv = header_reader.read1 if header_reader is not None else sock.recv
+            self._send = sock.sendall
+
+            def shut() -> None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket_module.SHUT_RDWR)
+
+            self._shut = shut
+
+    def read(self, size: int = 65536) -> bytes:
+        if self._pending:
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            return chunk
+        try:
+            return bytes(self._recv(size) or b"")
+        except (OSError, EOFError, ValueError):
+            return b""  # closed under us: the end of the stream
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._send(data)
+        except (OSError, EOFError) as exc:
+            raise translate(exc, self.where) from exc
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Resize the TTY. Right after the start the process may not be running yet, and Docker
+        refuses: tried again for up to a second, like the docker CLI does."""
+        for attempt in range(10):
+            try:
+                exec_resize(self.client, self.exec_id, self.where, height=rows, width=cols)
+                return
+            except HostError:
+                if attempt == 9 or self._closed:
+                    raise
+                time.sleep(0.1)
+
+    def inspect(self) -> dict[str, Any]:
+        return exec_inspect(self.client, self.exec_id, self.where)
+
+    def exit_code(self, wait: float = 2.0) -> int | None:
+        """The process's exit code once it has ended (Docker may need a moment after the end of
+        the stream to notice); None if it still runs after `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            info = self.inspect()
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return None if code is None else int(code)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """End the process (and what it started) if it still runs, then close the stream."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            info = self.inspect()
+            if info.get("Running") and info.get("Pid"):
+                self._kill(int(info["Pid"]), str(info.get("ContainerID") or ""))
+        except Exception as exc:  # the stream is closed all the same
+            log.warning("could not end exec %s (%s): %s", self.exec_id[:12], self.where, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self._shut()
+            if self._response is not None:
+                with contextlib.suppress(Exception):
+                    self._response.close()
+
+
+def tty_open(
+    client: DockerClient,
+    container: str,
+    where: str,
+    *,
+    kill: Callable[[int, str], None],
+    user: str = "",
+    shells: tuple[str, ...] = ("/bin/bash", "/bin/sh"),
+) -> TtyExec:
+    """Start the first of `shells` the container has (the last one if none is found) on a TTY,
+    with TERM=xterm-256color."""
+    shell = next((s for s in shells[:-1] if path_exists(client, container, s, where)), shells[-1])
+    exec_id = exec_create(client, container, [shell], where, user=user, environment=TERMINAL_ENV)
+    raw = exec_start(client, exec_id, where)
+    return TtyExec(client, exec_id, raw, where, kill)

@@ -1,0 +1,108 @@
+"""REST API: run a command in an instance, the app's named commands, the exec audit."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.catalog.models import App
+from apps.console import services
+from apps.console.models import ExecSession
+from apps.instances.models import Instance
+from portal.api import service_call
+
+
+class ExecBodySerializer(serializers.Serializer):
+    # Types are checked by the service, so the API and the page give the same messages.
+    argv = serializers.JSONField(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=40, help_text="A named command")
+    timeout = serializers.JSONField(required=False, help_text="Seconds")
+    user = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    workdir = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+
+class ExecSessionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExecSession
+        fields = [
+            "id",
+            "kind",
+            "username",
+            "app_slug",
+            "instance_name",
+            "host_name",
+            "argv",
+            "name",
+            "run_as",
+            "workdir",
+            "started_at",
+            "ended_at",
+            "exit_code",
+            "timed_out",
+            "truncated",
+            "bytes_out",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class ExecResultSerializer(ExecSessionSerializer):
+    output = serializers.SerializerMethodField()
+    duration = serializers.FloatField(read_only=True)
+
+    class Meta(ExecSessionSerializer.Meta):
+        fields = [*ExecSessionSerializer.Meta.fields, "duration", "output"]
+        read_only_fields = fields
+
+    def get_output(self, session: ExecSession) -> str:
+        return str(self.context.get("output", ""))
+
+
+class NamedCommandSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=40)
+    argv = serializers.JSONField()
+    description = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+def run_exec(request: Request, instance: Instance) -> Response:
+    """POST /instances/{id}/exec/: runs to the end (or its timeout) and answers with the output."""
+    body = ExecBodySerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    data = body.validated_data
+    output = bytearray()
+    session = service_call(
+        services.exec_run,
+        user=request.user,
+        instance=instance,
+        on_output=output.extend,
+        argv=data.get("argv"),
+        name=data.get("name", ""),
+        timeout=data.get("timeout"),
+        run_as=data.get("user", ""),
+        workdir=data.get("workdir", ""),
+    )
+    text = output.decode(errors="replace")
+    return Response(ExecResultSerializer(session, context={"output": text}).data, status=status.HTTP_200_OK)
+
+
+def commands(request: Request, app: App) -> Response:
+    """GET/POST /apps/{slug}/commands/: the app's one-click commands (POST: leads and ops)."""
+    if request.method == "POST":
+        body = NamedCommandSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        service_call(services.named_command_save, user=request.user, app=app, **body.validated_data)
+    listed = [{"name": n, "argv": a, "description": d} for n, a, d in services.named_commands(app)]
+    return Response(
+        listed, status=status.HTTP_201_CREATED if request.method == "POST" else status.HTTP_200_OK
+    )
+
+
+class ExecSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The exec audit: developers see their own, leads their teams', ops all."""
+
+    serializer_class = ExecSessionSerializer
+
+    def get_queryset(self) -> QuerySet[ExecSession]:
+        return services.audit_visible_to(self.request.user)

@@ -1,0 +1,265 @@
+"""The browser terminal's websocket: keystrokes in, TTY output out.
+
+From the browser: binary frames (or text frames that are not a resize) are keystrokes; a text
+frame {"resize": [cols, rows]} resizes the TTY. To the browser: binary frames of output, and one
+last text frame {"end": why, "exit_code": N or null, "code": close code} before the socket
+closes.
+
+The TTY is read by a thread of its own (docker-py and paramiko are synchronous) and written by
+another, so a shell that does not read its input never holds up the event loop. A watch task
+ends the session when it has been idle (no keystrokes) longer than TERMINAL_IDLE_TIMEOUT, open
+longer than TERMINAL_MAX_SESSION, or when a check every TERMINAL_RECHECK seconds finds its
+user signed out or no longer allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from apps.console import terminal
+from apps.console.terminal import Close, Refused
+from apps.hosts.transport import HostError
+from apps.hosts.transport.docker_api import TtyExec
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+# Output chunks waiting for the browser; when full, the reader stops reading and the SSH
+# channel's window stops the shell, instead of memory growing without bound.
+OUTPUT_BACKLOG = 64
+MAX_COLS_ROWS = 1000
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    tty: TtyExec | None = None
+    audit_pk: int | None = None
+    ending = False
+    browser_gone = False
+    bytes_out = 0
+    # Set in connect once the shell runs.
+    user_pk: Any
+    instance_pk: int
+    session_key: str | None
+    started: float
+    last_input: float
+    output: asyncio.Queue[bytes]
+    input: queue.SimpleQueue[bytes | None]
+    pump_task: asyncio.Task[None]
+    watch_task: asyncio.Task[None]
+
+    async def connect(self) -> None:
+        # Accepted first, so a refusal can say why (a handshake refused before accepting
+        # reaches the browser only as a failed connection). Origin was checked already.
+        await self.accept()
+        user = self.scope["user"]
+        try:
+            audit, instance = await database_sync_to_async(terminal.terminal_start)(
+                user=user, instance_pk=int(self.scope["url_route"]["kwargs"]["pk"])
+            )
+        except Refused as refusal:
+            await self._say_and_close(refusal.code, refusal.message, None)
+            return
+        self.audit_pk = audit.pk
+        self.user_pk = user.pk
+        self.instance_pk = instance.pk
+        self.session_key = self.scope["session"].session_key
+        try:
+            self.tty = await asyncio.to_thread(terminal.terminal_attach, instance)
+        except Exception as exc:
+            if isinstance(exc, HostError):
+                message = str(exc)  # written to be shown
+            else:
+                log.exception("terminal %s: the shell did not start", audit.pk)
+                message = f"Something went wrong starting the shell (ref {audit.pk})."
+            await database_sync_to_async(terminal.terminal_end)(
+                audit.pk, exit_code=None, bytes_out=0, why=message
+            )
+            await self._say_and_close(Close.HOST_ERROR, message, None)
+            return
+        self.started = self.last_input = time.monotonic()
+        self.output = asyncio.Queue(maxsize=OUTPUT_BACKLOG)
+        self.input = queue.SimpleQueue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self._read, args=(self.tty, loop), name=f"tty-read-{audit.pk}", daemon=True
+        ).start()
+        threading.Thread(
+            target=self._write, args=(self.tty,), name=f"tty-write-{audit.pk}", daemon=True
+        ).start()
+        self.pump_task = asyncio.create_task(self._pump())
+        self.watch_task = asyncio.create_task(self._watch())
+
+    # --- threads: the TTY's two directions ---------------------------------------------------
+
+    def _read(self, tty: TtyExec, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            chunk = tty.read(READ_SIZE)
+            try:
+                # Waits while the backlog is full: backpressure down to the shell.
+                asyncio.run_coroutine_threadsafe(self.output.put(chunk), loop).result()
+            except RuntimeError:
+                return  # the event loop is gone (server shutting down)
+            if not chunk:
+                return
+
+    def _write(self, tty: TtyExec) -> None:
+        while True:
+            data = self.input.get()
+            if data is None:
+                return
+            try:
+                tty.write(data)
+            except HostError:
+                return  # the stream is gone; the reader sees its end
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            chunk = await self.output.get()
+            if not chunk:
+                await self._end(Close.EXITED, "")
+                return
+            if self.ending or self.browser_gone:
+                continue  # drained until the end of the stream, so the reader thread ends
+            self.bytes_out += len(chunk)
+            try:
+                await self.send(bytes_data=chunk)
+            except Exception:  # the browser is gone; disconnect() ends the session
+                self.browser_gone = True
+
+    async def _watch(self) -> None:
+        try:
+            await self._watch_limits()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Unchecked, a session could outlive a logout: end it rather than go on blind.
+            log.exception("terminal %s: checking the session failed", self.audit_pk)
+            await self._end(Close.ERROR, f"Something went wrong checking the session (ref {self.audit_pk}).")
+
+    async def _watch_limits(self) -> None:
+        idle = float(settings.TERMINAL_IDLE_TIMEOUT)
+        longest = float(settings.TERMINAL_MAX_SESSION)
+        recheck = float(settings.TERMINAL_RECHECK)
+        next_check = time.monotonic() + recheck
+        while not self.ending:
+            now = time.monotonic()
+            if now - self.last_input >= idle:
+                await self._end(
+                    Close.IDLE,
+                    f"No input for {terminal.duration_text(idle)}, so the terminal was closed.",
+                    timed_out=True,
+                )
+                return
+            if now - self.started >= longest:
+                await self._end(
+                    Close.TOO_LONG,
+                    f"The terminal was closed after {terminal.duration_text(longest)}, the longest a session may last.",
+                    timed_out=True,
+                )
+                return
+            if now >= next_check:
+                refusal = await database_sync_to_async(terminal.terminal_check)(
+                    session_key=self.session_key, user_pk=self.user_pk, instance_pk=self.instance_pk
+                )
+                if refusal is not None:
+                    await self._end(refusal.code, refusal.message)
+                    return
+                next_check = time.monotonic() + recheck
+            wake = min(next_check, self.last_input + idle, self.started + longest)
+            await asyncio.sleep(max(0.01, wake - time.monotonic()))
+
+    # --- the browser ---------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.tty is None or self.ending:
+            return
+        if text_data is not None:
+            control = self._control(text_data)
+            if control is None:
+                bytes_data = text_data.encode()
+            else:
+                size = self._size(control)
+                if size is not None:
+                    try:
+                        await asyncio.to_thread(self.tty.resize, *size)
+                    except HostError as exc:
+                        log.info("terminal %s: resize to %s refused: %s", self.audit_pk, size, exc)
+                return
+        if bytes_data:
+            self.last_input = time.monotonic()
+            self.input.put(bytes_data)
+
+    @staticmethod
+    def _control(text: str) -> dict[str, Any] | None:
+        """A control message ({"resize": ...}), or None: then the frame is typed."""
+        if not text.startswith("{"):
+            return None
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) and "resize" in message else None
+
+    @staticmethod
+    def _size(control: dict[str, Any]) -> tuple[int, int] | None:
+        size = control["resize"]
+        if (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(type(n) is int and 1 <= n <= MAX_COLS_ROWS for n in size)
+        ):
+            return size[0], size[1]
+        return None  # a bad size is ignored, not typed
+
+    async def disconnect(self, code: int) -> None:
+        self.browser_gone = True
+        await self._end(Close.EXITED, "")
+        task = getattr(self, "pump_task", None)
+        if task is not None:
+            # The reader has seen the end of the closed stream; let the pump drain it.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+
+    # --- the end, whatever brought it ----------------------------------------------------------
+
+    async def _end(self, code: Close, why: str, *, timed_out: bool = False) -> None:
+        if self.ending or self.tty is None or self.audit_pk is None:
+            return
+        self.ending = True
+        tty = self.tty
+        current = asyncio.current_task()
+        if self.watch_task is not current:
+            self.watch_task.cancel()
+        self.input.put(None)
+        exit_code: int | None = None
+        try:
+            # The shell still running (Slipway ends it, or the browser left) is killed first.
+            await asyncio.to_thread(tty.close)
+            exit_code = await asyncio.to_thread(tty.exit_code)
+        except HostError as exc:
+            log.warning("terminal %s: %s", self.audit_pk, exc)
+        await database_sync_to_async(terminal.terminal_end)(
+            self.audit_pk, exit_code=exit_code, bytes_out=self.bytes_out, why=why, timed_out=timed_out
+        )
+        if not self.browser_gone:
+            message = why or (
+                f"The shell exited with code {exit_code}." if exit_code is not None else "The shell ended."
+            )
+            await self._say_and_close(code, message, exit_code)
+
+    async def _say_and_close(self, code: Close, message: str, exit_code: int | None) -> None:
+        await self.send(text_data=json.dumps({"end": message, "exit_code": exit_code, "code": int(code)}))
+        await self.close(code=int(code))

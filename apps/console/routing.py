@@ -1,0 +1,16 @@
+"""Websocket routes (served by the ASGI application in portal/asgi.py, not by Django's URLconf)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from apps.console.consumers import TerminalConsumer
+
+
+def terminal_path(instance_pk: int) -> str:
+    return f"/ws/instances/{instance_pk}/terminal/"
+
+
+websocket_urlpatterns = [
+    path("ws/instances/<int:pk>/terminal/", TerminalConsumer.as_asgi()),
+]

@@ -1,0 +1,76 @@
+"""A developer runs a command on an instance's page in Chromium and reads its output and exit
+code; a lead defines a one-click command that the developer then runs from the app page."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, expect
+
+from apps.accounts.models import Membership, Team
+from apps.catalog import services
+from apps.catalog.models import App
+from apps.hosts.models import Host
+from apps.instances import executor
+from apps.instances.models import Operation
+from apps.lab import fleet
+from apps.lab.register import register_images
+from tests.browser.test_apps_browser import _login
+
+
+def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
+    page: Page,
+    live_server,
+    live_lab_hosts: list[Host],
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    (image,) = register_images(("busybox",), log=lambda _: None)
+    team = Team.objects.create(slug="ops-team", name="Ops team")
+    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
+    boss = User.objects.create_user("boss", "boss@example.invalid", "pw-boss")
+    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
+    Membership.objects.create(team=team, user=boss, role=Membership.Role.LEAD)
+    app = services.app_create(user=dev, team=team, slug="runner", base_image=image, memory_mb=32, instances=1)
+    try:
+        executor.run_operation(Operation.objects.get(app=app).pk)
+
+        _login(page, live_server.url, "dev")
+        page.goto(f"{live_server.url}/apps/runner/")
+        page.get_by_role("link", name="slw-runner-0").click()
+        expect(page.get_by_role("heading", name="slw-runner-0")).to_be_visible()
+        page.fill("#exec-argv", "sh\n-c\necho $((6*7)) from $(hostname); exit 4")
+        page.get_by_role("button", name="Run").click()
+        output = page.locator("[data-exec-output]")
+        expect(output).to_have_attribute("data-state", "done")
+        expect(output).to_contain_text(re.compile(r"^42 from \S+"))
+        expect(page.locator("[data-exec-status]")).to_contain_text("Exit code 4")
+        # A refusal says what is wrong.
+        page.fill("#exec-argv", "")
+        page.get_by_role("button", name="Run").click()
+        expect(output).to_have_attribute("data-state", "refused")
+        expect(output).to_contain_text("Give a command to run.")
+        screenshot("instance-exec")
+
+        page.context.clear_cookies()
+        _login(page, live_server.url, "boss")
+        page.goto(f"{live_server.url}/apps/runner/instances/0/")
+        commands = page.locator("#commands")
+        commands.locator("input[name=name]").fill("greet")
+        commands.locator("textarea[name=argv]").fill("echo\nhello from a named command")
+        commands.get_by_role("button", name="Save").click()
+        expect(page.locator(".messages")).to_contain_text("Command saved.")
+
+        page.context.clear_cookies()
+        _login(page, live_server.url, "dev")
+        page.goto(f"{live_server.url}/apps/runner/")
+        page.locator("#app-commands").get_by_role("button", name="greet").click()
+        expect(page.locator("#app-commands [data-exec-output]")).to_contain_text("hello from a named command")
+        screenshot("app-commands")
+        page.goto(f"{live_server.url}/apps/runner/exec-audit/")
+        expect(page.locator("table")).to_contain_text("greet")
+        expect(page.locator("table")).to_contain_text("echo $((6*7))")
+    finally:
+        for lab_host in fleet.LabConfig.from_settings().all_hosts():
+            fleet.docker(lab_host, "rm", "-f", "slw-runner-0", check=False)
+        App.objects.filter(pk=app.pk).delete()
