@@ -111,6 +111,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "container_id",
             "state",
             "desired_state",
+            "address",
             "endpoint",
             "memory_mb",
             "cpus",

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
 from apps.catalog import services
@@ -84,6 +85,14 @@ def test_instances_answer_on_their_static_ips_from_the_portal(
         assert _on_host(lab, instance.host, instance.container_name) == instance.address
         assert _fetch(instance.address) == b"served from a static IP\n"
         assert instance.endpoint == f"{instance.address}:8080"
+    # The API shows each instance's address.
+    client = APIClient()
+    client.force_authenticate(owner)
+    listed = client.get(f"/api/v1/apps/{web.slug}/instances/").json()
+    assert [(i["name"], i["address"]) for i in listed] == [
+        ("slw-site-0", "10.213.230.1"),
+        ("slw-site-1", "10.213.200.1"),
+    ]
 
 
 def test_an_address_survives_restart_stop_start_recreate_daemon_restart_and_a_move(
