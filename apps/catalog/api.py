@@ -121,9 +121,24 @@ class InstanceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class BaseImageField(serializers.PrimaryKeyRelatedField):
+    """A base image by id, or by its reference (`slipway/busybox:1`) like everywhere else."""
+
+    def to_internal_value(self, data: Any) -> BaseImage:
+        if isinstance(data, str) and not data.isdigit():
+            name, _, tag = data.rpartition(":")
+            found = BaseImage.objects.filter(name=name, tag=tag).first() if name else None
+            if found is None:
+                raise ValidationError(
+                    f"No base image {data!r}; give the id or the name:tag of one in /api/v1/base-images/."
+                )
+            return found
+        return super().to_internal_value(data)  # type: ignore[no-any-return]
+
+
 class AppSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
-    base_image = serializers.PrimaryKeyRelatedField(queryset=BaseImage.objects.all())
+    base_image = BaseImageField(queryset=BaseImage.objects.all(), help_text="An id, or name:tag")
     base_image_reference = serializers.CharField(source="base_image.reference", read_only=True)
     command = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False

@@ -88,6 +88,11 @@ def test_patch_changes_the_command_and_redeploys_but_refuses_limits(owner: User,
         ({"team": "beta"}, "team", "not a member of team beta"),
         ({"team": "nosuch"}, "team", "does not exist"),
         ({"command": "echo hi"}, "command", "list"),
+        (
+            {"base_image": "slipway/busybox:9"},
+            "base_image",
+            "No base image 'slipway/busybox:9'; give the id or",
+        ),
     ],
 )
 def test_bad_input_gets_a_400_naming_the_field(
@@ -188,3 +193,17 @@ def test_only_ops_may_move_an_instance(owner: User, image: BaseImage, hosts: lis
     unknown = api.post(f"/api/v1/instances/{instance.pk}/move/", {"host": "nowhere"}, format="json")
     assert unknown.status_code == 400
     assert not Operation.objects.filter(kind=Operation.Kind.MOVE).exists()
+
+
+def test_a_base_image_is_named_by_id_or_by_reference(owner: User, image: BaseImage) -> None:
+    api = _client(owner)
+    body = {
+        "slug": "byref",
+        "team": "alpha",
+        "base_image": "slipway/busybox:1",
+        "memory_mb": 64,
+        "cpus": "0.25",
+    }
+    created = api.post("/api/v1/apps/", body, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["base_image"] == image.pk
