@@ -134,14 +134,9 @@ def exec_run(
 ) -> docker_api.ExecResult:
     """Run argv in the running container (Docker exec, no shell); past the timeout the process
     and its children are killed in the container by the host's agent."""
-    container_id = docker_api.container_id(docker(host), container, host.name)
-
-    def kill(pid: int) -> None:
-        agent(host, "kill-tree", timeout=10, pid=pid, container=container_id)
-
     return docker_api.exec_run(
         docker(host),
-        container_id,
+        container,
         argv,
         host.name,
         user=user,
@@ -149,8 +144,18 @@ def exec_run(
         timeout=timeout,
         max_output=max_output,
         on_output=on_output,
-        kill=kill,
+        kill=_kill_tree(host),
     )
+
+
+def _kill_tree(host: Host) -> Callable[[int, str], None]:
+    """Docker's API cannot stop an exec: the host's agent kills the process and its children,
+    after checking they run in that container."""
+
+    def kill(pid: int, container_id: str) -> None:
+        agent(host, "kill-tree", timeout=10, pid=pid, container=container_id)
+
+    return kill
 
 
 def container_remove(host: Host, name: str) -> bool:
@@ -191,8 +196,4 @@ def forget(host: Host) -> None:
 def terminal_open(host: Host, container: str, *, user: str = "") -> docker_api.TtyExec:
     """An interactive shell on a TTY in the running container: bash if the image has it, else
     sh. Ending it kills the shell and what it started, by the host's agent."""
-
-    def kill(pid: int, container_id: str) -> None:
-        agent(host, "kill-tree", timeout=10, pid=pid, container=container_id)
-
-    return docker_api.tty_open(docker(host), container, host.name, kill=kill, user=user)
+    return docker_api.tty_open(docker(host), container, host.name, kill=_kill_tree(host), user=user)

@@ -471,24 +471,16 @@ def exec_run(
     timeout: float,
     max_output: int,
     on_output: Callable[[bytes], None],
-    kill: Callable[[int], None],
+    kill: Callable[[int, str], None],
 ) -> ExecResult:
     """Run argv in the running container through the Docker API's exec (no shell), passing
     its output (stdout and stderr as they come) to `on_output`, at most `max_output` bytes; the
     rest is counted, not kept. Past `timeout` the process is killed in the container (`kill`
-    gets its host pid) and the result says so."""
-    api = client.api
+    gets its host pid and the container id) and the result says so."""
     started = time.monotonic()
+    exec_id = exec_create(client, container, argv, where, stdin=False, tty=False, user=user, workdir=workdir)
     try:
-        created = api.exec_create(
-            container, argv, stdout=True, stderr=True, user=user, workdir=workdir or None
-        )
-        exec_id = created["Id"]
-        stream = api.exec_start(exec_id, stream=True, demux=False)
-    except APIError as exc:
-        raise ContainerFailed(
-            f"{where}: Docker refused to run it in {container}: {exc.explanation or exc}"
-        ) from exc
+        stream = client.api.exec_start(exec_id, stream=True, demux=False)
     except Exception as exc:
         raise translate(exc, where) from exc
     chunks: queue.Queue[bytes | Exception | None] = queue.Queue()
@@ -513,7 +505,8 @@ def exec_run(
                 break  # killed, and still no end of stream after the grace: give up on it
             timed_out = True
             try:
-                kill(int(api.exec_inspect(exec_id).get("Pid") or 0))
+                info = exec_inspect(client, exec_id, where)
+                kill(int(info.get("Pid") or 0), str(info.get("ContainerID") or ""))
             except Exception as exc:  # the result still says it timed out
                 log.warning("could not kill exec %s in %s: %s", exec_id[:12], container, exc)
             deadline = time.monotonic() + 5
@@ -533,27 +526,13 @@ def exec_run(
             on_output(part)
         if total > kept:
             truncated = True
-    try:
-        exit_code = api.exec_inspect(exec_id).get("ExitCode")
-    except Exception as exc:
-        raise translate(exc, where) from exc
     return ExecResult(
-        exit_code=exit_code,
+        exit_code=exec_inspect(client, exec_id, where).get("ExitCode"),
         timed_out=timed_out,
         truncated=truncated,
         bytes_out=total,
         duration=time.monotonic() - started,
     )
-
-
-@_retry_stale
-def container_id(client: DockerClient, name: str, where: str) -> str:
-    try:
-        return str(client.api.inspect_container(name)["Id"])
-    except NotFound:
-        raise ContainerFailed(f"{where}: there is no container {name}") from None
-    except Exception as exc:
-        raise translate(exc, where) from exc
 
 
 # --- interactive exec on a TTY (the browser terminal) -----------------------------------------
@@ -588,6 +567,7 @@ def exec_create(
     stdin: bool = True,
     tty: bool = True,
     user: str = "",
+    workdir: str = "",
     environment: dict[str, str] | None = None,
 ) -> str:
     try:
@@ -599,6 +579,7 @@ def exec_create(
             stdin=stdin,
             tty=tty,
             user=user,
+            workdir=workdir or None,
             environment=environment,
         )
     except APIError as exc:
