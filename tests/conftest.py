@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -30,8 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _fast_password_hashing() -> None:
-    # The production hasher takes ~0.3 s per password on purpose; tests make many users.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The production hasher takes ~0.3 s per password on purpose; tests make many users. The
+    # same algorithm with few rounds keeps hashes that a portal under daphne (a separate process
+    # with the real settings) still accepts: the rounds are stored in each hash.
+    settings.PASSWORD_HASHERS = ["tests.conftest.FastPBKDF2PasswordHasher"]
+
+
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    iterations = 1000
 
 
 @pytest.fixture(scope="session")

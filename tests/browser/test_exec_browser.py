@@ -21,7 +21,7 @@ from tests.browser.test_apps_browser import _login
 
 def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
     page: Page,
-    live_server,
+    asgi_server: str,
     live_lab_hosts: list[Host],
     screenshot,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -35,8 +35,8 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
     try:
         executor.run_operation(Operation.objects.get(app=app).pk)
 
-        _login(page, live_server.url, "dev")
-        page.goto(f"{live_server.url}/apps/runner/")
+        _login(page, asgi_server, "dev")
+        page.goto(f"{asgi_server}/apps/runner/")
         page.get_by_role("link", name="slw-runner-0").click()
         expect(page.get_by_role("heading", name="slw-runner-0")).to_be_visible()
         page.fill("#exec-argv", "sh\n-c\necho $((6*7)) from $(hostname); exit 4")
@@ -53,8 +53,8 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         screenshot("instance-exec")
 
         page.context.clear_cookies()
-        _login(page, live_server.url, "boss")
-        page.goto(f"{live_server.url}/apps/runner/instances/0/")
+        _login(page, asgi_server, "boss")
+        page.goto(f"{asgi_server}/apps/runner/instances/0/")
         commands = page.locator("#commands")
         commands.locator("input[name=name]").fill("greet")
         commands.locator("textarea[name=argv]").fill("echo\nhello from a named command")
@@ -62,12 +62,12 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         expect(page.locator(".messages")).to_contain_text("Command saved.")
 
         page.context.clear_cookies()
-        _login(page, live_server.url, "dev")
-        page.goto(f"{live_server.url}/apps/runner/")
+        _login(page, asgi_server, "dev")
+        page.goto(f"{asgi_server}/apps/runner/")
         page.locator("#app-commands").get_by_role("button", name="greet").click()
         expect(page.locator("#app-commands [data-exec-output]")).to_contain_text("hello from a named command")
         screenshot("app-commands")
-        page.goto(f"{live_server.url}/apps/runner/exec-audit/")
+        page.goto(f"{asgi_server}/apps/runner/exec-audit/")
         expect(page.locator("table")).to_contain_text("greet")
         expect(page.locator("table")).to_contain_text("echo $((6*7))")
     finally:

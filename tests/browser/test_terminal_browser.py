@@ -3,7 +3,6 @@ then exits the shell and sees the session end (the portal served by daphne, as i
 
 from __future__ import annotations
 
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from django.urls import reverse
 from playwright.sync_api import Page, expect
@@ -29,11 +28,7 @@ def test_a_developer_types_into_the_terminal_and_sees_the_answer(
     [busybox] = register_images(("busybox",), log=lambda _: None)
     assert isinstance(busybox, BaseImage)
     team = Team.objects.create(slug="shop", name="Shop team")
-    dev = User.objects.create_user("dev", "dev@example.invalid")
-    # Tests hash with MD5 (tests/conftest.py); the server process knows only the real hashers.
-    hasher = PBKDF2PasswordHasher()
-    dev.password = hasher.encode("pw-dev", hasher.salt(), iterations=1000)
-    dev.save(update_fields=["password"])
+    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
     Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
     app = services.app_create(
         user=dev, team=team, slug="termweb", base_image=busybox, memory_mb=32, cpus="0.1", instances=1

@@ -147,6 +147,8 @@ class ContainerState:
     # Published TCP ports: (container port, host port).
     ports: tuple[tuple[int, int], ...] = ()
     pid: int = 0
+    # How often Docker's restart policy has restarted it (inspect only).
+    restart_count: int = 0
     # Whether the call that returned this state created or started the container.
     acted: bool = False
 

@@ -233,6 +233,7 @@ def _state_of(info: dict[str, Any], port: int | None, fallback_status: str = "")
         exit_code=state.get("ExitCode"),
         ports=tuple(sorted(set(ports))),
         pid=int(state.get("Pid") or 0),
+        restart_count=int(info.get("RestartCount") or 0),
     )
     return dataclasses.replace(result, host_port=result.published(port))
 
@@ -396,7 +397,13 @@ def _death_of(api: Any, container_id: str, state: ContainerState) -> str:
         tail = api.logs(container_id, tail=3).decode(errors="replace").strip()
     except (APIError, requests.exceptions.RequestException):
         tail = ""
-    reason = "keeps crashing" if state.status == "restarting" else f"exited with code {state.exit_code}"
+    # Between two crashes Docker shows the container running again with exit code 0, so a
+    # restart count says more than the momentary status.
+    if state.status == "restarting" or state.restart_count:
+        code = "" if state.status == "running" else f", last exit code {state.exit_code}"
+        reason = f"keeps crashing (restarted {state.restart_count} times{code})"
+    else:
+        reason = f"exited with code {state.exit_code}"
     return f"{reason}{': ' + tail if tail else ''}"
 
 
