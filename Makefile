@@ -15,6 +15,7 @@ up: setup
 	@$(MANAGE) collectstatic --noinput -v0
 	@$(MANAGE) lab up
 	@$(MANAGE) seed_demo
+	@$(MANAGE) lab vm
 	@scripts/services.sh start
 	@echo
 	@echo "Slipway is up: http://127.0.0.1:$${PORT:-8000}/   (API docs: /api/docs/, admin: /admin/)"

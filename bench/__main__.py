@@ -13,10 +13,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -122,6 +124,30 @@ def raw_run_args(lab_host: fleet.LabHost, name: str, app: App) -> list[str]:
     ]
 
 
+def start_worker() -> tuple[subprocess.Popen[bytes], Any]:
+    """A real Celery worker on the bench's database and broker; (process, its log file)."""
+    log = open(VAR / "log" / "bench-worker.log", "ab")  # noqa: SIM115 - closed by stop_worker
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "celery", "-A", "portal", "worker", "--concurrency", "2"),
+            *("--without-mingle", "--without-gossip", "--loglevel", "WARNING"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+    time.sleep(3)  # let the worker connect
+    return worker, log
+
+
+def stop_worker(worker: subprocess.Popen[bytes], log: Any) -> None:
+    worker.terminate()
+    worker.wait(timeout=30)
+    log.close()
+
+
 def timed(fn: Callable[..., object], *args: object) -> float:
     started = time.perf_counter()
     fn(*args)
@@ -134,7 +160,7 @@ def main() -> int:
     lab = fleet.up(config, log=lambda _: None)
     call_command("migrate", verbosity=0)
     hosts = register_hosts(lab, log=lambda _: None)
-    register_images(("busybox",), log=lambda _: None)
+    register_images(("busybox", "debian-python"), log=lambda _: None)
     register_pool(config, hosts, log=lambda _: None, first="10.213.240.1", last="10.213.249.254")
     fix_lab_network(hosts, log=lambda _: None)
     redis.Redis.from_url(BROKER).flushdb()  # the bench's own broker database: no stale tasks
@@ -145,30 +171,9 @@ def main() -> int:
     app = services.app_create(user=user, team=team, slug="bench", base_image=image, memory_mb=32, cpus="0.1")
     client = Client()
     client.force_login(user)
-    log = open(VAR / "log" / "bench-worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--concurrency",
-            "2",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
-    )
+    worker, log = start_worker()
     by_name = {h.name: h for h in lab}
     try:
-        time.sleep(3)  # let the worker connect
 
         def scale(n: int) -> None:
             response = client.post(
@@ -264,9 +269,7 @@ def main() -> int:
         figure("resize_apply", "s", statistics.median(portal), statistics.median(raw))
         scale(0)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
+        stop_worker(worker, log)
         for lab_host in lab:
             ids = fleet.docker(lab_host, "ps", "-aq", "--filter", "label=io.slipway.bench=1").stdout.split()
             ids += fleet.docker(
@@ -274,6 +277,9 @@ def main() -> int:
             ).stdout.split()
             if ids:
                 fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+
+    # Before the seeded apps below reserve the whole fleet.
+    bench_relocation(lab, by_name, user, team)
 
     # --- app list page: a developer whose teams hold 500 apps with 2,000 instances -------------
     call_command("seed_apps", team="bench", apps=500, instances=2000, seed=1, verbosity=0)
@@ -406,6 +412,147 @@ def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -
         timings.append((time.perf_counter() - started) * 1000)
     assert sum(v is not None for v in chart["series"][0]["cpu_pct"]) > 1000
     figure("chart_query_24h", "ms", statistics.median(timings), None)
+
+
+def bench_relocation(
+    lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost], user: User, team: Team
+) -> None:
+    """Moving a VM with a 100 MB app directory through the worker, beside the same copy done by
+    hand (OpenSSH tar | tar) plus a `docker run` of the app; and the cutover's downtime as a
+    probe polling the VM's address every 50 ms sees it."""
+    import ipaddress
+    import threading
+
+    from apps.hosts.transport import fingerprint
+    from apps.hosts.transport.ssh import ensure_portal_key
+    from apps.lab.vm import LegacyVM, vm_down, vm_password, vm_up
+    from apps.relocations import services as relocations
+    from apps.relocations.models import Relocation
+
+    config = lab[0].config
+    vm = LegacyVM(
+        config,
+        "vmb",
+        ssh_address=ipaddress.IPv4Address("10.213.245.11"),
+        service_address=ipaddress.IPv4Address("10.213.245.10"),
+        data_mb=100,
+    )
+    vm_down(vm)  # a bench killed earlier may have moved its address away
+    vm_up(vm, log=lambda _: None)
+    url = f"http://{vm.service_address}:{vm.port}/"
+    key = str(ensure_portal_key())
+    worker, log = start_worker()
+    ssh = [
+        "ssh",
+        "-i",
+        key,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    try:
+        relocation = relocations.relocation_register(
+            user=user, team=team, name="bench-vm", address=str(vm.ssh_address)
+        )
+        relocation = relocations.relocation_confirm_key(
+            user=user, relocation=relocation, fingerprint_seen=fingerprint(relocation.offered_key)
+        )
+        relocation = relocations.relocation_install_key(
+            user=user, relocation=relocation, password=vm_password(vm)
+        )
+
+        # By hand: tar over OpenSSH from the VM into a directory on the host, then the container.
+        lab_host = lab[0]
+        raw_dir = f"{lab_host.volume_root}/bench-raw-notes"
+        fleet.sh("rm", "-rf", raw_dir)
+        started = time.perf_counter()
+        source = subprocess.Popen(
+            [*ssh, f"root@{vm.ssh_address}", "tar", "-C", vm.app_dir, "-cf", "-", "."], stdout=subprocess.PIPE
+        )
+        target = subprocess.run(
+            [*ssh, f"root@{lab_host.address}", f"mkdir -p {raw_dir} && tar -xf - -C {raw_dir}"],
+            stdin=source.stdout,
+            check=True,
+        )
+        assert source.wait() == 0 and target.returncode == 0
+        fleet.docker(
+            lab_host,
+            *("run", "-d", "--name", "bench-raw-notes", "--label", "io.slipway.bench=1", "--init"),
+            *("--network", "public", "--ip", "10.213.246.1", "-v", f"{raw_dir}:{vm.app_dir}"),
+            *("-e", f"NOTES_DATA={vm.app_dir}/data", "slipway/debian-python:1"),
+            *("python3", f"{vm.app_dir}/server.py", "--port", "8080"),
+        )
+        wait_for(lambda: _answers("http://10.213.246.1:8080/"), timeout=60, interval=0.05)
+        raw = time.perf_counter() - started
+        fleet.docker(lab_host, "rm", "-f", "bench-raw-notes", check=False)
+        fleet.sh("rm", "-rf", raw_dir)
+
+        relocations.relocation_inspect(user=user, relocation=relocation)
+        wait_for(
+            lambda: Relocation.objects.get(pk=relocation.pk).state != Relocation.State.INSPECTING, timeout=120
+        )
+        relocation.refresh_from_db()
+        plan = relocations.plan_suggestion(relocation)
+        assert plan["keep_address"] == str(vm.service_address), plan
+        relocation = relocations.relocation_plan(user=user, relocation=relocation, plan=plan)
+
+        # The probe: every 50 ms a GET on the VM's address; the longest run of failures is the downtime.
+        gaps: list[float] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            down_since: float | None = None
+            while not stop.is_set():
+                tick = time.perf_counter()
+                ok = _answers(url, timeout=0.5)
+                now = time.perf_counter()
+                if ok and down_since is not None:
+                    gaps.append(now - down_since)
+                    down_since = None
+                elif not ok and down_since is None:
+                    down_since = tick
+                stop.wait(max(0.0, 0.05 - (time.perf_counter() - tick)))
+            if down_since is not None:
+                gaps.append(time.perf_counter() - down_since)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        started = time.perf_counter()
+        relocations.relocation_run(user=user, relocation=relocation)
+        wait_for(
+            lambda: Relocation.objects.get(pk=relocation.pk).state != Relocation.State.RUNNING,
+            timeout=600,
+            interval=0.1,
+        )
+        took = time.perf_counter() - started
+        time.sleep(1)  # the probe sees the app answer after the last step
+        stop.set()
+        thread.join()
+        relocation.refresh_from_db()
+        assert relocation.state == Relocation.State.DONE, relocation.error
+        figure("migration_100mb", "s", took, raw)
+        figure("cutover_downtime", "s", max(gaps) if gaps else 0.0, None)
+    finally:
+        for lab_host in lab:
+            ids = fleet.docker(
+                lab_host, "ps", "-aq", "--filter", "label=io.slipway.app=bench-vm"
+            ).stdout.split()
+            if ids:
+                fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+            fleet.sh("rm", "-rf", f"{lab_host.volume_root}/bench-vm")
+        vm_down(vm)
+        stop_worker(worker, log)
+
+
+def _answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the lab's own http
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     garp = commands.add_parser("garp", help="announce an address (gratuitous ARP)")
     garp.add_argument("address")
     garp.add_argument("--pid", type=int, help="from the network namespace of this process (a container)")
+    garp_for = commands.add_parser("garp-for", help="announce that an address is at another machine's MAC")
+    garp_for.add_argument("network", help="the Docker network whose segment hears it")
+    garp_for.add_argument("address")
+    garp_for.add_argument("mac")
     probe = commands.add_parser("arp-probe", help="which addresses are in use on a Docker network's segment")
     probe.add_argument("network", help="the Docker network (its parent interface sends the probes)")
     probe.add_argument("addresses", nargs="+")
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             document = check.fix_network()
         elif args.command == "garp":
             document = arp.garp(args.address, pid=args.pid)
+        elif args.command == "garp-for":
+            document = arp.garp_for(args.network, args.address, args.mac)
         elif args.command == "arp-probe":
             document = arp.probe(args.network, args.addresses, wait=args.wait)
         elif args.command == "kill-tree":

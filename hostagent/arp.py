@@ -81,6 +81,31 @@ def garp(address: str, pid: int | None = None, count: int = 3) -> dict[str, obje
     return {"address": str(ip), "interface": iface, "mac": mac.hex(":"), "sent": count}
 
 
+def garp_for(network: str, address: str, mac: str, count: int = 3) -> dict[str, object]:
+    """Announce that `address` is at `mac`, a machine on the segment that is not this host (a VM
+    given its address back after a rolled-back move): neighbours then send to it at once
+    instead of to the container that held the address a moment ago. The frame leaves from the
+    network's parent interface with this host's own MAC as its source, so switches keep
+    learning the VM's MAC from the VM; only the ARP payload names the VM."""
+    ip = ipaddress.IPv4Address(address)
+    try:
+        target = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    except ValueError:
+        target = b""
+    if len(target) != 6:
+        raise ValueError(f"{mac!r} is not a MAC address")
+    iface = _network_iface(docker_socket.get_json(f"/networks/{network}"))
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with sock:
+        sock.bind((iface, 0))
+        own = _ifreq(sock, SIOCGIFHWADDR, iface)[18:24]
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, target, ip.packed, b"\x00" * 6, ip.packed)
+        frame = b"\xff" * 6 + own + struct.pack("!H", ETH_P_ARP) + arp
+        for _ in range(count):
+            sock.send(frame)
+    return {"address": str(ip), "interface": iface, "mac": target.hex(":"), "sent": count}
+
+
 def _network_iface(network: dict[str, object]) -> str:
     """The host interface a Docker network puts its containers' frames on."""
     options = network.get("Options") or {}

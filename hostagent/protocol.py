@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-AGENT_VERSION = 5  # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree
+AGENT_VERSION = 6  # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree; 6: garp-for
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": lambda: {"agent_version": AGENT_VERSION},
     "info": info.collect,
     "garp": arp.garp,
+    "garp-for": arp.garp_for,
     "arp-probe": arp.probe,
     "holders": lambda network: {"holders": arp.holders(network)},
     "check": check.collect,

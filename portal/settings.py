@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.metrics",
     "apps.resources",
     "apps.console",
+    "apps.relocations",
     "apps.lab",
 ]
 
@@ -227,6 +228,16 @@ TERMINAL_IDLE_TIMEOUT = envint("TERMINAL_IDLE_TIMEOUT", 15 * 60)
 TERMINAL_MAX_SESSION = envint("TERMINAL_MAX_SESSION", 4 * 3600)
 # How often an open terminal checks that its user is still signed in and allowed.
 TERMINAL_RECHECK = envfloat("TERMINAL_RECHECK", 3.0)
+
+# --- Moving apps from VMs (relocations) ---
+# A copy that moves no data for this long has lost its connection.
+RELOCATION_STALL_TIMEOUT = envfloat("RELOCATION_STALL_TIMEOUT", 20.0)
+# Bytes of file names and checksums a listing may return (about 150,000 files).
+RELOCATION_MAX_LISTING = envint("RELOCATION_MAX_LISTING", 32 * 1024 * 1024)
+# How long a new instance may take to answer on its port before the run rolls back.
+RELOCATION_HEALTH_TIMEOUT = envfloat("RELOCATION_HEALTH_TIMEOUT", 60.0)
+# Memory and CPU suggested from what the VM's app uses, times this.
+RELOCATION_HEADROOM = envfloat("RELOCATION_HEADROOM", 1.5)
 
 # --- Metrics (cgroup counters from hostagent stats) ---
 METRICS_INTERVAL = envfloat("METRICS_INTERVAL", 10.0)  # seconds between sweeps

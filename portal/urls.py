@@ -8,6 +8,7 @@ from apps.accounts import views as account_views
 from apps.catalog.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.hosts.api import HostViewSet
+from apps.relocations.api import RelocationViewSet
 from apps.resources.api import ResourceRequestViewSet
 
 router = DefaultRouter()
@@ -18,6 +19,7 @@ router.register("operations", OperationViewSet, basename="operation")
 router.register("base-images", BaseImageViewSet, basename="base-image")
 router.register("resource-requests", ResourceRequestViewSet, basename="resource-request")
 router.register("exec-sessions", ExecSessionViewSet, basename="exec-session")
+router.register("relocations", RelocationViewSet, basename="relocation")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -30,6 +32,7 @@ urlpatterns = [
     path("apps/", include("apps.catalog.urls")),
     path("hosts/", include("apps.hosts.urls")),
     path("resources/", include("apps.resources.urls")),
+    path("relocations/", include("apps.relocations.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -181,10 +181,13 @@ class AppSerializer(serializers.ModelSerializer):
             "running",
             "ip_pool",
             "address",
+            "volume_mount",
+            "workdir",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        # The mount path and working directory are set by a VM move or changed with PATCH.
+        read_only_fields = ["created_at", "updated_at", "volume_mount", "workdir"]
         # Uniqueness is checked by the service, with its own message.
         extra_kwargs: dict[str, Any] = {"slug": {"validators": []}}
 
@@ -204,6 +207,10 @@ class AppUpdateSerializer(serializers.Serializer):
     env = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
     )
+    volume_mount = serializers.CharField(
+        required=False, allow_blank=True, help_text="Where the app's files appear; empty: the default"
+    )
+    workdir = serializers.CharField(required=False, allow_blank=True, help_text="Empty: the image's own")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields)

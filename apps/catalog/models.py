@@ -7,7 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from apps.accounts.models import Team, slug_validator
-from apps.catalog.validators import validate_argv, validate_env
+from apps.catalog.validators import validate_argv, validate_container_path, validate_env
 from apps.hosts.models import Host
 
 
@@ -68,6 +68,27 @@ class App(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     env = models.JSONField(default=dict, blank=True, validators=[validate_env])
+    # Where the app's files appear in the container (empty: settings.APP_VOLUME_MOUNT). A moved
+    # VM app keeps its old path, so its command and config need no rewriting.
+    volume_mount = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_container_path],
+        help_text="Empty: the default mount path",
+    )
+    # The host whose copy of the volume is the app's files (a moved VM's): another host that
+    # starts an instance copies them from here first. Uploaded tarballs take precedence.
+    volume_home = models.ForeignKey(
+        Host,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Where the app's files come from",
+    )
+    workdir = models.CharField(
+        max_length=200, blank=True, validators=[validate_container_path], help_text="Empty: the image's own"
+    )
     memory_mb = models.PositiveIntegerField(default=64)
     cpus = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.25"))
     instances = models.PositiveIntegerField(default=0, help_text="Desired number of running instances.")

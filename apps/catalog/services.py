@@ -20,11 +20,12 @@ from apps.accounts.models import Team
 from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
 from apps.catalog.quota import check_quota
 from apps.catalog.selectors import teams_of
+from apps.hosts.models import Host
 from apps.instances import placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 
-EDITABLE_FIELDS = ("command", "port", "env", "base_image")
+EDITABLE_FIELDS = ("command", "port", "env", "base_image", "volume_mount", "workdir")
 
 
 def _require_member(user: Any, team: Team) -> None:
@@ -161,8 +162,9 @@ def app_update(*, user: Any, app: App, **changes: Any) -> App:
 
 
 @transaction.atomic
-def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
-    """Set the desired number of instances; new ones are placed now, so a refusal is immediate."""
+def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None = None) -> Operation:
+    """Set the desired number of instances; new ones are placed now, so a refusal is immediate.
+    `hosts` places the new ones on these hosts instead (a moved VM app goes where its files are)."""
     _require_member(user, app.team)
     try:
         wanted = int(instances)
@@ -189,7 +191,10 @@ def app_scale(*, user: Any, app: App, instances: Any) -> Operation:
             add_cpus=app.cpus * (wanted - current),
             what=f"scaling {app.slug} to {wanted}",
         )
-        hosts = placement.place(app, wanted - current)
+        if hosts is None:
+            hosts = placement.place(app, wanted - current)
+        elif len(hosts) != wanted - current:
+            raise ValidationError(f"{len(hosts)} hosts given for {wanted - current} new instances.")
         used = set(app.instance_set.values_list("slot", flat=True))
         slot = 0
         for host in hosts:

@@ -3,6 +3,7 @@ wrong and what is allowed."""
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any
 
@@ -71,3 +72,36 @@ def parse_env_text(text: str) -> dict[str, str]:
         env[name] = val
     validate_env(env)
     return env
+
+
+# Where an app's volume or working directory may not be: the container's own system paths.
+SYSTEM_PATHS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
+
+
+def validate_container_path(value: Any) -> None:
+    """An absolute, normalised path inside the container, outside its system directories."""
+    if value in ("", None):
+        return
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValidationError(f"{value!r}: use an absolute path such as /srv/app.")
+    if "\0" in value or len(value) > 200:
+        raise ValidationError("The path is too long or holds a NUL byte (at most 200 characters).")
+    if posixpath.normpath(value) != value or "//" in value:
+        raise ValidationError(f"{value!r} is not in plain form: no '..', '.', '//' or trailing '/'.")
+    if value == "/" or any(value == p or value.startswith(p + "/") for p in SYSTEM_PATHS):
+        raise ValidationError(
+            f"{value} is a system directory of the container; use one under /srv, /opt, /var/www, /home or /app."
+        )

@@ -116,7 +116,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         uploads=app.uploads.select_related("uploaded_by")[:5],
         address_form=AddressForm(),
         move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
-        volume_mount=settings.APP_VOLUME_MOUNT,
+        volume_mount=app.volume_mount or settings.APP_VOLUME_MOUNT,
         metrics_interval=f"{settings.METRICS_INTERVAL:g}",
         named_commands=named_commands(app),
         running_instances=[i for i in context["instances"] if i.state == Instance.State.RUNNING],

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 AGENT_ARGV = ["python3", "-m", "hostagent"]
 # Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {5}
+KNOWN_AGENT_VERSIONS = {6}
 
 
 def _require_pinned(host: Host) -> None:
@@ -182,6 +182,12 @@ def announce(host: Host, pid: int, address: str) -> None:
     """Gratuitous ARP for an address from inside a container on the host, so the segment learns
     at once where the address lives now (after a move, or when an address changed hands)."""
     agent(host, "garp", timeout=15, address=address, pid=pid)
+
+
+def announce_for(host: Host, network: str, address: str, mac: str) -> None:
+    """Gratuitous ARP, sent from the host onto the network's segment, saying the address is at
+    another machine's MAC (a VM that got its address back)."""
+    agent(host, "garp-for", timeout=15, network=network, address=address, mac=mac)
 
 
 def fetch_host_key(address: str, port: int) -> str:

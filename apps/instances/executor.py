@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.catalog.models import App, RetainedVolume, VolumeUpload
-from apps.hosts import gateway
+from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import SPEC_LABEL, AddressInUse, ContainerFailed, ContainerState, HostError
 from apps.instances.models import Instance, Operation
@@ -30,6 +30,7 @@ from apps.network.probe import PROBE_ROUNDS, AddressGate
 log = logging.getLogger(__name__)
 
 UPLOAD_MARKER = ".slipway-upload"
+COPY_MARKER = ".slipway-copied"
 
 
 class OperationFailed(Exception):
@@ -214,8 +215,9 @@ def _run(
 
 
 class _VolumeSync:
-    """Before an instance starts on a host, that host's copy of the volume gets the latest upload.
-    Called from pool threads: one extraction per host, the other threads wait for it."""
+    """Before an instance starts on a host, that host's copy of the volume gets the latest upload,
+    or else the files of the app's volume home (a moved VM's), copied host to host.
+    Called from pool threads: one copy per host, the other threads wait for it."""
 
     def __init__(self, app: App) -> None:
         self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
@@ -225,14 +227,18 @@ class _VolumeSync:
         self.guard = threading.Lock()
 
     def ready(self, host: Host) -> None:
-        if self.upload is None:
+        home = self.app.volume_home
+        if self.upload is None and (home is None or home.pk == host.pk):
             return
         with self.guard:
             lock = self.locks.setdefault(host.pk, threading.Lock())
         with lock:
             if host.pk in self.done:
                 return
-            volume_put(self.app, host, self.upload, only_if_missing=True)
+            if self.upload is not None:
+                volume_put(self.app, host, self.upload, only_if_missing=True)
+            elif home is not None:
+                volume_copy(self.app, home, host)
             self.done.add(host.pk)
 
 
@@ -271,6 +277,26 @@ def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: b
     written = gateway.run(host, ["tee", marker], stdin=f"{upload.sha256}\n".encode(), timeout=10)
     if not written.ok:
         raise HostError(f"{host.name}: cannot write {marker}")
+
+
+def volume_copy(app: App, source: Host, target: Host) -> None:
+    """Copy the app's volume from its home host to another host, once (then marked)."""
+    path = app.volume_path(target)
+    marker = f"{path}/{COPY_MARKER}"
+    if gateway.run(target, ["test", "-e", marker], timeout=10).ok:
+        return
+    treecopy.copy_tree(
+        vm=source.endpoint,
+        source=app.volume_path(source),
+        host_run=lambda argv, **kw: gateway.run(target, argv, **kw),
+        host_endpoint=target.endpoint,
+        target=path,
+        excludes=[COPY_MARKER, UPLOAD_MARKER],
+        progress=lambda done, total: None,
+    )
+    written = gateway.run(target, ["tee", marker], stdin=f"copied from {source.name}\n".encode(), timeout=10)
+    if not written.ok:
+        raise HostError(f"{target.name}: cannot write {marker}")
 
 
 # --- handlers ------------------------------------------------------------------------------------

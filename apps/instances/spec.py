@@ -79,12 +79,13 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         labels=tuple(sorted(labels.items())),
         memory_mb=instance.memory_mb,
         nano_cpus=int(instance.cpus * 1_000_000_000),
-        binds=((app.volume_path(host), settings.APP_VOLUME_MOUNT),),
+        binds=((app.volume_path(host), app.volume_mount or settings.APP_VOLUME_MOUNT),),
         port=app.effective_port,
         # Apps without an IP pool publish their port on the host's own address.
         publish_address=host.address if _is_ip(host.address) and not on_pool else "",
         network=pool.docker_network if on_pool and pool is not None else "",
         ipv4=instance.address if on_pool and instance.address else "",
         ro_binds=lxcfs_binds(host),
+        workdir=app.workdir,
         running=instance.desired_state == Instance.Desired.RUNNING,
     )

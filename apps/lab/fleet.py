@@ -698,6 +698,9 @@ def _ensure_public_network(host: LabHost) -> None:
 
 
 def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
+    from apps.lab.vm import vms_down  # vm.py builds on this module
+
+    vms_down(config, log, purge=purge)
     for host in config.existing_hosts():
         log(f"{host.name}: removing")
         _remove_host(host, purge=purge)

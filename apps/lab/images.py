@@ -139,24 +139,59 @@ def apt_mirror() -> str:
 
 def debian_python_tar(cache: Path, log: Callable[[str], None]) -> Path:
     """debootstrap bookworm minbase + python3, built once and cached outside git (~40 s)."""
-    out = cache / "debian-python-bookworm.tar"
+    return _debootstrap_tar(
+        cache / "debian-python-bookworm.tar",
+        cache / ".debian-python.lock",
+        ["python3"],
+        "slipway/debian-python rootfs",
+        log,
+    )
+
+
+# What a small legacy VM runs: its app (python3), ssh for whoever migrates it, and the usual
+# tools an init script and an operator reach for.
+VM_PACKAGES = ["python3", "openssh-server", "iproute2", "procps", "cron"]
+
+
+def debian_vm_tar(cache: Path, log: Callable[[str], None]) -> Path:
+    """The lab's legacy VM rootfs: bookworm minbase + VM_PACKAGES, cached like the images.
+    Its ssh host keys are removed: every VM generates its own."""
+    return _debootstrap_tar(
+        cache / "debian-vm-bookworm.tar",
+        cache / ".debian-vm.lock",
+        VM_PACKAGES,
+        "the legacy VM rootfs",
+        log,
+        drop=["etc/ssh/ssh_host_*"],
+    )
+
+
+def _debootstrap_tar(
+    out: Path,
+    lock_path: Path,
+    include: list[str],
+    what: str,
+    log: Callable[[str], None],
+    drop: list[str] | None = None,
+) -> Path:
     if out.exists():
         return out
+    cache = out.parent
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".debian-python.lock", "w") as lock:
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two lab runs must not debootstrap into one place
         if out.exists():
             return out
         if not shutil.which("debootstrap"):
             raise RuntimeError("debootstrap is not installed: apt-get install debootstrap")
-        log("building slipway/debian-python rootfs with debootstrap (about a minute, once)")
-        root = Path(tempfile.mkdtemp(prefix="debian-python-", dir=cache))
+        log(f"building {what} with debootstrap (about a minute, once)")
+        root = Path(tempfile.mkdtemp(prefix=f"{out.stem}-", dir=cache))
         try:
             subprocess.run(
                 [
                     "debootstrap",
                     "--variant=minbase",
-                    "--include=python3",
+                    f"--include={','.join(include)}",
                     "bookworm",
                     str(root),
                     apt_mirror(),
@@ -169,6 +204,9 @@ def debian_python_tar(cache: Path, log: Callable[[str], None]) -> Path:
                 for child in (root / sub).glob("*"):
                     if child.is_file():
                         child.unlink()
+            for pattern in drop or []:
+                for child in root.glob(pattern):
+                    child.unlink()
             tmp = out.with_suffix(".tmp")
             subprocess.run(["tar", "-C", str(root), "-cf", str(tmp), "."], check=True)
             tmp.rename(out)

@@ -96,7 +96,14 @@ def _audit_pool(pool: IPPool, hosts: list[Host], busy: set[int], report: Address
 
     if complete:
         # Foreign addresses no container holds any more: free, unless something still answers ARP.
-        stale = [a for address, a in allocations.items() if a.foreign and address not in seen]
+        # An address kept for a VM's move stays held while the move is planned, even if the VM is
+        # down for a while: the cutover hands it to the app.
+        kept = set(
+            IPAllocation.objects.filter(pool=pool, relocations__isnull=False).values_list("pk", flat=True)
+        )
+        stale = [
+            a for address, a in allocations.items() if a.foreign and address not in seen and a.pk not in kept
+        ]
         if stale:
             _recheck_foreign(pool, hosts, stale, reported, report)
         for address, allocation in allocations.items():

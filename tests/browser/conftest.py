@@ -75,12 +75,12 @@ def live_lab_hosts(transactional_db: None) -> list[Host]:
 def asgi_server(transactional_db: None) -> Iterator[str]:
     """The portal under daphne (as `make up` serves it: websockets too, which pytest-django's
     WSGI live_server lacks), on a free port and the test database; yields its base URL."""
-    from tests.conftest import ROOT, _database_url
+    from tests.conftest import ROOT, TEST_BROKER_URL, _database_url
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, DATABASE_URL=_database_url())
+    env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the server keeps Django's async safety checks
     log = open(settings.VAR_DIR / "test-daphne.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

@@ -105,7 +105,7 @@ def test_serve_answers_one_json_line_per_request_until_eof() -> None:
     assert replies[1]["ok"] is False and "bad request" in replies[1]["error"]
     assert (
         replies[2]["ok"] is False
-        and "'arp-probe', 'check', 'fix-network', 'garp', 'holders'" in replies[2]["error"]
+        and "'arp-probe', 'check', 'fix-network', 'garp', 'garp-for', 'holders'" in replies[2]["error"]
     )
     # No interface here holds that address: refused with the reason, nothing sent.
     assert replies[3] == {
@@ -114,3 +114,12 @@ def test_serve_answers_one_json_line_per_request_until_eof() -> None:
         "error": "no interface holds 192.0.2.77 in that network namespace",
     }
     assert replies[4]["ok"] is False and "nonsense" in replies[4]["error"]
+
+
+def test_garp_for_refuses_a_malformed_mac_before_sending_anything() -> None:
+    from hostagent import arp
+
+    with pytest.raises(ValueError, match="not a MAC address"):
+        arp.garp_for("public", "192.0.2.77", "02:00:zz")
+    with pytest.raises(ValueError, match="not a MAC address"):
+        arp.garp_for("public", "192.0.2.77", "02:00:00:00:00")

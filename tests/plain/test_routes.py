@@ -16,6 +16,7 @@ from apps.catalog.models import App, BaseImage
 from apps.console import services as console
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
+from apps.relocations.models import Inspection, Relocation
 from apps.resources import services as resources
 
 ROLES = ("anonymous", "outsider", "owner", "lead", "ops")
@@ -52,6 +53,7 @@ SLOT: Kwargs = lambda c: {"slug": c["app"].slug, "slot": c["instance"].slot}  # 
 COMMAND: Kwargs = lambda c: {"slug": c["app"].slug, "name": "reload"}  # noqa: E731
 SESSION: Kwargs = lambda c: {"pk": c["exec_session"].pk}  # noqa: E731
 REQUEST: Kwargs = lambda c: {"pk": c["request"].pk}  # noqa: E731
+RELOCATION: Kwargs = lambda c: {"pk": c["relocation"].pk}  # noqa: E731
 
 # The owner (a developer) filed ctx's pending request: only the lead and ops may decide it, only
 # the owner and ops cancel it, and the service explains every refusal (403 or 422 with the message).
@@ -157,6 +159,34 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     ),
     "resource-request-retry": ("post", REQUEST, _app_scoped(401, 400)),
     "app-resource-requests": ("get", APP, _app_scoped(401, 200)),
+    "relocations:list": ("get", NONE, _signed_in(302, 200)),
+    "relocations:create": ("get", NONE, _signed_in(302, 200)),
+    "relocations:detail": ("get", RELOCATION, _app_scoped(302, 200)),
+    "relocations:inspection": (
+        "get",
+        lambda c: {"pk": c["relocation"].pk, "inspection_id": c["inspection"].pk},
+        _app_scoped(302, 200),
+    ),
+    # ctx's VM is registered, its key not confirmed: empty forms come back with what is wrong,
+    # refused actions answer with a message and a redirect. Nothing reaches the VM.
+    "relocations:confirm-key": ("post", RELOCATION, _app_scoped(302, 400)),
+    "relocations:install-key": ("post", RELOCATION, _app_scoped(302, 400)),
+    "relocations:inspect": ("post", RELOCATION, _app_scoped(302, 302)),
+    "relocations:plan": ("post", RELOCATION, _app_scoped(302, 400)),
+    "relocations:run": ("post", RELOCATION, _app_scoped(302, 302)),
+    "relocations:cancel": ("post", RELOCATION, _app_scoped(302, 302)),
+    "relocations:rollback": ("post", RELOCATION, _app_scoped(302, 302)),  # not failed: a message
+    "relocation-list": ("get", NONE, _signed_in(401, 200)),
+    "relocation-detail": ("get", RELOCATION, _app_scoped(401, 200)),
+    "relocation-inspections": ("get", RELOCATION, _app_scoped(401, 200)),
+    # Empty bodies and a VM whose key is not confirmed: each refused with the service's message.
+    "relocation-confirm-key": ("post", RELOCATION, _app_scoped(401, 400)),
+    "relocation-install-key": ("post", RELOCATION, _app_scoped(401, 400)),
+    "relocation-inspect": ("post", RELOCATION, _app_scoped(401, 400)),
+    "relocation-plan": ("get", RELOCATION, _app_scoped(401, 400)),  # nothing inspected yet
+    "relocation-run": ("post", RELOCATION, _app_scoped(401, 400)),
+    "relocation-rollback": ("post", RELOCATION, _app_scoped(401, 400)),
+    "relocation-cancel": ("post", RELOCATION, _app_scoped(401, 200)),
     "base-image-list": ("get", NONE, _signed_in(401, 200)),
     "base-image-detail": ("get", lambda c: {"pk": c["image"].pk}, _signed_in(401, 200)),
     "schema": ("get", NONE, _all(200)),
@@ -192,10 +222,20 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
     request = resources.request_create(user=owner, app=app, memory_mb=128, cpus=app.cpus, reason="cache")
     instance = Instance.objects.get(app=app)
     exec_session = console.session_open(user=owner, instance=instance, kind="command", argv=["true"])
+    relocation = Relocation.objects.create(
+        team=app.team,
+        name="legacy",
+        address="10.213.99.9",
+        offered_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==",
+        created_by=owner,
+    )
+    inspection = Inspection.objects.create(relocation=relocation, error="authentication failed")
     return {
         "app": app,
         "exec_session": exec_session,
         "request": request,
+        "relocation": relocation,
+        "inspection": inspection,
         "instance": Instance.objects.get(app=app),
         "operation": Operation.objects.get(app=app),
         "host": hosts[0],

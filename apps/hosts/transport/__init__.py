@@ -110,6 +110,8 @@ class ContainerSpec:
     ipv4: str = ""
     # Read-only binds of files the host serves (LXCFS's /proc files), after `binds`.
     ro_binds: tuple[tuple[str, str], ...] = ()
+    # The app's working directory in the container ("" for the image's own).
+    workdir: str = ""
 
     @property
     def digest(self) -> str:
@@ -127,6 +129,8 @@ class ContainerSpec:
         ]
         if self.ro_binds:  # only then, so containers made before LXCFS keep their digest
             parts.append(repr(self.ro_binds))
+        if self.workdir:  # likewise: only apps that set one get a new digest
+            parts.append("workdir=" + self.workdir)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -261,6 +261,7 @@ def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
         # 10 s kill timeout) and zombies are reaped, whatever the app does.
         "init": True,
         "detach": True,
+        "working_dir": spec.workdir or None,
         "version": version,
     }
     if spec.network:

@@ -7,6 +7,7 @@ its own known-hosts data (the Host rows); the user's ~/.ssh is never read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -442,3 +443,122 @@ def agent_call(
 def agent_channel(endpoint: Endpoint) -> AgentChannel | None:
     """The agent channel kept for the endpoint in this process, if any (for tests and status)."""
     return _agents.get(endpoint)
+
+
+# --- streams (large transfers pumped by the caller) -------------------------------------------
+
+
+class Stream:
+    """A remote command whose stdin and stdout the caller pumps (a tar of an app's files).
+
+    Every read and write has the stall deadline: a cut link or a peer that stops reading
+    ends the transfer with HostUnreachable instead of hanging."""
+
+    def __init__(self, session: SSHSession, argv: list[str], stall: float) -> None:
+        if not argv or not all(isinstance(part, str) for part in argv):
+            raise TypeError("argv must be a non-empty list of strings")
+        self.endpoint = session.endpoint
+        self.stall = stall
+        self.what = argv[0]
+        self.channel = session.open_channel(shlex.join(argv), timeout=stall)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except TimeoutError as exc:
+            raise HostUnreachable(
+                f"{self.endpoint}: {self.what} took no data for {self.stall:g} s; the connection stalled"
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(
+                f"{self.endpoint}: connection lost while sending: {exc or 'closed'}"
+            ) from exc
+
+    def read(self, size: int = 1 << 20) -> bytes:
+        """Up to size bytes; b"" at the end of the output."""
+        try:
+            return bytes(self.channel.recv(size))
+        except TimeoutError as exc:
+            raise HostUnreachable(
+                f"{self.endpoint}: no data from {self.what} for {self.stall:g} s; the connection stalled"
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(
+                f"{self.endpoint}: connection lost while receiving: {exc or 'closed'}"
+            ) from exc
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.shutdown_write()
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        """Wait for the command's exit; its exit code and the end of what it wrote to stderr."""
+        deadline = time.monotonic() + timeout
+        while not self.channel.exit_status_ready():
+            if time.monotonic() > deadline or not self.channel.get_transport().is_active():
+                raise HostUnreachable(f"{self.endpoint}: {self.what} did not finish within {timeout:g} s")
+            # Drain stdout so a command blocked on a full window can still exit.
+            if self.channel.recv_ready():
+                self.channel.recv(65536)
+            time.sleep(0.02)
+        err = bytearray()
+        while self.channel.recv_stderr_ready():
+            _append_bounded(err, self.channel.recv_stderr(65536), 8192)
+        return self.channel.recv_exit_status(), err.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def stream(endpoint: Endpoint, argv: list[str], stall: float) -> Stream:
+    session = session_for(endpoint)
+    try:
+        return Stream(session, argv, stall)
+    except ChannelOpenFailed:
+        drop_session(endpoint)
+        return Stream(session_for(endpoint), argv, stall)
+
+
+# --- installing the portal's key with a one-time password ---------------------------------------
+
+# Appends the key once; the key travels as an argument, never inside the script text.
+_INSTALL_KEY_SCRIPT = (
+    'umask 077; mkdir -p "$HOME/.ssh" && touch "$HOME/.ssh/authorized_keys" && '
+    '{ grep -qxF "$1" "$HOME/.ssh/authorized_keys" || printf "%s\\n" "$1" >> "$HOME/.ssh/authorized_keys"; }'
+)
+
+
+def install_portal_key(endpoint: Endpoint, password: str) -> None:
+    """Log in once with a password (the pinned host key checked first) and add the portal's
+    public key to the user's authorized_keys. The password is used for this and forgotten."""
+    if not endpoint.host_key:
+        raise HostKeyUnknown(
+            f"{endpoint.address}: the host key is not confirmed; confirm its fingerprint first"
+        )
+    transport = _open_transport(endpoint.address, endpoint.port, endpoint.host_key.split()[0])
+    try:
+        offered = _key_string(transport.get_remote_server_key())
+        if offered != endpoint.host_key:
+            raise HostKeyChanged(
+                f"{endpoint.address}: host key changed (pinned {fingerprint(endpoint.host_key)}, "
+                f"offered {fingerprint(offered)}); refusing to send the password"
+            )
+        try:
+            transport.auth_password(endpoint.user, password)
+        except paramiko.AuthenticationException as exc:
+            raise CommandFailed(f"{endpoint}: the password was refused") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            raise HostUnreachable(f"{endpoint}: password login failed: {exc}") from exc
+        channel = transport.open_session(timeout=settings.SSH_CONNECT_TIMEOUT)
+        channel.settimeout(settings.SSH_COMMAND_TIMEOUT)
+        channel.exec_command(shlex.join(["sh", "-c", _INSTALL_KEY_SCRIPT, "sh", portal_public_key()]))
+        code = channel.recv_exit_status()
+        err = (
+            channel.recv_stderr(4096).decode(errors="replace").strip() if channel.recv_stderr_ready() else ""
+        )
+        if code != 0:
+            raise CommandFailed(
+                f"{endpoint}: installing the portal's key failed: {err or f'exit code {code}'}", code
+            )
+    finally:
+        transport.close()

@@ -4,15 +4,18 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.lab import fleet
+from apps.lab import fleet, vm
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
 
 
 class Command(BaseCommand):
-    help = "Build (up), remove (down) or show (status) the lab fleet of Docker hosts on this machine."
+    help = (
+        "Build (up), remove (down) or show (status) the lab fleet of Docker hosts and its legacy VM; "
+        "vm: how to log in to the legacy VM."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["up", "down", "status"])
+        parser.add_argument("action", choices=["up", "down", "status", "vm"])
         parser.add_argument(
             "--hosts", type=int, default=None, help="number of Docker hosts (default: LAB_HOSTS)"
         )
@@ -32,6 +35,7 @@ class Command(BaseCommand):
         try:
             if options["action"] == "up":
                 lab_hosts = fleet.up(config, log)
+                vm.vm_up(vm.demo_vm(config), log)
                 if not options["no_register"]:
                     hosts = register_hosts(lab_hosts, log)
                     register_images(config.images, log)
@@ -39,8 +43,10 @@ class Command(BaseCommand):
                     fix_lab_network(hosts, log)
                 self._print_status(config)
             elif options["action"] == "down":
-                fleet.down(config, log, purge=options["purge"])
+                fleet.down(config, log, purge=options["purge"])  # the VMs too
                 log("lab is down")
+            elif options["action"] == "vm":
+                self._print_vm_login(vm.demo_vm(config))
             else:
                 if not self._print_status(config):
                     raise CommandError("the lab is not healthy; run `manage.py lab up`")
@@ -62,4 +68,25 @@ class Command(BaseCommand):
                 f"dockerd {'up' if row.docker else 'DOWN'}  sshd {'up' if row.sshd else 'DOWN'}  "
                 f"lxcfs {'up' if row.lxcfs else 'DOWN'}  images: {images}"
             )
+        self._print_vm_status(vm.demo_vm(config))
         return all(row.healthy for row in rows)
+
+    def _print_vm_status(self, legacy: vm.LegacyVM) -> None:
+        # Not part of the lab's health: after a migration the VM's app is down on purpose.
+        state = vm.vm_status(legacy)
+        if not any(state.values()):
+            self.stdout.write(f"{legacy.name:8} legacy VM not running (`manage.py lab up` starts it)")
+            return
+        self.stdout.write(
+            f"{legacy.name:8} {legacy.ssh_address!s:15} legacy VM, service {legacy.service_address}:"
+            f"{legacy.port}  init {'up' if state['init'] else 'DOWN'}  sshd {'up' if state['sshd'] else 'DOWN'}  "
+            f"app {'up' if state['app'] else 'DOWN'}"
+        )
+
+    def _print_vm_login(self, legacy: vm.LegacyVM) -> None:
+        self.stdout.write(f"Legacy VM {legacy.name} (an app to migrate into a container):")
+        self.stdout.write(f"  ssh      root@{legacy.ssh_address}  password {vm.vm_password(legacy)}")
+        self.stdout.write(f"  service  {legacy.service_address} (the address its callers know)")
+        self.stdout.write(f"  app      {legacy.url}  (/etc/init.d/notes, files in {legacy.app_dir})")
+        if not vm.vm_status(legacy)["sshd"]:
+            self.stdout.write("  (not running now: `manage.py lab up` starts it)")

@@ -1,0 +1,235 @@
+"""Copy a directory tree from one machine to another over SSH: a VM's app directory into the
+app's volume on a host, or a volume from one host to another. Streamed through the worker over
+two SSH channels (tar out of the source, tar into the target), checksummed on both ends, and
+resumable: a run after an interruption sends only what is missing or different.
+
+The source side only reads. Paths come from `find` there and are checked before use on the target.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from apps.hosts.transport import CommandResult, Endpoint, HostError, ssh
+
+Run = Callable[..., CommandResult]
+Progress = Callable[[int, int], None]
+
+# sha256sum of every regular file under $1, paths relative ("./x"), NUL-free output (escaped).
+_SUMS = 'cd "$1" && find . -xdev -type f -print0 | xargs -0 -r sha256sum --'
+CHUNK = 1 << 20
+
+
+class CopyFailed(HostError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "f" file, "d" directory, "l" symlink
+    size: int
+
+
+@dataclass
+class Manifest:
+    entries: dict[str, Entry] = field(default_factory=dict)
+    sums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries.values() if e.kind == "f")
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.kind == "f")
+
+
+@dataclass
+class CopyResult:
+    files: int
+    size: int
+    sent_files: int
+    sent_bytes: int
+    removed: int
+    seconds: float
+
+
+def safe_relative(path: str) -> bool:
+    """A path from a listing that may be used under the volume: relative, no '..', no NUL."""
+    if not path or path.startswith("/") or "\0" in path:
+        return False
+    return ".." not in path.split("/") and posixpath.normpath(path) == path
+
+
+def excluded(path: str, excludes: list[str]) -> bool:
+    return any(path == ex or path.startswith(ex.rstrip("/") + "/") for ex in excludes)
+
+
+def parse_listing(data: bytes) -> dict[str, Entry]:
+    """`find DIR -mindepth 1 -printf '%y %s %P\\0'`."""
+    out: dict[str, Entry] = {}
+    for record in data.split(b"\0"):
+        if not record:
+            continue
+        kind, size, path = record.decode("utf-8", "surrogateescape").split(" ", 2)
+        if kind in ("f", "d", "l") and safe_relative(path):
+            out[path] = Entry(kind, int(size))
+    return out
+
+
+def parse_sums(data: bytes) -> dict[str, str]:
+    """sha256sum's output: 'HASH  ./path', with '\\' before lines whose name has '\\' or a newline."""
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", "surrogateescape").split("\n"):
+        if not line:
+            continue
+        escaped = line.startswith("\\")
+        if escaped:
+            line = line[1:]
+        digest, _, name = line.partition("  ")
+        if escaped:
+            name = name.replace("\\n", "\n").replace("\\\\", "\\")
+        if name.startswith("./"):
+            name = name[2:]
+        if len(digest) == 64 and safe_relative(name):
+            out[name] = digest
+    return out
+
+
+def manifest(run: Run, root: str, excludes: list[str], where: str, *, missing_ok: bool = False) -> Manifest:
+    """What is under root (files with their checksums), as `run` sees it."""
+    limit = settings.RELOCATION_MAX_LISTING
+    listing = run(
+        ["find", root, "-xdev", "-mindepth", "1", "-printf", "%y %s %P\\0"], timeout=120, max_output=limit
+    )
+    if listing.exit_code != 0:
+        text = listing.stderr.decode(errors="replace").strip()
+        if missing_ok and "No such file" in text:
+            return Manifest()
+        raise CopyFailed(f"{where}: cannot list {root}: {text[-300:] or f'exit code {listing.exit_code}'}")
+    if listing.truncated:
+        raise CopyFailed(f"{where}: {root} has too many files to list (over {limit} bytes of names)")
+    sums = run(["sh", "-c", _SUMS, "sh", root], timeout=600, max_output=limit)
+    if sums.exit_code != 0 or sums.truncated:
+        text = sums.stderr.decode(errors="replace").strip()
+        raise CopyFailed(
+            f"{where}: cannot checksum the files under {root}: {text[-300:] or 'output over the limit'}"
+        )
+    entries = {path: e for path, e in parse_listing(listing.stdout).items() if not excluded(path, excludes)}
+    checksums = {path: digest for path, digest in parse_sums(sums.stdout).items() if path in entries}
+    return Manifest(entries, checksums)
+
+
+def copy_tree(
+    *,
+    vm: Endpoint,
+    source: str,
+    host_run: Run,
+    host_endpoint: Endpoint,
+    target: str,
+    excludes: list[str],
+    progress: Progress,
+    stall: float | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> CopyResult:
+    """Make target on the host hold what source on the VM (or another host) holds, and prove it
+    by checksums. `on_chunk(bytes so far)` runs after each chunk (tests cut the link there)."""
+    started = time.monotonic()
+    stall = settings.RELOCATION_STALL_TIMEOUT if stall is None else stall
+
+    def vm_run(argv: list[str], **kw: object) -> CommandResult:
+        return ssh.run(vm, argv, **kw)  # type: ignore[arg-type]
+
+    have = manifest(vm_run, source, excludes, f"the VM {vm.address}")
+    made = host_run(["mkdir", "-p", target], timeout=15)
+    if made.exit_code != 0:
+        raise CopyFailed(f"cannot make {target} on the host: {made.stderr.decode(errors='replace')[-300:]}")
+    there = manifest(host_run, target, [], "the host")
+    wanted = [
+        path
+        for path, entry in sorted(have.entries.items())
+        if entry.kind != "f" or there.sums.get(path) != have.sums.get(path)
+    ]
+    send_files = [p for p in wanted if have.entries[p].kind == "f"]
+    total = sum(have.entries[p].size for p in send_files)
+    progress(0, total)
+    sent = 0
+    if send_files or any(p not in there.entries for p in wanted):
+        sent = _pump(vm, source, host_endpoint, target, wanted, total, progress, stall, on_chunk)
+    # Files the VM no longer has (left by an earlier attempt) go, so the volume matches it.
+    extra = [p for p, e in there.entries.items() if e.kind == "f" and p not in have.entries]
+    if extra:
+        gone = host_run(["rm", "-f", "--", *(posixpath.join(target, p) for p in extra)], timeout=60)
+        if gone.exit_code != 0:
+            raise CopyFailed(
+                f"cannot remove stale files in {target}: {gone.stderr.decode(errors='replace')[-300:]}"
+            )
+    after = manifest(host_run, target, [], "the host")
+    wrong = [p for p, digest in have.sums.items() if after.sums.get(p) != digest]
+    if wrong:
+        sample = ", ".join(wrong[:3])
+        raise CopyFailed(
+            f"{len(wrong)} file(s) differ after the copy ({sample}{', ...' if len(wrong) > 3 else ''}); "
+            "they may have changed on the VM during the copy. Run again to copy them anew."
+        )
+    progress(total, total)
+    return CopyResult(
+        files=have.files,
+        size=have.size,
+        sent_files=len(send_files),
+        sent_bytes=sent,
+        removed=len(extra),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _pump(
+    vm: Endpoint,
+    source: str,
+    host: Endpoint,
+    target: str,
+    paths: list[str],
+    total: int,
+    progress: Progress,
+    stall: float,
+    on_chunk: Callable[[int], None] | None,
+) -> int:
+    names = b"".join(b"./" + p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+    reader = ssh.stream(vm, ["tar", "-C", source, "--no-recursion", "--null", "-T", "-", "-cf", "-"], stall)
+    try:
+        writer = ssh.stream(host, ["tar", "-x", "-f", "-", "-C", target, "--numeric-owner"], stall)
+        try:
+            reader.write(names)
+            reader.close_input()
+            moved = 0
+            last = 0.0
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                writer.write(chunk)
+                moved += len(chunk)
+                if on_chunk is not None:
+                    on_chunk(moved)
+                now = time.monotonic()
+                if now - last > 0.25:
+                    progress(min(moved, total), total)
+                    last = now
+            writer.close_input()
+            code, err = reader.finish(stall)
+            # tar exits 1 when a file changed while it was read; the checksums decide then.
+            if code not in (0, 1):
+                raise CopyFailed(f"the VM's tar failed (exit code {code}): {err[-300:]}")
+            code, err = writer.finish(max(stall, 60))
+            if code != 0:
+                raise CopyFailed(f"unpacking on the host failed (exit code {code}): {err[-300:]}")
+            return moved
+        finally:
+            writer.close()
+    finally:
+        reader.close()
