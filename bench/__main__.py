@@ -295,6 +295,7 @@ def main() -> int:
     figure("app_list_p95", "ms", samples[int(len(samples) * 0.95) - 1], None)
 
     bench_metrics(lab, by_name)
+    bench_planner()
 
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -412,6 +413,25 @@ def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -
         timings.append((time.perf_counter() - started) * 1000)
     assert sum(v is not None for v in chart["series"][0]["cpu_pct"]) > 1000
     figure("chart_query_24h", "ms", statistics.median(timings), None)
+
+
+def bench_planner() -> None:
+    """Consolidating the seeded synthetic fleet (500 apps, 2,000 instances on 60 hosts): hosts
+    after ÷ the lower bound (total demand ÷ host size, per resource), and the planning time."""
+    from apps.hosts import planner
+
+    hosts, items = planner.synthetic_fleet(apps=500, instances=2000, hosts=60, seed=1)
+    times, result = [], None
+    for _ in range(ROUNDS):
+        result = planner.plan(hosts, items)
+        times.append(result.seconds)
+    assert result is not None and not result.unplaced
+    say(
+        f"synthetic fleet: {result.hosts_before} -> {result.hosts_after} hosts (lower bound "
+        f"{result.lower_bound}), {len(result.moves)} moves"
+    )
+    figure("packing_ratio", "x", result.ratio, None)
+    figure("planning_time", "s", statistics.median(times), None)
 
 
 def bench_relocation(

@@ -184,6 +184,7 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
     app = App.objects.select_for_update().get(pk=app.pk)
     live = list(app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).order_by("slot"))
     current = len(live)
+    placed: list[dict[str, Any]] = []  # where each new instance went, and why (shown on the operation)
     if wanted > current:
         check_quota(
             app.team,
@@ -192,9 +193,13 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
             what=f"scaling {app.slug} to {wanted}",
         )
         if hosts is None:
-            hosts = placement.place(app, wanted - current)
+            choices = placement.choose(app, wanted - current)
+            hosts = [choice.host for choice in choices]
+            reasons = [choice.reason for choice in choices]
         elif len(hosts) != wanted - current:
             raise ValidationError(f"{len(hosts)} hosts given for {wanted - current} new instances.")
+        else:
+            reasons = [f"{host.name}: chosen by the caller (where the app's files are)" for host in hosts]
         used = set(app.instance_set.values_list("slot", flat=True))
         slot = 0
         for host in hosts:
@@ -202,6 +207,7 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
                 slot += 1
             used.add(slot)
             allocation = address_allocate(app=app, slot=slot)
+            placed.append({"slot": slot, "host": host.name, "reason": reasons[len(placed)]})
             Instance.objects.create(
                 app=app,
                 slot=slot,
@@ -221,8 +227,9 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
         app=app,
         kind=Operation.Kind.SCALE,
         user=user,
-        params={"from": current, "to": wanted},
-        summary=f"scale {current} → {wanted}",
+        params={"from": current, "to": wanted, **({"placement": placed} if placed else {})},
+        summary=f"scale {current} → {wanted}"
+        + (f" (on {', '.join(p['host'] for p in placed)})" if placed else ""),
     )
 
 
@@ -256,7 +263,7 @@ def instance_action(*, user: Any, instance: Instance, action: str) -> Operation:
 
 
 @transaction.atomic
-def instance_move(*, user: Any, instance: Instance, host: Any) -> Operation:
+def instance_move(*, user: Any, instance: Instance, host: Any, reason: str = "") -> Operation:
     """Recreate an instance on another host, with the same slot, address, volume path and limits
     (ops only; draining a host builds on this)."""
     if not getattr(user, "is_staff", False):
@@ -279,7 +286,15 @@ def instance_move(*, user: Any, instance: Instance, host: Any) -> Operation:
         kind=Operation.Kind.MOVE,
         user=user,
         instance=instance,
-        params={"from_host": source.pk, "to_host": host.pk},
+        params={
+            "from_host": source.pk,
+            "to_host": host.pk,
+            **(
+                {"placement": [{"slot": instance.slot, "host": host.name, "reason": reason}]}
+                if reason
+                else {}
+            ),
+        },
         summary=f"move {instance.container_name} from {source.name} to {host.name}",
     )
     Instance.objects.filter(pk=instance.pk).update(host=host, state=Instance.State.PENDING, container_id="")

@@ -9,8 +9,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from apps.hosts import drain as draining
 from apps.hosts import services
-from apps.hosts.models import Host
+from apps.hosts.models import Drain, FleetScenario, Host
+from portal.admin import ReadOnlyAdmin
 
 
 class HostAdminForm(forms.ModelForm):
@@ -63,7 +65,7 @@ class HostAdmin(admin.ModelAdmin):
         "last_error",
         "facts",
     ]
-    actions = ["probe", "refetch_key", "fix_network"]
+    actions = ["probe", "refetch_key", "fix_network", "drain", "activate"]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         # Registering fetches the host key for confirmation: one flow, on the ops host page.
@@ -111,3 +113,47 @@ class HostAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{host.name} offers {host.offered_fingerprint}; confirm it to pin."
                 )
+
+    @admin.action(description="Drain the selected hosts (move their instances away, one at a time)")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                made = draining.host_drain(user=request.user, host=host)
+            except ValidationError as exc:
+                self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{host.name}: draining, {made.total} instance(s) to move; progress on its host page.",
+                )
+
+    @admin.action(description="Let the selected draining hosts take instances again")
+    def activate(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                draining.host_activate(user=request.user, host=host)
+            except ValidationError as exc:
+                self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{host.name} takes instances again.")
+
+
+@admin.register(Drain)
+class DrainAdmin(ReadOnlyAdmin):
+    """Drains, for ops to follow; started and stopped from the host actions or the host page."""
+
+    list_display = ["host", "state", "done", "total", "current", "started_by", "created_at", "finished_at"]
+    list_filter = ["state"]
+    readonly_fields = ["log", "error"]
+
+
+@admin.register(FleetScenario)
+class FleetScenarioAdmin(admin.ModelAdmin):
+    """What-if fleets (`manage.py synthetic_fleet`): plain numbers, deletable, never placed on."""
+
+    list_display = ["name", "description", "created_at"]
+    fields = ["name", "description"]
+    readonly_fields = ["name", "description"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

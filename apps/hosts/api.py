@@ -11,8 +11,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.hosts import drain as draining
 from apps.hosts import services
-from apps.hosts.models import Host
+from apps.hosts.models import Drain, Host
 from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import host_metrics
 
@@ -76,6 +77,24 @@ class IsStaffOrReadOnly(permissions.BasePermission):
 
 def _as_drf(exc: DjangoValidationError) -> ValidationError:
     return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
+
+
+class DrainSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Drain
+        fields = [
+            "id",
+            "state",
+            "total",
+            "done",
+            "percent",
+            "current",
+            "log",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
 
 
 class HostViewSet(
@@ -144,3 +163,33 @@ class HostViewSet(
         except DjangoValidationError as exc:
             raise _as_drf(exc) from exc
         return Response(self.get_serializer(host).data)
+
+    def _drain_answer(self, host: Host) -> Response:
+        drain = host.drains.first()
+        return Response(
+            {"host": self.get_serializer(host).data, "drain": DrainSerializer(drain).data if drain else None}
+        )
+
+    @extend_schema(request=None, responses=DrainSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def drain(self, request: Request, pk: str | None = None) -> Response:
+        """GET: the latest drain and its progress. POST: drain the host (ops): its instances are
+        moved to other hosts one at a time; it takes nothing new meanwhile."""
+        host = self.get_object()
+        if request.method == "POST":
+            try:
+                draining.host_drain(user=request.user, host=host)
+            except DjangoValidationError as exc:
+                raise _as_drf(exc) from exc
+            host.refresh_from_db()
+        return self._drain_answer(host)
+
+    @extend_schema(request=None, responses=HostSerializer)
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, pk: str | None = None) -> Response:
+        """A draining host takes instances again (a drain under way stops after its current move)."""
+        try:
+            host = draining.host_activate(user=request.user, host=self.get_object())
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
+        return self._drain_answer(host)

@@ -5,10 +5,15 @@ from apps.hosts import views
 app_name = "hosts"
 urlpatterns = [
     path("", views.host_list, name="list"),
+    path("planner/", views.planner_page, name="planner"),
+    path("planner/apply/", views.planner_apply, name="planner-apply"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/confirm-key/", views.host_confirm_key, name="confirm-key"),
     path("<int:pk>/refetch-key/", views.host_refetch_key, name="refetch-key"),
     path("<int:pk>/probe/", views.host_probe, name="probe"),
     path("<int:pk>/fix-network/", views.host_fix_network, name="fix-network"),
     path("<int:pk>/override/", views.host_override, name="override"),
+    path("<int:pk>/drain/", views.host_drain, name="drain"),
+    path("<int:pk>/drain/progress/", views.host_drain_progress, name="drain-progress"),
+    path("<int:pk>/activate/", views.host_activate, name="activate"),
 ]

@@ -323,11 +323,28 @@ def _converge_instance(op: Operation) -> None:
 
 def _move(op: Operation) -> None:
     """Remove the container from the old host, then make it on the new one (same name, slot,
-    address): the address is free on the segment again before the new container claims it."""
+    address): the address is free on the segment again before the new container claims it.
+
+    The app's volume goes with it, host to host, checksummed: copied while the old container
+    still serves, then once more after it stopped (only what changed meanwhile), so the new
+    container starts on the files the old one left."""
     app = _require_app(op)
     if op.instance is None:
         raise OperationFailed("The instance no longer exists.")
     source = Host.objects.filter(pk=op.params.get("from_host")).first()
+    target = op.instance.host
+    synced = False
+    if source is not None and source.pk != target.pk:
+        try:
+            volume_sync(app, source, target)
+            synced = True
+        except HostError as exc:
+            # The source may be the reason for the move (unreachable): the target then gets the
+            # app's upload or its volume home's files, as any new host would.
+            log.warning("move of %s: no copy of the volume from %s: %s", op.instance, source, exc)
+            Operation.objects.filter(pk=op.pk).update(
+                summary=f"{op.summary}; volume not copied from {source.name} ({exc})"[:300]
+            )
     if source is not None:
         try:
             gateway.container_remove(source, op.instance.container_name)
@@ -335,7 +352,32 @@ def _move(op: Operation) -> None:
             raise OperationFailed(
                 f"Cannot remove {op.instance.container_name} from {source.name}: {exc}"
             ) from exc
+    if synced and source is not None:
+        volume_sync(app, source, target)  # what changed while the old container ran on
+        if app.volume_home_id == source.pk:
+            App.objects.filter(pk=app.pk).update(volume_home=target)
+            app.volume_home = target
     converge(app, only=op.instance)
+
+
+def volume_sync(app: App, source: Host, target: Host) -> None:
+    """Make the app's volume on target what it is on source (resumable, checksummed), and mark it
+    so the target does not take the volume home's files over it later."""
+    path = app.volume_path(target)
+    if not gateway.run(source, ["test", "-d", app.volume_path(source)], timeout=10).ok:
+        return  # nothing there to carry over
+    treecopy.copy_tree(
+        vm=source.endpoint,
+        source=app.volume_path(source),
+        host_run=lambda argv, **kw: gateway.run(target, argv, **kw),
+        host_endpoint=target.endpoint,
+        target=path,
+        excludes=[COPY_MARKER],
+        progress=lambda done, total: None,
+    )
+    gateway.run(
+        target, ["tee", f"{path}/{COPY_MARKER}"], stdin=f"moved from {source.name}\n".encode(), timeout=10
+    )
 
 
 def _redeploy(op: Operation) -> None:

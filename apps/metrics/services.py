@@ -61,10 +61,26 @@ def collect_all() -> SweepReport:
             stored = store(host, document)
             report.hosts[host.name] = stored
             report.stored += stored
-            Host.objects.filter(pk=host.pk).update(metrics_at=timezone.now(), metrics_error="")
+            Host.objects.filter(pk=host.pk).update(
+                metrics_at=timezone.now(), metrics_error="", usage=host_usage(host.usage, document)
+            )
     if report.failed:
         log.warning("metrics sweep: no samples from %s", report.failed)
     return report
+
+
+def host_usage(before: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    """What the host's managed containers use now: their working sets, and their CPU rate since
+    the previous sweep (none on the first, or when containers came and went and the total fell)."""
+    containers = [c for c in document.get("containers", []) if not c.get("error")]
+    now = float(document.get("time") or 0)
+    cpu_ns = sum(int(c.get("cpu_usage_ns", 0)) for c in containers)
+    memory_mb = sum(int(c.get("memory_working_set", 0)) for c in containers) / (1024 * 1024)
+    cpus = None
+    elapsed = now - float(before.get("t") or 0)
+    if before and 0 < elapsed < 600 and cpu_ns >= int(before.get("cpu_ns") or 0):
+        cpus = round((cpu_ns - int(before["cpu_ns"])) / (elapsed * 1e9), 3)
+    return {"t": now, "cpu_ns": cpu_ns, "memory_mb": round(memory_mb, 1), "cpus": cpus}
 
 
 # Sample columns filled from a sweep: (column, key in the agent's document).

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Membership
@@ -28,6 +28,7 @@ from apps.catalog.services import parse_limits
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
+from apps.instances import placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 from apps.metrics.models import Sample
@@ -88,17 +89,8 @@ def usage_of(app: App, *, live: bool = True) -> list[InstanceUsage]:
 
 def host_room(hosts: list[Host]) -> dict[int, tuple[int, Decimal]]:
     """Free memory (MiB) and CPU of each host, after what its instances reserve."""
-    rows = Host.objects.filter(pk__in=[h.pk for h in hosts]).annotate(
-        reserved_memory=Sum("instances__memory_mb"), reserved_cpus=Sum("instances__cpus")
-    )
-    return {
-        h.pk: (
-            (h.memory_mb or 0) - (h.reserved_memory or 0),
-            Decimal(str(h.cpus or 0)) * Decimal(str(settings.CPU_OVERCOMMIT))
-            - (h.reserved_cpus or Decimal(0)),
-        )
-        for h in rows
-    }
+    rooms = placement.host_rooms(Host.objects.filter(pk__in=[h.pk for h in hosts]))
+    return {room.host.pk: (room.free_memory_mb, room.free_cpus) for room in rooms}
 
 
 def check_change(app: App, memory: int, cpus: Decimal, *, live_usage: bool = True) -> None:

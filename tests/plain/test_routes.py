@@ -93,12 +93,20 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "hosts:probe": ("post", HOST, _ops_page(200)),
     "hosts:fix-network": ("post", HOST, _ops_page(302)),
     "hosts:override": ("post", HOST, _ops_page(302)),
+    "hosts:drain": ("post", HOST, _ops_page(302)),
+    "hosts:activate": ("post", HOST, _ops_page(302)),  # not draining: a message
+    "hosts:drain-progress": ("get", HOST, _ops_page(286)),  # no drain: stop polling
+    "hosts:planner": ("get", NONE, _ops_page(200)),
+    # ctx's one instance already sits on a single host: nothing to empty, a message.
+    "hosts:planner-apply": ("post", NONE, _ops_page(302)),
     "admin:index": ("get", NONE, _ops_page(200)),
     "api-root": ("get", NONE, _signed_in(401, 200)),
     "host-list": ("get", NONE, _signed_in(401, 200)),
     "host-detail": ("get", HOST, _signed_in(401, 200)),
     "host-confirm-key": ("post", HOST, _ops_api(400)),
     "host-probe": ("post", HOST, _ops_api(200)),
+    "host-drain": ("get", HOST, {"anonymous": 401, "outsider": 200, "owner": 200, "lead": 200, "ops": 200}),
+    "host-activate": ("post", HOST, _ops_api(400)),  # not draining
     "host-fix-network": ("post", HOST, _ops_api(400)),
     "host-metrics": ("get", HOST, _ops_api(200)),
     "host-override": ("post", HOST, _ops_api(400)),

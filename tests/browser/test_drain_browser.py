@@ -1,0 +1,74 @@
+"""Ops drain a lab host from its page in Chromium and watch the instances move off it, live,
+through a real Celery worker."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, expect
+
+from apps.accounts.models import Membership, Team
+from apps.catalog import services
+from apps.hosts.models import Drain, Host
+from apps.instances import executor
+from apps.instances.models import Instance, Operation
+from apps.lab import fleet
+from apps.lab.register import fix_lab_network, register_images, register_pool
+from tests.browser.test_hosts_browser import _login
+
+
+def test_ops_drain_a_host_and_watch_its_instances_move(
+    page: Page,
+    live_server,  # type: ignore[no-untyped-def]
+    live_lab_hosts: list[Host],
+    worker: None,
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    lab = fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
+    register_pool(
+        lab[0].config, live_lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
+    )
+    fix_lab_network(live_lab_hosts, log=lambda _: None)
+    (image,) = register_images(("busybox",), log=lambda _: None)
+    team = Team.objects.create(slug="drainers", name="Drainers")
+    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
+    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
+    User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
+    leaving, staying = live_lab_hosts
+    slugs = ["draina", "drainb"]
+    try:
+        for slug in slugs:
+            app = services.app_create(
+                user=dev, team=team, slug=slug, base_image=image, memory_mb=32, cpus="0.1"
+            )
+            op = services.app_scale(user=dev, app=app, instances=1, hosts=[leaving])
+            executor.run_operation(op.pk)
+            assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
+
+        _login(page, live_server.url, "ops")
+        page.goto(f"{live_server.url}/hosts/{leaving.pk}/")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name=f"Drain {leaving.name}").click()
+        expect(page.locator(".messages")).to_contain_text("2 instance(s) to move")
+        screenshot("draining")
+        # The card polls itself until the drain is over.
+        expect(page.locator("#drain")).to_contain_text("Empty: 2 of 2 moved", timeout=90_000)
+        expect(page.locator("#drain")).to_contain_text(f"→ {staying.name}")
+        expect(page.locator("#drain")).to_contain_text("Take instances again")
+        screenshot("drained")
+        assert Drain.objects.get(host=leaving).state == Drain.State.DONE
+        assert set(Instance.objects.filter(app__slug__in=slugs).values_list("host_id", "state")) == {
+            (staying.pk, Instance.State.RUNNING)
+        }
+
+        page.get_by_role("button", name="Take instances again").click()
+        expect(page.locator("#host-state")).to_contain_text(re.compile("Active"))
+    finally:
+        for lab_host in lab:
+            for slug in slugs:
+                ids = fleet.docker(
+                    lab_host, "ps", "-aq", "--filter", f"label=io.slipway.app={slug}"
+                ).stdout.split()
+                if ids:
+                    fleet.docker(lab_host, "rm", "-f", *ids, check=False)
