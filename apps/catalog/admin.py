@@ -8,13 +8,24 @@ from django.http import HttpRequest
 
 from apps.catalog import services
 from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
+from apps.catalog.selectors import image_usage
 from portal.admin import ReadOnlyAdmin
 
 
 @admin.register(BaseImage)
 class BaseImageAdmin(admin.ModelAdmin):
-    list_display = ["reference", "runtime", "deprecated", "host_names", "created_at"]
-    list_filter = ["deprecated", "runtime"]
+    list_display = [
+        "reference",
+        "runtime",
+        "recommended",
+        "deprecated",
+        "withdrawn",
+        "apps_on_it",
+        "instances_on_it",
+        "host_names",
+        "created_at",
+    ]
+    list_filter = ["recommended", "deprecated", "withdrawn", "runtime", "name"]
     search_fields = ["name", "tag", "runtime"]
     filter_horizontal = ["hosts"]
     actions = ["refresh_hosts"]
@@ -23,8 +34,17 @@ class BaseImageAdmin(admin.ModelAdmin):
     def host_names(self, image: BaseImage) -> str:
         return ", ".join(h.name for h in image.hosts.all())
 
+    @admin.display(description="Apps", ordering="app_count")
+    def apps_on_it(self, image: BaseImage) -> int:
+        return int(getattr(image, "app_count", 0))
+
+    @admin.display(description="Instances", ordering="instance_count")
+    def instances_on_it(self, image: BaseImage) -> int:
+        return int(getattr(image, "instance_count", 0))
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[BaseImage]:
-        return super().get_queryset(request).prefetch_related("hosts")
+        # Per version, which apps and how many instances still run it.
+        return image_usage().prefetch_related("hosts")
 
     @admin.action(description="Check which hosts have the selected images")
     def refresh_hosts(self, request: HttpRequest, queryset: QuerySet[BaseImage]) -> None:

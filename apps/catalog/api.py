@@ -66,6 +66,8 @@ class BaseImageSerializer(serializers.ModelSerializer):
             "default_command",
             "default_port",
             "deprecated",
+            "recommended",
+            "withdrawn",
             "hosts",
         ]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -40,6 +41,14 @@ class BaseImage(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     deprecated = models.BooleanField(default=False, help_text="Deprecated images take no new apps.")
+    # Of the versions (tags) of one image name: the one apps should move to, and those that take
+    # no new instances at all (running ones keep running, and move to another version).
+    recommended = models.BooleanField(
+        default=False, help_text="The version apps on this image should move to."
+    )
+    withdrawn = models.BooleanField(
+        default=False, help_text="Withdrawn versions take no new instances at all."
+    )
     hosts = models.ManyToManyField(
         Host, blank=True, related_name="images", help_text="Hosts that have this image."
     )
@@ -52,9 +61,31 @@ class BaseImage(models.Model):
     def __str__(self) -> str:
         return self.reference
 
+    def clean(self) -> None:
+        if self.recommended and (self.deprecated or self.withdrawn):
+            raise ValidationError(
+                {"recommended": "A deprecated or withdrawn version cannot be the recommended one."}
+            )
+        if self.recommended:
+            other = BaseImage.objects.filter(name=self.name, recommended=True).exclude(pk=self.pk).first()
+            if other is not None:
+                raise ValidationError(
+                    {
+                        "recommended": f"{other.reference} is the recommended version of {self.name}; un-mark it first."
+                    }
+                )
+
     @property
     def reference(self) -> str:
         return f"{self.name}:{self.tag}"
+
+    @property
+    def status(self) -> str:
+        if self.withdrawn:
+            return "withdrawn"
+        if self.deprecated:
+            return "deprecated"
+        return "recommended" if self.recommended else "published"
 
 
 class App(models.Model):

@@ -49,4 +49,31 @@ def app_list(user: User) -> QuerySet[App]:
 
 
 def base_images_for_new_apps() -> QuerySet[BaseImage]:
-    return BaseImage.objects.filter(deprecated=False)
+    return BaseImage.objects.filter(deprecated=False, withdrawn=False)
+
+
+def newer_recommended(app: App) -> BaseImage | None:
+    """The recommended version of the app's image, if the app is not on it (its page says so)."""
+    current = app.base_image
+    if current.recommended:
+        return None
+    return (
+        BaseImage.objects.filter(name=current.name, recommended=True, withdrawn=False, deprecated=False)
+        .exclude(pk=current.pk)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def image_usage() -> QuerySet[BaseImage]:
+    """Every base image version with how many apps and live instances still run it."""
+    from apps.instances.models import Instance
+
+    return BaseImage.objects.annotate(
+        app_count=Count("apps", distinct=True),
+        instance_count=Count(
+            "apps__instance_set",
+            filter=~Q(apps__instance_set__desired_state=Instance.Desired.REMOVED),
+            distinct=True,
+        ),
+    )

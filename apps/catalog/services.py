@@ -70,12 +70,27 @@ def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[in
 
 
 def _check_image(base_image: BaseImage, *, new: bool) -> None:
+    if base_image.withdrawn:
+        raise ValidationError(
+            {
+                "base_image": f"{base_image.reference} is withdrawn and takes no new instances; "
+                + _versions_hint(base_image)
+            }
+        )
     if new and base_image.deprecated:
         raise ValidationError(
             {
                 "base_image": f"{base_image.reference} is deprecated and takes no new apps; pick another base image."
             }
         )
+
+
+def _versions_hint(base_image: BaseImage) -> str:
+    usable = BaseImage.objects.filter(name=base_image.name, withdrawn=False, deprecated=False).exclude(
+        pk=base_image.pk
+    )
+    best = usable.filter(recommended=True).first() or usable.order_by("-created_at").first()
+    return f"use {best.reference}." if best else "pick another base image."
 
 
 @transaction.atomic
@@ -186,6 +201,13 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
     current = len(live)
     placed: list[dict[str, Any]] = []  # where each new instance went, and why (shown on the operation)
     if wanted > current:
+        if app.base_image.withdrawn:
+            raise ValidationError(
+                {
+                    "instances": f"{app.base_image.reference} is withdrawn: it takes no new instances. "
+                    f"Move {app.slug} to another version first ({_versions_hint(app.base_image)[:-1]})."
+                }
+            )
         check_quota(
             app.team,
             add_memory_mb=app.memory_mb * (wanted - current),
@@ -199,7 +221,22 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
         elif len(hosts) != wanted - current:
             raise ValidationError(f"{len(hosts)} hosts given for {wanted - current} new instances.")
         else:
-            reasons = [f"{host.name}: chosen by the caller (where the app's files are)" for host in hosts]
+            # The caller chose the hosts (where the app's files are); they must still have room.
+            rooms = {room.host.pk: room for room in placement.rooms(app)}
+            reasons = []
+            for host in hosts:
+                room = rooms.get(host.pk)
+                if room is None or not room.fits(app.memory_mb, app.cpus):
+                    raise ValidationError(
+                        f"{host.name} cannot take an instance of {app.slug} now: "
+                        + (
+                            f"it has {room.free_memory_mb} MiB and {room.free_cpus} CPU free."
+                            if room
+                            else "it is not active, fails its checks, lacks the image or does not serve the app's pool."
+                        )
+                    )
+                room.add(app.memory_mb, app.cpus)
+                reasons.append(f"{room.describe()}: chosen by the caller (where the app's files are)")
         used = set(app.instance_set.values_list("slot", flat=True))
         slot = 0
         for host in hosts:

@@ -110,6 +110,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             response.status_code = HttpResponseStopPolling.status_code
         return response
     context.update(
+        newer_image=selectors.newer_recommended(app),
         scale_form=ScaleForm(initial={"instances": app.instances}),
         upload_form=UploadForm(),
         delete_form=DeleteForm(app=app),

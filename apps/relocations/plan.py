@@ -106,7 +106,7 @@ def _main(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_for(runtime: str) -> BaseImage | None:
-    usable = BaseImage.objects.filter(deprecated=False).order_by("-created_at")
+    usable = BaseImage.objects.filter(deprecated=False, withdrawn=False).order_by("-created_at")
     for wanted in RUNTIME_IMAGES.get(runtime, []):
         image = usable.filter(runtime__iexact=wanted).first()
         if image is not None:
@@ -207,6 +207,10 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
     image = BaseImage.objects.filter(pk=int(image_id)).first() if image_id.isdigit() else None
     if image is None:
         errors["base_image"] = f"{data.get('base_image')!r} is not a base image; pick one from the catalog."
+    elif image.withdrawn:
+        errors["base_image"] = (
+            f"{image.reference} is withdrawn and takes no new instances; pick another version."
+        )
     elif image.deprecated:
         errors["base_image"] = (
             f"{image.reference} is deprecated and takes no new apps; pick another base image."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
 from apps.catalog import services
@@ -109,3 +110,18 @@ def test_host_usage_is_the_working_sets_and_the_cpu_rate_between_sweeps() -> Non
     assert second["cpus"] == 0.6 and second["memory_mb"] == 50.0
     # A container went away and the total fell: no rate this time rather than a negative one.
     assert host_usage(second, {"time": 120.0, "containers": []})["cpus"] is None
+
+
+def test_hosts_chosen_by_the_caller_must_still_have_room(
+    owner: User, alpha: Team, image: BaseImage, three: list[Host]
+) -> None:
+    h1 = three[0]
+    big = _app(owner, alpha, image, "big", memory=900)
+    op = services.app_scale(user=owner, app=big, instances=1, hosts=[h1])
+    assert "chosen by the caller" in op.params["placement"][0]["reason"]
+    more = _app(owner, alpha, image, "more", memory=256)
+    with pytest.raises(ValidationError, match="h1 cannot take an instance of more now: it has 124 MiB"):
+        services.app_scale(user=owner, app=more, instances=1, hosts=[h1])
+    Host.objects.filter(pk=three[1].pk).update(state=Host.State.DRAINING)
+    with pytest.raises(ValidationError, match="h2 cannot take an instance of more now: it is not active"):
+        services.app_scale(user=owner, app=more, instances=1, hosts=[three[1]])
