@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -362,11 +361,7 @@ def planner_apply(request: HttpRequest) -> HttpResponse:
         messages.info(request, "The plan empties no host now: nothing to drain.")
         return redirect("hosts:planner")
     try:
-        # One transaction: every host is marked draining before any drain task is sent, so no
-        # drain moves an instance onto a host that is about to be drained too; and a refusal
-        # halfway leaves nothing half applied.
-        with transaction.atomic():
-            drains = consolidation.apply(user=request.user, fleet=fleet, plan=plan)
+        drains = consolidation.apply(user=request.user, fleet=fleet, plan=plan)  # one transaction
     except (ValidationError, PermissionDenied) as exc:
         text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, text)

@@ -294,15 +294,20 @@ def relocation_install_key(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _page(request, relocation, install_form=form, status=400)
 
 
-@login_required
-@require_POST
-def relocation_inspect(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+def _act(request: HtmxHttpRequest, pk: int, service: Any) -> HttpResponse:
+    """A button that asks a service to start something: a refusal becomes a message."""
     relocation = _relocation_or_404(request, pk)
     try:
-        services.relocation_inspect(user=request.user, relocation=relocation)
+        service(user=request.user, relocation=relocation)
     except (ValidationError, PermissionDenied) as exc:
         messages.error(request, _text(exc))
     return _back(request, relocation)
+
+
+@login_required
+@require_POST
+def relocation_inspect(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, services.relocation_inspect)
 
 
 @login_required
@@ -335,23 +340,13 @@ def relocation_plan(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def relocation_run(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    relocation = _relocation_or_404(request, pk)
-    try:
-        services.relocation_run(user=request.user, relocation=relocation)
-    except (ValidationError, PermissionDenied) as exc:
-        messages.error(request, _text(exc))
-    return _back(request, relocation)
+    return _act(request, pk, services.relocation_run)
 
 
 @login_required
 @require_POST
 def relocation_rollback(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    relocation = _relocation_or_404(request, pk)
-    try:
-        services.relocation_rollback(user=request.user, relocation=relocation)
-    except (ValidationError, PermissionDenied) as exc:
-        messages.error(request, _text(exc))
-    return _back(request, relocation)
+    return _act(request, pk, services.relocation_rollback)
 
 
 @login_required

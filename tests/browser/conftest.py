@@ -9,15 +9,19 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from apps.accounts.models import Membership, Team
+from apps.catalog.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import register_hosts
+from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls that the tests
 # make between page actions are still synchronous and safe.
@@ -112,3 +116,30 @@ def asgi_server(transactional_db: None) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@dataclass
+class Fleet:
+    """The lab registered for a browser test: hosts, the tests' pool, busybox, a team with a
+    developer ("dev") and an ops user ("ops"), passwords "pw-<name>"."""
+
+    lab: list[fleet.LabHost]
+    hosts: list[Host]
+    image: BaseImage
+    team: Team
+    dev: User
+
+
+@pytest.fixture
+def lab_fleet(live_lab_hosts: list[Host]) -> Fleet:
+    lab = fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
+    register_pool(
+        lab[0].config, live_lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
+    )
+    fix_lab_network(live_lab_hosts, log=lambda _: None)
+    (image,) = register_images(("busybox",), log=lambda _: None)
+    team = Team.objects.create(slug="fleet-team", name="Fleet team")
+    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
+    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
+    User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
+    return Fleet(lab, live_lab_hosts, image, team, dev)

@@ -5,36 +5,31 @@ from __future__ import annotations
 
 import re
 
-from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
-from apps.accounts.models import Membership, Team
 from apps.catalog import services
-from apps.hosts.models import Drain, Host
+from apps.hosts.models import Drain
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from apps.lab.register import fix_lab_network, register_images, register_pool
+from tests.browser.conftest import Fleet
 from tests.browser.test_hosts_browser import _login
 
 
 def test_ops_drain_a_host_and_watch_its_instances_move(
     page: Page,
     live_server,  # type: ignore[no-untyped-def]
-    live_lab_hosts: list[Host],
+    lab_fleet: Fleet,
     worker: None,
     screenshot,  # type: ignore[no-untyped-def]
 ) -> None:
-    lab = fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
-    register_pool(
-        lab[0].config, live_lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
+    lab, live_lab_hosts, image, team, dev = (
+        lab_fleet.lab,
+        lab_fleet.hosts,
+        lab_fleet.image,
+        lab_fleet.team,
+        lab_fleet.dev,
     )
-    fix_lab_network(live_lab_hosts, log=lambda _: None)
-    (image,) = register_images(("busybox",), log=lambda _: None)
-    team = Team.objects.create(slug="drainers", name="Drainers")
-    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
-    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
-    User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
     leaving, staying = live_lab_hosts
     slugs = ["draina", "drainb"]
     try:

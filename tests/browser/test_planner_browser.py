@@ -4,37 +4,32 @@ worker until its page says it is empty. A what-if fleet renders with no Apply.""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
-from apps.accounts.models import Membership, Team
 from apps.catalog import services
 from apps.hosts import consolidation
 from apps.hosts.models import Drain, Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from apps.lab.register import fix_lab_network, register_images, register_pool
+from tests.browser.conftest import Fleet
 from tests.browser.test_hosts_browser import _login
 
 
 def test_ops_plan_the_lab_and_apply_it(
     page: Page,
     live_server,  # type: ignore[no-untyped-def]
-    live_lab_hosts: list[Host],
+    lab_fleet: Fleet,
     worker: None,
     screenshot,  # type: ignore[no-untyped-def]
 ) -> None:
-    lab = fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
-    register_pool(
-        lab[0].config, live_lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
+    lab, live_lab_hosts, image, team, dev = (
+        lab_fleet.lab,
+        lab_fleet.hosts,
+        lab_fleet.image,
+        lab_fleet.team,
+        lab_fleet.dev,
     )
-    fix_lab_network(live_lab_hosts, log=lambda _: None)
-    (image,) = register_images(("busybox",), log=lambda _: None)
-    team = Team.objects.create(slug="packers", name="Packers")
-    dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
-    Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
-    User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
     scenario = consolidation.scenario_save(name="what-if", apps=50, instances=200, hosts=10, seed=1)
     slugs = ["planone", "plantwo"]
     try:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shlex
-import time
 from collections.abc import Iterator
 
-import paramiko  # noqa: TID251 - the test logs in as a person would, with root's password
 import pytest
 
-from apps.hosts.transport import CommandResult
+from apps.hosts.transport import CommandResult, Endpoint, ssh
 from apps.lab import fleet
-from apps.lab.vm import LegacyVM, vm_down, vm_password, vm_up
+from apps.lab.vm import LegacyVM, vm_down, vm_host_public_key, vm_password, vm_up
 from apps.relocations.inspect import inspect_vm
 
 SSH_ADDRESS = "10.213.231.11"
@@ -38,54 +35,29 @@ def vm() -> Iterator[LegacyVM]:
     vm_down(vm)
 
 
-class PasswordRunner:
-    """Runs argv on the VM as root, with a deadline on both ends and bounded output; `prefix`
-    runs it through another program first (setpriv, to look as a non-root login would)."""
+class PinnedRunner:
+    """Runs argv on the VM through the portal's own SSH transport: the VM's host key pinned (as
+    read from its disk), the portal's key installed once with root's password, deadlines and
+    bounded output as the relocation's inspection has them. `prefix` runs argv through another
+    program first (setpriv, to look as a non-root login would)."""
 
     def __init__(self, vm: LegacyVM, prefix: tuple[str, ...] = ()) -> None:
-        self.client = paramiko.SSHClient()
-        # Only here: the lab VM's key is whatever its last build made; nothing real is at stake.
-        self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect(
-            str(vm.ssh_address),
-            username="root",
-            password=vm_password(vm),
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=10,
-        )
+        self.endpoint = Endpoint(str(vm.ssh_address), 22, "root", vm_host_public_key(vm))
+        ssh.install_portal_key(self.endpoint, vm_password(vm))
         self.prefix = prefix
         self.calls: list[list[str]] = []
 
     def __call__(self, argv: list[str], *, timeout: float = 20, max_output: int = 1_000_000) -> CommandResult:
         self.calls.append(argv)
-        transport = self.client.get_transport()
-        assert transport is not None
-        started = time.monotonic()
-        channel = transport.open_session(timeout=10)
-        channel.settimeout(timeout + 5)
-        channel.exec_command(shlex.join(["timeout", "--kill-after=2", f"{timeout:g}", *self.prefix, *argv]))
-        try:
-            out = channel.makefile("rb").read(max_output + 1)
-            err = channel.makefile_stderr("rb").read(max_output + 1)
-            exit_code = channel.recv_exit_status()
-        finally:
-            channel.close()
-        return CommandResult(
-            exit_code=exit_code,
-            stdout=out[:max_output],
-            stderr=err[:max_output],
-            duration=time.monotonic() - started,
-            truncated=len(out) > max_output,
-        )
+        return ssh.run(self.endpoint, [*self.prefix, *argv], timeout=timeout, max_output=max_output)
 
     def close(self) -> None:
-        self.client.close()
+        ssh.drop_session(self.endpoint)
 
 
 @pytest.fixture(scope="module")
 def report(vm: LegacyVM) -> dict:
-    run = PasswordRunner(vm)
+    run = PinnedRunner(vm)
     try:
         report = inspect_vm(run, ssh_address=SSH_ADDRESS)
     finally:
@@ -174,7 +146,7 @@ def test_as_a_non_root_login_it_reports_what_it_could_not_read(vm: LegacyVM) -> 
     # 0700 and no user but root can reach any file. Every real Debian has 0755 there.
     vm.rootfs.chmod(0o755)
     # setpriv drops to nobody on the real VM: the kernel refuses what it would refuse a user.
-    run = PasswordRunner(vm, prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    run = PinnedRunner(vm, prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
     try:
         report = inspect_vm(run, ssh_address=SSH_ADDRESS)
     finally:
