@@ -267,6 +267,7 @@ def main() -> int:
                 )
             )
         figure("resize_apply", "s", statistics.median(portal), statistics.median(raw))
+        bench_roll(client, app, lab, by_name)
         scale(0)
     finally:
         stop_worker(worker, log)
@@ -308,6 +309,60 @@ def main() -> int:
     (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
     say(f"written to {out / 'latest.json'}")
     return 0
+
+
+def bench_roll(client: Client, app: App, lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -> None:
+    """roll_4: a rolling upgrade of the 4-instance app (API call -> every instance recreated on
+    the other version and past its TCP health check, one at a time), beside four raw
+    stop/rm/run cycles one after another on the same hosts. Rounds alternate v1 -> v2 -> v1."""
+    from apps.catalog import publish
+    from apps.catalog.models import BuildState
+
+    v1 = BaseImage.objects.get(name="slipway/busybox", tag="1")
+    v2 = BaseImage.objects.create(
+        name=v1.name,
+        tag="bench-2",
+        runtime=v1.runtime,
+        default_command=v1.default_command,
+        default_port=v1.default_port,
+        recipe=v1.recipe.replace("CMD", "ENV SLIPWAY_IMAGE_VERSION=bench-2\nCMD", 1),
+        state=BuildState.DRAFT,
+    )
+    ops = User.objects.create_user("bench-ops", is_staff=True)
+    publish.image_publish(user=ops, image=v2)
+    publish.run(v2.pk)  # here, not in the worker: the bench times the roll, not the build
+    v2.refresh_from_db()
+    assert v2.state == BuildState.PUBLISHED, v2.build_error
+    portal, raw = [], []
+    targets = [v2, v1]
+    for i in range(ROUNDS + ROUNDS % 2):  # even: the app ends on v1, so v2 can go again
+        target = targets[i % 2]
+        started = time.perf_counter()
+        response = client.post(
+            f"/api/v1/apps/{app.slug}/upgrade/", {"base_image": target.pk}, content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+        done = Operation.objects.filter(pk=response.json()["id"], status__in=Operation.TERMINAL)
+        wait_for(done.exists, timeout=300)
+        portal.append(time.perf_counter() - started)
+        op = Operation.objects.get(pk=response.json()["id"])
+        assert op.status == Operation.Status.SUCCEEDED, op.error
+        # Raw: the same four containers by hand, one after another: stop, rm, run the other image.
+        names = [(lab[n % len(lab)], f"bench-roll-{i}-{n}") for n in range(4)]
+        run_parallel([(h, raw_run_args(h, name, app)) for h, name in names])
+        started = time.perf_counter()
+        for lab_host, name in names:
+            fleet.docker(lab_host, "stop", "-t", "10", name)
+            fleet.docker(lab_host, "rm", name)
+            args = raw_run_args(lab_host, name, app)
+            args[args.index("slipway/busybox:1")] = target.reference
+            fleet.docker(lab_host, *args)
+        raw.append(time.perf_counter() - started)
+        for lab_host, name in names:
+            fleet.docker(lab_host, "rm", "-f", name, check=False)
+    figure("roll_4", "s", statistics.median(portal), statistics.median(raw))
+    for lab_host in lab:
+        fleet.docker(lab_host, "rmi", v2.reference, check=False)
 
 
 def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -> None:

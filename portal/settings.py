@@ -209,6 +209,9 @@ OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 ADDRESS_PROBE_WAIT = envfloat("ADDRESS_PROBE_WAIT", 0.03)
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", 200)
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Base image versions the portal built from their recipes (docker load archives), and the root
+# filesystems recipes ADD (shared with the lab, which builds the same ones).
+IMAGE_ARCHIVE_DIR = Path(envstr("SLIPWAY_IMAGE_DIR", str(VAR_DIR / "images")))
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -254,6 +257,7 @@ LAB_PREFIX = envstr("LAB_PREFIX", "slw")
 LAB_STATE_DIR = Path(envstr("LAB_STATE_DIR", "/var/lib/slipway-lab"))
 LAB_RUN_DIR = Path(envstr("LAB_RUN_DIR", "/run/slipway-lab"))
 LAB_IMAGE_CACHE = Path(envstr("LAB_IMAGE_CACHE", "/var/cache/slipway"))
+ROOTFS_CACHE = LAB_IMAGE_CACHE
 
 LOGGING = {
     "version": 1,

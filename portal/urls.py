@@ -31,6 +31,7 @@ urlpatterns = [
     path("apps/", include("apps.console.urls")),
     path("apps/", include("apps.catalog.urls")),
     path("hosts/", include("apps.hosts.urls")),
+    path("images/", include("apps.catalog.image_urls")),
     path("resources/", include("apps.resources.urls")),
     path("relocations/", include("apps.relocations.urls")),
     path("admin/", admin.site.urls),

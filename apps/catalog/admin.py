@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
+from apps.catalog import publish, services
+from apps.catalog.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
 from apps.catalog.selectors import image_usage
 from portal.admin import ReadOnlyAdmin
 
@@ -17,6 +18,7 @@ class BaseImageAdmin(admin.ModelAdmin):
     list_display = [
         "reference",
         "runtime",
+        "state",
         "recommended",
         "deprecated",
         "withdrawn",
@@ -25,10 +27,11 @@ class BaseImageAdmin(admin.ModelAdmin):
         "host_names",
         "created_at",
     ]
-    list_filter = ["recommended", "deprecated", "withdrawn", "runtime", "name"]
+    list_filter = ["state", "recommended", "deprecated", "withdrawn", "runtime", "name"]
+    readonly_fields = ["state", "digest", "size", "load_progress", "build_error"]
     search_fields = ["name", "tag", "runtime"]
     filter_horizontal = ["hosts"]
-    actions = ["refresh_hosts"]
+    actions = ["publish", "refresh_hosts"]
 
     @admin.display(description="On hosts")
     def host_names(self, image: BaseImage) -> str:
@@ -45,6 +48,30 @@ class BaseImageAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[BaseImage]:
         # Per version, which apps and how many instances still run it.
         return image_usage().prefetch_related("hosts")
+
+    @admin.action(description="Publish: build from the recipe and load onto every active host")
+    def publish(self, request: HttpRequest, queryset: QuerySet[BaseImage]) -> None:
+        for image in queryset:
+            try:
+                publish.image_publish(user=request.user, image=image)
+            except (ValidationError, PermissionDenied) as exc:
+                text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{image.reference}: {text}", messages.ERROR)
+            else:
+                self.message_user(request, f"{image.reference}: building; progress on the Base images page.")
+
+    def save_model(self, request: HttpRequest, obj: BaseImage, form: Any, change: bool) -> None:
+        # A new version with a recipe is a draft until it is published (built and loaded).
+        if not change and obj.recipe.strip():
+            obj.state = BuildState.DRAFT
+            if obj.recommended:
+                obj.recommended = False
+                self.message_user(
+                    request,
+                    "Saved as a draft, not recommended: mark it recommended once it is published.",
+                    messages.WARNING,
+                )
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Check which hosts have the selected images")
     def refresh_hosts(self, request: HttpRequest, queryset: QuerySet[BaseImage]) -> None:

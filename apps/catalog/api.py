@@ -18,8 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.models import Team
-from apps.catalog import selectors, services
-from apps.catalog.models import App, BaseImage
+from apps.catalog import publish, selectors, services
+from apps.catalog.models import App, BaseImage, HealthCheck
 from apps.console.api import ExecBodySerializer, ExecResultSerializer, NamedCommandSerializer, run_exec
 from apps.console.api import commands as app_commands
 from apps.hosts.models import Host
@@ -68,6 +68,12 @@ class BaseImageSerializer(serializers.ModelSerializer):
             "deprecated",
             "recommended",
             "withdrawn",
+            "state",
+            "digest",
+            "size",
+            "recipe",
+            "load_progress",
+            "build_error",
             "hosts",
         ]
 
@@ -101,6 +107,10 @@ class InstanceSerializer(serializers.ModelSerializer):
     host = serializers.CharField(source="host.name", read_only=True)
     name = serializers.CharField(source="container_name", read_only=True)
     endpoint = serializers.CharField(read_only=True)
+    image = serializers.SerializerMethodField(help_text="The base image version the instance runs")
+
+    def get_image(self, instance: Instance) -> str:
+        return (instance.image or instance.app.base_image).reference
 
     class Meta:
         model = Instance
@@ -110,6 +120,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "slot",
             "name",
             "host",
+            "image",
             "container_id",
             "state",
             "desired_state",
@@ -185,6 +196,9 @@ class AppSerializer(serializers.ModelSerializer):
             "address",
             "volume_mount",
             "workdir",
+            "health_check",
+            "health_path",
+            "health_timeout",
             "created_at",
             "updated_at",
         ]
@@ -213,6 +227,11 @@ class AppUpdateSerializer(serializers.Serializer):
         required=False, allow_blank=True, help_text="Where the app's files appear; empty: the default"
     )
     workdir = serializers.CharField(required=False, allow_blank=True, help_text="Empty: the image's own")
+    health_check = serializers.ChoiceField(choices=HealthCheck.choices, required=False)
+    health_path = serializers.CharField(required=False, help_text="For HTTP checks: the path to GET")
+    health_timeout = serializers.IntegerField(
+        required=False, min_value=1, max_value=600, help_text="Seconds a new instance has to pass the check"
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields)
@@ -245,6 +264,12 @@ class AddressRequestSerializer(serializers.Serializer):
 class MoveSerializer(serializers.Serializer):
     host = serializers.SlugRelatedField(
         slug_field="name", queryset=Host.objects.all(), help_text="Target host"
+    )
+
+
+class UpgradeSerializer(serializers.Serializer):
+    base_image = BaseImageField(
+        queryset=BaseImage.objects.all(), help_text="The version to roll onto: its id or name:tag"
     )
 
 
@@ -299,11 +324,27 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         )
         return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=UpgradeSerializer, responses={202: OperationSerializer, 200: AppSerializer})
+    @action(detail=True, methods=["post"])
+    def upgrade(self, request: Request, slug: str | None = None) -> Response:
+        """Roll the app's instances onto another base image version, one at a time behind the
+        app's health check; progress per instance is in the operation's params."""
+        app = self.get_object()
+        body = UpgradeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        op = self.call(
+            services.app_upgrade, user=request.user, app=app, base_image=body.validated_data["base_image"]
+        )
+        if op is None:  # nothing to roll: the app has no instances, or all run the version
+            app.refresh_from_db()
+            return Response(self.get_serializer(app).data)
+        return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(responses=InstanceSerializer(many=True))
     @action(detail=True, methods=["get"])
     def instances(self, request: Request, slug: str | None = None) -> Response:
         app = self.get_object()
-        qs = app.instance_set.select_related("app", "host").order_by("slot")
+        qs = app.instance_set.select_related("app__base_image", "host", "image").order_by("slot")
         return Response(InstanceSerializer(qs, many=True).data)
 
     @extend_schema(responses=OperationSerializer(many=True))
@@ -384,7 +425,7 @@ class InstanceViewSet(
 
     def get_queryset(self) -> QuerySet[Instance]:
         return Instance.objects.filter(app__in=selectors.apps_visible_to(self.request.user)).select_related(
-            "app", "host"
+            "app__base_image", "host", "image"
         )
 
     def _act(self, action_name: str) -> Response:
@@ -450,6 +491,47 @@ class OperationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return qs.filter(app__in=selectors.apps_visible_to(user))
 
 
-class BaseImageViewSet(viewsets.ReadOnlyModelViewSet):
+class RollSerializer(serializers.Serializer):
+    apps = serializers.ListField(
+        child=serializers.SlugField(), required=False, help_text="Slugs; empty: every app on another version"
+    )
+
+
+class RollResultSerializer(serializers.Serializer):
+    operations = OperationSerializer(many=True)
+    refused = serializers.ListField(child=serializers.CharField())
+
+
+class BaseImageViewSet(ServiceErrors, viewsets.ReadOnlyModelViewSet):
     serializer_class = BaseImageSerializer
     queryset = BaseImage.objects.prefetch_related("hosts")
+
+    @extend_schema(request=None, responses={202: BaseImageSerializer})
+    @action(detail=True, methods=["post"])
+    def publish(self, request: Request, pk: str | None = None) -> Response:
+        """Ops: build the version from its recipe and load it onto every active host; follow
+        `state` and `load_progress` by GETting the version."""
+        image = self.call(publish.image_publish, user=request.user, image=self.get_object())
+        return Response(BaseImageSerializer(image).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=RollSerializer, responses={202: RollResultSerializer})
+    @action(detail=True, methods=["post"])
+    def roll(self, request: Request, pk: str | None = None) -> Response:
+        """Ops: roll apps onto this version (default: every app on another version of the image),
+        each one instance at a time behind its health check."""
+        image = self.get_object()
+        body = RollSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        slugs = body.validated_data.get("apps")
+        apps = None
+        if slugs:
+            found = {app.slug: app for app in App.objects.filter(slug__in=slugs)}
+            missing = sorted(set(slugs) - set(found))
+            if missing:
+                raise ValidationError({"apps": f"No such app(s): {', '.join(missing)}."})
+            apps = [found[slug] for slug in slugs]
+        started, refused = self.call(services.apps_upgrade, user=request.user, target=image, apps=apps)
+        return Response(
+            {"operations": OperationSerializer(started, many=True).data, "refused": refused},
+            status=status.HTTP_202_ACCEPTED,
+        )

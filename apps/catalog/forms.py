@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage
+from apps.catalog.models import App, BaseImage, BuildState
 from apps.catalog.selectors import base_images_for_new_apps, teams_of
 from apps.catalog.validators import parse_env_text, validate_argv
 from apps.network.models import IPPool
@@ -92,13 +92,17 @@ class AppEditForm(forms.ModelForm):
 
     class Meta:
         model = App
-        fields = ["base_image", "command", "port", "env"]
+        fields = ["base_image", "command", "port", "env", "health_check", "health_path", "health_timeout"]
+        labels = {"health_timeout": "Health check timeout (s)"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = self.instance.base_image_id
         field = cast(forms.ModelChoiceField, self.fields["base_image"])
-        field.queryset = BaseImage.objects.filter(deprecated=False) | BaseImage.objects.filter(pk=current)
+        field.queryset = BaseImage.objects.filter(
+            deprecated=False, withdrawn=False, state=BuildState.PUBLISHED
+        ) | BaseImage.objects.filter(pk=current)
+        field.help_text = "Another version is rolled out one instance at a time, behind the health check."
 
 
 class AddressForm(forms.Form):

@@ -8,8 +8,16 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from apps.accounts.models import Team, slug_validator
-from apps.catalog.validators import validate_argv, validate_container_path, validate_env
+from apps.catalog.validators import validate_argv, validate_container_path, validate_env, validate_health_path
 from apps.hosts.models import Host
+
+
+class BuildState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    BUILDING = "building", "Building"
+    LOADING = "loading", "Loading onto hosts"
+    PUBLISHED = "published", "Published"
+    FAILED = "failed", "Failed"
 
 
 class BaseImage(models.Model):
@@ -52,6 +60,19 @@ class BaseImage(models.Model):
     hosts = models.ManyToManyField(
         Host, blank=True, related_name="images", help_text="Hosts that have this image."
     )
+    # Built by the portal from the recipe (no registry), then loaded onto the hosts. Versions
+    # registered without a recipe (imported on the hosts by other means) count as published.
+    recipe = models.TextField(
+        blank=True,
+        help_text="FROM scratch, ADD <rootfs> /, then ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER.",
+    )
+    state = models.CharField(max_length=12, choices=BuildState.choices, default=BuildState.PUBLISHED)
+    # Docker's image ID, the same on every host: the digest of the image's config.
+    digest = models.CharField(max_length=80, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True, help_text="Bytes of the image archive.")
+    # Per host: {"state": loading|loaded|failed, "done": bytes, "total": bytes, "error": ...}.
+    load_progress = models.JSONField(default=dict, blank=True)
+    build_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -62,6 +83,12 @@ class BaseImage(models.Model):
         return self.reference
 
     def clean(self) -> None:
+        if self.recommended and not self.published:
+            raise ValidationError(
+                {
+                    "recommended": f"Only a published version can be the recommended one (this one is {self.state})."
+                }
+            )
         if self.recommended and (self.deprecated or self.withdrawn):
             raise ValidationError(
                 {"recommended": "A deprecated or withdrawn version cannot be the recommended one."}
@@ -80,12 +107,24 @@ class BaseImage(models.Model):
         return f"{self.name}:{self.tag}"
 
     @property
+    def published(self) -> bool:
+        return self.state == BuildState.PUBLISHED
+
+    @property
     def status(self) -> str:
+        if not self.published:
+            return str(self.state)
         if self.withdrawn:
             return "withdrawn"
         if self.deprecated:
             return "deprecated"
         return "recommended" if self.recommended else "published"
+
+
+class HealthCheck(models.TextChoices):
+    TCP = "tcp", "TCP connect to the app's port"
+    HTTP = "http", "HTTP GET answers 2xx or 3xx"
+    NONE = "none", "None (running is enough)"
 
 
 class App(models.Model):
@@ -123,6 +162,25 @@ class App(models.Model):
     memory_mb = models.PositiveIntegerField(default=64)
     cpus = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.25"))
     instances = models.PositiveIntegerField(default=0, help_text="Desired number of running instances.")
+    # Whether a new or recreated instance is serving: a rolling upgrade and a move wait for it
+    # before they touch the next instance, and undo the change when it does not come.
+    health_check = models.CharField(
+        max_length=10,
+        choices=HealthCheck.choices,
+        default=HealthCheck.TCP,
+        help_text="TCP: the app's port accepts a connection; HTTP: GET of the path answers 2xx or 3xx.",
+    )
+    health_path = models.CharField(
+        max_length=200,
+        default="/",
+        validators=[validate_health_path],
+        help_text="For HTTP checks: the path to GET, e.g. /healthz",
+    )
+    health_timeout = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(600)],
+        help_text="Seconds a new instance has to pass the check.",
+    )
     # Instances get static addresses from this pool; none: the host's default bridge.
     ip_pool = models.ForeignKey(
         "network.IPPool", null=True, blank=True, on_delete=models.PROTECT, related_name="apps"

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage
+from apps.catalog.models import App, BaseImage, BuildState
 
 # request.user: a User or AnonymousUser (typed loosely: django-stubs narrows lookups to User).
 User = Any
@@ -49,7 +49,15 @@ def app_list(user: User) -> QuerySet[App]:
 
 
 def base_images_for_new_apps() -> QuerySet[BaseImage]:
-    return BaseImage.objects.filter(deprecated=False, withdrawn=False)
+    return BaseImage.objects.filter(deprecated=False, withdrawn=False, state=BuildState.PUBLISHED)
+
+
+def versions_to_roll_onto(app: App) -> QuerySet[BaseImage]:
+    """Other published, not withdrawn versions of the app's image (deprecated ones included: an
+    app may go back to the version it ran)."""
+    return BaseImage.objects.filter(
+        name=app.base_image.name, withdrawn=False, state=BuildState.PUBLISHED
+    ).exclude(pk=app.base_image_id)
 
 
 def newer_recommended(app: App) -> BaseImage | None:
@@ -71,9 +79,10 @@ def image_usage() -> QuerySet[BaseImage]:
 
     return BaseImage.objects.annotate(
         app_count=Count("apps", distinct=True),
+        # Instances by the version they run, which differs from their app's during a roll.
         instance_count=Count(
-            "apps__instance_set",
-            filter=~Q(apps__instance_set__desired_state=Instance.Desired.REMOVED),
+            "instances",
+            filter=~Q(instances__desired_state=Instance.Desired.REMOVED),
             distinct=True,
         ),
     )

@@ -17,7 +17,7 @@ from django.core.files import File
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage, RetainedVolume, VolumeUpload
+from apps.catalog.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
 from apps.catalog.quota import check_quota
 from apps.catalog.selectors import teams_of
 from apps.hosts.models import Host
@@ -25,7 +25,12 @@ from apps.instances import placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 
-EDITABLE_FIELDS = ("command", "port", "env", "base_image", "volume_mount", "workdir")
+# Fields whose change recreates the containers (one at a time); the health check fields only
+# change how later rolls and moves judge a new instance. The base image changes by a rolling
+# upgrade of its own (app_upgrade).
+CONTAINER_FIELDS = ("command", "port", "env", "volume_mount", "workdir")
+HEALTH_FIELDS = ("health_check", "health_path", "health_timeout")
+EDITABLE_FIELDS = ("base_image", *CONTAINER_FIELDS, *HEALTH_FIELDS)
 
 
 def _require_member(user: Any, team: Team) -> None:
@@ -70,6 +75,13 @@ def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[in
 
 
 def _check_image(base_image: BaseImage, *, new: bool) -> None:
+    if not base_image.published:
+        raise ValidationError(
+            {
+                "base_image": f"{base_image.reference} is not published ({base_image.get_state_display().lower()}); "
+                + _versions_hint(base_image)
+            }
+        )
     if base_image.withdrawn:
         raise ValidationError(
             {
@@ -86,9 +98,9 @@ def _check_image(base_image: BaseImage, *, new: bool) -> None:
 
 
 def _versions_hint(base_image: BaseImage) -> str:
-    usable = BaseImage.objects.filter(name=base_image.name, withdrawn=False, deprecated=False).exclude(
-        pk=base_image.pk
-    )
+    usable = BaseImage.objects.filter(
+        name=base_image.name, withdrawn=False, deprecated=False, state=BuildState.PUBLISHED
+    ).exclude(pk=base_image.pk)
     best = usable.filter(recommended=True).first() or usable.order_by("-created_at").first()
     return f"use {best.reference}." if best else "pick another base image."
 
@@ -108,6 +120,9 @@ def app_create(
     instances: int = 0,
     ip_pool: Any = None,
     address: str = "",
+    health_check: str = "tcp",
+    health_path: str = "/",
+    health_timeout: int = 30,
 ) -> App:
     """Create an app; `address` reserves a specific static IP for its first instance."""
     from apps.network.services import address_request, default_pool
@@ -134,6 +149,9 @@ def app_create(
         instances=0,
         created_by=user,
         ip_pool=ip_pool if ip_pool is not None else default_pool(),
+        health_check=health_check,
+        health_path=health_path,
+        health_timeout=health_timeout,
     )
     app.full_clean()
     app.save()
@@ -146,7 +164,8 @@ def app_create(
 
 @transaction.atomic
 def app_update(*, user: Any, app: App, **changes: Any) -> App:
-    """Change how the app's containers are made; running instances are recreated one at a time."""
+    """Change how the app's containers are made; running instances are recreated one at a time.
+    A new base image version is rolled out by app_upgrade, health check by health check."""
     _require_member(user, app.team)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
@@ -155,25 +174,128 @@ def app_update(*, user: Any, app: App, **changes: Any) -> App:
             "Memory and CPU change through a resource request."
         )
     app = App.objects.select_for_update().get(pk=app.pk)
-    changed = []
-    for field, value in changes.items():
-        if getattr(app, field) != value:
-            if field == "base_image":
-                _check_image(value, new=True)
-            setattr(app, field, value)
-            changed.append(field)
+    changed = [field for field, value in changes.items() if getattr(app, field) != value]
+    image = changes.get("base_image") if "base_image" in changed else None
+    recreate = [field for field in changed if field in CONTAINER_FIELDS]
+    if image is not None and recreate:
+        raise ValidationError(
+            {
+                "base_image": f"Change the base image on its own, not together with {', '.join(recreate)}: "
+                "it is rolled out one instance at a time behind the health check, and rolled back alone."
+            }
+        )
     if not changed:
         return app
+    if image is not None:
+        # Health check fields changed alongside apply to this very roll.
+        for field in changed:
+            if field != "base_image":
+                setattr(app, field, changes[field])
+        app.full_clean()
+        app.save()
+        app_upgrade(user=user, app=app, base_image=image)
+        return app
+    for field in changed:
+        setattr(app, field, changes[field])
     app.full_clean()
     app.save()
-    if app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).exists():
+    if recreate and app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).exists():
         operation_create(
             app=app,
             kind=Operation.Kind.REDEPLOY,
             user=user,
-            summary=f"changed {', '.join(changed)}; recreate instances",
+            summary=f"changed {', '.join(recreate)}; recreate instances",
         )
     return app
+
+
+def upgrade_running(app: App) -> Operation | None:
+    return (
+        app.operations.filter(
+            kind=Operation.Kind.UPGRADE, status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
+        )
+        .order_by("created_at")
+        .first()
+    )
+
+
+@transaction.atomic
+def app_upgrade(*, user: Any, app: App, base_image: BaseImage) -> Operation | None:
+    """Pin the app to another version of its base image and roll its instances onto it, one at
+    a time: each new container must pass the app's health check before the next is touched; one
+    that fails is put back on the version it ran and the roll stops. Instances already on the
+    version are only checked. None when there is nothing to roll (the app has no instances)."""
+    _require_member(user, app.team)
+    app = App.objects.select_for_update().select_related("base_image").get(pk=app.pk)
+    _check_image(base_image, new=False)
+    running = upgrade_running(app)
+    if running is not None:
+        raise ValidationError(
+            {"base_image": f"{app.slug} is already being rolled ({running.summary}); wait for it to finish."}
+        )
+    live = list(
+        app.instance_set.exclude(desired_state=Instance.Desired.REMOVED)
+        .select_related("host", "image")
+        .order_by("slot")
+    )
+    behind = [i for i in live if (i.image_id or app.base_image_id) != base_image.pk]
+    if base_image.pk == app.base_image_id and not behind:
+        return None
+    previous = app.base_image
+    app.base_image = base_image
+    app.save(update_fields=["base_image", "updated_at"])
+    if not live:
+        return None
+    return operation_create(
+        app=app,
+        kind=Operation.Kind.UPGRADE,
+        user=user,
+        params={
+            "from": previous.pk,
+            "from_ref": previous.reference,
+            "to": base_image.pk,
+            "to_ref": base_image.reference,
+            "instances": [
+                {
+                    "id": i.pk,
+                    "name": i.container_name,
+                    "host": i.host.name,
+                    "from": (i.image or previous).reference,
+                    "from_id": i.image_id or previous.pk,
+                    "state": "waiting" if i in behind else "current",
+                    "detail": "",
+                }
+                for i in live
+            ],
+        },
+        summary=f"roll {len(behind)} of {len(live)} instance(s) onto {base_image.reference}"
+        + (f" (from {previous.reference})" if previous.pk != base_image.pk else ""),
+    )
+
+
+def apps_upgrade(
+    *, user: Any, target: BaseImage, apps: list[App] | None = None
+) -> tuple[list[Operation], list[str]]:
+    """Ops: roll many apps onto `target` at once (each app one instance at a time, the apps side
+    by side). By default every app on another version of the same image. Returns the upgrades
+    started and, per app that was not, why (the others go ahead regardless)."""
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("Only ops upgrade many apps at once; owners upgrade their own app.")
+    _check_image(target, new=False)
+    if apps is None:
+        apps = list(
+            App.objects.filter(base_image__name=target.name).exclude(base_image=target).order_by("slug")
+        )
+    started, refused = [], []
+    for app in apps:
+        try:
+            op = app_upgrade(user=user, app=app, base_image=target)
+        except ValidationError as exc:
+            refused.append(f"{app.slug}: {' '.join(exc.messages)}")
+        else:
+            if op is not None:
+                started.append(op)
+    return started, refused
 
 
 @transaction.atomic
@@ -252,6 +374,7 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
                 memory_mb=app.memory_mb,
                 cpus=app.cpus,
                 address=allocation.address if allocation else None,
+                image=app.base_image,
             )
     elif wanted < current:
         # Highest slots go first, so the remaining ones keep their numbers (and later their IPs).

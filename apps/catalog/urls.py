@@ -9,6 +9,7 @@ urlpatterns = [
     path("<slug:slug>/", views.app_detail, name="detail"),
     path("<slug:slug>/edit/", views.app_edit, name="edit"),
     path("<slug:slug>/scale/", views.app_scale, name="scale"),
+    path("<slug:slug>/upgrade/", views.app_upgrade, name="upgrade"),
     path("<slug:slug>/upload/", views.app_upload, name="upload"),
     path("<slug:slug>/addresses/", views.app_address, name="address"),
     path("<slug:slug>/delete/", views.app_delete, name="delete"),

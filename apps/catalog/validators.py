@@ -105,3 +105,13 @@ def validate_container_path(value: Any) -> None:
         raise ValidationError(
             f"{value} is a system directory of the container; use one under /srv, /opt, /var/www, /home or /app."
         )
+
+
+def validate_health_path(value: Any) -> None:
+    """The path part of a URL an HTTP health check GETs: absolute, printable, no spaces."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValidationError(f"{value!r}: the health check path starts with '/', e.g. /healthz.")
+    if len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value) or "#" in value:
+        raise ValidationError(
+            "The health check path is at most 200 characters, without spaces, control characters or '#'."
+        )

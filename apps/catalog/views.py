@@ -83,19 +83,28 @@ def app_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _instances_context(app: App) -> dict[str, Any]:
-    instances = list(app.instance_set.select_related("host", "app__base_image").order_by("slot"))
+    instances = list(app.instance_set.select_related("host", "app__base_image", "image").order_by("slot"))
     active_ops = app.operations.filter(
         status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
     ).exists()
     settled = not active_ops and all(i.settled for i in instances)
     by_slot = {i.slot: i for i in instances}
+    operations = list(app.operations.select_related("requested_by")[:10])
+    # The latest rolling upgrade stays in view while it runs and after it stopped on a failure.
+    roll = next((op for op in operations if op.kind == Operation.Kind.UPGRADE), None)
+    if roll is not None and roll.status == Operation.Status.SUCCEEDED and operations[0] != roll:
+        roll = None
     return {
         "app": app,
         "instances": instances,
         "addresses": [(a, by_slot.get(a.slot or 0)) for a in app.addresses.order_by("slot")],
         "settled": settled,
         "running": sum(1 for i in instances if i.state == Instance.State.RUNNING),
-        "operations": list(app.operations.select_related("requested_by")[:10]),
+        "operations": operations,
+        "roll": roll,
+        # The base image line above the instances follows a roll too (swapped out of band).
+        "newer_image": selectors.newer_recommended(app),
+        "versions": selectors.versions_to_roll_onto(app),
     }
 
 
@@ -110,7 +119,6 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             response.status_code = HttpResponseStopPolling.status_code
         return response
     context.update(
-        newer_image=selectors.newer_recommended(app),
         scale_form=ScaleForm(initial={"instances": app.instances}),
         upload_form=UploadForm(),
         delete_form=DeleteForm(app=app),
@@ -151,6 +159,39 @@ def app_scale(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         if request.htmx:
             context = _instances_context(app) | {"error": error}
             return render(request, "catalog/app_detail.html#live", context, status=422)
+        messages.error(request, error)
+    app.refresh_from_db()
+    return _live_or_redirect(request, app)
+
+
+@login_required
+@require_POST
+def app_upgrade(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Roll the app's instances onto another version of its base image."""
+    app = _app_or_404(request, slug)
+    error = ""
+    image = selectors.versions_to_roll_onto(app).filter(pk=_int(request.POST.get("base_image"))).first()
+    if image is None:
+        allowed = ", ".join(v.reference for v in selectors.versions_to_roll_onto(app)) or "none"
+        error = f"Pick a published version of {app.base_image.name} to roll onto (available: {allowed})."
+    else:
+        try:
+            op = services.app_upgrade(user=request.user, app=app, base_image=image)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        except PermissionDenied as exc:
+            error = str(exc)
+        else:
+            if op is None and not request.htmx:
+                messages.info(request, f"{app.slug} is on {image.reference} already.")
+    if error:
+        if request.htmx:
+            return render(
+                request,
+                "catalog/app_detail.html#live",
+                _instances_context(app) | {"error": error},
+                status=422,
+            )
         messages.error(request, error)
     app.refresh_from_db()
     return _live_or_redirect(request, app)

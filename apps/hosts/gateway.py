@@ -178,6 +178,14 @@ def image_present(host: Host, reference: str) -> bool:
     return docker_api.image_present(docker(host), reference, host.name)
 
 
+def image_id(host: Host, reference: str) -> str:
+    return docker_api.image_id(docker(host), reference, host.name)
+
+
+def image_load(host: Host, archive: str, on_progress: Callable[[int, int], None] | None = None) -> str:
+    return docker_api.image_load(docker(host), archive, host.name, on_progress)
+
+
 def announce(host: Host, pid: int, address: str) -> None:
     """Gratuitous ARP for an address from inside a container on the host, so the segment learns
     at once where the address lives now (after a move, or when an address changed hands)."""

@@ -22,6 +22,7 @@ from apps.catalog.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import SPEC_LABEL, AddressInUse, ContainerFailed, ContainerState, HostError
+from apps.instances import health
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
@@ -80,7 +81,7 @@ def _finish(op: Operation, status: str, error: str = "") -> None:
 
 
 def _instances(app: App, only: Instance | None = None) -> list[Instance]:
-    qs = Instance.objects.filter(app=app).select_related("app__base_image", "app__ip_pool", "host")
+    qs = Instance.objects.filter(app=app).select_related("app__base_image", "app__ip_pool", "host", "image")
     if only is not None:
         qs = qs.filter(pk=only.pk)
     return list(qs.order_by("slot"))
@@ -358,6 +359,12 @@ def _move(op: Operation) -> None:
             App.objects.filter(pk=app.pk).update(volume_home=target)
             app.volume_home = target
     converge(app, only=op.instance)
+    moved = _instances(app, op.instance)
+    if moved and moved[0].desired_state == Instance.Desired.RUNNING:
+        # A drain moves the next instance only once this one serves again.
+        why = health.wait_healthy(moved[0])
+        if why:
+            raise OperationFailed(f"Moved to {target.name}, but {why}")
 
 
 def volume_sync(app: App, source: Host, target: Host) -> None:
@@ -382,6 +389,12 @@ def volume_sync(app: App, source: Host, target: Host) -> None:
 
 def _redeploy(op: Operation) -> None:
     converge(_require_app(op), one_at_a_time=True)
+
+
+def _upgrade(op: Operation) -> None:
+    from apps.instances import rolling  # it builds on converge here
+
+    rolling.run(op)
 
 
 def _delete(op: Operation) -> None:
@@ -514,6 +527,7 @@ def _limits_problem(figures: dict[str, Any], memory_mb: int, cpus: Decimal) -> s
 
 
 HANDLERS: dict[str, Callable[[Operation], None]] = {
+    Operation.Kind.UPGRADE: _upgrade,
     Operation.Kind.DEPLOY: _converge_app,
     Operation.Kind.SCALE: _converge_app,
     Operation.Kind.RECONCILE: _converge_app,

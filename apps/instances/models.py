@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.catalog.models import App
+from apps.catalog.models import App, BaseImage
 from apps.hosts.models import Host
 
 
@@ -28,6 +28,12 @@ class Instance(models.Model):
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="instance_set")
     slot = models.PositiveIntegerField()
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="instances")
+    # The base image version this instance runs. It follows the app's pinned version one
+    # instance at a time during a rolling upgrade (and back, for one that failed its health
+    # check); empty only on rows from before versions were tracked: the app's version then.
+    image = models.ForeignKey(
+        BaseImage, null=True, blank=True, on_delete=models.PROTECT, related_name="instances"
+    )
     container_id = models.CharField(max_length=64, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     desired_state = models.CharField(max_length=20, choices=Desired.choices, default=Desired.RUNNING)
@@ -68,11 +74,16 @@ class Instance(models.Model):
         return self.state == self.desired_state
 
     @property
+    def effective_port(self) -> int | None:
+        """The port the app serves on in this instance: the app's, or its version's default."""
+        return self.app.port or (self.image or self.app.base_image).default_port
+
+    @property
     def endpoint(self) -> str:
         if self.state != self.State.RUNNING:
             return ""
         if self.address:
-            port = self.app.effective_port
+            port = self.effective_port
             host = f"[{self.address}]" if ":" in self.address else self.address
             return f"{host}:{port}" if port else self.address
         if self.host_port:
@@ -96,6 +107,7 @@ class Operation(models.Model):
         DELETE = "delete", "Delete app"
         RECONCILE = "reconcile", "Reconcile"
         RESIZE = "resize", "Resize"
+        UPGRADE = "upgrade", "Rolling upgrade"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -59,7 +59,7 @@ def reconcile() -> Report:
             continue
         by_name = {c.name: c for c in containers}
         expected = set()
-        for instance in Instance.objects.filter(host=host).select_related("app__base_image"):
+        for instance in Instance.objects.filter(host=host).select_related("app__base_image", "image"):
             expected.add(instance.container_name)
             if instance.app_id in busy_apps:
                 continue
@@ -118,7 +118,7 @@ def _mark_failed(host: Host, instance: Instance, report: Report) -> None:
 
 def _sync(instance: Instance, container: ContainerState) -> None:
     """Record what Docker changed on its own, e.g. a new host port after the daemon restarted."""
-    host_port = container.published(instance.app.effective_port)
+    host_port = container.published(instance.effective_port)
     state = Instance.State.RUNNING if container.running else Instance.State.STOPPED
     if (instance.container_id, instance.host_port, instance.state) != (container.id, host_port, state):
         Instance.objects.filter(pk=instance.pk).update(

@@ -57,6 +57,9 @@ def lxcfs_binds(host: Host) -> tuple[tuple[str, str], ...]:
 def instance_spec(instance: Instance) -> ContainerSpec:
     app = instance.app
     host = instance.host
+    # The instance's own version, with that version's defaults: during a rolling upgrade the
+    # app is pinned to the new one while most instances still run (or go back to) the old.
+    image = instance.image or app.base_image
     env = {
         **app.env,
         "SLIPWAY_APP": app.slug,
@@ -73,14 +76,14 @@ def instance_spec(instance: Instance) -> ContainerSpec:
     on_pool = pool is not None and bool(instance.address)
     return ContainerSpec(
         name=instance.container_name,
-        image=app.base_image.reference,
-        command=tuple(app.argv),
+        image=image.reference,
+        command=tuple(app.command or image.default_command),
         env=tuple(sorted(env.items())),
         labels=tuple(sorted(labels.items())),
         memory_mb=instance.memory_mb,
         nano_cpus=int(instance.cpus * 1_000_000_000),
         binds=((app.volume_path(host), app.volume_mount or settings.APP_VOLUME_MOUNT),),
-        port=app.effective_port,
+        port=instance.effective_port,
         # Apps without an IP pool publish their port on the host's own address.
         publish_address=host.address if _is_ip(host.address) and not on_pool else "",
         network=pool.docker_network if on_pool and pool is not None else "",

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 
 from apps.catalog.models import BaseImage
 from apps.catalog.services import base_image_refresh_hosts
-from apps.hosts import services
+from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.lab.fleet import LabConfig, LabHost, Log
@@ -61,10 +61,17 @@ def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
                 "description": spec.description,
                 "default_command": spec.default_command,
                 "default_port": spec.default_port,
+                # What the lab imported it from, as a recipe: ops publish the next version
+                # from a copy of it.
+                "recipe": "\n".join(["FROM scratch", f"ADD {spec.key} /", *spec.changes]) + "\n",
             },
         )
         for error in base_image_refresh_hosts(image=image):
             log(f"{image.reference}: {error}")
+        first = image.hosts.order_by("name").first()
+        if first is not None:
+            image.digest = gateway.image_id(first, image.reference)
+            image.save(update_fields=["digest"])
         log(f"{image.reference}: on {', '.join(h.name for h in image.hosts.all()) or 'no host'}")
         out.append(image)
     return out

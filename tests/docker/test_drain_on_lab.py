@@ -67,8 +67,11 @@ def test_draining_a_host_moves_its_instances_with_their_address_and_files(
         page = by_name[instance.host.name].volume_root / "drainweb" / "index.html"
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(f"served from {instance.host.name}\n")
-    before = {slot: _answers(str(i.address)) for slot, i in instances.items()}
-    assert all(before.values()), before
+    # Just started: each answers once its gratuitous ARP has reached the segment.
+    deadline = time.monotonic() + 10
+    while not all(_answers(str(i.address)) for i in instances.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_answers(str(i.address)) for i in instances.values())
 
     with pytest.raises(Exception, match="Only ops"):
         draining.host_drain(user=owner, host=leaving)

@@ -76,6 +76,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "catalog:activity": ("get", APP, _app_scoped(302, 200)),
     # Empty POSTs: members get the form error back as a message and a redirect.
     "catalog:scale": ("post", APP, _app_scoped(302, 302)),
+    "catalog:upgrade": ("post", APP, _app_scoped(302, 302)),
     "catalog:upload": ("post", APP, _app_scoped(302, 302)),
     "catalog:address": ("post", APP, _app_scoped(302, 302)),
     "catalog:delete": ("post", APP, _app_scoped(302, 302)),
@@ -113,6 +114,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-list": ("get", NONE, _signed_in(401, 200)),
     "app-detail": ("get", APP, _app_scoped(401, 200)),
     "app-scale": ("post", APP, _app_scoped(401, 400)),
+    "app-upgrade": ("post", APP, _app_scoped(401, 400)),
     "app-instances": ("get", APP, _app_scoped(401, 200)),
     "app-operations": ("get", APP, _app_scoped(401, 200)),
     "app-volume": ("post", APP, _app_scoped(401, 400)),
@@ -197,6 +199,12 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "relocation-cancel": ("post", RELOCATION, _app_scoped(401, 200)),
     "base-image-list": ("get", NONE, _signed_in(401, 200)),
     "base-image-detail": ("get", lambda c: {"pk": c["image"].pk}, _signed_in(401, 200)),
+    # ctx's image has no recipe: ops are told so; nobody else may publish or roll.
+    "base-image-publish": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(400)),
+    "base-image-roll": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(202)),
+    "images:list": ("get", NONE, _signed_in(302, 200)),
+    "images:publish": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
+    "images:roll": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
     "schema": ("get", NONE, _all(200)),
     "api-docs": ("get", NONE, _all(200)),
 }

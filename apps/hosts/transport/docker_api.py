@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import queue
@@ -18,7 +19,7 @@ import shlex
 import socket as socket_module
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import docker
@@ -455,6 +456,56 @@ def image_present(client: DockerClient, reference: str, where: str) -> bool:
         return True
     except NotFound:
         return False
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+@_retry_stale
+def image_id(client: DockerClient, reference: str, where: str) -> str:
+    """The image ID the host has under `reference`; "" when it has none."""
+    try:
+        return str(client.api.inspect_image(reference)["Id"])
+    except NotFound:
+        return ""
+    except Exception as exc:
+        raise translate(exc, where) from exc
+
+
+IMAGE_CHUNK = 1024 * 1024
+
+
+def image_load(
+    client: DockerClient, archive: str, where: str, on_progress: Callable[[int, int], None] | None = None
+) -> str:
+    """`docker load` of an image archive, streamed in chunks (never read whole into memory);
+    on_progress(bytes sent, total) after each. Docker's own answer, e.g. "Loaded image: x:1"."""
+    total = os.path.getsize(archive)
+
+    def chunks() -> Iterator[bytes]:
+        sent = 0
+        with open(archive, "rb") as f:
+            while chunk := f.read(IMAGE_CHUNK):
+                yield chunk
+                sent += len(chunk)
+                if on_progress is not None:
+                    on_progress(sent, total)
+
+    api = client.api
+    try:
+        response = api._post(api._url("/images/load"), data=chunks(), params={"quiet": "1"}, stream=True)
+        api._raise_for_status(response)
+        said = []
+        for line in response.iter_lines():
+            message = json.loads(line) if line else {}
+            if message.get("error"):
+                raise ContainerFailed(f"{where}: Docker refused the image: {message['error']}")
+            if message.get("stream"):
+                said.append(str(message["stream"]).strip())
+        return " ".join(said)
+    except ContainerFailed:
+        raise
+    except APIError as exc:
+        raise ContainerFailed(f"{where}: Docker refused the image: {exc.explanation or exc}") from exc
     except Exception as exc:
         raise translate(exc, where) from exc
 

@@ -71,6 +71,7 @@ class Command(BaseCommand):
                         host=rng.choice(hosts),
                         memory_mb=app.memory_mb,
                         cpus=app.cpus,
+                        image_id=app.base_image_id,
                         state=rng.choice(states),
                     )
                 )

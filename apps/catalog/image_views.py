@@ -1,0 +1,90 @@
+"""The base image catalog: versions with their state, where they are loaded and who runs them;
+ops publish versions and roll many apps onto one from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from apps.catalog import publish, selectors, services
+from apps.catalog.models import App, BaseImage, BuildState
+from apps.instances.models import Operation
+from portal.http import HtmxHttpRequest
+
+
+def _context() -> dict[str, Any]:
+    versions = list(selectors.image_usage().prefetch_related("hosts").order_by("name", "-created_at"))
+    apps_by_image: dict[int, list[str]] = {}
+    for image_id, slug in App.objects.values_list("base_image_id", "slug").order_by("slug"):
+        apps_by_image.setdefault(image_id, []).append(slug)
+    rolls = list(
+        Operation.objects.filter(
+            kind=Operation.Kind.UPGRADE, status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
+        ).order_by("created_at")
+    )
+    for version in versions:
+        version.app_slugs = apps_by_image.get(version.pk, [])  # type: ignore[attr-defined]
+        # Apps on other versions of this image, which ops could roll onto this one.
+        version.behind = sum(  # type: ignore[attr-defined]
+            len(apps_by_image.get(other.pk, []))
+            for other in versions
+            if other.name == version.name and other.pk != version.pk
+        )
+    busy = any(v.state in (BuildState.BUILDING, BuildState.LOADING) for v in versions) or bool(rolls)
+    return {"versions": versions, "rolls": rolls, "busy": busy}
+
+
+@login_required
+def image_list(request: HtmxHttpRequest) -> HttpResponse:
+    context = _context()
+    if request.htmx:
+        response = render(request, "catalog/images.html#images-live", context)
+        if not context["busy"]:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "catalog/images.html", context)
+
+
+@login_required
+@require_POST
+def image_publish(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    image = get_object_or_404(BaseImage, pk=pk)
+    try:
+        publish.image_publish(user=request.user, image=image)
+    except ValidationError as exc:
+        messages.error(request, f"{image.reference} not published: " + " ".join(exc.messages))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Building {image.reference}; it is loaded onto the hosts next.")
+    return redirect("images:list")
+
+
+@login_required
+@require_POST
+def image_roll(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Ops: every app on another version of this image rolls onto it."""
+    image = get_object_or_404(BaseImage, pk=pk)
+    try:
+        started, refused = services.apps_upgrade(user=request.user, target=image)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"Rolling {len(started)} app(s) onto {image.reference}: "
+            + (", ".join(op.app_slug for op in started) or "none had instances to roll")
+            + ".",
+        )
+        for why in refused:
+            messages.error(request, f"Not rolled: {why}")
+    return redirect("images:list")

@@ -1,0 +1,174 @@
+"""Publish a base image version: build it on the portal from its recipe (no registry, no Docker
+engine here), load it onto the hosts with progress, and check every host got the same image.
+
+The image's digest is Docker's image ID on the hosts (the digest of its config), so a host that
+answers with another ID for the reference does not have this version, whatever its tag says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from apps.catalog import imagebuild, recipe
+from apps.catalog.models import BaseImage, BuildState
+from apps.hosts import gateway
+from apps.hosts.models import Host
+from apps.hosts.transport import HostError
+
+log = logging.getLogger(__name__)
+
+# How often a host's load progress is written while bytes flow (the page polls it).
+PROGRESS_EVERY = 0.5
+
+
+def rootfs_names() -> list[str]:
+    return ["busybox", "debian-python"]
+
+
+def _rootfs(name: str) -> Path:
+    """The root filesystem tarball a recipe's ADD names, built once and cached."""
+    from apps.lab import images  # builds from Debian's busybox-static or a debootstrap
+
+    cache = Path(settings.ROOTFS_CACHE)
+    return images.rootfs_tar(name, cache, lambda line: log.info("rootfs %s: %s", name, line))
+
+
+def check_recipe(image: BaseImage) -> recipe.Recipe:
+    """The parsed recipe, or a ValidationError on the recipe field listing every problem."""
+    if not image.recipe.strip():
+        raise ValidationError({"recipe": f"{image.reference} has no recipe to build from; {recipe.ALLOWED}"})
+    try:
+        return recipe.parse(image.recipe, rootfs_names())
+    except recipe.RecipeError as exc:
+        raise ValidationError({"recipe": exc.errors}) from exc
+
+
+def target_hosts() -> list[Host]:
+    """Hosts that need base images: those that take instances."""
+    return list(Host.objects.filter(state=Host.State.ACTIVE).exclude(host_key="").order_by("name"))
+
+
+@transaction.atomic
+def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
+    """Ops: build the version from its recipe and load it onto every active host (in a worker).
+    A version that failed is published again from the start; hosts that already have its
+    digest are not sent it twice."""
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("Only ops publish base image versions.")
+    image = BaseImage.objects.select_for_update().get(pk=image.pk)
+    if image.state in (BuildState.BUILDING, BuildState.LOADING):
+        raise ValidationError(
+            f"{image.reference} is being published already ({image.get_state_display().lower()})."
+        )
+    if image.state == BuildState.PUBLISHED and image.apps.exists():
+        raise ValidationError(
+            f"{image.reference} is published and apps run it; a changed recipe is a new version (a new tag)."
+        )
+    check_recipe(image)
+    imagebuild.validate_reference(image.reference)
+    image.state = BuildState.BUILDING
+    image.build_error = ""
+    image.load_progress = {}
+    image.recommended = False
+    image.save(update_fields=["state", "build_error", "load_progress", "recommended"])
+    transaction.on_commit(lambda: _send(image.pk))
+    return image
+
+
+def _send(image_id: int) -> None:
+    from apps.catalog.tasks import publish_image
+
+    try:
+        publish_image.delay(image_id)
+    except Exception as exc:  # the broker being down must not lose the request
+        log.warning("publish of image %s not sent: %s", image_id, exc)
+        BaseImage.objects.filter(pk=image_id).update(
+            state=BuildState.FAILED,
+            build_error=f"The task queue is unreachable ({type(exc).__name__}); publish again.",
+        )
+
+
+def run(image_id: int) -> None:
+    """The worker's part: build, then load host by host, recording progress as it goes."""
+    image = BaseImage.objects.get(pk=image_id)
+    try:
+        parsed = check_recipe(image)
+        out = Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
+    except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        _fail(image, f"Build failed: {message}")
+        return
+    BaseImage.objects.filter(pk=image.pk).update(
+        state=BuildState.LOADING, digest=built.digest, size=built.size
+    )
+    progress: dict[str, dict[str, Any]] = {}
+    hosts = target_hosts()
+    for host in hosts:
+        progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
+    _save_progress(image, progress)
+    failed = []
+    for host in hosts:
+        error = _load(image, host, built, progress)
+        if error:
+            failed.append(f"{host.name}: {error}")
+    if not hosts:
+        failed.append("no active host to load it onto")
+    if failed:
+        _fail(image, "Not loaded everywhere: " + "; ".join(failed), digest=built.digest)
+        return
+    BaseImage.objects.filter(pk=image.pk).update(state=BuildState.PUBLISHED, build_error="")
+    log.info("published %s (%s) on %d host(s)", image.reference, built.digest, len(hosts))
+
+
+def _load(image: BaseImage, host: Host, built: imagebuild.Built, progress: dict[str, dict[str, Any]]) -> str:
+    row = progress[host.name]
+    try:
+        if gateway.image_id(host, image.reference) == built.digest:
+            row.update(state="loaded", done=built.size, error="", note="had it already")
+        else:
+            row.update(state="loading")
+            _save_progress(image, progress)
+            last = [time.monotonic()]
+
+            def sent(done: int, total: int) -> None:
+                row["done"] = done
+                if time.monotonic() - last[0] >= PROGRESS_EVERY:
+                    last[0] = time.monotonic()
+                    _save_progress(image, progress)
+
+            gateway.image_load(host, str(built.path), sent)
+            found = gateway.image_id(host, image.reference)
+            if found != built.digest:
+                raise HostError(
+                    f"after loading, {image.reference} there is {found or 'missing'}, not {built.digest} "
+                    "(does the host use Docker's containerd image store?)"
+                )
+            row.update(state="loaded", done=built.size, error="")
+        image.hosts.add(host)
+        return ""
+    except HostError as exc:
+        row.update(state="failed", error=str(exc))
+        return str(exc)
+    finally:
+        _save_progress(image, progress)
+
+
+def _save_progress(image: BaseImage, progress: dict[str, dict[str, Any]]) -> None:
+    BaseImage.objects.filter(pk=image.pk).update(load_progress=progress)
+
+
+def _fail(image: BaseImage, message: str, digest: str = "") -> None:
+    log.warning("publish of %s failed: %s", image.reference, message)
+    fields: dict[str, Any] = {"state": BuildState.FAILED, "build_error": message[:4000]}
+    if digest:
+        fields["digest"] = digest
+    BaseImage.objects.filter(pk=image.pk).update(**fields)

@@ -1,0 +1,93 @@
+"""Base image versions in Chromium, through a real Celery worker on the lab fleet: ops publish v2
+of slipway/busybox from the Base images page and watch it load onto the hosts; the owner of an
+app on v1 is told of it on the app page and rolls the app onto it, instance by instance, live."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from apps.catalog import services
+from apps.catalog.models import BaseImage, BuildState
+from apps.instances import executor
+from apps.instances.models import Instance, Operation
+from apps.lab import fleet
+from tests.browser.conftest import Fleet
+from tests.browser.test_hosts_browser import _login
+
+RECIPE = """FROM scratch
+ADD busybox /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ENV SLIPWAY_IMAGE_VERSION=2
+CMD ["/bin/sh"]
+"""
+
+
+def test_ops_publish_a_version_and_the_owner_rolls_the_app_onto_it(
+    page: Page,
+    live_server,  # type: ignore[no-untyped-def]
+    lab_fleet: Fleet,
+    worker: None,
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    lab, image, team, dev = lab_fleet.lab, lab_fleet.image, lab_fleet.team, lab_fleet.dev
+    v2 = BaseImage.objects.create(
+        name=image.name,
+        tag="2",
+        runtime=image.runtime,
+        default_command=image.default_command,
+        default_port=image.default_port,
+        recipe=RECIPE,
+        state=BuildState.DRAFT,
+    )
+    for lab_host in lab:
+        fleet.docker(lab_host, "rmi", "-f", v2.reference, check=False)
+    try:
+        app = services.app_create(
+            user=dev, team=team, slug="upweb", base_image=image, memory_mb=32, cpus="0.1"
+        )
+        op = services.app_scale(user=dev, app=app, instances=2)
+        executor.run_operation(op.pk)
+        assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
+
+        _login(page, live_server.url, "ops")
+        page.goto(f"{live_server.url}/images/")
+        row = page.locator('tr[data-version="slipway/busybox:2"]')
+        expect(row).to_contain_text("draft")
+        row.get_by_role("button", name="Publish").click()
+        expect(page.locator(".messages")).to_contain_text("Building slipway/busybox:2")
+        # The page follows the build and the loads onto both hosts until it is published.
+        expect(page.locator('tr[data-version="slipway/busybox:2"]')).to_contain_text(
+            "published", timeout=120_000
+        )
+        for lab_host in lab:
+            expect(
+                page.locator(f'tr[data-version="slipway/busybox:2"] li[data-host="{lab_host.name}"]')
+            ).to_contain_text("loaded")
+        screenshot("published")
+        v2.refresh_from_db()
+        v2.recommended = True
+        v2.full_clean()
+        v2.save()
+
+        page.context.clear_cookies()
+        _login(page, live_server.url, "dev")
+        page.goto(f"{live_server.url}/apps/upweb/")
+        expect(page.locator("#newer-image")).to_contain_text("slipway/busybox:2")
+        page.get_by_role("button", name="Roll instances").click()
+        panel = page.locator(".roll")
+        expect(panel).to_contain_text("slipway/busybox:1 → slipway/busybox:2")
+        # Each instance goes through its steps, shown as they happen, until both are done.
+        expect(panel.locator('[data-roll-state="done"]')).to_have_count(2, timeout=90_000)
+        expect(panel).to_contain_text("passed its health check")
+        expect(page.locator("#instances td.version")).to_have_text(["2", "2"])
+        # The pinned version above follows without a reload, and nothing newer is offered.
+        expect(page.locator("#base-image")).to_contain_text("slipway/busybox:2")
+        expect(page.locator("#newer-image")).to_have_count(0)
+        screenshot("rolled")
+        assert set(Instance.objects.filter(app__slug="upweb").values_list("image__tag", flat=True)) == {"2"}
+    finally:
+        for lab_host in lab:
+            ids = fleet.docker(lab_host, "ps", "-aq", "--filter", "label=io.slipway.app=upweb").stdout.split()
+            if ids:
+                fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+            fleet.docker(lab_host, "rmi", "-f", v2.reference, check=False)
