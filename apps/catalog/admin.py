@@ -60,6 +60,13 @@ class BaseImageAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{image.reference}: building; progress on the Base images page.")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: BaseImage | None = None) -> list[str]:
+        # A published version's recipe is what its digest was built from: changes are new versions.
+        fields = list(self.readonly_fields)
+        if obj is not None and obj.digest and obj.published:
+            fields.append("recipe")
+        return fields
+
     def save_model(self, request: HttpRequest, obj: BaseImage, form: Any, change: bool) -> None:
         # A new version with a recipe is a draft until it is published (built and loaded).
         if not change and obj.recipe.strip():

@@ -67,17 +67,17 @@ def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
         raise ValidationError(
             f"{image.reference} is being published already ({image.get_state_display().lower()})."
         )
-    if image.state == BuildState.PUBLISHED and image.apps.exists():
-        raise ValidationError(
-            f"{image.reference} is published and apps run it; a changed recipe is a new version (a new tag)."
-        )
+    # Published again (a host was added): the build is reproducible, so the hosts get the very
+    # image the others have; run() refuses a build whose digest differs from the recorded one.
     check_recipe(image)
     imagebuild.validate_reference(image.reference)
+    if image.state != BuildState.PUBLISHED:
+        image.recommended = False  # only a published version may be; ops mark it afterwards
+        image.digest = ""
     image.state = BuildState.BUILDING
     image.build_error = ""
     image.load_progress = {}
-    image.recommended = False
-    image.save(update_fields=["state", "build_error", "load_progress", "recommended"])
+    image.save(update_fields=["state", "build_error", "load_progress", "recommended", "digest"])
     transaction.on_commit(lambda: _send(image.pk))
     return image
 
@@ -106,6 +106,14 @@ def run(image_id: int) -> None:
     except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         _fail(image, f"Build failed: {message}")
+        return
+    if image.digest and image.digest != built.digest:
+        # Instances run the recorded image under this tag; another one must be another version.
+        _fail(
+            image,
+            f"The recipe now builds {built.digest}, not the published {image.digest}: "
+            "make the change a new version (a new tag).",
+        )
         return
     BaseImage.objects.filter(pk=image.pk).update(
         state=BuildState.LOADING, digest=built.digest, size=built.size
@@ -168,7 +176,10 @@ def _save_progress(image: BaseImage, progress: dict[str, dict[str, Any]]) -> Non
 
 def _fail(image: BaseImage, message: str, digest: str = "") -> None:
     log.warning("publish of %s failed: %s", image.reference, message)
-    fields: dict[str, Any] = {"state": BuildState.FAILED, "build_error": message[:4000]}
+    # A version published before (it kept its digest) stays usable where it is loaded: only
+    # this attempt failed.
+    state = BuildState.PUBLISHED if image.digest else BuildState.FAILED
+    fields: dict[str, Any] = {"state": state, "build_error": message[:4000]}
     if digest:
         fields["digest"] = digest
     BaseImage.objects.filter(pk=image.pk).update(**fields)

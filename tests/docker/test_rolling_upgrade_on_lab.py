@@ -138,6 +138,14 @@ def test_publishing_builds_from_the_recipe_and_loads_every_host(
     v2.refresh_from_db()
     assert v2.state == BuildState.PUBLISHED
     assert all(p.get("note") == "had it already" for p in v2.load_progress.values()), v2.load_progress
+    # Published again with a changed recipe: refused, and the version stays as it was.
+    published = v2.digest
+    BaseImage.objects.filter(pk=v2.pk).update(recipe=V2_RECIPE.replace("VERSION=2", "VERSION=2b"))
+    publish.image_publish(user=User.objects.get(username="ops"), image=v2)
+    publish.run(v2.pk)
+    v2.refresh_from_db()
+    assert v2.state == BuildState.PUBLISHED and v2.digest == published
+    assert "make the change a new version (a new tag)" in v2.build_error
 
 
 def test_a_broken_recipe_is_refused_with_every_problem(busybox: BaseImage, ops: User) -> None:

@@ -184,6 +184,9 @@ def test_the_app_page_offers_the_roll_and_shows_it_per_instance(
     live = response.content.decode()
     assert "Rolling upgrade</strong> slipway/busybox:1 → slipway/busybox:2" in live
     assert live.count('data-roll-state="waiting"') == 3
+    # The activity keeps each roll's steps per instance.
+    activity = client.get("/apps/web/activity/").content.decode()
+    assert "slw-web-2 (" in activity and "was slipway/busybox:1): waiting" in activity
     refused = client.post("/apps/web/upgrade/", {"base_image": "x"}, HTTP_HX_REQUEST="true")
     assert refused.status_code == 422
     assert (
