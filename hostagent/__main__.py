@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, check, info, killtree, limits, lxcfs, serve, stats
-from hostagent.protocol import AGENT_VERSION
+from hostagent import arp, check, info, killtree, limits, lxcfs, safefs, serve, stats
+from hostagent.protocol import AGENT_VERSION, EXTRACT_MAX_BYTES, EXTRACT_MAX_MEMBERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep = commands.add_parser("stats", help="cgroup counters of every running container, one sweep")
     sweep.add_argument("--label", help="only containers with this label, e.g. io.slipway.managed=1")
     commands.add_parser("serve", help="answer JSON requests on stdin/stdout until EOF")
+    _volume_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve.serve()
+    if args.command == "pack":
+        return _pack(args.root)
 
     document: dict[str, object]
     try:
@@ -68,6 +71,22 @@ def main(argv: list[str] | None = None) -> int:
             document = limits.collect(args.containers)
         elif args.command == "stats":
             document = dict(stats.collect(args.label))
+        elif args.command == "extract":
+            document = safefs.extract(
+                args.root,
+                sys.stdin.buffer,
+                max_bytes=args.max_bytes,
+                max_members=args.max_members,
+                same_owner=args.same_owner,
+            )
+        elif args.command == "manifest":
+            document = safefs.manifest(args.root, args.exclude)
+        elif args.command == "write-file":
+            document = safefs.write_file(_given(args, "root"), _given(args, "name"), _given(args, "content"))
+        elif args.command == "read-file":
+            document = safefs.read_file(_given(args, "root"), _given(args, "name"), args.max_bytes)
+        elif args.command == "remove":
+            document = safefs.remove(args.root, args.names or _stdin_names())
         else:  # pragma: no cover - argparse refuses unknown commands
             parser.error(f"unknown command {args.command!r}")
     except (OSError, ValueError) as exc:
@@ -76,6 +95,68 @@ def main(argv: list[str] | None = None) -> int:
     document.setdefault("agent_version", AGENT_VERSION)
     json.dump(document, sys.stdout, sort_keys=True)
     sys.stdout.write("\n")
+    return 0
+
+
+def _volume_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Work inside an app's volume that never follows a symlink the app made (see safefs)."""
+    root_help = "the app's volume directory (absolute); names are relative to it"
+    extract = commands.add_parser("extract", help="unpack a tar stream on stdin into the volume")
+    extract.add_argument("root", help=root_help)
+    extract.add_argument(
+        "--max-bytes", type=int, default=EXTRACT_MAX_BYTES, help="refuse past this many bytes"
+    )
+    extract.add_argument("--max-members", type=int, default=EXTRACT_MAX_MEMBERS, help="refuse past this many")
+    extract.add_argument("--same-owner", action="store_true", help="keep the archive's numeric owners")
+    pack = commands.add_parser("pack", help="tar of the entries named on stdin (NUL-separated) to stdout")
+    pack.add_argument("root", help=root_help)
+    listing = commands.add_parser("manifest", help="every entry with its kind, size and sha256 or link text")
+    listing.add_argument("root", help=root_help)
+    listing.add_argument(
+        "--exclude", action="append", default=[], help="a name to leave out, with what is under it"
+    )
+    # Positional, or as options (how the portal's one-shot fallback passes arguments).
+    write = commands.add_parser("write-file", help="write a file, replacing a symlink at its place")
+    read = commands.add_parser("read-file", help="a regular file's content; a symlink is not followed")
+    for sub, fields in ((write, ("root", "name", "content")), (read, ("root", "name"))):
+        for field in fields:
+            sub.add_argument(field, nargs="?")
+            sub.add_argument(f"--{field}", dest=f"{field}_option")
+    read.add_argument("--max-bytes", "--max_bytes", type=int, default=65536)
+    remove = commands.add_parser("remove", help="unlink files (not directories), following no symlink")
+    remove.add_argument("root", help=root_help)
+    remove.add_argument("names", nargs="*", help="relative names; none: NUL-separated names on stdin")
+
+
+def _given(args: argparse.Namespace, field: str) -> str:
+    value = getattr(args, field) or getattr(args, f"{field}_option")
+    if value is None:
+        raise ValueError(f"give the {field}")
+    return str(value)
+
+
+def _stdin_names() -> list[str]:
+    data = sys.stdin.buffer.read()
+    return [n.decode("utf-8", "surrogateescape") for n in data.split(b"\0") if n]
+
+
+def _pack(root: str) -> int:
+    """The tar stream goes to stdout; exit 0, or 1 if entries were gone, changed or skipped while
+    packing (as tar exits 1 for a file that changed as it was read), or 2 if it could not go on."""
+    try:
+        counts = safefs.pack(root, _stdin_names(), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except (OSError, ValueError) as exc:
+        print(f"hostagent pack: {exc}", file=sys.stderr)
+        return 2
+    troubles = [
+        f"{len(counts[k])} {k}: {', '.join(counts[k][:5])}"
+        for k in ("gone", "changed", "skipped")
+        if counts[k]
+    ]
+    if troubles:
+        print(f"hostagent pack: {'; '.join(troubles)}", file=sys.stderr)
+        return 1
     return 0
 
 

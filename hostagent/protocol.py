@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-AGENT_VERSION = 6  # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree; 6: garp-for
+# 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree; 6: garp-for;
+# 7: extract, pack, manifest, write-file, read-file, remove (volume work that follows no symlink)
+AGENT_VERSION = 7
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# `extract` stops past these unless the portal asks for other bounds (a small upload may unpack
+# to a great deal: compression bombs).
+EXTRACT_MAX_BYTES = 16 << 30
+EXTRACT_MAX_MEMBERS = 1_000_000
 
 
 class DockerFacts(TypedDict, total=False):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, info, killtree, limits, lxcfs, stats
+from hostagent import arp, check, info, killtree, limits, lxcfs, safefs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -29,6 +29,11 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "limits": limits.collect,
     "kill-tree": killtree.kill_tree,
     "lxcfs-heal": lxcfs.heal,
+    # Inside an app's volume, never following a symlink (extract and pack stream: CLI only).
+    "write-file": safefs.write_file,
+    "read-file": safefs.read_file,
+    "remove": safefs.remove,
+    "manifest": safefs.manifest,
 }
 
 

@@ -136,9 +136,35 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
-SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+# --- Transport security. Off by default: the lab serves plain http on 127.0.0.1. In production
+# SLIPWAY_HTTPS=1 (the site is reached only over https) turns on the redirect, secure cookies and
+# HSTS; each can still be set on its own. `manage.py check --deploy` is clean with it.
+HTTPS = envbool("SLIPWAY_HTTPS", False)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", HTTPS)
+# Probes (scripts/services.sh, a load balancer) may ask over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", HTTPS)
+# An hour until ops have seen it work; browsers then refuse plain http for that long (raise it).
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+# Asks browsers' preload lists for the domain: hard to undo, so only when ops say so.
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy: the header it sets to "https" (e.g. X-Forwarded-Proto). Only
+# if the proxy always sets or strips it, or a client could claim https.
+_proxy_ssl_header = envstr("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+# Stated rather than left to Django's defaults: nothing here is framed, and no page needs to send
+# its address elsewhere or keep a handle on a window it opened.
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# An htmx request whose token went stale gets a short "reload" notice rather than a 403 it hides.
+CSRF_FAILURE_VIEW = "portal.csrf.csrf_failure"
+# A check ops have decided against (e.g. security.W021 when they do not preload HSTS).
+SILENCED_SYSTEM_CHECKS = envlist("SILENCED_SYSTEM_CHECKS", [])
 
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "slipway@localhost")
@@ -201,6 +227,10 @@ RECONCILE_INTERVAL = envfloat("RECONCILE_INTERVAL", 30.0)
 OPERATION_REQUEUE_AFTER = envfloat("OPERATION_REQUEUE_AFTER", 30.0)
 # An operation still "running" this long lost its worker (killed, machine rebooted): run it again.
 OPERATION_STALE_AFTER = envfloat("OPERATION_STALE_AFTER", 900.0)
+# A worker touches its operation this often while it runs it; one silent for
+# OPERATION_HEARTBEAT_LOST lost its worker (SIGKILL, OOM, reboot) and runs again at once.
+OPERATION_HEARTBEAT = envfloat("OPERATION_HEARTBEAT", 5.0)
+OPERATION_HEARTBEAT_LOST = envfloat("OPERATION_HEARTBEAT_LOST", 45.0)
 # Parallel Docker calls per operation (scale +10 across hosts).
 OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 # Before an address is used the first time, the instance's host asks the segment (ARP) whether

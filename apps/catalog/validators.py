@@ -88,6 +88,7 @@ SYSTEM_PATHS = (
     "/sbin",
     "/sys",
     "/usr",
+    "/var/run",  # a link to /run in most images
 )
 
 

@@ -11,7 +11,7 @@ from apps.catalog.models import App
 from apps.console import services
 from apps.console.models import ExecSession
 from apps.instances.models import Instance
-from portal.api import service_call
+from portal.api import Pagination, service_call
 
 
 class ExecBodySerializer(serializers.Serializer):
@@ -103,6 +103,8 @@ class ExecSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     """The exec audit: developers see their own, leads their teams', ops all."""
 
     serializer_class = ExecSessionSerializer
+    pagination_class = Pagination
+    queryset = ExecSession.objects.none()  # for the schema: its generator has no user
 
     def get_queryset(self) -> QuerySet[ExecSession]:
         return services.audit_visible_to(self.request.user)

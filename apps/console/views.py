@@ -52,8 +52,13 @@ def _back(request: HttpRequest, app: App) -> str:
 
 
 def _lines(text: str) -> list[str]:
-    """The exec form's argv: one argument per line (no shell parsing, nothing to quote)."""
-    return [line.rstrip("\r") for line in text.split("\n")] if text.strip() else []
+    """The exec form's argv: one argument per line (no shell parsing, nothing to quote). The
+    newline that ends the last line is not an empty argument after it; empty lines between
+    arguments are empty arguments."""
+    if not text.strip():
+        return []
+    text = text.replace("\r\n", "\n")
+    return text.removesuffix("\n").split("\n")
 
 
 @login_required

@@ -16,6 +16,7 @@ from apps.hosts import services
 from apps.hosts.models import Drain, Host
 from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import host_metrics
+from portal.api import Pagination
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -105,6 +106,7 @@ class HostViewSet(
     queryset = Host.objects.all()
     serializer_class = HostSerializer
     permission_classes = [IsStaffOrReadOnly]
+    pagination_class = Pagination
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

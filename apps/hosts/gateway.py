@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 AGENT_ARGV = ["python3", "-m", "hostagent"]
 # Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {6}
+KNOWN_AGENT_VERSIONS = {7}
 
 
 def _require_pinned(host: Host) -> None:
@@ -211,3 +211,52 @@ def terminal_open(host: Host, container: str, *, user: str = "") -> docker_api.T
     """An interactive shell on a TTY in the running container: bash if the image has it, else
     sh. Ending it kills the shell and what it started, by the host's agent."""
     return docker_api.tty_open(docker(host), container, host.name, kill=_kill_tree(host), user=user)
+
+
+# --- inside an app's volume ------------------------------------------------------------------------
+# The app's container (root inside) can make anything in its volume a symlink to host files.
+# Host-side work on volume contents therefore goes through the agent, which resolves every path
+# one component at a time and follows no symlink (hostagent/safefs.py); never tar, tee or rm.
+
+
+def volume_extract(
+    host: Host,
+    root: str,
+    data: bytes,
+    *,
+    timeout: float = 120,
+    max_bytes: int | None = None,
+    max_members: int | None = None,
+) -> dict[str, Any]:
+    """Unpack a tarball (plain, gzip, bzip2 or xz) into the volume directory root on the host.
+    A symlink or file where the tarball puts a file or directory is replaced, never written
+    through; devices, fifos, absolute names and '..' are refused with the member's name."""
+    argv = [*AGENT_ARGV, "extract", root]
+    if max_bytes is not None:
+        argv.append(f"--max-bytes={max_bytes}")
+    if max_members is not None:
+        argv.append(f"--max-members={max_members}")
+    result = run(host, argv, stdin=data, timeout=timeout)
+    if not result.ok:
+        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        detail = lines[-1].removeprefix("hostagent extract: ") if lines else f"exit code {result.exit_code}"
+        raise CommandFailed(
+            f"{host.name}: unpacking into {root} failed: {detail}", exit_code=result.exit_code
+        )
+    try:
+        document = json.loads(result.stdout)
+    except ValueError:
+        raise HostError(f"{host.name}: hostagent extract printed something that is not JSON") from None
+    return dict(document)
+
+
+def volume_read(host: Host, root: str, name: str) -> str | None:
+    """The content of the regular file root/name on the host; None if there is none (a symlink
+    the app put there is not a file and is not followed)."""
+    content = agent(host, "read-file", timeout=15, root=root, name=name).get("content")
+    return content if isinstance(content, str) else None
+
+
+def volume_write(host: Host, root: str, name: str, content: str) -> None:
+    """Write root/name on the host; a symlink or file at its place is replaced, never written through."""
+    agent(host, "write-file", timeout=15, root=root, name=name, content=content)

@@ -32,6 +32,45 @@ def validate_absolute_path(value: str) -> None:
         raise ValidationError(f"{value!r}: use an absolute path without '.' or '..' components.")
 
 
+# Host directories an app volume must never sit in: each app's volume is <root>/<slug>, bound
+# read-write into its containers, so a root here would hand them the host's system (or
+# Docker's own socket and state).
+HOST_SYSTEM_PATHS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/lxcfs",
+)
+
+
+def validate_volume_root(value: str) -> None:
+    validate_absolute_path(value)
+    clean = value.rstrip("/") or "/"
+    if (
+        "//" in value
+        or clean == "/"
+        or any(clean == p or clean.startswith(p + "/") for p in HOST_SYSTEM_PATHS)
+    ):
+        raise ValidationError(
+            f"{value!r} cannot hold app volumes: it is (or is inside) a system directory of the host. "
+            "Use a directory of its own, e.g. /srv/slipway/volumes."
+        )
+
+
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
 
@@ -78,7 +117,7 @@ class Host(models.Model):
     # opens channels straight to it; the local transport connects to it on this machine.
     docker_socket = models.CharField(max_length=200, blank=True, validators=[validate_absolute_path])
     volume_root = models.CharField(
-        max_length=200, default=default_volume_root, validators=[validate_absolute_path]
+        max_length=200, default=default_volume_root, validators=[validate_volume_root]
     )
     cpus = models.PositiveIntegerField(null=True, blank=True)
     memory_mb = models.PositiveIntegerField(null=True, blank=True)

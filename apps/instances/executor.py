@@ -21,8 +21,16 @@ from django.utils import timezone
 from apps.catalog.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
-from apps.hosts.transport import SPEC_LABEL, AddressInUse, ContainerFailed, ContainerState, HostError
+from apps.hosts.transport import (
+    SPEC_LABEL,
+    AddressInUse,
+    ContainerFailed,
+    ContainerState,
+    HostError,
+    HostUnreachable,
+)
 from apps.instances import health
+from apps.instances.heartbeat import Heartbeat
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
@@ -49,17 +57,25 @@ class Outcome:
     transient: bool = False
     # The new static address turned out to be in use before the container started.
     taken: AddressInUse | None = None
+    # The host did not answer at all (link down, sshd or dockerd gone): it is marked for ops.
+    unreachable: bool = False
 
 
 def run_operation(op_id: int) -> None:
+    now = timezone.now()
     claimed = Operation.objects.filter(pk=op_id, status=Operation.Status.QUEUED).update(
-        status=Operation.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, error=""
+        status=Operation.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        error="",
     )
     if not claimed:
         return  # another worker has it, or it already ran
     op = Operation.objects.select_related("app__base_image", "instance").get(pk=op_id)
     try:
-        HANDLERS[op.kind](op)
+        with Heartbeat(op.pk):
+            HANDLERS[op.kind](op)
     except OperationFailed as exc:
         _finish(op, Operation.Status.FAILED, str(exc))
     except Exception:
@@ -117,7 +133,7 @@ def _apply(
     except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:
-        return Outcome(instance, error=str(exc), transient=True)
+        return Outcome(instance, error=str(exc), transient=True, unreachable=isinstance(exc, HostUnreachable))
 
 
 def _announce(instance: Instance, pid: int, address: str) -> None:
@@ -129,6 +145,15 @@ def _announce(instance: Instance, pid: int, address: str) -> None:
         log.warning("could not announce %s of %s: %s", address, instance.container_name, exc)
 
 
+def _mark_unreachable(host: Host, error: str) -> None:
+    """Placement stops choosing the host at once; the next successful probe makes it active
+    again, and the reconcile then converges what is pending on it. A draining host stays
+    draining (its drain waits for it)."""
+    Host.objects.filter(pk=host.pk, state=Host.State.ACTIVE).update(
+        state=Host.State.UNREACHABLE, last_error=error[:2000], last_checked=timezone.now()
+    )
+
+
 def _record(outcome: Outcome) -> None:
     instance = outcome.instance
     if outcome.removed:
@@ -136,6 +161,8 @@ def _record(outcome: Outcome) -> None:
         # The container is gone, so its address is free for others now (never before).
         IPAllocation.objects.filter(app_id=instance.app_id, slot=instance.slot).delete()
         return
+    if outcome.unreachable:
+        _mark_unreachable(instance.host, outcome.error)
     if outcome.error:
         state = Instance.State.PENDING if outcome.transient else Instance.State.FAILED
         Instance.objects.filter(pk=instance.pk).update(
@@ -243,48 +270,25 @@ class _VolumeSync:
             self.done.add(host.pk)
 
 
-def _tar_flag(head: bytes) -> list[str]:
-    # GNU tar cannot guess the compression of a stream on stdin; tell it.
-    if head.startswith(b"\x1f\x8b"):
-        return ["-z"]
-    if head.startswith(b"BZh"):
-        return ["-j"]
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return ["-J"]
-    return []
-
-
 def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: bool = False) -> None:
-    """Extract the upload into the app's volume on the host (tar over SSH), then mark it."""
+    """Extract the upload into the app's volume on the host, then mark it. The host's agent does
+    both and follows no symlink the app made in its volume (`conf -> /etc`, a linked marker)."""
     path = app.volume_path(host)
-    marker = f"{path}/{UPLOAD_MARKER}"
     if only_if_missing:
-        seen = gateway.run(host, ["cat", marker], timeout=10)
-        if seen.ok and seen.stdout.decode().strip() == upload.sha256:
+        seen = gateway.volume_read(host, path, UPLOAD_MARKER)
+        if seen is not None and seen.strip() == upload.sha256:
             return
     gateway.run(host, ["mkdir", "-p", path], timeout=10)
     with upload.file.open("rb") as handle:
         data = handle.read()
-    result = gateway.run(
-        host,
-        ["tar", "-x", *_tar_flag(data[:6]), "--no-same-owner", "--no-overwrite-dir", "-f", "-", "-C", path],
-        stdin=data,
-        timeout=120,
-    )
-    if not result.ok:
-        raise HostError(
-            f"{host.name}: extracting into {path} failed: {result.stderr.decode(errors='replace')[-300:]}"
-        )
-    written = gateway.run(host, ["tee", marker], stdin=f"{upload.sha256}\n".encode(), timeout=10)
-    if not written.ok:
-        raise HostError(f"{host.name}: cannot write {marker}")
+    gateway.volume_extract(host, path, data, timeout=120)
+    gateway.volume_write(host, path, UPLOAD_MARKER, f"{upload.sha256}\n")
 
 
 def volume_copy(app: App, source: Host, target: Host) -> None:
     """Copy the app's volume from its home host to another host, once (then marked)."""
     path = app.volume_path(target)
-    marker = f"{path}/{COPY_MARKER}"
-    if gateway.run(target, ["test", "-e", marker], timeout=10).ok:
+    if gateway.volume_read(target, path, COPY_MARKER) is not None:
         return
     treecopy.copy_tree(
         vm=source.endpoint,
@@ -294,10 +298,9 @@ def volume_copy(app: App, source: Host, target: Host) -> None:
         target=path,
         excludes=[COPY_MARKER, UPLOAD_MARKER],
         progress=lambda done, total: None,
+        source_on_host=True,
     )
-    written = gateway.run(target, ["tee", marker], stdin=f"copied from {source.name}\n".encode(), timeout=10)
-    if not written.ok:
-        raise HostError(f"{target.name}: cannot write {marker}")
+    gateway.volume_write(target, path, COPY_MARKER, f"copied from {source.name}\n")
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -381,10 +384,13 @@ def volume_sync(app: App, source: Host, target: Host) -> None:
         target=path,
         excludes=[COPY_MARKER],
         progress=lambda done, total: None,
+        source_on_host=True,
     )
-    gateway.run(
-        target, ["tee", f"{path}/{COPY_MARKER}"], stdin=f"moved from {source.name}\n".encode(), timeout=10
-    )
+    try:
+        gateway.volume_write(target, path, COPY_MARKER, f"moved from {source.name}\n")
+    except HostError as exc:
+        # As before, the copy stands without its marker (the app may have put a directory there).
+        log.warning("volume of %s on %s: no marker: %s", app.slug, target.name, exc)
 
 
 def _redeploy(op: Operation) -> None:
@@ -438,7 +444,7 @@ def _resize_one(instance: Instance, memory_mb: int, nano_cpus: int) -> Outcome:
     except ContainerFailed as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:
-        return Outcome(instance, error=str(exc), transient=True)
+        return Outcome(instance, error=str(exc), transient=True, unreachable=isinstance(exc, HostUnreachable))
 
 
 def _read_back(host: Host, instances: list[Instance]) -> dict[str, Any]:

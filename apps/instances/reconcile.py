@@ -42,7 +42,11 @@ def _listing(host: Host) -> tuple[Host, list[ContainerState] | None, str]:
 
 def reconcile() -> Report:
     report = Report(
-        requeued=operations_requeue_stale(settings.OPERATION_REQUEUE_AFTER, settings.OPERATION_STALE_AFTER)
+        requeued=operations_requeue_stale(
+            settings.OPERATION_REQUEUE_AFTER,
+            settings.OPERATION_STALE_AFTER,
+            silent_for_s=settings.OPERATION_HEARTBEAT_LOST,
+        )
     )
     hosts = list(Host.objects.exclude(host_key="").exclude(state=Host.State.PENDING))
     busy_apps = set(

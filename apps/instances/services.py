@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.catalog.models import App
@@ -58,20 +59,27 @@ def operation_send(op_id: int) -> bool:
     return True
 
 
-def operations_requeue_stale(older_than_s: float, running_longer_than_s: float | None = None) -> int:
+def operations_requeue_stale(
+    older_than_s: float, running_longer_than_s: float | None = None, silent_for_s: float | None = None
+) -> int:
     """Send again operations still queued long after they were made (the broker was down),
     and those left running by a worker that died (its claim is released: the handlers are
-    idempotent, so running one again finishes the job once)."""
+    idempotent, so running one again finishes the job once). A worker that died is one whose
+    heartbeat stopped for `silent_for_s`, or, for runs without one, that ran longer than
+    `running_longer_than_s`."""
     now = timezone.now()
     ids: list[int] = []
+    lost = Q(pk__in=[])
     if running_longer_than_s is not None:
-        stale = Operation.objects.filter(
-            status=Operation.Status.RUNNING, started_at__lt=now - timedelta(seconds=running_longer_than_s)
-        )
+        lost |= Q(started_at__lt=now - timedelta(seconds=running_longer_than_s))
+    if silent_for_s is not None:
+        lost |= Q(heartbeat_at__lt=now - timedelta(seconds=silent_for_s))
+    if running_longer_than_s is not None or silent_for_s is not None:
+        stale = Operation.objects.filter(lost, status=Operation.Status.RUNNING)
         ids += list(stale.values_list("pk", flat=True))
         stale.update(
             status=Operation.Status.QUEUED,
-            error=f"No worker finished it within {running_longer_than_s:g} s (worker lost?); it runs again.",
+            error="Its worker stopped answering (killed or its machine restarted); it runs again.",
         )
     cutoff = now - timedelta(seconds=older_than_s)
     ids += list(

@@ -7,6 +7,7 @@ requests for one address end with exactly one winner, whatever the timing.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 
 from django.core.exceptions import ValidationError
@@ -44,6 +45,22 @@ def _excluded(ip: Address, ranges: list[tuple[int, int, int]]) -> bool:
     return any(version == ip.version and first <= int(ip) <= last for version, first, last in ranges)
 
 
+# Docker's own network modes, which are not networks a pool bridges onto: "host" would put
+# every instance in the host's network namespace, "none" and "container:..." take it away.
+RESERVED_NETWORKS = ("host", "none", "bridge", "default")
+
+
+def validate_docker_network(value: str) -> None:
+    if value.lower() in RESERVED_NETWORKS or not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value or ""
+    ):
+        raise ValidationError(
+            f"{value!r} is not a network a pool can use: give the name of a macvlan or bridge network "
+            "on the hosts (letters, digits, '_', '.', '-'), not one of Docker's modes "
+            f"({', '.join(RESERVED_NETWORKS)}, container:...)."
+        )
+
+
 class IPPool(models.Model):
     name = models.CharField(
         max_length=40,
@@ -63,6 +80,7 @@ class IPPool(models.Model):
     docker_network = models.CharField(
         max_length=64,
         default="public",
+        validators=[validate_docker_network],
         help_text="The Docker network on each host that bridges onto this pool",
     )
     created_at = models.DateTimeField(auto_now_add=True)

@@ -19,7 +19,7 @@ from apps.accounts.models import Team
 from apps.hosts.transport import fingerprint
 from apps.relocations import services
 from apps.relocations.models import Inspection, Relocation, Step
-from portal.api import service_call
+from portal.api import Pagination, SlugRelatedField, service_call
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -92,7 +92,7 @@ class RelocationSerializer(serializers.ModelSerializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    team = SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
     name = serializers.CharField(max_length=60)
     address = serializers.CharField(max_length=64)
     port = serializers.IntegerField(required=False, default=22)
@@ -114,6 +114,7 @@ class PlanSerializer(serializers.Serializer):
 
 class RelocationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = RelocationSerializer
+    pagination_class = Pagination
 
     def get_queryset(self) -> QuerySet[Relocation]:
         return services.visible_to(self.request.user)

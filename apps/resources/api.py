@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from apps.resources import services
 from apps.resources.models import ResourceEvent, ResourceRequest
-from portal.api import service_call
+from portal.api import Pagination, service_call
 
 
 class ResourceEventSerializer(serializers.ModelSerializer):
@@ -88,6 +88,7 @@ class ResourceRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     """Requests of the teams you are in (ops: all). `?state=pending` for the approvals inbox."""
 
     serializer_class = ResourceRequestSerializer
+    pagination_class = Pagination
 
     def get_queryset(self) -> QuerySet[ResourceRequest]:
         qs = services.visible_to(self.request.user).prefetch_related("events__user")

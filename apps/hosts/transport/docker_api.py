@@ -586,12 +586,27 @@ def exec_run(
         if total > kept:
             truncated = True
     return ExecResult(
-        exit_code=exec_inspect(client, exec_id, where).get("ExitCode"),
+        exit_code=exit_code_of(client, exec_id, where),
         timed_out=timed_out,
         truncated=truncated,
         bytes_out=total,
         duration=time.monotonic() - started,
     )
+
+
+def exit_code_of(client: DockerClient, exec_id: str, where: str, wait: float = 2.0) -> int | None:
+    """The exec'd process's exit code once it has ended: Docker may need a moment after the
+    end of its output stream to record it (until then it says running, with no code). None if
+    it still runs after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        info = exec_inspect(client, exec_id, where)
+        code = info.get("ExitCode")
+        if not info.get("Running") and code is not None:
+            return int(code)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 # --- interactive exec on a TTY (the browser terminal) -----------------------------------------
@@ -766,17 +781,7 @@ class TtyExec:
         return exec_inspect(self.client, self.exec_id, self.where)
 
     def exit_code(self, wait: float = 2.0) -> int | None:
-        """The process's exit code once it has ended (Docker may need a moment after the end of
-        the stream to notice); None if it still runs after `wait` seconds."""
-        deadline = time.monotonic() + wait
-        while True:
-            info = self.inspect()
-            if not info.get("Running"):
-                code = info.get("ExitCode")
-                return None if code is None else int(code)
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
+        return exit_code_of(self.client, self.exec_id, self.where, wait)
 
     def close(self) -> None:
         """End the process (and what it started) if it still runs, then close the stream."""

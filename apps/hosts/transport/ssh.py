@@ -91,7 +91,7 @@ def _open_transport(address: str, port: int, pinned_type: str | None) -> paramik
     try:
         sock = socket.create_connection((address, port), timeout=settings.SSH_CONNECT_TIMEOUT)
     except OSError as exc:
-        raise HostUnreachable(f"cannot connect to {address}:{port}: {exc}") from exc
+        raise HostUnreachable(f"host unreachable: cannot connect to {address}:{port}: {exc}") from exc
     transport = paramiko.Transport(sock)
     transport.banner_timeout = settings.SSH_BANNER_TIMEOUT
     transport.handshake_timeout = settings.SSH_BANNER_TIMEOUT
