@@ -178,7 +178,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's limit/offset, bounded, with a 400 for values out of range (portal.api).
+    "DEFAULT_PAGINATION_CLASS": "portal.api.Pagination",
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
@@ -186,6 +187,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Self-service portal for a private Docker fleet.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a "kind": each its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "OperationKindEnum": "apps.instances.models.Operation.Kind",
+        "ExecSessionKindEnum": "apps.console.models.ExecSession.Kind",
+    },
 }
 
 # --- Celery (Redis broker). The database row is the job record; tasks take ids only. ---

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
@@ -29,6 +30,7 @@ from apps.metrics.selectors import app_metrics
 from apps.network.models import IPAllocation, IPPool
 from apps.network.services import address_request
 from apps.resources.api import RequestBodySerializer, ResourceRequestSerializer, file_request
+from portal.api import SlugRelatedField
 
 
 def drf_errors(exc: DjangoValidationError) -> ValidationError:
@@ -138,7 +140,9 @@ class BaseImageField(serializers.PrimaryKeyRelatedField):
     """A base image by id, or by its reference (`slipway/busybox:1`) like everywhere else."""
 
     def to_internal_value(self, data: Any) -> BaseImage:
-        if isinstance(data, str) and not data.isdigit():
+        if isinstance(data, str) and "\x00" in data:
+            raise ValidationError(f"{data!r}: a base image is named without NUL bytes.")
+        if isinstance(data, str) and not (data.isascii() and data.isdigit()):
             name, _, tag = data.rpartition(":")
             found = BaseImage.objects.filter(name=name, tag=tag).first() if name else None
             if found is None:
@@ -150,7 +154,7 @@ class BaseImageField(serializers.PrimaryKeyRelatedField):
 
 
 class AppSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    team = SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
     base_image = BaseImageField(queryset=BaseImage.objects.all(), help_text="An id, or name:tag")
     base_image_reference = serializers.CharField(source="base_image.reference", read_only=True)
     command = serializers.ListField(
@@ -165,7 +169,7 @@ class AppSerializer(serializers.ModelSerializer):
     )
     instances = serializers.IntegerField(required=False, default=0)
     running = serializers.SerializerMethodField()
-    ip_pool = serializers.SlugRelatedField(
+    ip_pool = SlugRelatedField(
         slug_field="name",
         queryset=IPPool.objects.all(),
         required=False,
@@ -257,14 +261,15 @@ class AddressSerializer(serializers.ModelSerializer):
 class AddressRequestSerializer(serializers.Serializer):
     address = serializers.CharField(max_length=45)
     slot = serializers.IntegerField(
-        required=False, min_value=0, help_text="Default: the next slot a scale-up makes."
+        required=False,
+        min_value=0,
+        max_value=settings.MAX_INSTANCES_PER_APP - 1,
+        help_text="Default: the next slot a scale-up makes.",
     )
 
 
 class MoveSerializer(serializers.Serializer):
-    host = serializers.SlugRelatedField(
-        slug_field="name", queryset=Host.objects.all(), help_text="Target host"
-    )
+    host = SlugRelatedField(slug_field="name", queryset=Host.objects.all(), help_text="Target host")
 
 
 class UpgradeSerializer(serializers.Serializer):
@@ -286,6 +291,7 @@ class UploadSerializer(serializers.Serializer):
 class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
     serializer_class = AppSerializer
     lookup_field = "slug"
+    lookup_value_regex = r"[a-z][a-z0-9-]{1,39}"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[App]:
@@ -453,7 +459,6 @@ class InstanceViewSet(
     def restart(self, request: Request, pk: str | None = None) -> Response:
         return self._act("restart")
 
-    @extend_schema(request=MoveSerializer, responses={202: OperationSerializer})
     @extend_schema(request=ExecBodySerializer, responses=ExecResultSerializer)
     @action(detail=True, methods=["post"])
     def exec(self, request: Request, pk: str | None = None) -> Response:
@@ -468,6 +473,7 @@ class InstanceViewSet(
         instance = self.get_object()
         return Response(app_metrics(instance.app, window_of(request), slot=instance.slot))
 
+    @extend_schema(request=MoveSerializer, responses={202: OperationSerializer})
     @action(detail=True, methods=["post"])
     def move(self, request: Request, pk: str | None = None) -> Response:
         """Recreate the instance on another host with the same slot, address and volume (ops)."""

@@ -30,6 +30,9 @@ from apps.instances.services import operation_create
 # upgrade of its own (app_upgrade).
 CONTAINER_FIELDS = ("command", "port", "env", "volume_mount", "workdir")
 HEALTH_FIELDS = ("health_check", "health_path", "health_timeout")
+# What the columns hold (DecimalField(5, 2); a 32-bit integer), whatever the hosts have.
+MAX_CPUS = Decimal("999.99")
+MAX_MEMORY_MB = 2**31 - 1
 EDITABLE_FIELDS = ("base_image", *CONTAINER_FIELDS, *HEALTH_FIELDS)
 
 
@@ -56,7 +59,9 @@ def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[in
         errors["cpus"] = f"CPU must be a number of cores, e.g. 0.5 (got {cpus!r})."
         cpu = Decimal(0)
     if "memory_mb" not in errors:
-        if memory < settings.MIN_MEMORY_MB:
+        if memory > MAX_MEMORY_MB:
+            errors["memory_mb"] = f"Memory is at most {MAX_MEMORY_MB} MiB (got {memory_mb})."
+        elif memory < settings.MIN_MEMORY_MB:
             errors["memory_mb"] = f"Memory must be at least {settings.MIN_MEMORY_MB} MiB (got {memory})."
         elif largest_memory and memory > largest_memory:
             errors["memory_mb"] = (
@@ -65,6 +70,8 @@ def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[in
     if "cpus" not in errors:
         if cpu <= 0:
             errors["cpus"] = f"CPU must be more than 0 cores (got {cpu})."
+        elif cpu > MAX_CPUS:
+            errors["cpus"] = f"CPU is at most {MAX_CPUS} cores (got {cpus})."
         elif cpu != cpu.quantize(Decimal("0.01")):
             errors["cpus"] = f"CPU has at most two decimals, e.g. 0.25 (got {cpu})."
         elif largest_cpus and cpu > largest_cpus:

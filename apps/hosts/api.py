@@ -98,6 +98,13 @@ class DrainSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DrainAnswerSerializer(serializers.Serializer):
+    """What drain and activate answer: the host, and its latest drain (if any)."""
+
+    host = HostSerializer()
+    drain = DrainSerializer(allow_null=True)
+
+
 class HostViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -172,7 +179,7 @@ class HostViewSet(
             {"host": self.get_serializer(host).data, "drain": DrainSerializer(drain).data if drain else None}
         )
 
-    @extend_schema(request=None, responses=DrainSerializer)
+    @extend_schema(request=None, responses=DrainAnswerSerializer)
     @action(detail=True, methods=["get", "post"])
     def drain(self, request: Request, pk: str | None = None) -> Response:
         """GET: the latest drain and its progress. POST: drain the host (ops): its instances are
@@ -186,7 +193,7 @@ class HostViewSet(
             host.refresh_from_db()
         return self._drain_answer(host)
 
-    @extend_schema(request=None, responses=HostSerializer)
+    @extend_schema(request=None, responses=DrainAnswerSerializer)
     @action(detail=True, methods=["post"])
     def activate(self, request: Request, pk: str | None = None) -> Response:
         """A draining host takes instances again (a drain under way stops after its current move)."""

@@ -55,19 +55,28 @@ MARKED = {
     Operation.Kind.RECONCILE,
     Operation.Kind.RESIZE,
 }
-_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+# ASCII digits only ("²" is a digit to str.isdigit), at most ten of them.
+_DURATION = re.compile(r"(\d{1,10})\s*([smhd]?)", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str, what: str) -> int:
-    """'90' (seconds), '10s', '5m', '24h', '7d' -> seconds."""
+    """'90' (seconds), '10s', '5m', '24h', '7d' -> seconds; at most as far back as metrics are kept."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
-        raise ValidationError({what: f"{text!r} is not a duration; use seconds or e.g. 10s, 5m, 24h, 7d."})
-    return int(match.group(1)) * _UNITS[match.group(2)]
+        raise ValidationError(
+            {what: f"{text[:40]!r} is not a duration; use seconds or e.g. 10s, 5m, 24h, 7d."}
+        )
+    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    kept = settings.METRICS_HOUR_RETENTION
+    if seconds > kept:
+        raise ValidationError(
+            {
+                what: f"{text!r} is longer than the {kept // 86400} days metrics are kept; give at most {kept // 86400}d."
+            }
+        )
+    return seconds
 
 
 @dataclass
@@ -99,7 +108,15 @@ def window(
         seconds, default_step = RANGES[range_name]
         start = now - timedelta(seconds=seconds)
     elif since:
-        parsed = parse_datetime(since)
+        try:
+            parsed = parse_datetime(since)
+        except ValueError:
+            raise ValidationError(
+                {
+                    "since": f"{since[:40]!r} is not a valid time; give ISO 8601 (2026-11-27T10:00:00Z) "
+                    "or how long ago (90m, 24h, 7d)."
+                }
+            ) from None
         if parsed is None:
             start = now - timedelta(seconds=parse_duration(since, "since"))
         else:

@@ -204,7 +204,11 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
     # The app it becomes, checked by the App model's own validators.
     slug = str(data.get("app_slug") or "")
     image_id = str(data.get("base_image") or "")
-    image = BaseImage.objects.filter(pk=int(image_id)).first() if image_id.isdigit() else None
+    image = (
+        BaseImage.objects.filter(pk=int(image_id)).first()
+        if image_id.isascii() and image_id.isdigit()
+        else None
+    )
     if image is None:
         errors["base_image"] = f"{data.get('base_image')!r} is not a base image; pick one from the catalog."
     elif image.withdrawn:
@@ -239,7 +243,9 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
     if masked:
         errors["env"] = f"Set the real values of {', '.join(masked)}: the inspection does not copy secrets."
     own_app = relocation.app
-    if own_app is not None and slug != own_app.slug:
+    if "\x00" in slug:
+        errors["app_slug"] = "An app name never holds a NUL byte: lowercase letters, digits and '-'."
+    elif own_app is not None and slug != own_app.slug:
         errors["app_slug"] = (
             f"An earlier run made app {own_app.slug}; the plan keeps that name (cancel to start over)."
         )

@@ -238,3 +238,24 @@ async def test_the_browser_leaving_ends_the_shell_and_the_audit_row(instance: In
     [row] = await sync_to_async(_audit)()
     assert row.ended_at is not None and row.bytes_out > 0 and row.error == ""
     assert not await sync_to_async(_alive)(instance, pid)
+
+
+async def test_the_team_lead_and_ops_get_a_shell_each_audited_under_their_name(
+    instance: Instance, lead: User, ops: User
+) -> None:
+    # The websocket's side of the route x role matrix: owner (above), lead and ops get a shell;
+    # another team's developer and anonymous users are refused (above).
+    for user in (lead, ops):
+        client = await sync_to_async(_signed_in)(user)
+        socket = _socket(instance.pk, client)
+        assert (await socket.connect())[0]
+        assert await _shell_pid(socket)
+        await socket.disconnect()
+    names = await sync_to_async(
+        lambda: sorted(
+            ExecSession.objects.filter(kind=ExecSession.Kind.TERMINAL).values_list(
+                "user__username", flat=True
+            )
+        )
+    )()
+    assert names == ["lead", "ops"]

@@ -16,6 +16,8 @@ ROOT = Path(settings.BASE_DIR)
 
 # What the settings read; a developer's shell must not change what these tests see.
 _OURS = {
+    # Set for the browser tests' Playwright (tests/browser/conftest.py), never in deployment.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
     "SECRET_KEY",
     "SECRET_KEY_FILE",
     "DEBUG",

@@ -586,7 +586,8 @@ def exec_run(
         if total > kept:
             truncated = True
     return ExecResult(
-        exit_code=exit_code_of(client, exec_id, where),
+        # Its output has ended, so it has (or is about to): a loaded daemon takes seconds to say.
+        exit_code=exit_code_of(client, exec_id, where, wait=10.0),
         timed_out=timed_out,
         truncated=truncated,
         bytes_out=total,
@@ -598,13 +599,26 @@ def exit_code_of(client: DockerClient, exec_id: str, where: str, wait: float = 2
     """The exec'd process's exit code once it has ended: Docker may need a moment after the
     end of its output stream to record it (until then it says running, with no code). None if
     it still runs after `wait` seconds."""
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     while True:
         info = exec_inspect(client, exec_id, where)
         code = info.get("ExitCode")
         if not info.get("Running") and code is not None:
+            if time.monotonic() - started > 1:
+                log.info(
+                    "exec %s: its exit code came %.1f s after its output ended",
+                    exec_id[:12],
+                    time.monotonic() - started,
+                )
             return int(code)
         if time.monotonic() >= deadline:
+            log.warning(
+                "exec %s: no exit code %.0f s after its output ended (running: %s)",
+                exec_id[:12],
+                wait,
+                info.get("Running"),
+            )
             return None
         time.sleep(0.05)
 
