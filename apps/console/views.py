@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,8 @@ from apps.console.models import ExecSession
 from apps.instances.models import Instance
 
 RECORD_SEPARATOR = "\x1e"
+
+log = logging.getLogger(__name__)
 
 
 def _app(user: Any, slug: str) -> App:
@@ -125,6 +128,8 @@ async def instance_exec(request: HttpRequest, slug: str, slot: int) -> HttpRespo
                 done = services.exec_execute(session, seconds, forward)
                 loop.call_soon_threadsafe(chunks.put_nowait, done)
             except Exception as exc:
+                if not isinstance(exc, ValidationError):
+                    log.exception("exec %s in %s failed", session.pk, session.instance)
                 loop.call_soon_threadsafe(chunks.put_nowait, exc)
             finally:
                 close_old_connections()

@@ -172,7 +172,7 @@ def test_the_page_streams_the_output_then_the_result(
     text, _, trailer = b"".join(chunks).decode().partition("\x1e")
     assert text == "one\ntwo\n"
     result = json.loads(trailer)
-    assert result["exit_code"] == 0 and result["duration"] >= 1
+    assert result["exit_code"] == 0 and result["duration"] >= 1, result
     # What the user typed is JSON-encoded in the log: its newlines cannot start a new line.
     line = next(r.getMessage() for r in caplog.records if "exec" in r.getMessage())
     assert "\n" not in line and '"echo one; sleep 1; echo two"' in line

@@ -602,7 +602,15 @@ def exit_code_of(client: DockerClient, exec_id: str, where: str, wait: float = 2
     started = time.monotonic()
     deadline = started + wait
     while True:
-        info = exec_inspect(client, exec_id, where)
+        try:
+            info = exec_inspect(client, exec_id, where)
+        except HostError as exc:
+            # The output has all arrived; a hiccup asking for the code must not lose the result.
+            if time.monotonic() >= deadline:
+                log.warning("exec %s: cannot read its exit code: %s", exec_id[:12], exc)
+                return None
+            time.sleep(0.2)
+            continue
         code = info.get("ExitCode")
         if not info.get("Running") and code is not None:
             if time.monotonic() - started > 1:
@@ -705,6 +713,7 @@ def exec_resize(client: DockerClient, exec_id: str, where: str, *, height: int, 
         raise translate(exc, where) from exc
 
 
+@_retry_stale  # read-only: a pooled connection that died meanwhile is simply tried again
 def exec_inspect(client: DockerClient, exec_id: str, where: str) -> dict[str, Any]:
     try:
         return dict(client.api.exec_inspect(exec_id))
