@@ -78,10 +78,11 @@ def run(op: Operation) -> None:
         Instance.objects.filter(pk=instance.pk).update(image=target)
         why = _recreate(app, instance)
         serving = instance.desired_state == Instance.Desired.RUNNING
-        checked = serving and health.checkable(_fresh(instance), check)
+        fresh = _fresh(instance)
+        checked = serving and health.checkable(fresh, check)
         if not why and checked:
-            progress.set(row, CHECKING, check.describe(*health.target(_fresh(instance))))
-            why = health.wait_healthy(_fresh(instance), check)
+            progress.set(row, CHECKING, check.describe(*health.target(fresh)))
+            why = health.wait_healthy(fresh, check)
         if not why:
             took = time.monotonic() - started
             if checked:

@@ -25,7 +25,7 @@ from apps.catalog.models import App, BaseImage
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandResult, HostError, ssh
-from apps.instances import executor, placement
+from apps.instances import executor, health, placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 from apps.network.models import IPAllocation
@@ -356,15 +356,13 @@ def _create(ctx: Context, step: StepRecorder) -> str:
 
 
 def _where(instance: Instance) -> str:
-    if instance.address:
-        return f"{instance.address}:{instance.app.effective_port}"
-    return f"{instance.host.address}:{instance.host_port}"
+    address, port = health.target(instance)
+    return f"{address}:{port}"
 
 
 def _target(instance: Instance) -> tuple[str, int]:
-    if instance.address:
-        return instance.address, int(instance.app.effective_port or 0)
-    return instance.host.address, int(instance.host_port or 0)
+    address, port = health.target(instance)
+    return address, int(port or 0)
 
 
 def fetch(address: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str, int]:
