@@ -15,8 +15,8 @@ from django.test import AsyncClient, override_settings
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.console import services
 from apps.console.models import ExecSession
 from apps.instances import executor
@@ -51,6 +51,14 @@ def test_argv_is_passed_as_is_and_a_shell_only_when_asked(shell: Instance, owner
     assert text.strip() == "65534" and (session.run_as, session.workdir) == ("nobody", "/tmp")
     assert session.kind == ExecSession.Kind.COMMAND and session.host_name == shell.host.name
     assert session.ended_at is not None and session.bytes_out == len(text)
+
+
+@override_settings(EXEC_RATE_PER_MINUTE=1000)
+def test_a_short_command_never_loses_its_output(shell: Instance, owner: User) -> None:
+    # Docker's answer and a quick command's whole output often arrive in one read: the output
+    # must come from the reader's buffer too, not only from the connection (docker-py#3332).
+    texts = [_run(owner, shell, argv=["echo", f"line {n}"]) for n in range(40)]
+    assert [(text, session.exit_code) for session, text in texts] == [(f"line {n}\n", 0) for n in range(40)]
 
 
 @override_settings(EXEC_MAX_OUTPUT=1000)

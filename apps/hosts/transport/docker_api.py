@@ -538,20 +538,18 @@ def exec_run(
     gets its host pid and the container id) and the result says so."""
     started = time.monotonic()
     exec_id = exec_create(client, container, argv, where, stdin=False, tty=False, user=user, workdir=workdir)
-    try:
-        stream = client.api.exec_start(exec_id, stream=True, demux=False)
-    except Exception as exc:
-        raise translate(exc, where) from exc
+    hijacked = _Hijacked(exec_start(client, exec_id, where, tty=False))
     chunks: queue.Queue[bytes | Exception | None] = queue.Queue()
 
     def pump() -> None:
         try:
-            for chunk in stream:
+            for chunk in hijacked.frames():
                 chunks.put(chunk)
         except Exception as exc:  # handed to the caller's thread
             chunks.put(exc)
         finally:
             chunks.put(None)
+            hijacked.shut()
 
     threading.Thread(target=pump, name=f"exec-{container}", daemon=True).start()
     deadline = started + timeout
@@ -721,6 +719,64 @@ def exec_inspect(client: DockerClient, exec_id: str, where: str) -> dict[str, An
         raise translate(exc, where) from exc
 
 
+class _Hijacked:
+    """The two directions of an exec's hijacked connection (what `exec_start` hands back).
+    http.client read Docker's answer through a buffered reader, which may already hold the
+    first bytes of the stream (a short command's whole output, or a shell's first prompt):
+    `read` hands those out first. Reading the bare transport alone, as docker-py's own stream
+    does (docker/docker-py#3332), loses them."""
+
+    def __init__(self, raw: Any) -> None:
+        self.response = getattr(raw, "_response", None)
+        header_reader = self.response.raw._fp.fp if self.response is not None else None
+        if hasattr(raw, "get_transport"):  # a paramiko Channel (the ssh transport)
+            # Read through a buffered ChannelFile: what it read past the headers is in its buffer.
+            self._pending = bytes(getattr(header_reader, "_rbuffer", b""))
+            if header_reader is not None:
+                header_reader._rbuffer = b""
+            raw.settimeout(None)
+            self._recv: Callable[[int], bytes] = raw.recv
+            self.send: Callable[[bytes], None] = raw.sendall
+            self.shut: Callable[[], None] = raw.close
+        else:  # the SocketIO of a unix socket (the local transport)
+            sock = raw._sock
+            sock.settimeout(None)
+            self._pending = b""
+            # The BufferedReader that read the headers hands out its read-ahead first.
+            self._recv = header_reader.read1 if header_reader is not None else sock.recv
+            self.send = sock.sendall
+
+            def shut() -> None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket_module.SHUT_RDWR)
+
+            self.shut = shut
+
+    def read(self, size: int = 65536) -> bytes:
+        """Up to `size` bytes as they come; b"" at the end of the stream."""
+        if self._pending:
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            return chunk
+        try:
+            return bytes(self._recv(size) or b"")
+        except (OSError, EOFError, ValueError):
+            return b""  # closed under us: the end of the stream
+
+    def frames(self) -> Iterator[bytes]:
+        """The payloads of a stream without a TTY, where Docker multiplexes stdout and stderr
+        in frames: one byte of stream, three of padding, four of big-endian length."""
+        buffer = b""
+        while chunk := self.read():
+            buffer += chunk
+            while len(buffer) >= 8:
+                size = int.from_bytes(buffer[4:8], "big")
+                if len(buffer) < 8 + size:
+                    break
+                payload, buffer = buffer[8 : 8 + size], buffer[8 + size :]
+                if payload:
+                    yield payload
+
+
 class TtyExec:
     """A process on a TTY in a container: read its output, type into it, resize it, end it.
 
@@ -744,41 +800,13 @@ class TtyExec:
         self._kill = kill
         self._closed = False
         self._lock = threading.Lock()
-        self._response = getattr(raw, "_response", None)
-        header_reader = self._response.raw._fp.fp if self._response is not None else None
-        if hasattr(raw, "get_transport"):  # a paramiko Channel (the ssh transport)
-            # http.client read the 101 headers through a buffered ChannelFile; what it read past
-            # them (often the shell's first prompt) is in that buffer, not in the channel.
-            pending = bytes(getattr(header_reader, "_rbuffer", b""))
-            if header_reader is not None:
-                header_reader._rbuffer = b""
-            raw.settimeout(None)
-            self._pending = pending
-            self._recv: Callable[[int], bytes] = raw.recv
-            self._send: Callable[[bytes], None] = raw.sendall
-            self._shut: Callable[[], None] = raw.close
-        else:  # the SocketIO of a unix socket (the local transport)
-            sock = raw._sock
-            sock.settimeout(None)
-            self._pending = b""
-            # The BufferedReader that read the headers hands out its read-ahead first.
-            self._recv = header_reader.read1 if header_reader is not None else sock.recv
-            self._send = sock.sendall
-
-            def shut() -> None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket_module.SHUT_RDWR)
-
-            self._shut = shut
+        self._io = _Hijacked(raw)
+        self._response = self._io.response
+        self._send = self._io.send
+        self._shut = self._io.shut
 
     def read(self, size: int = 65536) -> bytes:
-        if self._pending:
-            chunk, self._pending = self._pending[:size], self._pending[size:]
-            return chunk
-        try:
-            return bytes(self._recv(size) or b"")
-        except (OSError, EOFError, ValueError):
-            return b""  # closed under us: the end of the stream
+        return self._io.read(size)
 
     def write(self, data: bytes) -> None:
         if self._closed:
