@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-sqlite test-postgres lint setup lab bench
+.PHONY: up down test test-sqlite test-sqlite-db test-postgres lint setup lab bench
 
 setup:
 	@scripts/setup.sh
@@ -33,11 +33,16 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy .
 
+# Everything on PostgreSQL (the production database), then on SQLite the plain tests that use
+# the database; tests that touch no database, the lab and the browser run once.
 test: export WITH_POSTGRES=1
-test: setup lab lint test-sqlite test-postgres
+test: setup lab lint test-postgres test-sqlite-db
 
 test-sqlite:
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite-db:
+	SLIPWAY_DB_TESTS_ONLY=1 $(PY) -m pytest tests/plain $(PYTEST_ARGS)
 
 test-postgres:
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS)

@@ -41,8 +41,8 @@ from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from apps.accounts.models import Membership, Team  # noqa: E402
-from apps.catalog import services  # noqa: E402
-from apps.catalog.models import App, BaseImage  # noqa: E402
+from apps.applications import services  # noqa: E402
+from apps.applications.models import App, BaseImage  # noqa: E402
 from apps.hosts import gateway  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
@@ -315,8 +315,8 @@ def bench_roll(client: Client, app: App, lab: list[fleet.LabHost], by_name: dict
     """roll_4: a rolling upgrade of the 4-instance app (API call -> every instance recreated on
     the other version and past its TCP health check, one at a time), beside four raw
     stop/rm/run cycles one after another on the same hosts. Rounds alternate v1 -> v2 -> v1."""
-    from apps.catalog import publish
-    from apps.catalog.models import BuildState
+    from apps.applications.models import BuildState
+    from apps.images import publish
 
     v1 = BaseImage.objects.get(name="slipway/busybox", tag="1")
     v2 = BaseImage.objects.create(
@@ -473,7 +473,7 @@ def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -
 def bench_planner() -> None:
     """Consolidating the seeded synthetic fleet (500 apps, 2,000 instances on 60 hosts): hosts
     after ÷ the lower bound (total demand ÷ host size, per resource), and the planning time."""
-    from apps.hosts import planner
+    from apps.fleet import planner
 
     hosts, items = planner.synthetic_fleet(apps=500, instances=2000, hosts=60, seed=1)
     times, result = [], None
@@ -498,8 +498,9 @@ def bench_relocation(
     import ipaddress
     import threading
 
+    from django.conf import settings
+
     from apps.hosts.transport import fingerprint
-    from apps.hosts.transport.ssh import ensure_portal_key
     from apps.lab.vm import LegacyVM, vm_down, vm_password, vm_up
     from apps.relocations import services as relocations
     from apps.relocations.models import Relocation
@@ -515,7 +516,8 @@ def bench_relocation(
     vm_down(vm)  # a bench killed earlier may have moved its address away
     vm_up(vm, log=lambda _: None)
     url = f"http://{vm.service_address}:{vm.port}/"
-    key = str(ensure_portal_key())
+    gateway.portal_public_key()  # made on first use
+    key = str(settings.SSH_KEY_PATH)  # the raw baseline runs OpenSSH with the portal's own key
     worker, log = start_worker()
     ssh = [
         "ssh",

@@ -30,4 +30,3 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         settings.METRICS_ROLLUP_INTERVAL, sender.signature("metrics.rollup"), name="roll up metrics"
     )
-    sender.add_periodic_task(60, sender.signature("relocations.sweep", expires=60), name="resend relocations")

@@ -51,13 +51,15 @@ INSTALLED_APPS = [
     "channels",
     "apps.accounts",
     "apps.hosts",
-    "apps.catalog",
+    "apps.applications",
     "apps.instances",
     "apps.network",
     "apps.metrics",
     "apps.resources",
     "apps.console",
     "apps.relocations",
+    "apps.images",
+    "apps.fleet",
     "apps.lab",
 ]
 

@@ -5,9 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import views as account_views
-from apps.catalog.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
+from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
-from apps.hosts.api import HostViewSet
+from apps.fleet.api import HostViewSet
 from apps.relocations.api import RelocationViewSet
 from apps.resources.api import ResourceRequestViewSet
 
@@ -29,9 +29,9 @@ urlpatterns = [
     path("account/token/create/", account_views.token_create, name="token-create"),
     path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
     path("apps/", include("apps.console.urls")),
-    path("apps/", include("apps.catalog.urls")),
-    path("hosts/", include("apps.hosts.urls")),
-    path("images/", include("apps.catalog.image_urls")),
+    path("apps/", include("apps.applications.urls")),
+    path("hosts/", include("apps.fleet.urls")),
+    path("images/", include("apps.images.urls")),
     path("resources/", include("apps.resources.urls")),
     path("relocations/", include("apps.relocations.urls")),
     path("admin/", admin.site.urls),

@@ -18,6 +18,13 @@ from django.db import connection
 
 from apps.accounts.models import Membership, Team
 
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+
+
+def _uses_the_database(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(names & DB_FIXTURES) or item.get_closest_marker("django_db") is not None
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Markers follow the folders, so a test cannot forget to say what it needs.
@@ -27,6 +34,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.docker)
         elif "/tests/browser/" in path:
             item.add_marker(pytest.mark.browser)
+    # `make test` runs everything on PostgreSQL, then again on SQLite only what can tell the two
+    # databases apart: the plain tests that use one (the lab and browser tests exercise the
+    # hosts and the browser, which do not change with the database).
+    if os.environ.get("SLIPWAY_DB_TESTS_ONLY") == "1":
+        keep = [i for i in items if _uses_the_database(i) and "/tests/plain/" in str(i.path)]
+        kept = {id(i) for i in keep}
+        dropped = [i for i in items if id(i) not in kept]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -119,16 +136,18 @@ def _test_broker() -> None:
         app.control.purge()
 
 
-@pytest.fixture
-def worker(transactional_db: None) -> Iterator[None]:
-    """A real Celery worker process on the test broker and the test database."""
-    from portal.celery import app
+# The module's shared worker while one runs: a test that kills workers must not have one beside
+# it (it would take the test's tasks), and tests.helpers.KillableWorker refuses to start then.
+SHARED_WORKERS: list[subprocess.Popen[bytes]] = []
 
-    # Tasks earlier tests queued name rows of their own (rolled back) databases.
-    with contextlib.suppress(Exception):
-        app.control.purge()
+
+@pytest.fixture(scope="module")
+def _worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
+    """One real Celery worker process per test module (on the test broker and the test
+    database): starting one takes a second or two, and no test here kills it (the fault tests
+    start workers of their own for that)."""
     env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
-    log = open(settings.VAR_DIR / "test-worker.log", "wb")  # noqa: SIM115 - closed below
+    log = open(settings.VAR_DIR / "test-worker.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -151,9 +170,11 @@ def worker(transactional_db: None) -> Iterator[None]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    SHARED_WORKERS.append(proc)
     try:
-        yield
+        yield proc
     finally:
+        SHARED_WORKERS.remove(proc)
         proc.terminate()
         try:
             proc.wait(timeout=15)
@@ -161,3 +182,15 @@ def worker(transactional_db: None) -> Iterator[None]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def worker(transactional_db: None, _worker_process: subprocess.Popen[bytes]) -> None:
+    """A real Celery worker process on the test broker and the test database (shared by the
+    tests of a module; each test starts with an empty queue)."""
+    from portal.celery import app
+
+    assert _worker_process.poll() is None, "the module's worker died; see var/test-worker.log"
+    # Tasks earlier tests queued name rows of their own (flushed) databases.
+    with contextlib.suppress(Exception):
+        app.control.purge()

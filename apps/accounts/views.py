@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
+from apps.accounts import permissions
 from apps.hosts.models import Host
 from portal.http import AuthedHttpRequest
 
@@ -16,7 +17,7 @@ from portal.http import AuthedHttpRequest
 def home(request: HttpRequest) -> HttpResponse:
     memberships = request.user.memberships.select_related("team")  # type: ignore[union-attr]
     context = {"memberships": memberships}
-    if request.user.is_staff:
+    if permissions.is_ops(request.user):
         context["host_counts"] = {
             state: Host.objects.filter(state=state).count() for state in Host.State.values
         }

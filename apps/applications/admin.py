@@ -7,9 +7,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.catalog import publish, services
-from apps.catalog.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
-from apps.catalog.selectors import image_usage
+from apps.applications import services
+from apps.applications.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
+from apps.applications.selectors import image_usage
+from apps.images import publish
 from portal.admin import ReadOnlyAdmin
 
 

@@ -18,12 +18,14 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.catalog import publish, selectors, services
-from apps.catalog.models import App, BaseImage, HealthCheck
+from apps.applications import selectors, services
+from apps.applications.models import App, BaseImage, HealthCheck
 from apps.console.api import ExecBodySerializer, ExecResultSerializer, NamedCommandSerializer, run_exec
 from apps.console.api import commands as app_commands
 from apps.hosts.models import Host
+from apps.images import publish
 from apps.instances.models import Instance, Operation
 from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import app_metrics
@@ -301,7 +303,7 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if not selectors.teams_of(request.user).filter(pk=data["team"].pk).exists():
+        if not permissions.is_member(request.user, data["team"].pk):
             raise ValidationError({"team": f"You are not a member of team {data['team'].slug}."})
         app = self.call(services.app_create, user=request.user, **data)
         return Response(self.get_serializer(app).data, status=status.HTTP_201_CREATED)
@@ -492,7 +494,7 @@ class OperationViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[Operation]:
         user = self.request.user
         qs = Operation.objects.select_related("requested_by")
-        if user.is_staff:
+        if permissions.is_ops(user):
             return qs
         return qs.filter(app__in=selectors.apps_visible_to(user))
 

@@ -8,10 +8,11 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage, BuildState
-from apps.catalog.selectors import base_images_for_new_apps, teams_of
-from apps.catalog.validators import parse_env_text, validate_argv
+from apps.applications.models import App, BaseImage, BuildState
+from apps.applications.selectors import base_images_for_new_apps
+from apps.applications.validators import parse_env_text, validate_argv
 from apps.network.models import IPPool
 from apps.network.services import default_pool
 
@@ -80,7 +81,7 @@ class AppCreateForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["ip_pool"].initial = default_pool()
-        self.fields["team"].queryset = teams_of(user)  # type: ignore[attr-defined]
+        self.fields["team"].queryset = permissions.teams_of(user)  # type: ignore[attr-defined]
         self.fields["base_image"].queryset = base_images_for_new_apps()  # type: ignore[attr-defined]
         self.fields["memory_mb"].min_value = settings.MIN_MEMORY_MB  # type: ignore[attr-defined]
         self.fields["instances"].max_value = settings.MAX_INSTANCES_PER_APP  # type: ignore[attr-defined]

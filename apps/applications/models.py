@@ -8,8 +8,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from apps.accounts.models import Team, slug_validator
-from apps.catalog.validators import validate_argv, validate_container_path, validate_env, validate_health_path
+from apps.applications.validators import (
+    validate_argv,
+    validate_container_path,
+    validate_env,
+    validate_health_path,
+)
 from apps.hosts.models import Host
+from portal import jobs
 
 
 class BuildState(models.TextChoices):
@@ -20,7 +26,7 @@ class BuildState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class BaseImage(models.Model):
+class BaseImage(jobs.JobRecord):
     """An app-agnostic runtime image; the app's files come in through its volume."""
 
     name = models.CharField(

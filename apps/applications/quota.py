@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import DecimalField, F, IntegerField, Sum
 
 from apps.accounts.models import Team
-from apps.catalog.models import App
+from apps.applications.models import App
 
 
 @dataclass(frozen=True)

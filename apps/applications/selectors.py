@@ -6,34 +6,25 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage, BuildState
+from apps.accounts import permissions
+from apps.applications.models import App, BaseImage, BuildState
+from apps.instances.models import Instance
 
 # request.user: a User or AnonymousUser (typed loosely: django-stubs narrows lookups to User).
 User = Any
-
-
-def teams_of(user: User) -> QuerySet[Team]:
-    if not user.is_authenticated:
-        return Team.objects.none()
-    if getattr(user, "is_staff", False):
-        return Team.objects.all()
-    return Team.objects.filter(memberships__user=user)
 
 
 def apps_visible_to(user: User) -> QuerySet[App]:
     if not user.is_authenticated:
         return App.objects.none()
     qs = App.objects.all()
-    if not getattr(user, "is_staff", False):
+    if not permissions.is_ops(user):
         qs = qs.filter(team__memberships__user=user)
     return qs
 
 
 def app_list(user: User) -> QuerySet[App]:
     """The app list page and API: counts per state in the same query, whatever the number of apps."""
-    from apps.instances.models import Instance
-
     return (
         apps_visible_to(user)
         .select_related("team", "base_image", "ip_pool")
@@ -75,8 +66,6 @@ def newer_recommended(app: App) -> BaseImage | None:
 
 def image_usage() -> QuerySet[BaseImage]:
     """Every base image version with how many apps and live instances still run it."""
-    from apps.instances.models import Instance
-
     return BaseImage.objects.annotate(
         app_count=Count("apps", distinct=True),
         # Instances by the version they run, which differs from their app's during a roll.

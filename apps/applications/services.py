@@ -12,18 +12,22 @@ from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
+from django.utils import timezone
 
+from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
-from apps.catalog.quota import check_quota
-from apps.catalog.selectors import teams_of
+from apps.applications.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
+from apps.applications.quota import check_quota
+from apps.hosts import gateway
 from apps.hosts.models import Host
+from apps.hosts.transport import HostError
 from apps.instances import placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
+from apps.network.services import address_allocate, address_request, default_pool
 
 # Fields whose change recreates the containers (one at a time); the health check fields only
 # change how later rolls and moves judge a new instance. The base image changes by a rolling
@@ -34,11 +38,6 @@ HEALTH_FIELDS = ("health_check", "health_path", "health_timeout")
 MAX_CPUS = Decimal("999.99")
 MAX_MEMORY_MB = 2**31 - 1
 EDITABLE_FIELDS = ("base_image", *CONTAINER_FIELDS, *HEALTH_FIELDS)
-
-
-def _require_member(user: Any, team: Team) -> None:
-    if not teams_of(user).filter(pk=team.pk).exists():
-        raise PermissionDenied(f"You are not a member of team {team.slug}.")
 
 
 def parse_limits(memory_mb: Any, cpus: Any, *, largest: bool = True) -> tuple[int, Decimal]:
@@ -132,9 +131,7 @@ def app_create(
     health_timeout: int = 30,
 ) -> App:
     """Create an app; `address` reserves a specific static IP for its first instance."""
-    from apps.network.services import address_request, default_pool
-
-    _require_member(user, team)
+    permissions.require_member(user, team)
     _check_image(base_image, new=True)
     memory, cpu = parse_limits(memory_mb, cpus)
     if RetainedVolume.objects.filter(app_slug=slug, purged_at=None).exists():
@@ -173,7 +170,7 @@ def app_create(
 def app_update(*, user: Any, app: App, **changes: Any) -> App:
     """Change how the app's containers are made; running instances are recreated one at a time.
     A new base image version is rolled out by app_upgrade, health check by health check."""
-    _require_member(user, app.team)
+    permissions.require_member(user, app.team)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError(
@@ -232,7 +229,7 @@ def app_upgrade(*, user: Any, app: App, base_image: BaseImage) -> Operation | No
     a time: each new container must pass the app's health check before the next is touched; one
     that fails is put back on the version it ran and the roll stops. Instances already on the
     version are only checked. None when there is nothing to roll (the app has no instances)."""
-    _require_member(user, app.team)
+    permissions.require_member(user, app.team)
     app = App.objects.select_for_update().select_related("base_image").get(pk=app.pk)
     _check_image(base_image, new=False)
     running = upgrade_running(app)
@@ -286,8 +283,7 @@ def apps_upgrade(
     """Ops: roll many apps onto `target` at once (each app one instance at a time, the apps side
     by side). By default every app on another version of the same image. Returns the upgrades
     started and, per app that was not, why (the others go ahead regardless)."""
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("Only ops upgrade many apps at once; owners upgrade their own app.")
+    permissions.require_ops(user, "upgrade many apps at once; owners upgrade their own app")
     _check_image(target, new=False)
     if apps is None:
         apps = list(
@@ -309,7 +305,7 @@ def apps_upgrade(
 def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None = None) -> Operation:
     """Set the desired number of instances; new ones are placed now, so a refusal is immediate.
     `hosts` places the new ones on these hosts instead (a moved VM app goes where its files are)."""
-    _require_member(user, app.team)
+    permissions.require_member(user, app.team)
     try:
         wanted = int(instances)
     except (TypeError, ValueError):
@@ -322,8 +318,6 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
         raise ValidationError(
             {"instances": f"At most {settings.MAX_INSTANCES_PER_APP} instances per app (got {wanted})."}
         )
-    from apps.network.services import address_allocate
-
     # One scale at a time per app: the row lock orders concurrent requests.
     app = App.objects.select_for_update().get(pk=app.pk)
     live = list(app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).order_by("slot"))
@@ -412,7 +406,7 @@ ACTIONS = {
 def instance_action(*, user: Any, instance: Instance, action: str) -> Operation:
     if action not in ACTIONS:
         raise ValidationError(f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.")
-    _require_member(user, instance.app.team)
+    permissions.require_member(user, instance.app.team)
     app = App.objects.select_for_update().get(pk=instance.app_id)
     instance = Instance.objects.select_for_update().get(pk=instance.pk)
     if instance.desired_state == Instance.Desired.REMOVED:
@@ -433,8 +427,7 @@ def instance_action(*, user: Any, instance: Instance, action: str) -> Operation:
 def instance_move(*, user: Any, instance: Instance, host: Any, reason: str = "") -> Operation:
     """Recreate an instance on another host, with the same slot, address, volume path and limits
     (ops only; draining a host builds on this)."""
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("Only ops move instances between hosts.")
+    permissions.require_ops(user, "move instances between hosts")
     instance = Instance.objects.select_for_update().select_related("app", "host").get(pk=instance.pk)
     if instance.desired_state == Instance.Desired.REMOVED:
         raise ValidationError(f"Instance {instance.container_name} is being removed.")
@@ -471,7 +464,7 @@ def instance_move(*, user: Any, instance: Instance, host: Any, reason: str = "")
 @transaction.atomic
 def app_delete(*, user: Any, app: App) -> Operation:
     """Remove every instance and then the app. Its volume data stays on the hosts until ops purge it."""
-    _require_member(user, app.team)
+    permissions.require_member(user, app.team)
     app = App.objects.select_for_update().get(pk=app.pk)
     app.instance_set.update(desired_state=Instance.Desired.REMOVED)
     app.instances = 0
@@ -529,7 +522,7 @@ def _check_tarball(fileobj: IO[bytes]) -> int:
 @transaction.atomic
 def volume_upload(*, user: Any, app: App, fileobj: IO[bytes], size: int) -> Operation:
     """Keep the tarball and put its files into the app's volume on every host running the app."""
-    _require_member(user, app.team)
+    permissions.require_member(user, app.team)
     limit = settings.MAX_UPLOAD_MB * 1024 * 1024
     if size > limit:
         raise ValidationError(f"The tarball is {size // 2**20} MiB; at most {settings.MAX_UPLOAD_MB} MiB.")
@@ -555,10 +548,6 @@ def volume_upload(*, user: Any, app: App, fileobj: IO[bytes], size: int) -> Oper
 
 def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
     """Ask every host with a confirmed key whether it has the image; record which do."""
-    from apps.hosts import gateway
-    from apps.hosts.models import Host
-    from apps.hosts.transport import HostError
-
     present, errors = [], []
     for host in Host.objects.exclude(host_key=""):
         try:
@@ -574,11 +563,6 @@ def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
 
 def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
     """Delete a deleted app's volume directory on its host (ops only, from the admin)."""
-    from django.utils import timezone
-
-    from apps.hosts import gateway
-    from apps.hosts.transport import HostError
-
     if volume.purged_at:
         return volume
     root = volume.host.volume_root.rstrip("/")

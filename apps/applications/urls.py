@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from apps.catalog import views
+from apps.applications import views
 
 app_name = "catalog"
 urlpatterns = [

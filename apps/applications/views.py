@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from apps.catalog import selectors, services
-from apps.catalog.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
-from apps.catalog.models import App
+from apps.accounts import permissions
+from apps.applications import selectors, services
+from apps.applications.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
+from apps.applications.models import App
 from apps.console.services import named_commands
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
@@ -59,7 +60,7 @@ def app_list(request: HtmxHttpRequest) -> HttpResponse:
         "page": page,
         "query": query,
         "team": team,
-        "teams": selectors.teams_of(request.user).order_by("slug"),
+        "teams": permissions.teams_of(request.user).order_by("slug"),
     }
     template = "catalog/app_list.html#app-table" if request.htmx else "catalog/app_list.html"
     return render(request, template, context)
@@ -124,7 +125,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         delete_form=DeleteForm(app=app),
         uploads=app.uploads.select_related("uploaded_by")[:5],
         address_form=AddressForm(),
-        move_targets=Host.objects.filter(state=Host.State.ACTIVE) if request.user.is_staff else [],
+        move_targets=Host.objects.filter(state=Host.State.ACTIVE) if permissions.is_ops(request.user) else [],
         volume_mount=app.volume_mount or settings.APP_VOLUME_MOUNT,
         metrics_interval=f"{settings.METRICS_INTERVAL:g}",
         named_commands=named_commands(app),

@@ -7,7 +7,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.console import services
 from apps.console.models import ExecSession
 from apps.instances.models import Instance

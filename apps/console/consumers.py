@@ -29,8 +29,8 @@ from django.conf import settings
 
 from apps.console import terminal
 from apps.console.terminal import Close, Refused
+from apps.hosts import gateway
 from apps.hosts.transport import HostError
-from apps.hosts.transport.docker_api import TtyExec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ MAX_COLS_ROWS = 1000
 
 
 class TerminalConsumer(AsyncWebsocketConsumer):
-    tty: TtyExec | None = None
+    tty: gateway.TtyExec | None = None
     audit_pk: int | None = None
     ending = False
     browser_gone = False
@@ -102,7 +102,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     # --- threads: the TTY's two directions ---------------------------------------------------
 
-    def _read(self, tty: TtyExec, loop: asyncio.AbstractEventLoop) -> None:
+    def _read(self, tty: gateway.TtyExec, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             chunk = tty.read(READ_SIZE)
             try:
@@ -113,7 +113,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if not chunk:
                 return
 
-    def _write(self, tty: TtyExec) -> None:
+    def _write(self, tty: gateway.TtyExec) -> None:
         while True:
             data = self.input.get()
             if data is None:

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-from apps.catalog.models import App
-from apps.catalog.validators import validate_argv
+from apps.applications.models import App
+from apps.applications.validators import validate_argv
 from apps.instances.models import Instance
 
 

@@ -21,9 +21,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.catalog.models import App
-from apps.catalog.selectors import teams_of
-from apps.catalog.validators import validate_argv
+from apps.accounts import permissions
+from apps.applications.models import App
+from apps.applications.validators import validate_argv
 from apps.console.models import ExecSession, NamedCommand
 from apps.hosts import gateway
 from apps.hosts.transport import HostError
@@ -35,8 +35,7 @@ CUT_MARKER = "\n[output cut at {kept} bytes; {rest} more bytes not shown]\n"
 
 
 def require_member(user: Any, app: App) -> None:
-    if not teams_of(user).filter(pk=app.team_id).exists():
-        raise PermissionDenied(f"You are not a member of team {app.team.slug}.")
+    permissions.require_member(user, app.team)
 
 
 def check_argv(argv: Any) -> list[str]:
@@ -244,20 +243,13 @@ def exec_run(
 def audit_visible_to(user: Any) -> QuerySet[ExecSession]:
     """Ops see every session; leads their teams'; developers their own."""
     qs = ExecSession.objects.select_related("user")
-    if user.is_staff:
+    if permissions.is_ops(user):
         return qs
-    from apps.accounts.models import Membership
-
-    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
-    return qs.filter(Q(team_id_copy__in=led) | Q(user=user))
+    return qs.filter(Q(team_id_copy__in=permissions.teams_led_by(user)) | Q(user=user))
 
 
 def can_define_commands(user: Any, app: App) -> bool:
-    from apps.accounts.models import Membership
-
-    if user.is_staff:
-        return True
-    return Membership.objects.filter(user=user, team_id=app.team_id, role=Membership.Role.LEAD).exists()
+    return permissions.leads_or_ops(user, app.team_id)
 
 
 def named_command_save(*, user: Any, app: App, name: str, argv: Any, description: str = "") -> NamedCommand:

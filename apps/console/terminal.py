@@ -21,11 +21,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.catalog.selectors import apps_visible_to
+from apps.applications.selectors import apps_visible_to
 from apps.console.models import ExecSession
 from apps.console.services import check_rate, check_running, session_open
 from apps.hosts import gateway
-from apps.hosts.transport.docker_api import TtyExec
 from apps.instances.models import Instance
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def terminal_start(*, user: Any, instance_pk: int) -> tuple[ExecSession, Instanc
     return session, instance
 
 
-def terminal_attach(instance: Instance) -> TtyExec:
+def terminal_attach(instance: Instance) -> gateway.TtyExec:
     """Start the shell in the instance (no database access: it runs in a thread of its own).
     Raises HostError with a message safe to show."""
     return gateway.terminal_open(instance.host, instance.container_name)

@@ -24,8 +24,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from apps.catalog import selectors
-from apps.catalog.models import App
+from apps.applications import selectors
+from apps.applications.models import App
 from apps.console import services
 from apps.console.models import ExecSession
 from apps.instances.models import Instance

@@ -1,3 +1,6 @@
+"""Admin for hosts and the fleet work on them. The host admin lives here, above the hosts app,
+because its actions drain and re-activate hosts (fleet work); the hosts app stays the floor."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,9 +12,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from apps.hosts import drain as draining
+from apps.fleet import drain as draining
+from apps.fleet.models import Drain, FleetScenario
 from apps.hosts import services
-from apps.hosts.models import Drain, FleetScenario, Host
+from apps.hosts.models import Host
 from portal.admin import ReadOnlyAdmin
 
 

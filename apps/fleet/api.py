@@ -11,9 +11,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.hosts import drain as draining
+from apps.accounts.permissions import is_ops
+from apps.fleet import drain as draining
+from apps.fleet.models import Drain
 from apps.hosts import services
-from apps.hosts.models import Drain, Host
+from apps.hosts.models import Host
 from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import host_metrics
 from portal.api import Pagination
@@ -73,7 +75,7 @@ class IsStaffOrReadOnly(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return bool(request.user and request.user.is_authenticated)
-        return bool(request.user and request.user.is_staff)
+        return is_ops(request.user)
 
 
 def _as_drf(exc: DjangoValidationError) -> ValidationError:

@@ -9,15 +9,18 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from apps.hosts import drain as draining
-from apps.hosts import planner
-from apps.hosts.models import Drain, FleetScenario, Host
+from apps.accounts import permissions
+from apps.fleet import drain as draining
+from apps.fleet import planner
+from apps.fleet.models import Drain, FleetScenario
+from apps.hosts.models import Host
 from apps.instances.models import Instance
+from apps.metrics.models import Sample
 
 
 @dataclass
@@ -64,8 +67,6 @@ def live_fleet() -> Fleet:
 
 def _working_sets() -> dict[tuple[int, int], float]:
     """The latest working set (MiB) of each instance, from the last two minutes of samples."""
-    from apps.metrics.models import Sample
-
     since = timezone.now() - timedelta(seconds=120)
     out: dict[tuple[int, int], float] = {}
     for app_id, slot, working_set in (
@@ -173,8 +174,7 @@ def apply(*, user: Any, fleet: Fleet, plan: planner.Plan) -> list[Drain]:
     that stay, one at a time per host, placed as any move is. One transaction: every host is
     draining before any drain starts, so no drain moves an instance onto a host that is about
     to be drained too, and a refusal halfway leaves nothing half applied."""
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("Only ops apply a consolidation plan.")
+    permissions.require_ops(user, "apply a consolidation plan")
     if not fleet.live:
         raise ValidationError(f"{fleet.name} is a what-if fleet: there is nothing real to drain.")
     if plan.unplaced:

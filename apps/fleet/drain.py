@@ -15,15 +15,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.hosts.models import Drain, Host
+from apps.accounts import permissions
+from apps.applications.services import instance_move
+from apps.fleet.models import DRAIN, Drain
+from apps.hosts.models import Host
+from apps.instances import executor, placement
 from apps.instances.models import Instance, Operation
+from portal import jobs
 
 log = logging.getLogger(__name__)
-
-
-def _require_ops(user: Any) -> None:
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("Only ops drain hosts.")
 
 
 def _live(host: Host) -> list[Instance]:
@@ -37,7 +37,7 @@ def _live(host: Host) -> list[Instance]:
 
 def host_drain(*, user: Any, host: Host) -> Drain:
     """Stop new instances going to the host and move its instances away, one at a time."""
-    _require_ops(user)
+    permissions.require_ops(user, "drain hosts")
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.state == Host.State.PENDING:
@@ -49,13 +49,13 @@ def host_drain(*, user: Any, host: Host) -> Drain:
                 drain = Drain.objects.create(host=host, total=len(_live(host)), started_by=user)
         except IntegrityError:
             raise ValidationError(f"{host.name} is being drained already.") from None
-        transaction.on_commit(lambda: _send(drain.pk))
+        jobs.start(DRAIN, drain.pk)
     return drain
 
 
 def host_activate(*, user: Any, host: Host) -> Host:
     """Let the host take instances again; a drain under way stops after its current move."""
-    _require_ops(user)
+    permissions.require_ops(user, "drain hosts")
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.state != Host.State.DRAINING:
@@ -66,18 +66,6 @@ def host_activate(*, user: Any, host: Host) -> Host:
         host.state = Host.State.ACTIVE
         host.save(update_fields=["state"])
     return host
-
-
-def _send(drain_id: int) -> None:
-    from apps.hosts import tasks
-
-    try:
-        tasks.drain.delay(drain_id)
-    except Exception as exc:  # kombu raises several families for a broker that is down
-        log.warning("drain %s waits: broker unreachable: %s", drain_id, exc)
-        Drain.objects.filter(pk=drain_id).update(
-            error=f"The task queue is unreachable right now ({type(exc).__name__}); the drain starts when it is back."
-        )
 
 
 def _interleaved(instances: list[Instance]) -> list[Instance]:
@@ -94,18 +82,60 @@ def _interleaved(instances: list[Instance]) -> list[Instance]:
 
 
 def run(drain_id: int, wait: float = 300) -> None:
-    """Move the host's instances away, one at a time, each as a MOVE operation run here."""
-    from apps.catalog.services import instance_move
-    from apps.instances import executor, placement
+    """The worker's part: claim the drain (a second delivery does nothing), then move what is
+    left, with a heartbeat, so a drain whose worker was lost is taken over by the reconcile."""
+    if not jobs.claim(DRAIN, drain_id):
+        return  # another worker has it, or it ended
+    with jobs.Heartbeat.of(DRAIN, drain_id):
+        _run(drain_id, wait)
 
-    drain = (
-        Drain.objects.select_related("host", "started_by")
-        .filter(pk=drain_id, state=Drain.State.RUNNING)
-        .first()
+
+def _wait(op: Operation, wait: float, what: str) -> Operation:
+    """Run the move here if nobody has it, else wait for whoever does (a reconcile may have sent
+    a lost worker's move again)."""
+    deadline = time.monotonic() + wait
+    while True:
+        if op.status == Operation.Status.QUEUED:
+            executor.run_operation(op.pk)
+        op.refresh_from_db()
+        if op.status in Operation.TERMINAL:
+            return op
+        if time.monotonic() > deadline:
+            raise ValidationError(f"moving {what} did not finish within {wait:g} s")
+        time.sleep(0.2)
+
+
+def _record(drain: Drain, line: str) -> None:
+    drain.refresh_from_db()
+    Drain.objects.filter(pk=drain.pk).update(done=drain.done + 1, log=drain.log + line, current="")
+
+
+def _stop(drain: Drain, message: str) -> None:
+    Drain.objects.filter(pk=drain.pk).update(
+        state=Drain.State.FAILED, error=message, current="", finished_at=timezone.now()
     )
-    if drain is None:
-        return
+    log.warning("drain of %s stopped: %s", drain.host.name, message)
+
+
+def _run(drain_id: int, wait: float) -> None:
+    drain = Drain.objects.select_related("host", "started_by").get(pk=drain_id)
     host = drain.host
+    # Moves a lost run started: their instances count as moved already (the move rewrote their
+    # host), so they are finished, not started again.
+    left = Operation.objects.filter(
+        kind=Operation.Kind.MOVE, params__from_host=host.pk, created_at__gte=drain.created_at
+    ).exclude(status__in=Operation.TERMINAL)
+    for op in left.select_related("instance"):
+        name = op.instance.container_name if op.instance else op.app_slug
+        try:
+            op = _wait(op, wait, name)
+        except ValidationError as exc:
+            _stop(drain, " ".join(exc.messages))
+            return
+        if op.status != Operation.Status.SUCCEEDED:
+            _stop(drain, f"moving {name} failed: {op.error}")
+            return
+        _record(drain, f"{name} → moved (taken over from a lost worker)\n")
     for instance in _interleaved(_live(host)):
         if not Drain.objects.filter(pk=drain.pk, state=Drain.State.RUNNING).exists():
             return  # cancelled between moves
@@ -118,31 +148,17 @@ def run(drain_id: int, wait: float = 300) -> None:
             op = instance_move(
                 user=drain.started_by, instance=instance, host=choice.host, reason=choice.reason
             )
-            executor.run_operation(op.pk)
-            deadline = time.monotonic() + wait
-            while True:
-                op.refresh_from_db()
-                if op.status in Operation.TERMINAL:
-                    break
-                if time.monotonic() > deadline:
-                    raise ValidationError(
-                        f"moving {instance.container_name} did not finish within {wait:g} s"
-                    )
-                time.sleep(0.2)
+            op = _wait(op, wait, instance.container_name)
             if op.status != Operation.Status.SUCCEEDED:
                 raise ValidationError(
                     f"moving {instance.container_name} to {choice.host.name} failed: {op.error}"
                 )
         except (ValidationError, PermissionDenied) as exc:
-            message = " ".join(getattr(exc, "messages", [str(exc)]))
-            Drain.objects.filter(pk=drain.pk).update(
-                state=Drain.State.FAILED, error=message, current="", finished_at=timezone.now()
-            )
-            log.warning("drain of %s stopped: %s", host.name, message)
+            _stop(drain, " ".join(getattr(exc, "messages", [str(exc)])))
             return
-        line = f"{instance.container_name} → {choice.host.name} ({time.monotonic() - started:.1f} s)\n"
-        drain.refresh_from_db()
-        Drain.objects.filter(pk=drain.pk).update(done=drain.done + 1, log=drain.log + line, current="")
+        _record(
+            drain, f"{instance.container_name} → {choice.host.name} ({time.monotonic() - started:.1f} s)\n"
+        )
     Drain.objects.filter(pk=drain.pk, state=Drain.State.RUNNING).update(
         state=Drain.State.DONE, current="", finished_at=timezone.now()
     )

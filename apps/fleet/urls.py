@@ -1,7 +1,8 @@
 from django.urls import path
 
-from apps.hosts import views
+from apps.fleet import views
 
+# The namespace stays "hosts": these are the ops pages for hosts, whatever package holds them.
 app_name = "hosts"
 urlpatterns = [
     path("", views.host_list, name="list"),

@@ -18,6 +18,7 @@ from apps.hosts.transport import (
     CommandResult,
     ContainerSpec,
     ContainerState,
+    Endpoint,
     HostError,
     HostKeyUnknown,
     docker_api,
@@ -200,6 +201,34 @@ def announce_for(host: Host, network: str, address: str, mac: str) -> None:
 
 def fetch_host_key(address: str, port: int) -> str:
     return ssh.fetch_host_key(address, port)
+
+
+def portal_public_key() -> str:
+    """The portal's SSH public key (made on first use), for hosts' and VMs' authorized_keys."""
+    return ssh.portal_public_key()
+
+
+# --- VMs ------------------------------------------------------------------------------------------
+# A VM being moved into a container is reached like a host (SSH, a pinned key, the portal's own
+# key), but has no agent and no Row of its own here: callers pass its endpoint.
+
+TtyExec = docker_api.TtyExec
+
+
+def vm_run(
+    endpoint: Endpoint, argv: list[str], *, timeout: float = 20, max_output: int | None = None
+) -> CommandResult:
+    return ssh.run(endpoint, argv, timeout=timeout, max_output=max_output)
+
+
+def vm_forget(endpoint: Endpoint) -> None:
+    """Drop the cached connection, so the VM's key is checked again on the next command."""
+    ssh.drop_session(endpoint)
+
+
+def vm_install_key(endpoint: Endpoint, password: str) -> None:
+    """Add the portal's key to the VM user's authorized_keys, using the password once."""
+    ssh.install_portal_key(endpoint, password)
 
 
 def forget(host: Host) -> None:

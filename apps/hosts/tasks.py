@@ -16,11 +16,3 @@ def probe(host_id: int) -> None:
     host = Host.objects.filter(pk=host_id).first()
     if host is not None:
         services.host_probe(host=host)
-
-
-# One instance after another, each a few seconds: a big host takes a while.
-@shared_task(name="hosts.drain", ignore_result=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
-def drain(drain_id: int) -> None:
-    from apps.hosts import drain as draining
-
-    draining.run(drain_id)

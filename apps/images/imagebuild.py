@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from apps.catalog.recipe import RESERVED_LABEL, Recipe
+from apps.images.recipe import RESERVED_LABEL, Recipe
 
 # Fixed, so an image's ID depends only on what is in it.
 CREATED = "1970-01-01T00:00:00Z"

@@ -13,31 +13,43 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
-from apps.catalog import imagebuild, recipe
-from apps.catalog.models import BaseImage, BuildState
+from apps.accounts import permissions
+from apps.applications.models import BaseImage, BuildState
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
+from apps.images import imagebuild, recipe, rootfs
+from portal import jobs
 
 log = logging.getLogger(__name__)
+
+# A version being built or loaded is work for a worker (run() below).
+PUBLISH = jobs.register(
+    jobs.Kind(
+        "publish",
+        BaseImage,
+        task="catalog.publish_image",
+        active=Q(state__in=[BuildState.BUILDING, BuildState.LOADING]),
+        note="build_error",
+    )
+)
 
 # How often a host's load progress is written while bytes flow (the page polls it).
 PROGRESS_EVERY = 0.5
 
 
 def rootfs_names() -> list[str]:
-    return ["busybox", "debian-python"]
+    return list(rootfs.NAMES)
 
 
 def _rootfs(name: str) -> Path:
     """The root filesystem tarball a recipe's ADD names, built once and cached."""
-    from apps.lab import images  # builds from Debian's busybox-static or a debootstrap
-
     cache = Path(settings.ROOTFS_CACHE)
-    return images.rootfs_tar(name, cache, lambda line: log.info("rootfs %s: %s", name, line))
+    return rootfs.rootfs_tar(name, cache, lambda line: log.info("rootfs %s: %s", name, line))
 
 
 def check_recipe(image: BaseImage) -> recipe.Recipe:
@@ -60,8 +72,7 @@ def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
     """Ops: build the version from its recipe and load it onto every active host (in a worker).
     A version that failed is published again from the start; hosts that already have its
     digest are not sent it twice."""
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("Only ops publish base image versions.")
+    permissions.require_ops(user, "publish base image versions")
     image = BaseImage.objects.select_for_update().get(pk=image.pk)
     if image.state in (BuildState.BUILDING, BuildState.LOADING):
         raise ValidationError(
@@ -78,26 +89,21 @@ def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
     image.build_error = ""
     image.load_progress = {}
     image.save(update_fields=["state", "build_error", "load_progress", "recommended", "digest"])
-    transaction.on_commit(lambda: _send(image.pk))
+    jobs.start(PUBLISH, image.pk)
     return image
 
 
-def _send(image_id: int) -> None:
-    from apps.catalog.tasks import publish_image
-
-    try:
-        publish_image.delay(image_id)
-    except Exception as exc:  # the broker being down must not lose the request
-        log.warning("publish of image %s not sent: %s", image_id, exc)
-        BaseImage.objects.filter(pk=image_id).update(
-            state=BuildState.FAILED,
-            build_error=f"The task queue is unreachable ({type(exc).__name__}); publish again.",
-        )
-
-
 def run(image_id: int) -> None:
-    """The worker's part: build, then load host by host, recording progress as it goes."""
-    image = BaseImage.objects.get(pk=image_id)
+    """The worker's part: build, then load host by host, recording progress as it goes. One
+    delivery claims it; a publish whose worker was lost is run again from the build (it is
+    reproducible, and hosts that have the digest already are skipped)."""
+    if not jobs.claim(PUBLISH, image_id):
+        return  # another worker has it, or it ended
+    with jobs.Heartbeat.of(PUBLISH, image_id):
+        _run(BaseImage.objects.get(pk=image_id))
+
+
+def _run(image: BaseImage) -> None:
     try:
         parsed = check_recipe(image)
         out = Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"

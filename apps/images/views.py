@@ -13,8 +13,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from apps.catalog import publish, selectors, services
-from apps.catalog.models import App, BaseImage, BuildState
+from apps.applications import selectors, services
+from apps.applications.models import App, BaseImage, BuildState
+from apps.images import publish
 from apps.instances.models import Operation
 from portal.http import HtmxHttpRequest
 

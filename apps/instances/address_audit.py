@@ -19,9 +19,9 @@ from django.utils import timezone
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
+from apps.instances.address_probe import holder_text, probe
 from apps.instances.models import Finding, Instance
 from apps.network.models import IPAllocation, IPPool
-from apps.network.probe import holder_text, probe
 from apps.network.services import address_hold_foreign
 
 # An allocation this young may not have its container yet (the operation is on its way).

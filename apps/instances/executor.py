@@ -11,14 +11,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from apps.catalog.models import App, RetainedVolume, VolumeUpload
+from apps.applications.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import (
@@ -30,11 +28,11 @@ from apps.hosts.transport import (
     HostUnreachable,
 )
 from apps.instances import health
-from apps.instances.heartbeat import Heartbeat
+from apps.instances.address_probe import PROBE_ROUNDS, AddressGate
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
-from apps.network.probe import PROBE_ROUNDS, AddressGate
+from portal import jobs
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,9 @@ def run_operation(op_id: int) -> None:
         return  # another worker has it, or it already ran
     op = Operation.objects.select_related("app__base_image", "instance").get(pk=op_id)
     try:
-        with Heartbeat(op.pk):
+        with jobs.Heartbeat(
+            Operation.objects.filter(pk=op.pk, status=Operation.Status.RUNNING), f"operation-{op.pk}"
+        ):
             HANDLERS[op.kind](op)
     except OperationFailed as exc:
         _finish(op, Operation.Status.FAILED, str(exc))
@@ -306,18 +306,18 @@ def volume_copy(app: App, source: Host, target: Host) -> None:
 # --- handlers ------------------------------------------------------------------------------------
 
 
-def _require_app(op: Operation) -> App:
+def require_app(op: Operation) -> App:
     if op.app is None:
         raise OperationFailed("The app no longer exists.")
     return op.app
 
 
 def _converge_app(op: Operation) -> None:
-    converge(_require_app(op))
+    converge(require_app(op))
 
 
 def _converge_instance(op: Operation) -> None:
-    app = _require_app(op)
+    app = require_app(op)
     if op.instance is None:
         if op.kind == Operation.Kind.REMOVE:
             return  # already removed
@@ -332,7 +332,7 @@ def _move(op: Operation) -> None:
     The app's volume goes with it, host to host, checksummed: copied while the old container
     still serves, then once more after it stopped (only what changed meanwhile), so the new
     container starts on the files the old one left."""
-    app = _require_app(op)
+    app = require_app(op)
     if op.instance is None:
         raise OperationFailed("The instance no longer exists.")
     source = Host.objects.filter(pk=op.params.get("from_host")).first()
@@ -394,7 +394,7 @@ def volume_sync(app: App, source: Host, target: Host) -> None:
 
 
 def _redeploy(op: Operation) -> None:
-    converge(_require_app(op), one_at_a_time=True)
+    converge(require_app(op), one_at_a_time=True)
 
 
 def _upgrade(op: Operation) -> None:
@@ -404,7 +404,7 @@ def _upgrade(op: Operation) -> None:
 
 
 def _delete(op: Operation) -> None:
-    app = _require_app(op)
+    app = require_app(op)
     hosts = list(Host.objects.filter(instances__app=app).distinct())
     converge(app)
     if not Instance.objects.filter(app=app).exists():
@@ -420,7 +420,7 @@ def _delete(op: Operation) -> None:
 
 
 def _upload(op: Operation) -> None:
-    app = _require_app(op)
+    app = require_app(op)
     upload = VolumeUpload.objects.filter(pk=op.params.get("upload"), app=app).first()
     if upload is None:
         raise OperationFailed("The uploaded tarball is gone.")
@@ -433,103 +433,6 @@ def _upload(op: Operation) -> None:
             errors.append(str(exc))
     if errors:
         raise OperationFailed("; ".join(errors))
-
-
-def _resize_one(instance: Instance, memory_mb: int, nano_cpus: int) -> Outcome:
-    """docker update for one instance; runs in a pool thread, touches no database."""
-    try:
-        if instance.container_id:
-            gateway.container_update(instance.host, instance.container_name, memory_mb, nano_cpus)
-        return Outcome(instance)
-    except ContainerFailed as exc:
-        return Outcome(instance, error=str(exc))
-    except HostError as exc:
-        return Outcome(instance, error=str(exc), transient=True, unreachable=isinstance(exc, HostUnreachable))
-
-
-def _read_back(host: Host, instances: list[Instance]) -> dict[str, Any]:
-    try:
-        return gateway.limits(host, [i.container_name for i in instances])
-    except HostError as exc:
-        return {i.container_name: {"error": f"cannot read the limits back: {exc}"} for i in instances}
-
-
-def _resize(op: Operation) -> None:
-    """Apply an approved resource request live: docker update on every instance not done yet,
-    then the limits read back from each container's cgroup files (not Docker's word for it).
-    Instances recorded as done are skipped, so a retry, or a run after a killed worker, applies
-    only what is left."""
-    from apps.resources.models import ResourceEvent, ResourceRequest
-
-    app = _require_app(op)
-    request = ResourceRequest.objects.filter(pk=op.params.get("request"), app=app).first()
-    if request is None:
-        raise OperationFailed("The resource request is gone.")
-    if request.state not in (ResourceRequest.State.APPROVED, ResourceRequest.State.PARTIAL):
-        raise OperationFailed(f"The request is {request.get_state_display().lower()}; nothing to apply.")
-    memory, cpus = request.memory_mb, Decimal(request.cpus)
-    nano = int(cpus * 1_000_000_000)
-    live = list(
-        app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).select_related("host", "app")
-    )
-    todo = [i for i in live if (i.memory_mb, Decimal(i.cpus)) != (memory, cpus)]
-    results: dict[str, Any] = dict(request.result or {})
-    updated: list[Instance] = []
-    workers = max(1, min(settings.OPERATION_PARALLELISM, len(todo)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for outcome in pool.map(lambda i: _resize_one(i, memory, nano), todo):
-            if outcome.error:
-                results[outcome.instance.container_name] = {"ok": False, "error": outcome.error}
-            else:
-                updated.append(outcome.instance)
-    # Running containers are checked in their cgroups; the others have no cgroup to read and
-    # take the new limits when they start (the update changed their configuration).
-    running = [i for i in updated if i.container_id and i.state == Instance.State.RUNNING]
-    by_host: dict[Host, list[Instance]] = {}
-    for instance in running:
-        by_host.setdefault(instance.host, []).append(instance)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_host)))) as pool:
-        read = dict(zip(by_host, pool.map(lambda h: _read_back(h, by_host[h]), by_host), strict=True))
-    for instance in updated:
-        name = instance.container_name
-        figures = read.get(instance.host, {}).get(name) if instance in running else None
-        problem = _limits_problem(figures, memory, cpus) if figures is not None else ""
-        if problem:
-            results[name] = {"ok": False, "error": problem, "read_back": figures}
-            continue
-        results[name] = {"ok": True, "memory_mb": memory, "cpus": str(cpus), "read_back": figures}
-        Instance.objects.filter(pk=instance.pk).update(memory_mb=memory, cpus=cpus, updated_at=timezone.now())
-    failed = {name: r["error"] for name, r in results.items() if not r.get("ok")}
-    failed = {n: e for n, e in failed.items() if any(i.container_name == n for i in live)}
-    now = timezone.now()
-    if failed:
-        ResourceRequest.objects.filter(pk=request.pk).update(
-            state=ResourceRequest.State.PARTIAL, result=results
-        )
-        detail = "; ".join(f"{n}: {e}" for n, e in sorted(failed.items()))
-        ResourceEvent.objects.create(request=request, action="partially applied", detail=detail[:2000])
-        raise OperationFailed(
-            f"{len(live) - len(failed)} of {len(live)} instance(s) resized; failed: {detail}. Retry applies only these."
-        )
-    ResourceRequest.objects.filter(pk=request.pk).update(
-        state=ResourceRequest.State.APPLIED, result=results, applied_at=now
-    )
-    ResourceEvent.objects.create(
-        request=request, action="applied", detail=f"{len(live)} instance(s) at {memory} MiB and {cpus} CPU"
-    )
-
-
-def _limits_problem(figures: dict[str, Any], memory_mb: int, cpus: Decimal) -> str:
-    """'' if the cgroup files say what was asked, else what they say."""
-    if "error" in figures:
-        return str(figures["error"])
-    want = memory_mb * 1024 * 1024
-    if figures.get("memory_bytes") != want:
-        return f"its cgroup says memory {figures.get('memory_bytes')} bytes, not {want}"
-    quota, period = figures.get("cpu_quota_us"), figures.get("cpu_period_us")
-    if not quota or not period or abs(Decimal(quota) / Decimal(period) - cpus) > Decimal("0.005"):
-        return f"its cgroup says CPU quota {quota}/{period}, not {cpus} cores"
-    return ""
 
 
 HANDLERS: dict[str, Callable[[Operation], None]] = {
@@ -545,5 +448,11 @@ HANDLERS: dict[str, Callable[[Operation], None]] = {
     Operation.Kind.MOVE: _move,
     Operation.Kind.DELETE: _delete,
     Operation.Kind.UPLOAD: _upload,
-    Operation.Kind.RESIZE: _resize,
+    # Operation.Kind.RESIZE: registered by the resources feature (apps.resources.apply).
 }
+
+
+def register(kind: str, handler: Callable[[Operation], None]) -> None:
+    """A feature above the core adds the handler of its own kind of operation (at start-up, from
+    its AppConfig.ready), so the core runs it without importing the feature."""
+    HANDLERS[kind] = handler

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apps.catalog.models import App, HealthCheck
+from apps.applications.models import App, HealthCheck
 from apps.instances.models import Instance
 
 # One attempt never waits longer than this, so a slow answer does not eat the whole timeout.

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.catalog.models import App, BaseImage
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 
 

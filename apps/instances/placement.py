@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum, Value
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts.models import Host
 
 

@@ -1,7 +1,8 @@
 """Bring actual state to desired state: containers killed behind the portal's back, or gone
 with a restarted daemon, come back; containers with Slipway labels that no row explains, and
-addresses in use that the database does not know (apps.network.audit), are reported as
-findings. Apps with an operation under way are left to it."""
+addresses in use that the database does not know (apps.instances.address_audit), are reported as
+findings. Apps with an operation under way are left to it. Long work whose worker was lost, or
+that never reached one, is sent again (portal.jobs)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import MANAGED_LABEL, ContainerState, HostError
+from apps.instances.address_audit import AddressReport, addresses_audit
 from apps.instances.models import Finding, Instance, Operation
 from apps.instances.services import operation_create, operations_requeue_stale
-from apps.network.audit import AddressReport, addresses_audit
+from portal import jobs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ class Report:
     unreachable: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     requeued: int = 0
+    # Other long work (drains, relocations, publishes) sent again, by kind: ids.
+    jobs_resent: dict[str, list[int]] = field(default_factory=dict)
     addresses: AddressReport = field(default_factory=AddressReport)
 
 
@@ -46,7 +50,8 @@ def reconcile() -> Report:
             settings.OPERATION_REQUEUE_AFTER,
             settings.OPERATION_STALE_AFTER,
             silent_for_s=settings.OPERATION_HEARTBEAT_LOST,
-        )
+        ),
+        jobs_resent=jobs.resend_lost(),
     )
     hosts = list(Host.objects.exclude(host_key="").exclude(state=Host.State.PENDING))
     busy_apps = set(

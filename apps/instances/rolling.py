@@ -17,7 +17,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from apps.catalog.models import App, BaseImage
+from apps.applications.models import App, BaseImage
 from apps.instances import health
 from apps.instances.executor import OperationFailed, converge
 from apps.instances.models import Instance, Operation

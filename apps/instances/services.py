@@ -10,8 +10,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.instances.models import Instance, Operation
+from portal import jobs
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,13 @@ def operation_create(
 
 
 def operation_send(op_id: int) -> bool:
-    """Hand the operation to Celery; False (and logged) if the broker cannot take it now."""
-    from apps.instances.tasks import run_operation
-
-    try:
-        run_operation.delay(op_id)
-    except Exception as exc:  # kombu raises several families for a broker that is down
-        log.warning("operation %s stays queued: broker unreachable: %s", op_id, exc)
-        Operation.objects.filter(pk=op_id, status=Operation.Status.QUEUED).update(
-            error=f"The task queue is unreachable right now ({type(exc).__name__}); "
-            "the operation is kept and will run when it is back."
-        )
-        return False
-    return True
+    """Hand the operation to Celery; False (and noted on the row) if the broker cannot take it
+    now: the row stays queued and the reconcile sends it again."""
+    return jobs.send(
+        "instances.run_operation",
+        op_id,
+        on_refused=Operation.objects.filter(pk=op_id, status=Operation.Status.QUEUED),
+    )
 
 
 def operations_requeue_stale(

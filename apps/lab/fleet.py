@@ -25,6 +25,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from apps.hosts import gateway
 from apps.lab import images
 
 Log = Callable[[str], None]
@@ -389,12 +390,10 @@ def check_prerequisites() -> None:
 
 def up(config: LabConfig, log: Log = print) -> list[LabHost]:
     check_prerequisites()
-    from apps.hosts.transport.ssh import portal_public_key
-
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     authorized = config.state_dir / "authorized_keys"
-    authorized.write_text(portal_public_key() + "\n")
+    authorized.write_text(gateway.portal_public_key() + "\n")
     authorized.chmod(0o600)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
-from apps.catalog.models import BaseImage
-from apps.catalog.services import base_image_refresh_hosts
+from apps.applications.models import BaseImage
+from apps.applications.services import base_image_refresh_hosts
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts.models import Host
 
 

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.instances.models import Operation
 from apps.metrics.models import Rollup, Sample

@@ -14,7 +14,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from apps.catalog.models import App
 from apps.hosts.models import Host
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -168,7 +167,10 @@ class IPAllocation(models.Model):
 
     pool = models.ForeignKey(IPPool, on_delete=models.PROTECT, related_name="allocations")
     address = models.GenericIPAddressField()
-    app = models.ForeignKey(App, null=True, blank=True, on_delete=models.CASCADE, related_name="addresses")
+    # A string reference: the core (apps) builds on addresses, not the reverse.
+    app = models.ForeignKey(
+        "catalog.App", null=True, blank=True, on_delete=models.CASCADE, related_name="addresses"
+    )
     slot = models.PositiveIntegerField(null=True, blank=True)
     requested = models.BooleanField(
         default=False, help_text="Asked for by the owner (e.g. a migrated VM's IP)"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
-from apps.catalog.models import App
-from apps.catalog.selectors import teams_of
+from apps.accounts import permissions
 from apps.network.models import IPAllocation, IPPool
+
+if TYPE_CHECKING:  # the core (apps) builds on addresses: no import at run time
+    from apps.applications.models import App
 
 # How many addresses to try when others take the ones we picked at the same moment.
 ALLOCATION_ATTEMPTS = 20
@@ -62,7 +64,7 @@ def address_allocate(*, app: App, slot: int) -> IPAllocation | None:
 
 def address_request(*, user: Any, app: App, address: str, slot: int | None = None) -> IPAllocation:
     """Reserve a specific free address for a slot (by default the next one a scale-up makes)."""
-    if not teams_of(user).filter(pk=app.team_id).exists():
+    if not permissions.is_member(user, app.team_id):
         raise PermissionDenied(f"You are not a member of team {app.team.slug}.")
     pool = app.ip_pool
     if pool is None:

@@ -9,9 +9,10 @@ from typing import Any
 from django import forms
 from django.template.defaultfilters import filesizeformat
 
+from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.catalog.forms import EnvField
-from apps.catalog.selectors import base_images_for_new_apps, teams_of
+from apps.applications.forms import EnvField
+from apps.applications.selectors import base_images_for_new_apps
 from apps.network.models import IPPool
 from apps.relocations.plan import FIELDS, MASK, SYSTEM_ENV
 
@@ -34,7 +35,7 @@ class RegisterForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = teams_of(user).order_by("slug")  # type: ignore[attr-defined]
+        self.fields["team"].queryset = permissions.teams_of(user).order_by("slug")  # type: ignore[attr-defined]
 
 
 class ConfirmKeyForm(forms.Form):

@@ -10,13 +10,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from apps.accounts.models import Team
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts.models import Host
+from portal import jobs
 
 
-class Relocation(models.Model):
+class Relocation(jobs.JobRecord):
     class State(models.TextChoices):
         NEW = "new", "Host key to confirm"
         READY = "ready", "Ready to inspect"
@@ -164,3 +166,19 @@ class Step(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+# Work for a worker (apps.relocations.runner): an inspection asked for, and a run (or the
+# rollback of one) under way. A lost worker's run is taken over: the steps it finished are kept,
+# a cutover it was in the middle of is rolled back.
+RELOCATION_INSPECT = jobs.register(
+    jobs.Kind(
+        "relocation inspection",
+        Relocation,
+        task="relocations.inspect",
+        active=Q(state=Relocation.State.INSPECTING),
+    )
+)
+RELOCATION_RUN = jobs.register(
+    jobs.Kind("relocation", Relocation, task="relocations.run", active=Q(state=Relocation.State.RUNNING))
+)

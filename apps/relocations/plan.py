@@ -13,10 +13,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from apps.catalog.models import App, BaseImage, RetainedVolume
-from apps.catalog.services import parse_limits
-from apps.catalog.validators import validate_argv, validate_container_path, validate_env
+from apps.applications.models import App, BaseImage, RetainedVolume
+from apps.applications.services import parse_limits
+from apps.applications.validators import validate_argv, validate_container_path, validate_env
 from apps.network.models import IPPool
+from apps.network.services import default_pool
 from apps.relocations.models import Relocation
 
 # Directories an app directory may never be (the VM's own system).
@@ -94,8 +95,6 @@ RUNTIME_IMAGES = {
 
 
 def pool_for(relocation: Relocation) -> IPPool | None:
-    from apps.network.services import default_pool
-
     return default_pool()
 
 

@@ -20,18 +20,19 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
-from apps.hosts.transport import CommandResult, HostError, ssh
+from apps.hosts.transport import CommandResult, HostError
 from apps.instances import executor, health, placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 from apps.network.models import IPAllocation
 from apps.relocations.inspect import inspect_vm
-from apps.relocations.models import Inspection, Relocation, Step
+from apps.relocations.models import RELOCATION_INSPECT, RELOCATION_RUN, Inspection, Relocation, Step
 from apps.relocations.services import endpoint
+from portal import jobs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def vm_runner(relocation: Relocation) -> Callable[..., CommandResult]:
     target = endpoint(relocation)
 
     def run(argv: list[str], *, timeout: float = 20, max_output: int = 1_000_000) -> CommandResult:
-        return ssh.run(
+        return gateway.vm_run(
             target,
             _privileged(relocation, argv) if argv[0] == "ip" else argv,
             timeout=timeout,
@@ -73,20 +74,24 @@ def _auth_hint(exc: HostError) -> str:
 
 
 def inspect(relocation_id: int) -> None:
-    relocation = Relocation.objects.filter(pk=relocation_id, state=Relocation.State.INSPECTING).first()
-    if relocation is None:
-        return
+    if not jobs.claim(RELOCATION_INSPECT, relocation_id):
+        return  # another worker has it, or it ended
+    with jobs.Heartbeat.of(RELOCATION_INSPECT, relocation_id):
+        _inspect(Relocation.objects.get(pk=relocation_id))
+
+
+def _inspect(relocation: Relocation) -> None:
     after = (
         Relocation.State.INSPECTED
         if not relocation.plan
         else (Relocation.State.ROLLED_BACK if relocation.attempt else Relocation.State.PLANNED)
     )
     # A fresh connection: the VM's key is checked now, not when a cached session was made.
-    ssh.drop_session(endpoint(relocation))
+    gateway.vm_forget(endpoint(relocation))
     try:
         # The inspection carries on past commands that fail; a VM that cannot be reached (or
         # shows another key) must fail it instead.
-        ssh.run(endpoint(relocation), ["true"], timeout=15)
+        gateway.vm_run(endpoint(relocation), ["true"], timeout=15)
         report = inspect_vm(vm_runner(relocation), ssh_address=relocation.address)
     except HostError as exc:
         message = _auth_hint(exc)
@@ -174,31 +179,55 @@ class StepRecorder:
         Step.objects.filter(pk=self.step.pk).update(**changes)
 
 
-def _claimed(relocation_id: int) -> Relocation | None:
-    """The relocation if it is waiting for a worker (a duplicate delivery finds it otherwise)."""
-    return (
-        Relocation.objects.select_related("team", "app", "host", "kept_address")
-        .filter(pk=relocation_id, state=Relocation.State.RUNNING)
-        .first()
-    )
+LOST_IN_CUTOVER = (
+    "The worker moving it was lost during the cutover; it was rolled back so the VM serves again. "
+    "Run it again"
+)
 
 
 def run(relocation_id: int, *, hooks: dict[str, Callable[..., None]] | None = None) -> None:
-    """Run the relocation's current attempt. `hooks` (tests) inject a fault at a precise moment
-    (a cut link, a stopped daemon): by a step's name, before it; "copy_chunk" with the bytes
-    copied so far; "cutover_released" once the VM has given up the kept address."""
-    relocation = _claimed(relocation_id)
-    if relocation is None:
-        return
-    ssh.drop_session(endpoint(relocation))  # the VM's key is checked again for every run
+    """Run the relocation's current attempt, or finish its rollback. `hooks` (tests) inject a
+    fault at a precise moment (a cut link, a stopped daemon): by a step's name, before it;
+    "copy_chunk" with the bytes copied so far; "cutover_released" once the VM has given up the
+    kept address.
+
+    One delivery claims the row (a second does nothing). If an earlier worker was lost, this
+    run takes over: finished steps stay finished, a step it was in is run again (each is
+    idempotent: the copy resumes), except the cutover, which is rolled back, since the VM may
+    be half changed; the rollback puts back exactly what the cutover recorded it changed."""
+    if not jobs.claim(RELOCATION_RUN, relocation_id):
+        return  # another worker has it, or it ended
+    with jobs.Heartbeat.of(RELOCATION_RUN, relocation_id):
+        _run(relocation_id, hooks or {})
+
+
+def _run(relocation_id: int, hooks: dict[str, Callable[..., None]]) -> None:
+    relocation = Relocation.objects.select_related("team", "app", "host", "kept_address").get(
+        pk=relocation_id
+    )
+    gateway.vm_forget(endpoint(relocation))  # the VM's key is checked again for every run
     ctx = Context(
         relocation=relocation,
         plan=relocation.plan,
         app=relocation.app,
         host=relocation.host,
-        hooks=hooks or {},
+        hooks=hooks,
     )
     steps = {s.name: s for s in relocation.steps.filter(attempt=relocation.attempt)}
+    rolling_back = steps.get(Step.Name.ROLLBACK)
+    if rolling_back is not None:
+        # A rollback asked for again (it had not finished), or one a lost worker was in.
+        reason = relocation.error.split(". The rollback did not finish:")[0]
+        rollback(ctx, reason if reason and reason != jobs.LOST else "rolled back on request")
+        return
+    cutover = steps.get(Step.Name.CUTOVER)
+    if cutover is not None and cutover.state == Step.State.RUNNING:
+        StepRecorder(cutover).finish(Step.State.FAILED, "its worker was lost in the middle of it")
+        Step.objects.filter(
+            relocation=relocation, attempt=relocation.attempt, state=Step.State.PENDING
+        ).update(state=Step.State.SKIPPED)
+        rollback(ctx, LOST_IN_CUTOVER)
+        return
     handlers: dict[str, Callable[[Context, StepRecorder], str]] = {
         Step.Name.COPY: _copy,
         Step.Name.CREATE: _create,
@@ -499,16 +528,17 @@ def _cutover(ctx: Context, step: StepRecorder) -> str:
     if not keep:
         return f"the VM's service stopped; the app serves on {_where(instance)} (a new address: tell its callers)"
     dev, prefix = ctx.relocation.cutover["dev"], ctx.relocation.cutover["prefixlen"]
+    # Recorded before it is done, like the stop above: a worker lost right after the change
+    # still leaves the rollback knowing to put the address back (adding it again is harmless).
+    ctx.save_cutover(address_released=True)
     released = run(["ip", "addr", "del", f"{keep}/{prefix}", "dev", dev], timeout=15)
     if released.exit_code != 0:
         raise StepFailed(
             f"releasing {keep} on the VM failed: {released.stderr.decode(errors='replace').strip()[-300:]}"
         )
-    ctx.save_cutover(address_released=True)
     if "cutover_released" in ctx.hooks:
         ctx.hooks["cutover_released"](ctx)
     _give_address_to_app(ctx, instance, keep)
-    ctx.save_cutover(address_moved=True)
     op = operation_create(
         app=ctx.app,
         kind=Operation.Kind.REDEPLOY,
@@ -534,6 +564,8 @@ def _give_address_to_app(ctx: Context, instance: Instance, address: str) -> None
         app=ctx.app, slot=instance.slot, requested=True, held_by="", verified_at=None
     )
     Instance.objects.filter(pk=instance.pk).update(address=address)
+    # In the same transaction: the rollback gives the address back exactly when it was moved.
+    ctx.save_cutover(address_moved=True)
 
 
 def _verify(ctx: Context, step: StepRecorder) -> str:
@@ -593,6 +625,12 @@ def rollback(ctx: Context, reason: str) -> None:
             )
             Instance.objects.filter(app=ctx.app, slot=0).update(address=None)
         app = App.objects.filter(pk=relocation.app_id).first() if relocation.app_id else None
+        if app is not None:
+            # An operation of the app still under way (the cutover's redeploy, sent again after
+            # a lost worker) ends first: run side by side, it could start the instance again
+            # after the scale below removed it.
+            for op in Operation.objects.filter(app=app).exclude(status__in=Operation.TERMINAL):
+                _wait_operation(op)
         if app is not None and app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).exists():
             op = _wait_operation(catalog.app_scale(user=relocation.created_by, app=app, instances=0))
             if op.status != Operation.Status.SUCCEEDED:
@@ -643,18 +681,6 @@ def rollback(ctx: Context, reason: str) -> None:
     Relocation.objects.filter(pk=relocation.pk).update(
         state=Relocation.State.ROLLED_BACK, error=reason, cutover={}, updated_at=timezone.now()
     )
-
-
-def rollback_again(relocation_id: int) -> None:
-    """Try a failed rollback again (the VM was unreachable, say): the record of what the cutover
-    changed was kept, so only what is still changed is put back."""
-    relocation = _claimed(relocation_id)
-    if relocation is None:
-        return
-    ssh.drop_session(endpoint(relocation))
-    ctx = Context(relocation=relocation, plan=relocation.plan, app=relocation.app, host=relocation.host)
-    reason = relocation.error.split(". The rollback did not finish:")[0] or "rolled back on request"
-    rollback(ctx, reason)
 
 
 def _announce_vm(ctx: Context, address: str, mac: str) -> None:

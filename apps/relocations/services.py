@@ -9,26 +9,26 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.catalog.selectors import teams_of
-from apps.hosts.transport import Endpoint, HostError, fingerprint, ssh
+from apps.applications.services import app_delete
+from apps.hosts import gateway
+from apps.hosts.transport import Endpoint, HostError, fingerprint
 from apps.network.models import IPAllocation
 from apps.relocations import plan as planning
-from apps.relocations.models import Relocation, Step
+from apps.relocations.models import RELOCATION_INSPECT, RELOCATION_RUN, Relocation, Step
+from portal import jobs
 
 
 def visible_to(user: Any) -> QuerySet[Relocation]:
-    return Relocation.objects.filter(team__in=teams_of(user)).select_related("team", "app", "host")
-
-
-def _require_member(user: Any, team: Team) -> None:
-    if not teams_of(user).filter(pk=team.pk).exists():
-        raise PermissionDenied(f"You are not a member of team {team.slug}.")
+    return Relocation.objects.filter(team__in=permissions.teams_of(user)).select_related(
+        "team", "app", "host"
+    )
 
 
 def endpoint(relocation: Relocation) -> Endpoint:
@@ -43,13 +43,6 @@ def host_key_file(key: str) -> str:
     return f"/etc/ssh/ssh_host_{kind}_key.pub"
 
 
-def _send(task_name: str, relocation_id: int) -> None:
-    from apps.relocations import tasks
-
-    task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: tasks.send(task, relocation_id))
-
-
 # --- 1. register and trust -----------------------------------------------------------------------
 
 
@@ -58,7 +51,7 @@ def relocation_register(
 ) -> Relocation:
     """Record the VM and fetch the host key it offers; nothing runs on it until a person has
     compared the fingerprint with the VM's own and confirmed it."""
-    _require_member(user, team)
+    permissions.require_member(user, team)
     errors: dict[str, str] = {}
     name = (name or "").strip()
     if not name or len(name) > 60:
@@ -81,7 +74,7 @@ def relocation_register(
     if errors:
         raise ValidationError(errors)
     try:
-        offered = ssh.fetch_host_key(str(ip), port_number)
+        offered = gateway.fetch_host_key(str(ip), port_number)
     except HostError as exc:
         raise ValidationError({"address": f"Cannot reach SSH on {ip}:{port_number}: {exc}"}) from exc
     return Relocation.objects.create(
@@ -97,7 +90,7 @@ def relocation_register(
 
 def relocation_confirm_key(*, user: Any, relocation: Relocation, fingerprint_seen: str) -> Relocation:
     """Pin the key the VM offered, once the person confirms its fingerprint."""
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     expected = fingerprint(relocation.offered_key)
     if (fingerprint_seen or "").strip() != expected:
         raise ValidationError(
@@ -118,7 +111,7 @@ def relocation_confirm_key(*, user: Any, relocation: Relocation, fingerprint_see
 
 def relocation_install_key(*, user: Any, relocation: Relocation, password: str) -> Relocation:
     """Use a password once to add the portal's key to the VM user's authorized_keys."""
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     if not relocation.key_pinned:
         raise ValidationError(
             {"password": "Confirm the VM's host key first: a password is never sent to an unconfirmed host."}
@@ -126,7 +119,7 @@ def relocation_install_key(*, user: Any, relocation: Relocation, password: str) 
     if not password:
         raise ValidationError({"password": "Give the password of the SSH user, used once and not kept."})
     try:
-        ssh.install_portal_key(endpoint(relocation), password)
+        gateway.vm_install_key(endpoint(relocation), password)
     except HostError as exc:
         raise ValidationError({"password": str(exc)}) from exc
     relocation.key_installed_at = timezone.now()
@@ -139,7 +132,7 @@ def relocation_install_key(*, user: Any, relocation: Relocation, password: str) 
 
 @transaction.atomic
 def relocation_inspect(*, user: Any, relocation: Relocation) -> Relocation:
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     relocation = Relocation.objects.select_for_update().get(pk=relocation.pk)
     if not relocation.key_pinned:
         raise ValidationError("Confirm the VM's host key before inspecting it.")
@@ -150,7 +143,7 @@ def relocation_inspect(*, user: Any, relocation: Relocation) -> Relocation:
     relocation.state = Relocation.State.INSPECTING
     relocation.error = ""
     relocation.save(update_fields=["state", "error", "updated_at"])
-    _send("inspect", relocation.pk)
+    jobs.start(RELOCATION_INSPECT, relocation.pk)
     return relocation
 
 
@@ -167,7 +160,7 @@ def plan_suggestion(relocation: Relocation) -> dict[str, Any]:
 @transaction.atomic
 def relocation_plan(*, user: Any, relocation: Relocation, plan: dict[str, Any]) -> Relocation:
     """Check the owner's plan like an app and keep it; hold the VM's address it keeps."""
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     relocation = Relocation.objects.select_for_update().get(pk=relocation.pk)
     allowed = (Relocation.State.INSPECTED, Relocation.State.PLANNED, Relocation.State.ROLLED_BACK)
     if relocation.state not in allowed:
@@ -234,7 +227,7 @@ def _hold_address(relocation: Relocation, address: str) -> None:
 
 @transaction.atomic
 def relocation_run(*, user: Any, relocation: Relocation) -> Relocation:
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     relocation = Relocation.objects.select_for_update().get(pk=relocation.pk)
     if relocation.state not in Relocation.RUNNABLE:
         raise ValidationError(
@@ -249,7 +242,7 @@ def relocation_run(*, user: Any, relocation: Relocation) -> Relocation:
         Step(relocation=relocation, attempt=relocation.attempt, name=name, position=i)
         for i, name in enumerate(Step.ORDER)
     )
-    _send("run", relocation.pk)
+    jobs.start(RELOCATION_RUN, relocation.pk)
     return relocation
 
 
@@ -257,9 +250,7 @@ def relocation_run(*, user: Any, relocation: Relocation) -> Relocation:
 def relocation_cancel(*, user: Any, relocation: Relocation) -> Relocation:
     """Give up on the move: the VM keeps serving, the held address goes back to it, and an app
     made by an earlier run is deleted (its copied files are kept on the host for ops to purge)."""
-    from apps.catalog.services import app_delete
-
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     relocation = Relocation.objects.select_for_update().get(pk=relocation.pk)
     if relocation.state in (Relocation.State.RUNNING, Relocation.State.INSPECTING, *Relocation.FINISHED):
         raise ValidationError(
@@ -279,7 +270,7 @@ def relocation_cancel(*, user: Any, relocation: Relocation) -> Relocation:
 @transaction.atomic
 def relocation_rollback(*, user: Any, relocation: Relocation) -> Relocation:
     """Try again a rollback that did not finish: the VM gets back what is still changed."""
-    _require_member(user, relocation.team)
+    permissions.require_member(user, relocation.team)
     relocation = Relocation.objects.select_for_update().get(pk=relocation.pk)
     if relocation.state != Relocation.State.FAILED:
         raise ValidationError(
@@ -288,7 +279,8 @@ def relocation_rollback(*, user: Any, relocation: Relocation) -> Relocation:
         )
     relocation.state = Relocation.State.RUNNING
     relocation.save(update_fields=["state", "updated_at"])
-    _send("rollback", relocation.pk)
+    # The run picks up the rollback where it stopped (its step is not done).
+    jobs.start(RELOCATION_RUN, relocation.pk)
     return relocation
 
 

@@ -22,8 +22,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from apps.catalog.models import BaseImage
-from apps.hosts.transport import fingerprint, ssh
+from apps.applications.models import BaseImage
+from apps.hosts import gateway
+from apps.hosts.transport import fingerprint
 from apps.instances.models import Instance
 from apps.relocations import plan as planning
 from apps.relocations import services
@@ -211,7 +212,7 @@ def _page(
     status: int = 200,
 ) -> HttpResponse:
     try:
-        portal_key = ssh.portal_public_key()
+        portal_key = gateway.portal_public_key()
     except OSError as exc:
         portal_key = ""
         messages.error(request, f"The portal's SSH key cannot be read: {exc}")

@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
-from apps.catalog.models import App
+from apps.applications.models import App
 
 
 class ResourceRequest(models.Model):

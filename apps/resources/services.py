@@ -20,11 +20,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.accounts.models import Membership
-from apps.catalog.models import App
-from apps.catalog.quota import check_quota
-from apps.catalog.selectors import teams_of
-from apps.catalog.services import parse_limits
+from apps.accounts import permissions
+from apps.applications.models import App
+from apps.applications.quota import check_quota
+from apps.applications.services import parse_limits
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
@@ -148,7 +147,7 @@ def _event(request: ResourceRequest, action: str, user: Any = None, detail: str 
 @transaction.atomic
 def request_create(*, user: Any, app: App, memory_mb: Any, cpus: Any, reason: str) -> ResourceRequest:
     """File a resize for the app. Applied at once when policy allows, else waits for a lead."""
-    if not teams_of(user).filter(pk=app.team_id).exists():
+    if not permissions.is_member(user, app.team_id):
         raise PermissionDenied(f"You are not a member of team {app.team.slug}.")
     reason = (reason or "").strip()
     errors: dict[str, list[str]] = {}
@@ -208,12 +207,9 @@ def can_decide(user: Any, request: ResourceRequest) -> str:
     """'' if the user may decide this request, else why not."""
     if not getattr(user, "is_authenticated", False):
         return "Sign in first."
-    if user.is_staff:
+    if permissions.is_ops(user):
         return ""
-    is_lead = Membership.objects.filter(
-        user=user, team_id=request.app.team_id, role=Membership.Role.LEAD
-    ).exists()
-    if not is_lead:
+    if not permissions.is_lead_of(user, request.app.team_id):
         return f"Only a lead of team {request.app.team.slug} or ops decide resource requests."
     if request.requested_by_id == user.pk:
         return "You filed this request; another lead of the team or ops must decide it."
@@ -258,7 +254,7 @@ def _already(request: ResourceRequest) -> str:
 
 
 def request_cancel(*, user: Any, request: ResourceRequest) -> ResourceRequest:
-    if request.requested_by_id != user.pk and not user.is_staff:
+    if request.requested_by_id != user.pk and not permissions.is_ops(user):
         raise PermissionDenied("Only who filed the request, or ops, can cancel it.")
     won = ResourceRequest.objects.filter(pk=request.pk, state=ResourceRequest.State.PENDING).update(
         state=ResourceRequest.State.CANCELLED, decided_at=timezone.now()
@@ -274,7 +270,7 @@ def request_cancel(*, user: Any, request: ResourceRequest) -> ResourceRequest:
 
 def request_retry(*, user: Any, request: ResourceRequest) -> ResourceRequest:
     """Apply again what a request left undone (only the instances not done yet)."""
-    if not teams_of(user).filter(pk=request.app.team_id).exists():
+    if not permissions.is_member(user, request.app.team_id):
         raise PermissionDenied(f"You are not a member of team {request.app.team.slug}.")
     with transaction.atomic():
         # Partial, or approved with its last apply failed outright (say the app's hosts were
@@ -346,14 +342,13 @@ def pending_for(user: Any) -> Any:
     qs = ResourceRequest.objects.filter(state=ResourceRequest.State.PENDING).select_related(
         "app__team", "requested_by"
     )
-    if user.is_staff:
+    if permissions.is_ops(user):
         return qs
-    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
-    return qs.filter(app__team_id__in=led).exclude(requested_by=user)
+    return qs.filter(app__team_id__in=permissions.teams_led_by(user)).exclude(requested_by=user)
 
 
 def visible_to(user: Any) -> Any:
     qs = ResourceRequest.objects.select_related("app__team", "requested_by", "decided_by")
-    if user.is_staff:
+    if permissions.is_ops(user):
         return qs
-    return qs.filter(Q(app__team__in=teams_of(user)))
+    return qs.filter(Q(app__team__in=permissions.teams_of(user)))

@@ -18,10 +18,10 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.models import Membership
-from apps.catalog import quota
-from apps.catalog.models import App
-from apps.catalog.selectors import apps_visible_to
+from apps.accounts import permissions
+from apps.applications import quota
+from apps.applications.models import App
+from apps.applications.selectors import apps_visible_to
 from apps.hosts.models import Host
 from apps.resources import services
 from apps.resources.forms import ResourceRequestForm
@@ -35,7 +35,7 @@ def decides_requests(user: Any) -> bool:
     """Ops, and leads of at least one team: who gets the inbox and its badge."""
     if not getattr(user, "is_authenticated", False):
         return False
-    return bool(user.is_staff or Membership.objects.filter(user=user, role=Membership.Role.LEAD).exists())
+    return permissions.is_ops(user) or permissions.leads_any_team(user)
 
 
 def _text(exc: ValidationError) -> str:
@@ -91,7 +91,7 @@ def app_resources_context(
     open_request = history[0] if history and history[0].open else None
     can_cancel = can_decide = False
     if open_request is not None and open_request.state == ResourceRequest.State.PENDING:
-        can_cancel = open_request.requested_by_id == user.pk or user.is_staff
+        can_cancel = open_request.requested_by_id == user.pk or permissions.is_ops(user)
         can_decide = not services.can_decide(user, open_request)
     if form is None:
         form = ResourceRequestForm(

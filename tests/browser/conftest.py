@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from apps.accounts.models import Membership, Team
-from apps.catalog.models import BaseImage
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import Membership, Team
-from apps.catalog.models import App
+from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import register_images

@@ -7,8 +7,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from apps.catalog import services
-from apps.hosts.models import Drain
+from apps.applications import services
+from apps.fleet.models import Drain
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from apps.catalog import services
-from apps.hosts import consolidation
-from apps.hosts.models import Drain, Host
+from apps.applications import services
+from apps.fleet import consolidation
+from apps.fleet.models import Drain
+from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet

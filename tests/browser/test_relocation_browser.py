@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from apps.accounts.models import Membership, Team
-from apps.catalog.models import BaseImage
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.lab import fleet

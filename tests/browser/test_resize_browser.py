@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import Membership, Team
-from apps.catalog import services
-from apps.catalog.models import App
+from apps.applications import services
+from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation

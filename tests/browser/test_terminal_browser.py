@@ -8,8 +8,8 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import Membership, Team
-from apps.catalog import services
-from apps.catalog.models import BaseImage
+from apps.applications import services
+from apps.applications.models import BaseImage
 from apps.console.models import ExecSession
 from apps.hosts.models import Host
 from apps.instances import executor

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from apps.catalog import services
-from apps.catalog.models import BaseImage, BuildState
+from apps.applications import services
+from apps.applications.models import BaseImage, BuildState
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from apps.catalog.models import BaseImage
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
+from tests.conftest import TEST_BROKER_URL, _database_url
+from tests.helpers import KillableWorker
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +104,12 @@ def silent_listener() -> Iterator[int]:
     for conn in held:
         conn.close()
     server.close()
+
+
+@pytest.fixture
+def own_worker(transactional_db: None) -> Iterator[KillableWorker]:
+    """A real Celery worker for this test alone, in modules whose other tests kill workers of
+    their own: the module's shared `worker` would take their tasks."""
+    process = KillableWorker(TEST_BROKER_URL, _database_url())
+    yield process
+    process.stop()

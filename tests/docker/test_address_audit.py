@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile

@@ -14,8 +14,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage, RetainedVolume
+from apps.applications import services
+from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Finding, Instance, Operation

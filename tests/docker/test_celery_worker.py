@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.catalog import services
-from apps.catalog.models import BaseImage
+from apps.applications import services
+from apps.applications.models import BaseImage
 from apps.hosts import tasks
 from apps.hosts.models import Host
 from apps.instances import reconcile

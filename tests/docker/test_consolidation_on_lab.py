@@ -6,11 +6,12 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import BaseImage
-from apps.hosts import consolidation, planner
-from apps.hosts import drain as draining
-from apps.hosts.models import Drain, Host
+from apps.applications import services
+from apps.applications.models import BaseImage
+from apps.fleet import consolidation, planner
+from apps.fleet import drain as draining
+from apps.fleet.models import Drain
+from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet

@@ -8,19 +8,25 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
-from apps.hosts import drain as draining
-from apps.hosts.models import Drain, Host
-from apps.instances import executor, placement
+from apps.applications import services
+from apps.applications.models import App, BaseImage
+from apps.fleet import drain as draining
+from apps.fleet.models import DRAIN, Drain
+from apps.hosts.models import Host
+from apps.instances import executor, placement, reconcile
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.network.models import IPPool
+from portal import jobs
+from tests.conftest import TEST_BROKER_URL, _database_url
+from tests.helpers import KillableWorker, eventually, frozen, run_op
 
 
 def _answers(address: str) -> bytes | None:
@@ -116,3 +122,102 @@ def test_draining_a_host_moves_its_instances_with_their_address_and_files(
     leaving.refresh_from_db()
     assert leaving.state == Host.State.ACTIVE
     assert leaving in placement.place(web, 1)
+
+
+def _spread_over_both(web: App, owner: User) -> tuple[Host, list[Instance]]:
+    """Four instances, two on each host; the host of slot 0 and its instances."""
+    run_op(services.app_scale(user=owner, app=web, instances=4))
+    instances = list(Instance.objects.filter(app=web).select_related("host").order_by("slot"))
+    leaving = instances[0].host
+    on_it = [i for i in instances if i.host_id == leaving.pk]
+    assert len(on_it) == 2, [(i.slot, i.host.name) for i in instances]
+    return leaving, on_it
+
+
+def _moved_once(web: App, leaving: Host, moved: list[Instance], lab: list[fleet.LabHost]) -> None:
+    moves = Operation.objects.filter(app=web, kind=Operation.Kind.MOVE)
+    assert sorted(moves.values_list("instance_id", flat=True)) == sorted(i.pk for i in moved)
+    assert {op.status for op in moves} == {Operation.Status.SUCCEEDED}, [op.error for op in moves]
+    assert not Instance.objects.filter(host=leaving).exists()
+    live = Instance.objects.filter(app=web)
+    assert {i.state for i in live} == {Instance.State.RUNNING}
+    # One container per instance, on the fleet as a whole.
+    names = []
+    for lab_host in lab:
+        out = fleet.docker(
+            lab_host, "ps", "-a", "--filter", "label=io.slipway.app=drainweb", "--format", "{{.Names}}"
+        )
+        names += out.stdout.split()
+    assert sorted(names) == sorted(i.container_name for i in live)
+
+
+def _drain_ended(drain: Drain, seconds: float = 180) -> Drain:
+    return eventually(
+        lambda: Drain.objects.exclude(state=Drain.State.RUNNING).filter(pk=drain.pk).first(),
+        seconds,
+        "the drain to end",
+        every=0.2,
+    )
+
+
+def test_a_drain_delivered_twice_moves_each_instance_once(
+    web: App,
+    ops: User,
+    owner: User,
+    lab: list[fleet.LabHost],
+    lab_hosts: list[Host],
+    own_worker: KillableWorker,
+) -> None:
+    leaving, on_it = _spread_over_both(web, owner)
+    drain = draining.host_drain(user=ops, host=leaving)  # sent once on commit
+    assert jobs.send_kind(DRAIN, drain.pk)  # and once more: the worker runs two tasks at once
+    drain = _drain_ended(drain)
+    assert drain.state == Drain.State.DONE, drain.error
+    assert drain.attempts == 1  # one delivery claimed it; the other found it taken
+    assert drain.done == 2
+    _moved_once(web, leaving, on_it, lab)
+
+
+def test_a_worker_killed_mid_drain_is_taken_over_and_moves_each_instance_once(
+    web: App,
+    ops: User,
+    owner: User,
+    lab: list[fleet.LabHost],
+    lab_hosts: list[Host],
+    transactional_db: None,
+) -> None:
+    leaving, on_it = _spread_over_both(web, owner)
+    target = next(h for h in lab if h.name != leaving.name)
+    worker = KillableWorker(TEST_BROKER_URL, _database_url())
+    try:
+        # The first move's container waits on the target's dockerd held still: the kill lands
+        # in the middle of the drain, with a move under way.
+        with frozen(target):
+            drain = draining.host_drain(user=ops, host=leaving)
+            eventually(
+                lambda: Operation.objects.filter(
+                    app=web, kind=Operation.Kind.MOVE, status=Operation.Status.RUNNING
+                ).exists(),
+                60,
+                "the first move under way",
+            )
+            worker.kill()
+        worker.stop()
+        drain.refresh_from_db()
+        assert drain.state == Drain.State.RUNNING and drain.attempts == 1 and drain.done == 0
+        # Both heartbeats (the drain's, the move's) silent for an hour: the rows are set back
+        # rather than waiting out OPERATION_HEARTBEAT_LOST.
+        an_hour_ago = timezone.now() - timedelta(hours=1)
+        Drain.objects.filter(pk=drain.pk).update(heartbeat_at=an_hour_ago)
+        Operation.objects.filter(app=web, status=Operation.Status.RUNNING).update(heartbeat_at=an_hour_ago)
+        worker = KillableWorker(TEST_BROKER_URL, _database_url())
+        report = reconcile.reconcile()
+        assert report.jobs_resent.get("drain") == [drain.pk]
+        assert report.requeued == 1  # the move the dead worker was in
+        drain = _drain_ended(drain)
+    finally:
+        worker.stop()
+    assert drain.state == Drain.State.DONE, drain.error
+    assert drain.attempts == 2
+    assert drain.done == 2 and "taken over from a lost worker" in drain.log, drain.log
+    _moved_once(web, leaving, on_it, lab)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.hosts import services as hosts
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
@@ -41,70 +40,14 @@ from apps.network.models import IPPool
 from apps.resources import services as resources
 from apps.resources.models import ResourceRequest
 from tests.conftest import ROOT, TEST_BROKER_URL, _database_url
+from tests.helpers import KillableWorker, eventually, finished, frozen
 
 MiB = 1024 * 1024
 CGROUP = Path("/sys/fs/cgroup")
 
 
-class _Worker:
-    """A real Celery worker in a process group of its own, so all of it can be SIGKILLed."""
-
-    def __init__(self, broker: str = TEST_BROKER_URL, beat: bool = False, **env: str) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "prefork"]
-        argv += ["--concurrency", "2", "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
-        if beat:
-            argv += ["--beat", "--schedule", str(settings.VAR_DIR / "test-faults-beat")]
-        self.log = open(settings.VAR_DIR / "test-faults-worker.log", "ab")  # noqa: SIM115 - closed in stop
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=broker, **env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-
-@contextlib.contextmanager
-def _frozen(lab_host: fleet.LabHost) -> Iterator[None]:
-    """The host's dockerd held still (SIGSTOP): calls to it wait, as on a host that hangs."""
-    pid = int(lab_host.docker_pidfile.read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.1)
-
-
-def _finished(op: Operation, seconds: float = 120) -> Operation:
-    _until(
-        lambda: Operation.objects.filter(pk=op.pk, status__in=Operation.TERMINAL).exists(), seconds, f"{op}"
-    )
-    op.refresh_from_db()
-    return op
+def _killable_worker(broker: str = TEST_BROKER_URL, beat: bool = False, **env: str) -> KillableWorker:
+    return KillableWorker(broker, _database_url(), beat=beat, **env)
 
 
 def _answers(address: str) -> bool:
@@ -139,7 +82,7 @@ def _converged(app: App, lab: list[fleet.LabHost]) -> None:
     assert _containers(lab, app.slug) == sorted(i.container_name for i in instances)
     for instance in instances:
         address = str(instance.address)
-        _until(lambda address=address: _answers(address), 10, f"{instance} answering on {address}")  # type: ignore[misc]
+        eventually(lambda address=address: _answers(address), 10, f"{instance} answering on {address}")  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -166,12 +109,12 @@ def test_a_worker_killed_mid_scale_is_finished_once_by_the_reconcile(
 ) -> None:
     app = faulty("killscale")
     calm, stuck = lab
-    worker = _Worker()
+    worker = _killable_worker()
     try:
-        with _frozen(stuck):
+        with frozen(stuck):
             op = catalog.app_scale(user=owner, app=app, instances=4)
             # Two instances go to each host: those on the calm host come up, the others wait.
-            _until(
+            eventually(
                 lambda: (
                     Instance.objects.filter(
                         app=app, host__name=calm.name, state=Instance.State.RUNNING
@@ -187,9 +130,9 @@ def test_a_worker_killed_mid_scale_is_finished_once_by_the_reconcile(
         worker.stop()
         settings.OPERATION_HEARTBEAT_LOST = 1.0
         time.sleep(1.5)  # the heartbeat has been silent that long
-        worker = _Worker()
+        worker = _killable_worker()
         assert reconcile.reconcile().requeued == 1
-        op = _finished(op)
+        op = finished(op)
         assert op.status == Operation.Status.SUCCEEDED, op.error
         assert op.attempts == 2
         app.refresh_from_db()
@@ -214,16 +157,16 @@ def test_a_worker_killed_mid_resize_is_finished_once_by_the_reconcile(
         return (path / "memory.limit_in_bytes").read_text().strip()
 
     instances = list(Instance.objects.filter(app=app).select_related("host"))
-    worker = _Worker()
+    worker = _killable_worker()
     try:
-        with _frozen(stuck):
+        with frozen(stuck):
             request = resources.request_create(
                 user=owner, app=app, memory_mb=48, cpus="0.1", reason="fault test"
             )
             resources.request_decide(user=lead, request=request, approve=True)
             resize = Operation.objects.get(app=app, kind=Operation.Kind.RESIZE)
             calm_ones = [i for i in instances if i.host.name == calm.name]
-            _until(
+            eventually(
                 lambda: all(limit(i) == str(48 * MiB) for i in calm_ones),
                 60,
                 "the calm host's limits applied",
@@ -234,9 +177,9 @@ def test_a_worker_killed_mid_resize_is_finished_once_by_the_reconcile(
         worker.stop()
         settings.OPERATION_HEARTBEAT_LOST = 1.0
         time.sleep(1.5)
-        worker = _Worker()
+        worker = _killable_worker()
         assert reconcile.reconcile().requeued == 1
-        resize = _finished(resize)
+        resize = finished(resize)
         assert resize.status == Operation.Status.SUCCEEDED, resize.error
         assert resize.attempts == 2
         request.refresh_from_db()
@@ -260,7 +203,7 @@ def test_a_cut_link_fails_the_operation_by_its_deadline_and_the_reconcile_conver
     assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
     far = Instance.objects.select_related("host").get(app=app, host__name=lab[1].name)
     # Short deadlines, as ops would set them for a fleet on one switch.
-    worker = _Worker(
+    worker = _killable_worker(
         DOCKER_TIMEOUT="6",
         SSH_CONNECT_TIMEOUT="3",
         SSH_BANNER_TIMEOUT="3",
@@ -270,7 +213,7 @@ def test_a_cut_link_fails_the_operation_by_its_deadline_and_the_reconcile_conver
     fleet.sh("ip", "link", "set", lab[1].veth, "down")
     try:
         restart = catalog.instance_action(user=owner, instance=far, action="restart")
-        restart = _finished(restart, 90)  # by its deadline: nothing hangs
+        restart = finished(restart, 90)  # by its deadline: nothing hangs
         assert restart.status == Operation.Status.FAILED
         assert "unreachable" in restart.error.lower(), restart.error
         host = Host.objects.get(pk=far.host_id)
@@ -280,7 +223,7 @@ def test_a_cut_link_fails_the_operation_by_its_deadline_and_the_reconcile_conver
         fleet.sh("ip", "link", "set", lab[1].veth, "up")
         worker.stop()
     # Link back: the probe finds the host again and the reconcile converges the instance.
-    _until(
+    eventually(
         lambda: hosts.host_probe(host=Host.objects.get(pk=far.host_id)).state == Host.State.ACTIVE,
         30,
         "probe",
@@ -305,7 +248,7 @@ def _redis(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _until(lambda: _listening(port), 10, f"redis on {port}")
+    eventually(lambda: _listening(port), 10, f"redis on {port}")
     return proc
 
 
@@ -332,7 +275,7 @@ def portal_on(transactional_db: None) -> Iterator[Callable[[str], str]]:
             stderr=subprocess.STDOUT,
         )
         procs.append((proc, log))
-        _until(lambda: _listening(port), 30, "daphne")
+        eventually(lambda: _listening(port), 30, "daphne")
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -354,7 +297,7 @@ def test_a_change_submitted_while_redis_is_down_is_kept_and_runs_when_it_is_back
     redis = _redis(port)
     base = portal_on(broker)
     # The worker's beat runs the reconcile every 2 s: nothing but the system itself resends.
-    worker = _Worker(
+    worker = _killable_worker(
         broker=broker,
         beat=True,
         RECONCILE_INTERVAL="2",
@@ -385,7 +328,7 @@ def test_a_change_submitted_while_redis_is_down_is_kept_and_runs_when_it_is_back
         assert page["status"] == "queued" and "unreachable" in page["error"]
 
         redis = _redis(port)  # back, on the same address
-        op = _finished(op, 120)
+        op = finished(op, 120)
         assert op.status == Operation.Status.SUCCEEDED, op.error
         app.refresh_from_db()
         _converged(app, lab)

@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import BaseImage
+from apps.applications import services
+from apps.applications.models import BaseImage
 from apps.hosts import services as hosts
 from apps.hosts.models import Host, HostEvent
 from apps.instances.models import Instance

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-import paramiko  # noqa: TID251 - the test logs in as a person would, with a password
+import paramiko
 import pytest
 
 from apps.lab import fleet

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from apps.accounts.models import Team
-from apps.catalog.models import BaseImage
+from apps.applications.models import BaseImage
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.lab import fleet
@@ -134,7 +134,7 @@ def test_instances_deployed_by_slipway_see_their_limit_and_a_probe_heals_them(
     lab_pool: IPPool,
     remove_apps: list[str],
 ) -> None:
-    from apps.catalog import services as catalog
+    from apps.applications import services as catalog
     from apps.hosts import services as host_services
     from apps.instances import executor
     from apps.instances.models import Instance, Operation

@@ -14,8 +14,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Instance, Operation

@@ -13,20 +13,22 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.console import services as console
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
-from apps.instances import executor
+from apps.instances import executor, reconcile
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.vm import (
@@ -44,6 +46,8 @@ from apps.metrics.models import Sample
 from apps.network.models import IPAllocation, IPPool
 from apps.relocations import runner, services
 from apps.relocations.models import Relocation, Step
+from tests.conftest import TEST_BROKER_URL, _database_url
+from tests.helpers import KillableWorker, eventually, frozen
 
 # Inside the tests' pool range, away from the addresses the tests' instances take (from .200.1 up).
 SSH_ADDRESS = "10.213.232.11"
@@ -178,7 +182,7 @@ def test_the_vm_moves_into_a_container_on_its_own_ip_through_the_worker(
     lab_pool: IPPool,
     python_image: BaseImage,
     lab_hosts: list[Host],
-    worker: None,
+    own_worker: KillableWorker,
 ) -> None:
     vm = served
     index_before = _get(SERVICE_ADDRESS)
@@ -451,3 +455,145 @@ def _wait_op(op: Operation, timeout: float = 120) -> Operation:
             op.refresh_from_db()
             return op
         time.sleep(0.3)
+
+
+# --- a worker lost mid-run (SIGKILL) ----------------------------------------------------------------
+
+
+def _relocation_ended(relocation: Relocation, seconds: float = 240) -> Relocation:
+    return eventually(
+        lambda: Relocation.objects.exclude(state=Relocation.State.RUNNING).filter(pk=relocation.pk).first(),
+        seconds,
+        "the relocation to end",
+        every=0.3,
+    )
+
+
+def _take_over(relocation: Relocation) -> KillableWorker:
+    """After the kill: the dead worker's heartbeat is silent (the row is set an hour back rather
+    than waiting), the reconcile sends the run again, a new worker takes it over."""
+    relocation.refresh_from_db()
+    assert relocation.state == Relocation.State.RUNNING and relocation.heartbeat_at is not None
+    Relocation.objects.filter(pk=relocation.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    Operation.objects.filter(status=Operation.Status.RUNNING).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    worker = KillableWorker(TEST_BROKER_URL, _database_url(), RELOCATION_STALL_TIMEOUT="120")
+    assert reconcile.reconcile().jobs_resent.get("relocation") == [relocation.pk]
+    return worker
+
+
+def test_a_worker_killed_mid_copy_is_taken_over_and_the_move_finishes(
+    served: LegacyVM,
+    owner: User,
+    alpha: Team,
+    lab_pool: IPPool,
+    python_image: BaseImage,
+    lab_hosts: list[Host],
+    transactional_db: None,
+    settings: Any,
+) -> None:
+    vm = served
+    before = _get(SERVICE_ADDRESS)
+    relocation = _planned(_inspect_inline(_register(vm, owner, alpha), owner), owner)
+    # The copy waits on a link that is down (and would wait long): the kill lands mid-copy.
+    worker = KillableWorker(TEST_BROKER_URL, _database_url(), RELOCATION_STALL_TIMEOUT="120")
+    try:
+        services.relocation_run(user=owner, relocation=relocation)
+        eventually(
+            lambda: Step.objects.filter(
+                relocation=relocation, name="copy", state=Step.State.RUNNING
+            ).exists(),
+            60,
+            "the copy under way",
+        )
+        fleet.sh("ip", "link", "set", vm.veth, "down")
+        try:
+            worker.kill()
+        finally:
+            fleet.sh("ip", "link", "set", vm.veth, "up")
+        worker.stop()
+        claims = Relocation.objects.get(pk=relocation.pk).attempts
+        worker = _take_over(relocation)
+        relocation = _relocation_ended(relocation)
+    finally:
+        worker.stop()
+    steps = _steps(relocation)
+    assert relocation.state == Relocation.State.DONE, (
+        relocation.error,
+        {n: s.detail for n, s in steps.items()},
+    )
+    assert relocation.attempts == claims + 1  # taken over once
+    assert [s.state for s in steps.values()] == [Step.State.DONE] * 5
+    # The address answers from exactly one place: the container, with the VM's content.
+    assert _get_eventually(SERVICE_ADDRESS) == before
+    assert f" {SERVICE_ADDRESS}/" not in _vm_addresses(vm)
+    instance = Instance.objects.get(app__slug="notes", slot=0)
+    assert instance.address == SERVICE_ADDRESS and instance.state == Instance.State.RUNNING
+
+
+def test_a_worker_killed_mid_cutover_is_rolled_back_and_the_vm_serves_again(
+    served: LegacyVM,
+    owner: User,
+    alpha: Team,
+    lab: list[fleet.LabHost],
+    lab_pool: IPPool,
+    python_image: BaseImage,
+    lab_hosts: list[Host],
+    transactional_db: None,
+    settings: Any,
+) -> None:
+    vm = served
+    before = _get(SERVICE_ADDRESS)
+    relocation = _planned(_inspect_inline(_register(vm, owner, alpha), owner), owner)
+    worker = KillableWorker(TEST_BROKER_URL, _database_url())
+    try:
+        services.relocation_run(user=owner, relocation=relocation)
+        eventually(
+            lambda: Step.objects.filter(
+                relocation=relocation, name="cutover", state=Step.State.RUNNING
+            ).exists(),
+            120,
+            "the cutover under way",
+        )
+        relocation.refresh_from_db()
+        assert relocation.host is not None
+        target = next(h for h in lab if h.name == relocation.host.name)
+        # The VM gives up its address, which moves to the app; the container that should take
+        # it waits on a dockerd held still. The worker dies there: the VM serves nothing now.
+        with frozen(target):
+            eventually(
+                lambda: Relocation.objects.get(pk=relocation.pk).cutover.get("address_moved"),
+                60,
+                "the VM's address moved to the app",
+            )
+            worker.kill()
+        worker.stop()
+        claims = Relocation.objects.get(pk=relocation.pk).attempts
+        worker = _take_over(relocation)
+        relocation = _relocation_ended(relocation)
+    finally:
+        worker.stop()
+    steps = _steps(relocation)
+    assert relocation.state == Relocation.State.ROLLED_BACK, relocation.error
+    assert relocation.attempts == claims + 1  # taken over once
+    assert relocation.error.startswith(runner.LOST_IN_CUTOVER)
+    assert steps["cutover"].state == Step.State.FAILED and "worker was lost" in steps["cutover"].detail
+    assert steps["verify"].state == Step.State.SKIPPED
+    assert f"{SERVICE_ADDRESS} back on the VM" in steps["rollback"].detail, steps["rollback"].detail
+    # The address answers from exactly one place: the VM again; no container of the app holds it.
+    _assert_vm_serves(vm, before)
+    assert IPAllocation.objects.get(address=SERVICE_ADDRESS).app is None  # held for the VM again
+    eventually(
+        lambda: (
+            not Instance.objects.filter(app__slug="notes")
+            .exclude(desired_state=Instance.Desired.REMOVED)
+            .exists()
+            and not any(
+                fleet.docker(h, "ps", "-q", "--filter", "label=io.slipway.app=notes").stdout.strip()
+                for h in lab
+            )
+        ),
+        60,
+        "the app's container gone",
+    )

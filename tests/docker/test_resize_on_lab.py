@@ -14,8 +14,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.hosts import gateway
 from apps.instances import executor
 from apps.instances.models import Instance, Operation

@@ -17,9 +17,10 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import publish, services
-from apps.catalog.models import App, BaseImage, BuildState
+from apps.applications import services
+from apps.applications.models import App, BaseImage, BuildState
 from apps.hosts.models import Host
+from apps.images import publish
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet

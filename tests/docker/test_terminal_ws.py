@@ -18,8 +18,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.accounts.models import Membership, Team
-from apps.catalog import services as catalog
-from apps.catalog.models import BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import BaseImage
 from apps.console.models import ExecSession
 from apps.instances import executor
 from apps.instances.models import Instance, Operation

@@ -16,8 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.catalog.models import BaseImage
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 
 

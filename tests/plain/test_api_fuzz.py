@@ -45,8 +45,8 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import TestPhase
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage, BuildState
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage, BuildState
 from apps.console import services as console
 from apps.console.models import ExecSession, NamedCommand
 from apps.hosts.models import Host

@@ -11,10 +11,10 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.forms import CommandField
-from apps.catalog.models import App, BaseImage
-from apps.catalog.validators import parse_env_text, validate_argv, validate_env
+from apps.applications import services
+from apps.applications.forms import CommandField
+from apps.applications.models import App, BaseImage
+from apps.applications.validators import parse_env_text, validate_argv, validate_env
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 

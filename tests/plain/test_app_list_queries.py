@@ -10,7 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from apps.catalog.models import App, BaseImage
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage
+from apps.applications.models import App, BaseImage
 from apps.instances.models import Instance, Operation
 
 

@@ -14,8 +14,8 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.instances.models import Operation
 
 if TYPE_CHECKING:  # the test client's response type exists only in django-stubs

@@ -13,11 +13,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import BaseImage
-from apps.instances.heartbeat import Heartbeat
+from apps.applications import services
+from apps.applications.models import BaseImage
 from apps.instances.models import Operation
 from apps.instances.services import operations_requeue_stale
+from portal.jobs import Heartbeat
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_beating_operation_is_left_alone_however_long_it_runs(running: Operati
 @pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_touches_the_row_while_it_runs_and_stops_after(running: Operation) -> None:
     before = Operation.objects.get(pk=running.pk).heartbeat_at
-    with Heartbeat(running.pk, interval=0.05):
+    with Heartbeat(Operation.objects.filter(pk=running.pk), "test", interval=0.05):
         deadline = time.monotonic() + 10
         while Operation.objects.get(pk=running.pk).heartbeat_at == before and time.monotonic() < deadline:
             time.sleep(0.02)

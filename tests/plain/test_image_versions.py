@@ -10,9 +10,9 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import BaseImage
-from apps.catalog.selectors import image_usage, newer_recommended
+from apps.applications import services
+from apps.applications.models import BaseImage
+from apps.applications.selectors import image_usage, newer_recommended
 from apps.hosts.models import Host
 
 

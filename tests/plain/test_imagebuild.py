@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from apps.catalog import imagebuild
-from apps.catalog.imagebuild import Built, InvalidReference, build, validate_reference
-from apps.catalog.recipe import Recipe, parse
+from apps.images import imagebuild
+from apps.images.imagebuild import Built, InvalidReference, build, validate_reference
+from apps.images.recipe import Recipe, parse
 
 RECIPE = parse(
     """\

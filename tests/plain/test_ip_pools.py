@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 from apps.network import services as network

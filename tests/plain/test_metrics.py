@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from apps.catalog import services as catalog_services
-from apps.catalog.models import BaseImage
+from apps.applications import services as catalog_services
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.metrics import services

@@ -8,8 +8,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.metrics.services import host_usage

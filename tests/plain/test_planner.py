@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from apps.hosts.planner import HostCap, Item, Plan, lower_bound, plan, synthetic_fleet
+from apps.fleet.planner import HostCap, Item, Plan, lower_bound, plan, synthetic_fleet
 
 TOLERANCE = 1e-6
 

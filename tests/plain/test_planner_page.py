@@ -11,10 +11,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from apps.catalog import services
-from apps.catalog.models import App, BaseImage
-from apps.hosts import consolidation, planner
-from apps.hosts.models import Drain, Host
+from apps.applications import services
+from apps.applications.models import App, BaseImage
+from apps.fleet import consolidation, planner
+from apps.fleet.models import Drain
+from apps.hosts.models import Host
 from apps.instances.models import Instance
 
 URL = reverse("hosts:planner")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.catalog.recipe import ALLOWED, MAX_CHARS, MAX_LINES, Recipe, RecipeError, changes, parse
+from apps.images.recipe import ALLOWED, MAX_CHARS, MAX_LINES, Recipe, RecipeError, changes, parse
 
 ROOTFS = ("busybox", "debian-python")
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.network.models import IPAllocation, IPPool
 from apps.relocations import services

@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.network.models import IPAllocation, IPPool

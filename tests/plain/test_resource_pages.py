@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.instances.models import Instance, Operation
 from apps.metrics.models import Sample
 from apps.resources import services

@@ -16,8 +16,8 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Membership, Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Operation
 from apps.metrics.models import Sample

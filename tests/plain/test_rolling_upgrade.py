@@ -16,9 +16,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.catalog import publish, services
-from apps.catalog.models import App, BaseImage, BuildState
+from apps.applications import services
+from apps.applications.models import App, BaseImage, BuildState
 from apps.hosts.models import Host
+from apps.images import publish
 from apps.instances import health
 from apps.instances.models import Instance, Operation
 

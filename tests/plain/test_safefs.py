@@ -27,8 +27,8 @@ from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 
 from apps.accounts.models import Team
-from apps.catalog import services as catalog
-from apps.catalog.models import App, BaseImage, VolumeUpload
+from apps.applications import services as catalog
+from apps.applications.models import App, BaseImage, VolumeUpload
 from apps.hosts import treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandResult, Endpoint, HostError, ssh

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.catalog.models import App, BaseImage
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 

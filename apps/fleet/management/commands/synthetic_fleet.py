@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.hosts import consolidation, planner
+from apps.fleet import consolidation, planner
 
 
 class Command(BaseCommand):

@@ -1,0 +1,110 @@
+"""Waiting and worker helpers shared by the tests: one way to wait for a condition, for an
+operation to end, and to run a Celery worker that a test may kill."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from django.conf import settings
+
+from apps.instances import executor
+from apps.instances.models import Operation
+from portal.celery import app as celery_app
+from tests.conftest import SHARED_WORKERS
+
+if TYPE_CHECKING:
+    from apps.lab.fleet import LabHost
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], seconds: float, what: str, every: float = 0.1) -> T:
+    """The first truthy value of `check()` within `seconds`, else an AssertionError saying what
+    did not happen."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds:g} s: {what}")
+        time.sleep(every)
+
+
+def finished(op: Operation, seconds: float = 120) -> Operation:
+    """The operation once it ended (run by whichever worker has it)."""
+    eventually(
+        lambda: Operation.objects.filter(pk=op.pk, status__in=Operation.TERMINAL).exists(),
+        seconds,
+        f"{op} to end",
+        every=0.2,
+    )
+    op.refresh_from_db()
+    return op
+
+
+def run_op(op: Operation, seconds: float = 120) -> Operation:
+    """Run the operation in this process (if no worker claimed it first) and wait for its end."""
+    executor.run_operation(op.pk)
+    return finished(op, seconds)
+
+
+class KillableWorker:
+    """A real Celery worker in a process group of its own, so all of it can be SIGKILLed."""
+
+    def __init__(self, broker: str, database_url: str, beat: bool = False, **env: str) -> None:
+        if any(p.poll() is None for p in SHARED_WORKERS):
+            raise RuntimeError(
+                "this module's shared `worker` runs and would take this test's tasks: "
+                "use `own_worker` (tests/docker/conftest.py) in this module instead"
+            )
+        if broker == celery_app.conf.broker_url:
+            # Tasks earlier tests queued name rows of their own (flushed) databases.
+            with contextlib.suppress(Exception):
+                celery_app.control.purge()
+        argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "prefork"]
+        argv += ["--concurrency", "2", "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+        if beat:
+            argv += ["--beat", "--schedule", str(settings.VAR_DIR / "test-faults-beat")]
+        self.log = open(settings.VAR_DIR / "test-faults-worker.log", "ab")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=settings.BASE_DIR,
+            env=dict(os.environ, DATABASE_URL=database_url, CELERY_BROKER_URL=broker, **env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@contextlib.contextmanager
+def frozen(lab_host: LabHost) -> Iterator[None]:
+    """The host's dockerd held still (SIGSTOP): calls to it wait, as on a host that hangs."""
+    pid = int(lab_host.docker_pidfile.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -1,0 +1,54 @@
+"""Models that moved between packages keep their rows: a database made before the move migrates
+forward with nothing lost (the tables stay; only Django's idea of the owning app changes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+
+def _latest() -> list[tuple[str, str]]:
+    return MigrationExecutor(connection).loader.graph.leaf_nodes()
+
+
+def _before(moved: dict[str, str | None]) -> list[tuple[str, str | None]]:
+    """Every app at its latest migration, except those named, which are set back as given."""
+    return [node for node in _latest() if node[0] not in moved] + list(moved.items())
+
+
+def _migrate(targets: Sequence[tuple[str, str | None]]) -> MigrationExecutor:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drains_and_fleet_scenarios_made_under_the_hosts_app_survive_the_move_to_fleet() -> None:
+    # The last migrations before Drain and FleetScenario moved from the hosts app to the fleet app.
+    before = _before({"hosts": "0007_alter_host_volume_root", "fleet": None})
+    old = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
+    Host = old.get_model("hosts", "Host")
+    OldDrain = old.get_model("hosts", "Drain")
+    OldScenario = old.get_model("hosts", "FleetScenario")
+    ContentType = old.get_model("contenttypes", "ContentType")
+    host = Host.objects.create(name="old-host", address="10.213.0.99")
+    OldDrain.objects.create(host=host, total=3, done=1, log="slw-web-0 → lab-h2 (1.0 s)\n")
+    OldScenario.objects.create(name="what-if", hosts=[[1, "h", 1024, 2, True]], items=[])
+    ContentType.objects.get_or_create(app_label="hosts", model="drain")
+
+    new = _migrate(_latest()).loader.project_state(_latest()).apps
+    Drain = new.get_model("fleet", "Drain")
+    Scenario = new.get_model("fleet", "FleetScenario")
+    NewContentType = new.get_model("contenttypes", "ContentType")
+
+    assert list(Drain.objects.values_list("host__name", "total", "done", "log")) == [
+        ("old-host", 3, 1, "slw-web-0 → lab-h2 (1.0 s)\n")
+    ]
+    assert list(Scenario.objects.values_list("name", flat=True)) == ["what-if"]
+    # Admin history and permissions point at the model where it lives now.
+    assert NewContentType.objects.filter(app_label="fleet", model="drain").exists()
+    assert not NewContentType.objects.filter(app_label="hosts", model="drain").exists()
