@@ -46,7 +46,7 @@ from apps.applications.models import App, BaseImage  # noqa: E402
 from apps.hosts import gateway  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
-from apps.lab import fleet  # noqa: E402
+from apps.lab import fleet, netns  # noqa: E402
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool  # noqa: E402
 from apps.metrics import services as metrics  # noqa: E402
 from apps.metrics.models import Sample  # noqa: E402
@@ -544,7 +544,7 @@ def bench_relocation(
         # By hand: tar over OpenSSH from the VM into a directory on the host, then the container.
         lab_host = lab[0]
         raw_dir = f"{lab_host.volume_root}/bench-raw-notes"
-        fleet.sh("rm", "-rf", raw_dir)
+        netns.sh("rm", "-rf", raw_dir)
         started = time.perf_counter()
         source = subprocess.Popen(
             [*ssh, f"root@{vm.ssh_address}", "tar", "-C", vm.app_dir, "-cf", "-", "."], stdout=subprocess.PIPE
@@ -565,7 +565,7 @@ def bench_relocation(
         wait_for(lambda: _answers("http://10.213.246.1:8080/"), timeout=60, interval=0.05)
         raw = time.perf_counter() - started
         fleet.docker(lab_host, "rm", "-f", "bench-raw-notes", check=False)
-        fleet.sh("rm", "-rf", raw_dir)
+        netns.sh("rm", "-rf", raw_dir)
 
         relocations.relocation_inspect(user=user, relocation=relocation)
         wait_for(
@@ -619,7 +619,7 @@ def bench_relocation(
             ).stdout.split()
             if ids:
                 fleet.docker(lab_host, "rm", "-f", *ids, check=False)
-            fleet.sh("rm", "-rf", f"{lab_host.volume_root}/bench-vm")
+            netns.sh("rm", "-rf", f"{lab_host.volume_root}/bench-vm")
         vm_down(vm)
         stop_worker(worker, log)
 

@@ -10,7 +10,6 @@ process name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import shlex
@@ -26,15 +25,11 @@ from pathlib import Path
 from django.conf import settings
 
 from apps.hosts import gateway
-from apps.lab import images
+from apps.lab import images, netns
+from apps.lab.netns import NETNS_DIR, LabError
 
 Log = Callable[[str], None]
 BASE_DIR = Path(settings.BASE_DIR)
-NETNS_DIR = Path("/var/run/netns")
-
-
-class LabError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -66,7 +61,7 @@ class LabConfig:
     def bridge_mac(self) -> str:
         # Fixed and locally administered: a bridge left to pick its lowest port MAC changes
         # address as ports come and go, and its neighbours lose it.
-        return _mac(f"{self.prefix}-bridge")
+        return netns.mac(f"{self.prefix}-bridge")
 
     @property
     def portal_ip(self) -> ipaddress.IPv4Address:
@@ -90,11 +85,6 @@ class LabConfig:
             if path.name[1:].isdigit():
                 found.add(int(path.name[1:]))
         return [self.host(i) for i in sorted(found)]
-
-
-def _mac(seed: str) -> str:
-    digest = hashlib.sha256(seed.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
 @dataclass(frozen=True)
@@ -122,7 +112,7 @@ class LabHost:
 
     @property
     def mac(self) -> str:
-        return _mac(f"{self.config.prefix}-host-{self.index}")
+        return netns.mac(f"{self.config.prefix}-host-{self.index}")
 
     @property
     def state(self) -> Path:
@@ -182,149 +172,6 @@ class LabHost:
 # --- small process helpers -------------------------------------------------------------------
 
 
-def sh(
-    *argv: str, check: bool = True, netns: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    command = list(argv)
-    if netns:
-        # nsenter, not `ip netns exec`: the latter remounts /sys, and dockerd then fails
-        # with "Devices cgroup isn't mounted".
-        command = ["nsenter", f"--net={NETNS_DIR / netns}", *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise LabError(
-            f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
-        )
-    return result
-
-
-def _link_exists(name: str, netns: str | None = None) -> bool:
-    return sh("ip", "link", "show", name, check=False, netns=netns).returncode == 0
-
-
-def _ns_inode(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _pid_from(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _daemon_pid(pidfile: Path, marker: str, netns_path: Path) -> int | None:
-    """The pid in the pidfile if it is our daemon (its argv names `marker`) in our namespace."""
-    pid = _pid_from(pidfile)
-    if pid is None or not any(marker in part for part in _cmdline(pid)):
-        return None
-    if _ns_inode(Path(f"/proc/{pid}/ns/net")) != _ns_inode(netns_path):
-        return None
-    return pid
-
-
-def _terminate(pid: int, grace: float = 15.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _processes_in_netns(netns_path: Path) -> list[int]:
-    inode = _ns_inode(netns_path)
-    if inode is None:
-        return []
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _ns_inode(entry / "ns" / "net") == inode:
-            found.append(int(entry.name))
-    return found
-
-
-def _descendants(roots: list[int]) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out: list[int] = []
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        for child in children.get(pid, []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
-def _mount_types(target: Path, pid: int | str = "self") -> list[str]:
-    """Filesystem types mounted on `target` in the mount namespace of process `pid`."""
-    try:
-        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields, _, rest = line.partition(" - ")
-        point = fields.split()[4].replace("\\040", " ")
-        if point == str(target):
-            found.append(rest.split()[0])
-    return found
-
-
-def _unmount_under(*roots: Path) -> None:
-    prefixes = [str(root).rstrip("/") + "/" for root in roots]
-    mounts = []
-    for line in Path("/proc/mounts").read_text().splitlines():
-        target = line.split()[1].replace("\\040", " ")
-        if any(target.startswith(prefix) or target + "/" == prefix for prefix in prefixes):
-            mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True)
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str, log_file: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    tail = ""
-    if log_file and log_file.exists():
-        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
-    raise LabError(f"{what} did not come up within {timeout:g} s{tail}")
-
-
 def _docker_answers(sock: Path) -> bool:
     if not sock.exists():
         return False
@@ -334,15 +181,6 @@ def _docker_answers(sock: Path) -> bool:
             conn.connect(str(sock))
             conn.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
             return b"200 OK" in conn.recv(256)
-    except OSError:
-        return False
-
-
-def _sshd_answers(address: str, port: int = 22) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=2) as conn:
-            conn.settimeout(2)
-            return conn.recv(64).startswith(b"SSH-")
     except OSError:
         return False
 
@@ -358,7 +196,7 @@ def docker_cli() -> str:
 def docker(
     host: LabHost, *args: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    return sh(docker_cli(), "-H", f"unix://{host.docker_socket}", *args, check=check, timeout=timeout)
+    return netns.sh(docker_cli(), "-H", f"unix://{host.docker_socket}", *args, check=check, timeout=timeout)
 
 
 # --- prerequisites ---------------------------------------------------------------------------------
@@ -425,37 +263,39 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
 
 
 def _ensure_bridge(config: LabConfig) -> None:
-    if not _link_exists(config.bridge):
-        sh("ip", "link", "add", config.bridge, "type", "bridge")
-    sh("ip", "link", "set", config.bridge, "address", config.bridge_mac)
-    sh("ip", "addr", "replace", f"{config.portal_ip}/{config.subnet.prefixlen}", "dev", config.bridge)
-    sh("ip", "link", "set", config.bridge, "up")
+    if not netns.link_exists(config.bridge):
+        netns.sh("ip", "link", "add", config.bridge, "type", "bridge")
+    netns.sh("ip", "link", "set", config.bridge, "address", config.bridge_mac)
+    netns.sh("ip", "addr", "replace", f"{config.portal_ip}/{config.subnet.prefixlen}", "dev", config.bridge)
+    netns.sh("ip", "link", "set", config.bridge, "up")
 
 
 def _ensure_host_network(host: LabHost) -> None:
     if not host.netns_path.exists():
         # A namespace file can vanish while its veth lives on in the root namespace.
-        if _link_exists(host.veth):
-            sh("ip", "link", "del", host.veth)
-        sh("ip", "netns", "add", host.netns)
-    if not _link_exists("eth0", netns=host.netns):
-        if _link_exists(host.veth):
-            sh("ip", "link", "del", host.veth)
-        sh("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
-    sh("ip", "link", "set", host.veth, "master", host.config.bridge)
-    sh("ip", "link", "set", host.veth, "up")
+        if netns.link_exists(host.veth):
+            netns.sh("ip", "link", "del", host.veth)
+        netns.sh("ip", "netns", "add", host.netns)
+    if not netns.link_exists("eth0", netns=host.netns):
+        if netns.link_exists(host.veth):
+            netns.sh("ip", "link", "del", host.veth)
+        netns.sh("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+    netns.sh("ip", "link", "set", host.veth, "master", host.config.bridge)
+    netns.sh("ip", "link", "set", host.veth, "up")
     ns = host.netns
-    sh("ip", "link", "set", "lo", "up", netns=ns)
-    sh("ip", "link", "set", "eth0", "address", host.mac, netns=ns)
-    sh("ip", "addr", "replace", f"{host.address}/{host.config.subnet.prefixlen}", "dev", "eth0", netns=ns)
-    sh("ip", "link", "set", "eth0", "up", netns=ns)
-    sh("ip", "route", "replace", "default", "via", str(host.config.portal_ip), netns=ns)
+    netns.sh("ip", "link", "set", "lo", "up", netns=ns)
+    netns.sh("ip", "link", "set", "eth0", "address", host.mac, netns=ns)
+    netns.sh(
+        "ip", "addr", "replace", f"{host.address}/{host.config.subnet.prefixlen}", "dev", "eth0", netns=ns
+    )
+    netns.sh("ip", "link", "set", "eth0", "up", netns=ns)
+    netns.sh("ip", "route", "replace", "default", "via", str(host.config.portal_ip), netns=ns)
 
 
 def _stop_daemon(pidfile: Path, marker: str) -> None:
-    pid = _pid_from(pidfile)
-    if pid is not None and any(marker in part for part in _cmdline(pid)):
-        _terminate(pid)
+    pid = netns.pid_from(pidfile)
+    if pid is not None and any(marker in part for part in netns.cmdline(pid)):
+        netns.terminate(pid)
     pidfile.unlink(missing_ok=True)
 
 
@@ -485,16 +325,16 @@ def _dockerd_argv(host: LabHost) -> list[str]:
 def _ensure_dockerd(host: LabHost, log: Log) -> None:
     marker = str(host.run / "exec")
     argv = _dockerd_argv(host)
-    pid = _daemon_pid(host.docker_pidfile, marker, host.netns_path)
+    pid = netns.daemon_pid(host.docker_pidfile, marker, host.netns_path)
     # A daemon started with other flags (an older lab) is restarted with the current ones.
-    if pid and _cmdline(pid)[: len(argv)] == argv and _docker_answers(host.docker_socket):
+    if pid and netns.cmdline(pid)[: len(argv)] == argv and _docker_answers(host.docker_socket):
         return
     log_file = host.state / "dockerd.log"
     for attempt in (1, 2):
         log(f"{host.name}: starting dockerd")
         _stop_daemon(host.docker_pidfile, marker)
         _kill_leftovers(host, keep_sshd=True)
-        _unmount_under(host.run / "exec", host.state / "docker")
+        netns.unmount_under(host.run / "exec", host.state / "docker")
         host.run.mkdir(parents=True, exist_ok=True)
         (host.state / "docker").mkdir(parents=True, exist_ok=True)
         host.volume_root.mkdir(parents=True, exist_ok=True)
@@ -508,7 +348,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
                 start_new_session=True,  # outlives `manage.py lab up`
             )
         try:
-            _wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
+            netns.wait_for(lambda: _docker_answers(host.docker_socket), 60, f"{host.name}: dockerd", log_file)
             return
         except LabError:
             # Seen once after the machine's processes were all killed: dockerd gave up waiting
@@ -519,7 +359,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
 
 
 def _lxcfs_answers(host: LabHost) -> bool:
-    if "fuse.lxcfs" not in _mount_types(host.lxcfs_dir):
+    if "fuse.lxcfs" not in netns.mount_types(host.lxcfs_dir):
         return False
     try:
         # ENOTCONN once its daemon is gone; a stat can still answer from the attribute cache.
@@ -532,17 +372,17 @@ def _lxcfs_answers(host: LabHost) -> bool:
 
 def _ensure_lxcfs(host: LabHost, log: Log) -> None:
     marker = str(host.lxcfs_dir)
-    if _daemon_pid(host.lxcfs_pidfile, marker, host.netns_path) and _lxcfs_answers(host):
+    if netns.daemon_pid(host.lxcfs_pidfile, marker, host.netns_path) and _lxcfs_answers(host):
         return
     log(f"{host.name}: starting lxcfs")
     _stop_daemon(host.lxcfs_pidfile, marker)
     _unmount_lxcfs(host)
     host.lxcfs_dir.mkdir(parents=True, exist_ok=True)
-    if not _mount_types(host.lxcfs_dir):
+    if not netns.mount_types(host.lxcfs_dir):
         # A shared mount point under LXCFS: sshd's mount namespace (the agent's view of the host)
         # is a slave of this one, so every later LXCFS mount and unmount reaches it.
-        sh("mount", "--bind", marker, marker)
-        sh("mount", "--make-shared", marker)
+        netns.sh("mount", "--bind", marker, marker)
+        netns.sh("mount", "--make-shared", marker)
     argv = ["lxcfs", "--foreground", "--pidfile", str(host.lxcfs_pidfile), marker]
     log_file = host.state / "lxcfs.log"
     with open(log_file, "ab") as out:
@@ -553,33 +393,33 @@ def _ensure_lxcfs(host: LabHost, log: Log) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _wait_for(lambda: _lxcfs_answers(host), 20, f"{host.name}: lxcfs", log_file)
+    netns.wait_for(lambda: _lxcfs_answers(host), 20, f"{host.name}: lxcfs", log_file)
 
 
 def _unmount_lxcfs(host: LabHost) -> None:
     # A killed LXCFS leaves its mount behind, dead (ENOTCONN); a new one cannot mount over it.
     for _ in range(5):
-        if "fuse.lxcfs" not in _mount_types(host.lxcfs_dir):
+        if "fuse.lxcfs" not in netns.mount_types(host.lxcfs_dir):
             return
-        sh("umount", "-l", str(host.lxcfs_dir), check=False)
+        netns.sh("umount", "-l", str(host.lxcfs_dir), check=False)
 
 
 def _kill_leftovers(host: LabHost, keep_sshd: bool = False) -> None:
     """Processes still in the host's namespace after its daemons are gone (containerd, shims and
     their containers from a killed run), found by namespace and parentage, never by name.
     With keep_sshd, the host's sshd and its sessions (the portal's connections) are spared."""
-    roots = _processes_in_netns(host.netns_path)
+    roots = netns.processes_in_netns(host.netns_path)
     spared: set[int] = set()
     if keep_sshd:
-        sshd = _daemon_pid(host.sshd_pidfile, str(host.sshd_config), host.netns_path)
+        sshd = netns.daemon_pid(host.sshd_pidfile, str(host.sshd_config), host.netns_path)
         if sshd is not None:
-            spared = {sshd, *_descendants([sshd])}
-    victims = [pid for pid in _descendants(roots) + roots if pid not in spared]
+            spared = {sshd, *netns.descendants([sshd])}
+    victims = [pid for pid in netns.descendants(roots) + roots if pid not in spared]
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
+    while time.monotonic() < deadline and any(netns.alive(pid) for pid in victims):
         time.sleep(0.05)
 
 
@@ -623,30 +463,33 @@ def _sshd_config_text(host: LabHost) -> str:
 
 def _own_sysfs(pid: int) -> bool:
     """Whether the process runs in a mount namespace of its own (the lab gives sshd one)."""
-    return _ns_inode(Path(f"/proc/{pid}/ns/mnt")) != _ns_inode(Path("/proc/self/ns/mnt"))
+    return netns.ns_inode(Path(f"/proc/{pid}/ns/mnt")) != netns.ns_inode(Path("/proc/self/ns/mnt"))
 
 
 def _ensure_sshd(host: LabHost, log: Log) -> None:
     if not host.host_key_path.exists():
         host.host_key_path.parent.mkdir(parents=True, exist_ok=True)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host.host_key_path))
+        netns.sh(
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host.host_key_path)
+        )
     text = _sshd_config_text(host)
     changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
     marker = str(host.sshd_config)
-    running = _daemon_pid(host.sshd_pidfile, marker, host.netns_path)
+    running = netns.daemon_pid(host.sshd_pidfile, marker, host.netns_path)
     if (
         running
         and not changed
         and _own_sysfs(running)
-        and "fuse.lxcfs" in _mount_types(host.lxcfs_dir, running)  # an sshd from before the lab had LXCFS
-        and _sshd_answers(str(host.address))
+        and "fuse.lxcfs"
+        in netns.mount_types(host.lxcfs_dir, running)  # an sshd from before the lab had LXCFS
+        and netns.sshd_answers(str(host.address))
     ):
         return
     log(f"{host.name}: starting sshd")
     _stop_daemon(host.sshd_pidfile, marker)
     host.sshd_config.write_text(text)
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    sh(sshd, "-t", "-f", marker)
+    netns.sh(sshd, "-t", "-f", marker)
     # What runs over SSH (the agent) must see the host as a real host would: /sys/class/net
     # of its own network namespace. sshd gets a mount namespace with a sysfs mounted from
     # inside the host's network namespace, and the real cgroup tree moved back under it. The
@@ -664,8 +507,10 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
         ]
     )
     # sshd daemonizes itself and writes its pidfile.
-    sh("unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, netns=host.netns)
-    _wait_for(lambda: _sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log")
+    netns.sh("unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, netns=host.netns)
+    netns.wait_for(
+        lambda: netns.sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log"
+    )
 
 
 def _ensure_public_network(host: LabHost) -> None:
@@ -703,8 +548,8 @@ def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
     for host in config.existing_hosts():
         log(f"{host.name}: removing")
         _remove_host(host, purge=purge)
-    if _link_exists(config.bridge):
-        sh("ip", "link", "del", config.bridge)
+    if netns.link_exists(config.bridge):
+        netns.sh("ip", "link", "del", config.bridge)
     if purge:
         shutil.rmtree(config.state_dir, ignore_errors=True)
     shutil.rmtree(config.run_dir, ignore_errors=True)
@@ -716,11 +561,11 @@ def _remove_host(host: LabHost, purge: bool) -> None:
     _stop_daemon(host.lxcfs_pidfile, str(host.lxcfs_dir))  # on SIGTERM LXCFS unmounts itself
     _kill_leftovers(host)
     _unmount_lxcfs(host)
-    _unmount_under(host.run, host.state)
+    netns.unmount_under(host.run, host.state)
     if host.netns_path.exists():
-        sh("ip", "netns", "del", host.netns, check=False)
-    if _link_exists(host.veth):
-        sh("ip", "link", "del", host.veth, check=False)
+        netns.sh("ip", "netns", "del", host.netns, check=False)
+    if netns.link_exists(host.veth):
+        netns.sh("ip", "link", "del", host.veth, check=False)
     shutil.rmtree(host.run, ignore_errors=True)
     if purge:
         subprocess.run(["rm", "-rf", "--one-file-system", str(host.state)], check=False)
@@ -746,15 +591,15 @@ class HostStatus:
 def status(config: LabConfig) -> list[HostStatus]:
     out = []
     for host in config.existing_hosts():
-        netns = host.netns_path.exists()
+        has_netns = host.netns_path.exists()
         docker_up = _docker_answers(host.docker_socket)
         present = {}
         for key in config.images:
             ref = images.IMAGES[key].reference
             present[ref] = docker_up and docker(host, "image", "inspect", ref, check=False).returncode == 0
-        sshd = netns and _sshd_answers(str(host.address))
-        lxcfs = _daemon_pid(host.lxcfs_pidfile, str(host.lxcfs_dir), host.netns_path) is not None
-        out.append(HostStatus(host, netns, docker_up, sshd, present, lxcfs and _lxcfs_answers(host)))
+        sshd = has_netns and netns.sshd_answers(str(host.address))
+        lxcfs = netns.daemon_pid(host.lxcfs_pidfile, str(host.lxcfs_dir), host.netns_path) is not None
+        out.append(HostStatus(host, has_netns, docker_up, sshd, present, lxcfs and _lxcfs_answers(host)))
     return out
 
 

@@ -30,26 +30,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.lab import images
-from apps.lab.fleet import (
+from apps.lab import images, vm_files
+from apps.lab.fleet import LabConfig, Log, _ensure_bridge, check_prerequisites
+from apps.lab.netns import (
     NETNS_DIR,
-    LabConfig,
     LabError,
-    Log,
-    _alive,
-    _cmdline,
-    _daemon_pid,
-    _descendants,
-    _ensure_bridge,
-    _link_exists,
-    _mac,
-    _pid_from,
-    _processes_in_netns,
-    _sshd_answers,
-    _unmount_under,
-    _wait_for,
-    check_prerequisites,
+    alive,
+    cmdline,
+    daemon_pid,
+    descendants,
+    link_exists,
+    mac,
+    pid_from,
+    processes_in_netns,
     sh,
+    sshd_answers,
+    unmount_under,
+    wait_for,
 )
 
 APP_DIR = "/srv/notes"
@@ -81,7 +78,7 @@ class LegacyVM:
 
     @property
     def mac(self) -> str:
-        return _mac(f"{self.config.prefix}-vm-{self.name}")
+        return mac(f"{self.config.prefix}-vm-{self.name}")
 
     @property
     def state(self) -> Path:
@@ -179,7 +176,7 @@ def vm_up(vm: LegacyVM, log: Log = print) -> None:
         _stop_init(vm)
     serving = vm.service_address if _ensure_network(vm, log) else vm.ssh_address
     if _init_pid(vm) is not None:
-        if not changed and _sshd_answers(str(vm.ssh_address)) and _app_answers(vm, serving):
+        if not changed and sshd_answers(str(vm.ssh_address)) and _app_answers(vm, serving):
             return
         log(f"{vm.name}: {'files changed' if changed else 'not answering'}; rebooting it")
         _stop_init(vm)
@@ -220,7 +217,7 @@ def _ensure_system_files(vm: LegacyVM) -> bool:
     """The lab's own machinery inside the VM (init, sshd settings, identity), kept current."""
     changed = False
     files = {
-        "/sbin/lab-init": (LAB_INIT, 0o755),
+        "/sbin/lab-init": (vm_files.LAB_INIT, 0o755),
         "/etc/ssh/sshd_config.d/lab.conf": (_sshd_conf(vm), 0o644),
         "/etc/default/ssh": ('# Written by the Slipway lab.\nSSHD_OPTS="-E /var/log/sshd.log"\n', 0o644),
         "/etc/hostname": (f"{vm.name}\n", 0o644),
@@ -264,11 +261,11 @@ def _set_password(vm: LegacyVM) -> None:
 
 def _app_files(vm: LegacyVM) -> dict[str, tuple[str, int]]:
     return {
-        f"{APP_DIR}/server.py": (NOTES_SERVER, 0o755),
-        f"{APP_DIR}/notes.ini": (NOTES_INI, 0o644),
-        f"{APP_DIR}/static/style.css": (NOTES_CSS, 0o644),
-        "/etc/init.d/notes": (NOTES_INIT.replace("@PORT@", str(vm.port)), 0o755),
-        "/etc/cron.d/notes": (NOTES_CRON, 0o644),
+        f"{APP_DIR}/server.py": (vm_files.NOTES_SERVER, 0o755),
+        f"{APP_DIR}/notes.ini": (vm_files.NOTES_INI, 0o644),
+        f"{APP_DIR}/static/style.css": (vm_files.NOTES_CSS, 0o644),
+        "/etc/init.d/notes": (vm_files.NOTES_INIT.replace("@PORT@", str(vm.port)), 0o755),
+        "/etc/cron.d/notes": (vm_files.NOTES_CRON, 0o644),
     }
 
 
@@ -333,12 +330,12 @@ def _ensure_network(vm: LegacyVM, log: Log) -> bool:
     """The VM's NIC and addresses; False if its service address is held elsewhere."""
     if not vm.netns_path.exists():
         # A namespace file can vanish while its veth lives on in the root namespace.
-        if _link_exists(vm.veth):
+        if link_exists(vm.veth):
             sh("ip", "link", "del", vm.veth)
         sh("ip", "netns", "add", vm.netns)
     ns = vm.netns
-    if not _link_exists("eth0", netns=ns):
-        if _link_exists(vm.veth):
+    if not link_exists("eth0", netns=ns):
+        if link_exists(vm.veth):
             sh("ip", "link", "del", vm.veth)
         sh("ip", "link", "add", vm.veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
     sh("ip", "link", "set", vm.veth, "master", vm.config.bridge)
@@ -377,7 +374,9 @@ def _has_service_address(vm: LegacyVM) -> bool:
 
 def _address_in_use(vm: LegacyVM, address: ipaddress.IPv4Address) -> bool:
     """An ARP probe from the VM's NIC (RFC 5227: sender 0.0.0.0, so no neighbour learns from it)."""
-    result = sh("python3", "-c", ARP_PROBE, "eth0", vm.mac, str(address), check=False, netns=vm.netns)
+    result = sh(
+        "python3", "-c", vm_files.ARP_PROBE, "eth0", vm.mac, str(address), check=False, netns=vm.netns
+    )
     if result.returncode not in (0, 1):
         raise LabError(f"{vm.name}: ARP probe for {address} failed: {result.stderr.strip()}")
     return result.returncode == 1
@@ -385,9 +384,9 @@ def _address_in_use(vm: LegacyVM, address: ipaddress.IPv4Address) -> bool:
 
 def _boot(vm: LegacyVM, log: Log, serving: ipaddress.IPv4Address) -> None:
     log(f"{vm.name}: booting (ssh {vm.ssh_address}, service {vm.service_address}:{vm.port})")
-    _unmount_under(vm.rootfs)  # the VM's mounts live in its own namespace; none belong here
+    unmount_under(vm.rootfs)  # the VM's mounts live in its own namespace; none belong here
     boot = vm.run / "boot.sh"
-    boot.write_text(BOOT_SCRIPT)
+    boot.write_text(vm_files.BOOT_SCRIPT)
     argv = [
         "nsenter",
         f"--net={vm.netns_path}",
@@ -418,8 +417,8 @@ def _boot(vm: LegacyVM, log: Log, serving: ipaddress.IPv4Address) -> None:
             start_new_session=True,  # outlives `manage.py lab up`
         )
     vm.init_pidfile.write_text(f"{proc.pid}\n")
-    _wait_for(lambda: _sshd_answers(str(vm.ssh_address)), 30, f"{vm.name}: sshd", vm.console_log)
-    _wait_for(
+    wait_for(lambda: sshd_answers(str(vm.ssh_address)), 30, f"{vm.name}: sshd", vm.console_log)
+    wait_for(
         lambda: _app_answers(vm, serving), 30, f"{vm.name}: the notes app", vm.inside("/var/log/notes.log")
     )
 
@@ -429,7 +428,7 @@ def _boot(vm: LegacyVM, log: Log, serving: ipaddress.IPv4Address) -> None:
 
 def _init_pid(vm: LegacyVM) -> int | None:
     """The VM's outer process (unshare, in the VM's network namespace), if it runs."""
-    return _daemon_pid(vm.init_pidfile, str(vm.rootfs), vm.netns_path)
+    return daemon_pid(vm.init_pidfile, str(vm.rootfs), vm.netns_path)
 
 
 def _pid1(outer: int) -> int | None:
@@ -438,7 +437,7 @@ def _pid1(outer: int) -> int | None:
         children = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
     except OSError:
         return None
-    return int(children[0]) if children and _alive(int(children[0])) else None
+    return int(children[0]) if children and alive(int(children[0])) else None
 
 
 def vm_init_pid(vm: LegacyVM) -> int | None:
@@ -449,20 +448,20 @@ def vm_init_pid(vm: LegacyVM) -> int | None:
 
 def _stop_init(vm: LegacyVM, grace: float = 15.0) -> None:
     # No namespace check: the init of a VM whose namespace was deleted must go too.
-    outer = _pid_from(vm.init_pidfile)
-    if outer is not None and any(str(vm.rootfs) in part for part in _cmdline(outer)):
+    outer = pid_from(vm.init_pidfile)
+    if outer is not None and any(str(vm.rootfs) in part for part in cmdline(outer)):
         pid1 = _pid1(outer)
         if pid1 is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid1, signal.SIGTERM)  # lab-init stops its services and exits
         deadline = time.monotonic() + grace
-        while _alive(outer) and time.monotonic() < deadline:
+        while alive(outer) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(outer):
+        if alive(outer):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(outer, signal.SIGKILL)
             deadline = time.monotonic() + 5
-            while _alive(outer) and time.monotonic() < deadline:
+            while alive(outer) and time.monotonic() < deadline:
                 time.sleep(0.05)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(outer, os.WNOHANG)  # not a zombie of ours, if this process booted it
@@ -471,13 +470,13 @@ def _stop_init(vm: LegacyVM, grace: float = 15.0) -> None:
 
 def _kill_leftovers(vm: LegacyVM) -> None:
     """Whatever still runs in the VM's network namespace, by namespace and parentage."""
-    roots = _processes_in_netns(vm.netns_path)
-    victims = _descendants(roots) + roots
+    roots = processes_in_netns(vm.netns_path)
+    victims = descendants(roots) + roots
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
+    while time.monotonic() < deadline and any(alive(pid) for pid in victims):
         time.sleep(0.05)
 
 
@@ -540,10 +539,10 @@ def vm_restore(vm: LegacyVM, timeout: float = 20) -> None:
         sh("ip", "addr", "add", f"{vm.service_address}/{prefix}", "dev", "eth0", netns=vm.netns)
         # Neighbours may still send the address to where a migration had put it: the VM
         # announces it, as `arping -U` would on a real one.
-        vm_exec(vm, "python3", "-c", GARP, "eth0", str(vm.service_address))
+        vm_exec(vm, "python3", "-c", vm_files.GARP, "eth0", str(vm.service_address))
     if vm_exec(vm, "/etc/init.d/notes", "status", check=False).returncode != 0:
         vm_exec(vm, "/etc/init.d/notes", "start")
-    _wait_for(lambda: _app_answers(vm), timeout, f"{vm.name}: the notes app", vm.inside("/var/log/notes.log"))
+    wait_for(lambda: _app_answers(vm), timeout, f"{vm.name}: the notes app", vm.inside("/var/log/notes.log"))
 
 
 def vm_rotate_host_key(vm: LegacyVM) -> None:
@@ -553,7 +552,7 @@ def vm_rotate_host_key(vm: LegacyVM) -> None:
     sh("chroot", str(vm.rootfs), "ssh-keygen", "-A")
     if _init_pid(vm) is not None:
         vm_exec(vm, "/etc/init.d/ssh", "restart")
-        _wait_for(lambda: _sshd_answers(str(vm.ssh_address)), 20, f"{vm.name}: sshd")
+        wait_for(lambda: sshd_answers(str(vm.ssh_address)), 20, f"{vm.name}: sshd")
 
 
 def vm_down(vm: LegacyVM, purge: bool = False) -> None:
@@ -561,11 +560,11 @@ def vm_down(vm: LegacyVM, purge: bool = False) -> None:
     _kill_leftovers(vm)
     if vm.netns_path.exists():
         sh("ip", "netns", "del", vm.netns, check=False)
-    if _link_exists(vm.veth):
+    if link_exists(vm.veth):
         sh("ip", "link", "del", vm.veth, check=False)
     shutil.rmtree(vm.run, ignore_errors=True)
     if purge:
-        _unmount_under(vm.state)
+        unmount_under(vm.state)
         subprocess.run(["rm", "-rf", "--one-file-system", str(vm.state)], check=False)
 
 
@@ -583,290 +582,9 @@ def vm_status(vm: LegacyVM) -> dict[str, bool]:
     return {
         "netns": netns,
         "init": netns and vm_init_pid(vm) is not None,
-        "sshd": netns and _sshd_answers(str(vm.ssh_address)),
+        "sshd": netns and sshd_answers(str(vm.ssh_address)),
         "app": netns and _app_answers(vm),
     }
 
 
 # --- what goes inside the VM ------------------------------------------------------------------------
-
-# Runs outside the VM's root, as PID 1 of its new namespaces: mounts what a kernel and an
-# initramfs would, then becomes the VM's init. $1 is the root filesystem, $2 the hostname.
-BOOT_SCRIPT = r"""#!/bin/sh
-set -eu
-R=$1
-echo "$2" > /proc/sys/kernel/hostname
-mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
-# The kernel's settings are not the VM's to change.
-mount --bind "$R/proc/sys" "$R/proc/sys"
-mount -o remount,bind,ro "$R/proc/sys"
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
-mount -t tmpfs -o mode=0755,nosuid,nodev,size=64m tmpfs "$R/run"
-mount -t tmpfs -o mode=0755,nosuid,size=4m tmpfs "$R/dev"
-for node in null zero full random urandom tty; do
-    : > "$R/dev/$node"
-    mount --bind "/dev/$node" "$R/dev/$node"
-done
-mkdir -m 0755 "$R/dev/pts"
-mkdir -m 1777 "$R/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec devpts "$R/dev/pts"
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R/dev/shm"
-ln -s pts/ptmx "$R/dev/ptmx"
-ln -s /proc/self/fd "$R/dev/fd"
-ln -s /proc/self/fd/0 "$R/dev/stdin"
-ln -s /proc/self/fd/1 "$R/dev/stdout"
-ln -s /proc/self/fd/2 "$R/dev/stderr"
-exec chroot "$R" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 /sbin/lab-init
-"""
-
-LAB_INIT = r"""#!/bin/sh
-# PID 1 of this VM (written by the Slipway lab): starts the services of runlevel 2 that this
-# VM has, reaps orphans, and on SIGTERM stops the services and exits.
-mkdir -p /run/sshd /run/lock /var/log
-chmod 0755 /run/sshd
-
-shutdown() {
-    echo "lab-init: stopping"
-    /etc/init.d/notes stop
-    /etc/init.d/cron stop
-    /etc/init.d/ssh stop
-    exit 0
-}
-trap shutdown TERM INT
-
-echo "lab-init: $(hostname) booting"
-/etc/init.d/ssh start
-/etc/init.d/cron start
-/etc/init.d/notes start
-echo "lab-init: up"
-while :; do
-    # `wait` returns on a signal, and reaps whatever was reparented to PID 1 meanwhile.
-    sleep 3600 &
-    wait $!
-done
-"""
-
-NOTES_INIT = r"""#!/bin/sh
-### BEGIN INIT INFO
-# Provides:          notes
-# Required-Start:    $network $remote_fs
-# Required-Stop:     $network $remote_fs
-# Default-Start:     2 3 4 5
-# Default-Stop:      0 1 6
-# Short-Description: Team notes web app
-### END INIT INFO
-
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-NAME=notes
-APP_DIR=/srv/notes
-PORT=@PORT@
-PIDFILE=/run/notes.pid
-LOGFILE=/var/log/notes.log
-
-running() {
-    [ -s "$PIDFILE" ] || return 1
-    pid=$(cat "$PIDFILE")
-    [ -d "/proc/$pid" ] && grep -q server.py "/proc/$pid/cmdline" 2>/dev/null
-}
-
-start() {
-    if running; then
-        echo "$NAME is already running (pid $(cat "$PIDFILE"))"
-        return 0
-    fi
-    echo "Starting $NAME on port $PORT"
-    export NOTES_TITLE="Ops team notes"
-    export NOTES_DATA=/srv/notes/data
-    cd "$APP_DIR" || return 1
-    setsid python3 "$APP_DIR/server.py" --port "$PORT" >>"$LOGFILE" 2>&1 </dev/null &
-    echo $! > "$PIDFILE"
-}
-
-stop() {
-    if ! running; then
-        echo "$NAME is not running"
-        rm -f "$PIDFILE"
-        return 0
-    fi
-    pid=$(cat "$PIDFILE")
-    echo "Stopping $NAME (pid $pid)"
-    kill "$pid"
-    i=0
-    while [ -d "/proc/$pid" ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    [ -d "/proc/$pid" ] && kill -9 "$pid"
-    rm -f "$PIDFILE"
-}
-
-case "$1" in
-    start) start ;;
-    stop) stop ;;
-    restart) stop; start ;;
-    status)
-        if running; then
-            echo "$NAME is running (pid $(cat "$PIDFILE"))"
-            exit 0
-        fi
-        echo "$NAME is not running"
-        exit 3
-        ;;
-    *)
-        echo "Usage: $0 {start|stop|status|restart}" >&2
-        exit 2
-        ;;
-esac
-"""
-
-NOTES_CRON = """# Temporary upload files older than a day are not worth keeping.
-SHELL=/bin/sh
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-17 3 * * * root find /srv/notes/data -name '*.tmp' -mtime +1 -delete
-"""
-
-NOTES_INI = """[notes]
-greeting = Shared notes and files of the ops team. Please keep attachments small.
-contact = ops@example.invalid
-
-[server]
-# Files in the data directory whose names start with a dot are never listed.
-list_hidden = no
-"""
-
-NOTES_CSS = """body { font-family: sans-serif; margin: 2rem auto; max-width: 48rem; color: #222; }
-h1 { font-size: 1.6rem; border-bottom: 2px solid #c60; }
-table { border-collapse: collapse; width: 100%; }
-td { padding: 0.2rem 0.5rem; border-bottom: 1px solid #ddd; }
-td.size { text-align: right; font-variant-numeric: tabular-nums; }
-footer { margin-top: 2rem; font-size: 0.8rem; color: #666; }
-"""
-
-# Gratuitous ARP from inside the VM. (hostagent's garp finds an interface by its primary
-# address only; the service address is a secondary one.)
-GARP = """
-import ipaddress, socket, struct, sys
-iface, ip = sys.argv[1], ipaddress.IPv4Address(sys.argv[2]).packed
-mac = bytes.fromhex(open(f"/sys/class/net/{iface}/address").read().strip().replace(":", ""))
-arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, ip, bytes(6), ip)
-with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
-    sock.bind((iface, 0))
-    for _ in range(3):
-        sock.send(b"\\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
-"""
-
-# Exit 1 if anyone answers ARP for the address within half a second, 0 if nobody does.
-ARP_PROBE = """
-import ipaddress, select, socket, struct, sys, time
-iface, mac, ip = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), ipaddress.IPv4Address(sys.argv[3]).packed
-arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, bytes(4), bytes(6), ip)
-with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
-    sock.bind((iface, 0))
-    sock.send(b"\\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
-    deadline = time.monotonic() + 0.5
-    while (left := deadline - time.monotonic()) > 0:
-        if select.select([sock], [], [], left)[0]:
-            frame = sock.recv(64)
-            if frame[20:22] == b"\\x00\\x02" and frame[28:32] == ip:
-                sys.exit(1)
-"""
-
-NOTES_SERVER = r'''#!/usr/bin/env python3
-"""notes: the ops team's notes and files, served over HTTP (python3 standard library only)."""
-
-import argparse
-import configparser
-import html
-import mimetypes
-import os
-import shutil
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import quote, unquote
-
-APP_DIR = Path(__file__).resolve().parent
-CONFIG = configparser.ConfigParser()
-CONFIG.read(APP_DIR / "notes.ini")
-TITLE = os.environ.get("NOTES_TITLE", "Notes")
-DATA = Path(os.environ.get("NOTES_DATA", APP_DIR / "data"))
-STATIC = APP_DIR / "static"
-
-
-def listed(directory):
-    hidden = CONFIG.getboolean("server", "list_hidden", fallback=False)
-    return sorted(p for p in directory.iterdir() if p.is_file() and (hidden or not p.name.startswith(".")))
-
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "notes/1.4"
-
-    def do_GET(self):
-        self.serve(body=True)
-
-    def do_HEAD(self):
-        self.serve(body=False)
-
-    def serve(self, body):
-        path = unquote(self.path.split("?", 1)[0])
-        if path == "/healthz":
-            return self.send(200, "text/plain; charset=utf-8", b"ok\n", body)
-        if path == "/":
-            return self.send(200, "text/html; charset=utf-8", self.index().encode(), body)
-        for prefix, root in (("/data/", DATA), ("/static/", STATIC)):
-            if path.startswith(prefix):
-                return self.send_file(root, path[len(prefix):], body)
-        return self.send(404, "text/plain; charset=utf-8", b"not found\n", body)
-
-    def index(self):
-        rows = "\n".join(
-            f'<tr><td><a href="/data/{quote(p.name)}">{html.escape(p.name)}</a></td>'
-            f'<td class="size">{p.stat().st_size}</td></tr>'
-            for p in listed(DATA)
-        )
-        greeting = html.escape(CONFIG.get("notes", "greeting", fallback=""))
-        contact = html.escape(CONFIG.get("notes", "contact", fallback=""))
-        title = html.escape(TITLE)
-        return (
-            "<!doctype html>\n<html><head><meta charset='utf-8'>"
-            f"<title>{title}</title><link rel='stylesheet' href='/static/style.css'></head>\n"
-            f"<body><h1>{title}</h1>\n<p class='greeting'>{greeting}</p>\n"
-            f"<table>\n{rows}\n</table>\n<footer>Questions: {contact}</footer></body></html>\n"
-        )
-
-    def send_file(self, root, name, body):
-        target = root / name
-        if not name or "/" in name or name.startswith(".") or not target.is_file():
-            return self.send(404, "text/plain; charset=utf-8", b"not found\n", body)
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        with open(target, "rb") as handle:
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(os.fstat(handle.fileno()).st_size))
-            self.end_headers()
-            if body:
-                shutil.copyfileobj(handle, self.wfile)
-
-    def send(self, status, kind, data, body):
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-
-def main():
-    parser = argparse.ArgumentParser(description="the notes web app")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--bind", default="0.0.0.0")
-    args = parser.parse_args()
-    server = ThreadingHTTPServer((args.bind, args.port), Handler)
-    server.daemon_threads = True
-    print(f"notes: serving {DATA} on {args.bind}:{args.port}", flush=True)
-    server.serve_forever()
-
-
-if __name__ == "__main__":
-    main()
-'''

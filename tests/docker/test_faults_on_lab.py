@@ -35,7 +35,7 @@ from apps.hosts import services as hosts
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Instance, Operation
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.network.models import IPPool
 from apps.resources import services as resources
 from apps.resources.models import ResourceRequest
@@ -210,7 +210,7 @@ def test_a_cut_link_fails_the_operation_by_its_deadline_and_the_reconcile_conver
         SSH_AUTH_TIMEOUT="3",
         SSH_COMMAND_TIMEOUT="6",
     )
-    fleet.sh("ip", "link", "set", lab[1].veth, "down")
+    netns.sh("ip", "link", "set", lab[1].veth, "down")
     try:
         restart = catalog.instance_action(user=owner, instance=far, action="restart")
         restart = finished(restart, 90)  # by its deadline: nothing hangs
@@ -220,7 +220,7 @@ def test_a_cut_link_fails_the_operation_by_its_deadline_and_the_reconcile_conver
         assert host.state == Host.State.UNREACHABLE and host.last_error
         assert Instance.objects.get(pk=far.pk).state == Instance.State.PENDING
     finally:
-        fleet.sh("ip", "link", "set", lab[1].veth, "up")
+        netns.sh("ip", "link", "set", lab[1].veth, "up")
         worker.stop()
     # Link back: the probe finds the host again and the reconcile converges the instance.
     eventually(

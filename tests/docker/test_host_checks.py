@@ -15,12 +15,12 @@ from apps.applications.models import BaseImage
 from apps.hosts import services as hosts
 from apps.hosts.models import Host, HostEvent
 from apps.instances.models import Instance
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.network.models import IPPool
 
 
 def _forwarding(lab_host: fleet.LabHost, value: int) -> None:
-    fleet.sh("sysctl", "-q", "-w", f"net.ipv4.ip_forward={value}", netns=lab_host.netns)
+    netns.sh("sysctl", "-q", "-w", f"net.ipv4.ip_forward={value}", netns=lab_host.netns)
 
 
 @pytest.fixture
@@ -96,10 +96,10 @@ def test_a_bridge_that_takes_its_mac_from_its_ports_fails_until_fixed(
 ) -> None:
     host, lab_host = lab_hosts[0], lab[0]
     ns = lab_host.netns
-    fleet.sh("ip", "link", "add", "tbr0", "type", "bridge", netns=ns)
+    netns.sh("ip", "link", "add", "tbr0", "type", "bridge", netns=ns)
     try:
-        fleet.sh("ip", "link", "add", "tport0", "type", "veth", "peer", "name", "tport1", netns=ns)
-        fleet.sh("ip", "link", "set", "tport0", "master", "tbr0", netns=ns)
+        netns.sh("ip", "link", "add", "tport0", "type", "veth", "peer", "name", "tport1", netns=ns)
+        netns.sh("ip", "link", "set", "tport0", "master", "tbr0", netns=ns)
         host = hosts.host_probe(host=host)
         bridge = _check(host, "bridge MAC fixed")
         assert not bridge["ok"]
@@ -109,5 +109,5 @@ def test_a_bridge_that_takes_its_mac_from_its_ports_fails_until_fixed(
         assert _check(fixed, "bridge MAC fixed")["ok"]
         assert "tbr0 address" in HostEvent.objects.filter(host=host, user=ops).first().detail  # type: ignore[union-attr]
     finally:
-        fleet.sh("ip", "link", "del", "tport0", check=False, netns=ns)
-        fleet.sh("ip", "link", "del", "tbr0", check=False, netns=ns)
+        netns.sh("ip", "link", "del", "tport0", check=False, netns=ns)
+        netns.sh("ip", "link", "del", "tbr0", check=False, netns=ns)

@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.lab.register import register_hosts
 
 
@@ -53,10 +53,10 @@ def test_lab_up_builds_a_working_host_from_nothing_and_repairs_a_half_torn_down_
     # being cleaned, the host's link to the bridge deleted, the bridge itself gone.
     docker_pid = int(lab_host.docker_pidfile.read_text())
     os.kill(docker_pid, signal.SIGKILL)
-    fleet.sh("ip", "link", "del", lab_host.veth)
-    fleet.sh("ip", "link", "del", scratch_lab.bridge)
+    netns.sh("ip", "link", "del", lab_host.veth)
+    netns.sh("ip", "link", "del", scratch_lab.bridge)
     deadline = time.monotonic() + 5
-    while fleet._alive(docker_pid) and time.monotonic() < deadline:
+    while netns.alive(docker_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _healthy(scratch_lab)
 
@@ -75,8 +75,8 @@ def test_lab_up_builds_a_working_host_from_nothing_and_repairs_a_half_torn_down_
 
     fleet.down(scratch_lab, log=lambda _: None)
     assert not lab_host.netns_path.exists()
-    assert not fleet._link_exists(scratch_lab.bridge)
-    assert fleet._processes_in_netns(lab_host.netns_path) == []
+    assert not netns.link_exists(scratch_lab.bridge)
+    assert netns.processes_in_netns(lab_host.netns_path) == []
 
 
 def test_lab_status_prints_each_host(lab: list[fleet.LabHost], capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.lab.vm import (
     LegacyVM,
     existing_vms,
@@ -191,11 +191,11 @@ def squatter(vm: LegacyVM) -> Iterator[str]:
     """A bare network namespace on the lab bridge, to hold an address as a migrated app would."""
     squat = dataclasses.replace(vm, name="vmtx")  # a "vm" name, so `lab down` finds leftovers
     vm_down(squat)
-    fleet.sh("ip", "netns", "add", squat.netns)
-    fleet.sh("ip", "link", "add", squat.veth, "type", "veth", "peer", "name", "eth0", "netns", squat.netns)
-    fleet.sh("ip", "link", "set", squat.veth, "master", vm.config.bridge)
-    fleet.sh("ip", "link", "set", squat.veth, "up")
-    fleet.sh("ip", "link", "set", "eth0", "up", netns=squat.netns)
+    netns.sh("ip", "netns", "add", squat.netns)
+    netns.sh("ip", "link", "add", squat.veth, "type", "veth", "peer", "name", "eth0", "netns", squat.netns)
+    netns.sh("ip", "link", "set", squat.veth, "master", vm.config.bridge)
+    netns.sh("ip", "link", "set", squat.veth, "up")
+    netns.sh("ip", "link", "set", "eth0", "up", netns=squat.netns)
     yield squat.netns
     vm_down(squat)
 
@@ -204,7 +204,7 @@ def test_lab_up_leaves_the_service_address_where_a_migration_put_it(vm: LegacyVM
     prefix = vm.config.subnet.prefixlen
     address = f"{vm.service_address}/{prefix}"
     assert ssh(vm, f"ip addr del {address} dev eth0")[0] == 0
-    fleet.sh("ip", "addr", "add", address, "dev", "eth0", netns=squatter)
+    netns.sh("ip", "addr", "add", address, "dev", "eth0", netns=squatter)
 
     logged: list[str] = []
     vm_up(vm, log=logged.append)
@@ -212,14 +212,14 @@ def test_lab_up_leaves_the_service_address_where_a_migration_put_it(vm: LegacyVM
     assert f" {address} " not in ssh(vm, "ip -4 -o addr show dev eth0")[1]
     assert answers(vm, vm.ssh_address)
 
-    fleet.sh("ip", "addr", "del", address, "dev", "eth0", netns=squatter)
+    netns.sh("ip", "addr", "del", address, "dev", "eth0", netns=squatter)
     vm_restore(vm)
     assert answers(vm)
 
 
 def test_restore_refuses_a_vm_that_is_not_running(vm: LegacyVM) -> None:
     stopped = dataclasses.replace(vm, name="vmt-none")
-    with pytest.raises(fleet.LabError, match="not running"):
+    with pytest.raises(netns.LabError, match="not running"):
         vm_restore(stopped)
 
 
@@ -265,13 +265,13 @@ def test_lab_up_reboots_a_vm_whose_init_was_killed(vm: LegacyVM) -> None:
 
 def test_vm_down_leaves_no_namespace_no_link_and_no_process(vm: LegacyVM) -> None:
     assert "vmt" in existing_vms(vm.config)
-    processes = fleet._processes_in_netns(vm.netns_path)
+    processes = netns.processes_in_netns(vm.netns_path)
     assert len(processes) >= 4  # unshare, init, sshd, cron, the app
 
     vm_down(vm)
     assert not vm.netns_path.exists()
-    assert not fleet._link_exists(vm.veth)
-    assert not any(fleet._alive(pid) for pid in processes)
+    assert not netns.link_exists(vm.veth)
+    assert not any(netns.alive(pid) for pid in processes)
     assert "vmt" not in existing_vms(vm.config)
     assert vm_status(vm) == {"netns": False, "init": False, "sshd": False, "app": False}
     assert not answers(vm)

@@ -17,7 +17,7 @@ from apps.accounts.models import Team
 from apps.applications.models import BaseImage
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.network.models import IPPool
 from hostagent import lxcfs
 
@@ -40,7 +40,7 @@ def _kill_lxcfs(lab_host: fleet.LabHost) -> int:
     pid = int(lab_host.lxcfs_pidfile.read_text())
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while fleet._alive(pid) and time.monotonic() < deadline:
+    while netns.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return pid
 

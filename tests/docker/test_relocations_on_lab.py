@@ -30,7 +30,7 @@ from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.instances import executor, reconcile
 from apps.instances.models import Instance, Operation
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.lab.vm import (
     LegacyVM,
     vm_down,
@@ -292,8 +292,8 @@ def test_a_cut_link_during_the_copy_rolls_back_and_the_next_run_resumes(
         # What is in flight by then (the SSH window, about 2 MB) still arrives; the rest cannot.
         if moved > 1_200_000 and not cut:
             cut.append(time.monotonic())
-            fleet.sh("ip", "link", "set", vm.veth, "down")
-            threading.Timer(4, lambda: fleet.sh("ip", "link", "set", vm.veth, "up")).start()
+            netns.sh("ip", "link", "set", vm.veth, "down")
+            threading.Timer(4, lambda: netns.sh("ip", "link", "set", vm.veth, "up")).start()
 
     relocation = _run_inline(relocation, owner, copy_chunk=cut_link)
     steps = _steps(relocation)
@@ -507,11 +507,11 @@ def test_a_worker_killed_mid_copy_is_taken_over_and_the_move_finishes(
             60,
             "the copy under way",
         )
-        fleet.sh("ip", "link", "set", vm.veth, "down")
+        netns.sh("ip", "link", "set", vm.veth, "down")
         try:
             worker.kill()
         finally:
-            fleet.sh("ip", "link", "set", vm.veth, "up")
+            netns.sh("ip", "link", "set", vm.veth, "up")
         worker.stop()
         claims = Relocation.objects.get(pk=relocation.pk).attempts
         worker = _take_over(relocation)

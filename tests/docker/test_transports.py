@@ -158,7 +158,7 @@ def test_an_sshd_that_never_speaks_times_out(db: None, silent_listener: int) -> 
 def test_docker_over_ssh_uses_a_channel_straight_to_the_socket_and_falls_back_to_dial_stdio(
     lab_hosts: list[Host],
 ) -> None:
-    from apps.hosts.transport import docker_api
+    from apps.hosts.transport.docker_api.client import _ssh_client
 
     host = lab_hosts[0]
     client = gateway.docker(host)
@@ -167,7 +167,7 @@ def test_docker_over_ssh_uses_a_channel_straight_to_the_socket_and_falls_back_to
     assert adapter.holder.streamlocal is True  # the lab's sshd allows streamlocal forwarding
 
     # A host whose sshd forbids it still works through `docker system dial-stdio` on the host.
-    fallback = docker_api._ssh_client(host.endpoint, host.socket_path)
+    fallback = _ssh_client(host.endpoint, host.socket_path)
     fallback.api._custom_adapter.holder.streamlocal = False
     assert fallback.version()["ApiVersion"]
     assert fallback.api._custom_adapter.holder.streamlocal is False

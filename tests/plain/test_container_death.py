@@ -6,7 +6,7 @@ restart; the real engine cannot be held at that moment on demand, so its inspect
 
 from typing import Any
 
-from apps.hosts.transport import docker_api
+from apps.hosts.transport.docker_api.containers import _death_of, _state_of
 
 
 class _Api:
@@ -19,7 +19,7 @@ class _Api:
 
 def _describe(state: dict[str, Any], restarts: int) -> str:
     info = {"Id": "c1", "Name": "/slw-shop-0", "State": state, "RestartCount": restarts}
-    return docker_api._death_of(_Api(b"config missing\n"), "c1", docker_api._state_of(info, None))
+    return _death_of(_Api(b"config missing\n"), "c1", _state_of(info, None))
 
 
 def test_a_container_that_exited_once_names_its_exit_code() -> None:

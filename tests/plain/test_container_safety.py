@@ -14,7 +14,7 @@ from apps.accounts.models import Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
-from apps.hosts.transport.docker_api import _create_args
+from apps.hosts.transport.docker_api.containers import _create_args
 from apps.instances.models import Instance
 from apps.instances.spec import instance_spec
 from apps.network.models import IPPool

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from apps.hosts.transport import docker_api
+from apps.hosts.transport.docker_api.exec import _Hijacked
 
 ANSWER = (
     b"HTTP/1.1 101 UPGRADED\r\n"
@@ -51,4 +52,4 @@ def daemon(tmp_path: Path) -> Iterator[str]:
 def test_output_that_came_with_dockers_answer_is_read_from_the_buffer(daemon: str) -> None:
     client = docker_api.client_for(transport="local", socket_path=daemon)
     raw = docker_api.exec_start(client, "0123456789ab", "test", tty=False)
-    assert list(docker_api._Hijacked(raw).frames()) == [b"hello\n", b"warning\n", b"bye\n"]
+    assert list(_Hijacked(raw).frames()) == [b"hello\n", b"warning\n", b"bye\n"]

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.lab import fleet, vm
+from apps.lab import fleet, netns, vm
 from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
 
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
             else:
                 if not self._print_status(config):
                     raise CommandError("the lab is not healthy; run `manage.py lab up`")
-        except fleet.LabError as exc:
+        except netns.LabError as exc:
             raise CommandError(str(exc)) from exc
 
     def _print_status(self, config: fleet.LabConfig) -> bool:

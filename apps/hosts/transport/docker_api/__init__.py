@@ -1,0 +1,47 @@
+"""The Docker Engine API through docker-py, over SSH or a local unix socket.
+
+Over SSH, each HTTP connection is a channel running `docker system dial-stdio` on the host,
+opened on the portal's pinned, authenticated connection (never docker-py's own paramiko
+client, which reads ~/.ssh and the system known_hosts). HTTP keep-alive reuses the
+channels, so after the first call a request costs a round trip, not a new SSH session.
+
+`client` makes those connections, `containers` ensures containers and images, `exec` runs
+processes in containers; this module names what the rest of apps.hosts uses.
+"""
+
+from __future__ import annotations
+
+from docker.client import DockerClient
+
+from apps.hosts.transport.docker_api.client import client_for
+from apps.hosts.transport.docker_api.containers import (
+    container_ensure,
+    container_remove,
+    container_restart,
+    container_update,
+    container_why,
+    containers_list,
+    image_id,
+    image_load,
+    image_present,
+)
+from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
+
+__all__ = [
+    "DockerClient",
+    "ExecResult",
+    "TtyExec",
+    "client_for",
+    "container_ensure",
+    "container_remove",
+    "container_restart",
+    "container_update",
+    "container_why",
+    "containers_list",
+    "exec_run",
+    "exec_start",
+    "image_id",
+    "image_load",
+    "image_present",
+    "tty_open",
+]
