@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files
     "django_htmx",
     "template_partials",
     "channels",
@@ -189,6 +190,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Self-service portal for a private Docker fleet.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the portal's static files, never a CDN: fleets often have no internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Several models have a "kind": each its own name in the schema.
     "ENUM_NAME_OVERRIDES": {
         "OperationKindEnum": "apps.instances.models.Operation.Kind",
