@@ -68,7 +68,8 @@ class OverrideSerializer(serializers.Serializer):
 
 
 class ConfirmKeySerializer(serializers.Serializer):
-    fingerprint = serializers.CharField(max_length=100)
+    # The SHA256:… value, or the whole line `ssh-keygen -lf` prints.
+    fingerprint = serializers.CharField(max_length=300)
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):

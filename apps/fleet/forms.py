@@ -21,6 +21,7 @@ class HostRegisterForm(forms.ModelForm):
 
 class ConfirmKeyForm(forms.Form):
     fingerprint = forms.CharField(
-        max_length=100,
-        help_text="Type or paste the SHA256 fingerprint you verified on the host's console.",
+        max_length=300,
+        help_text="Paste the SHA256 fingerprint you verified on the host's console, or the whole line "
+        "“ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub” prints there.",
     )

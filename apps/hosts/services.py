@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from apps.hosts import gateway
 from apps.hosts.models import Host, HostEvent
-from apps.hosts.transport import HostError, HostKeyChanged, fingerprint
+from apps.hosts.transport import NOT_A_FINGERPRINT, HostError, HostKeyChanged, fingerprint, fingerprint_in
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,13 @@ def host_confirm_key(*, host: Host, confirmed_fingerprint: str, user: Any = None
     if not host.offered_host_key:
         raise ValidationError("No key was offered by this host yet; fetch it first.")
     expected = fingerprint(host.offered_host_key)
-    if confirmed_fingerprint.strip() != expected:
+    given = fingerprint_in(confirmed_fingerprint)
+    if given is None:
+        raise ValidationError(NOT_A_FINGERPRINT.format(key_file="/etc/ssh/ssh_host_ed25519_key.pub"))
+    if given != expected:
         raise ValidationError(
-            f"The fingerprint does not match the key the host offered ({expected}); nothing was pinned."
+            f"The fingerprint does not match the key the host offered ({expected}); nothing was pinned. "
+            "If the one on the host's console differs, something else may be answering in its place."
         )
     gateway.forget(host)
     host.host_key = host.offered_host_key

@@ -45,7 +45,7 @@ class ConfirmKeyForm(forms.Form):
         max_length=200,
         label="Fingerprint seen on the VM",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "size": 60}),
-        help_text="Type or paste the SHA256 fingerprint the VM shows you.",
+        help_text="Paste the SHA256 fingerprint the VM shows you, or the whole line “ssh-keygen -lf” prints there.",
     )
 
 

@@ -18,7 +18,7 @@ from apps.accounts import permissions
 from apps.accounts.models import Team
 from apps.applications.services import app_delete
 from apps.hosts import gateway
-from apps.hosts.transport import Endpoint, HostError, fingerprint
+from apps.hosts.transport import NOT_A_FINGERPRINT, Endpoint, HostError, fingerprint, fingerprint_in
 from apps.network.models import IPAllocation
 from apps.relocations import plan as planning
 from apps.relocations.models import RELOCATION_INSPECT, RELOCATION_RUN, Relocation, Step
@@ -92,11 +92,16 @@ def relocation_confirm_key(*, user: Any, relocation: Relocation, fingerprint_see
     """Pin the key the VM offered, once the person confirms its fingerprint."""
     permissions.require_member(user, relocation.team)
     expected = fingerprint(relocation.offered_key)
-    if (fingerprint_seen or "").strip() != expected:
+    key_file = host_key_file(relocation.offered_key)
+    given = fingerprint_in(fingerprint_seen)
+    if given is None:
+        raise ValidationError({"fingerprint": NOT_A_FINGERPRINT.format(key_file=key_file)})
+    if given != expected:
         raise ValidationError(
             {
-                "fingerprint": f"That is not the fingerprint the VM offered ({expected}); compare it on the VM with "
-                f"`ssh-keygen -lf {host_key_file(relocation.offered_key)}`."
+                "fingerprint": f"That is not the fingerprint the VM offered ({expected}). Compare them on the VM's "
+                f"console with “ssh-keygen -lf {key_file}”: if they differ, something else may be answering "
+                "in the VM's place, so pin nothing."
             }
         )
     if relocation.host_key and relocation.host_key != relocation.offered_key:

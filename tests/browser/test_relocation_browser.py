@@ -160,7 +160,13 @@ def test_a_developer_moves_the_vms_app_into_a_container_in_the_browser(
     expect(page.locator(".messages")).to_contain_text("notes registered.")
     expect(page.locator("#offered-fingerprint")).to_have_text(expected_fingerprint)
     screenshot("trust")
-    page.get_by_label("Fingerprint seen on the VM").fill(expected_fingerprint)
+    # First a real mismatch: the warning, and nothing pinned. Then the line `ssh-keygen -lf`
+    # prints on the VM, pasted whole, as people do.
+    page.get_by_label("Fingerprint seen on the VM").fill("256 SHA256:" + "A" * 43 + " root@vm1 (ED25519)")
+    page.get_by_role("button", name="Confirm and pin").click()
+    expect(page.locator("body")).to_contain_text("That is not the fingerprint the VM offered")
+    expect(page.locator("body")).not_to_contain_text("`")
+    page.get_by_label("Fingerprint seen on the VM").fill(f"256 {expected_fingerprint} root@vm1 (ED25519)")
     page.get_by_role("button", name="Confirm and pin").click()
     expect(page.locator(".messages")).to_contain_text("Host key pinned")
     expect(page.locator("#key-pinned")).to_contain_text(expected_fingerprint)

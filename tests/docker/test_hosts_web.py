@@ -49,11 +49,18 @@ def test_ops_register_a_host_confirm_its_key_and_it_becomes_active(
 
     wrong = ops_client.post(reverse("hosts:confirm-key", args=[host.pk]), {"fingerprint": "SHA256:nope"})
     assert wrong.status_code == 400
+    assert "not a SHA256 fingerprint" in wrong.content.decode()
+    other = "SHA256:" + "A" * 43
+    wrong = ops_client.post(reverse("hosts:confirm-key", args=[host.pk]), {"fingerprint": other})
+    assert wrong.status_code == 400
     assert "does not match the key the host offered" in wrong.content.decode()
     host.refresh_from_db()
     assert host.host_key == ""
 
-    right = ops_client.post(reverse("hosts:confirm-key", args=[host.pk]), {"fingerprint": expected})
+    # The whole line `ssh-keygen -lf` prints on the host is what people paste.
+    right = ops_client.post(
+        reverse("hosts:confirm-key", args=[host.pk]), {"fingerprint": f"256 {expected} root@web-h1 (ED25519)"}
+    )
     assert right.status_code == 302
     host.refresh_from_db()
     assert host.state == Host.State.ACTIVE
@@ -122,6 +129,10 @@ def test_api_registers_and_confirms_for_ops_and_lists_for_everyone(
     assert body["offered_fingerprint"] == fleet_fingerprint(lab[1])
 
     bad = api.post(f"/api/v1/hosts/{body['id']}/confirm-key/", {"fingerprint": "SHA256:x"}, format="json")
+    assert bad.status_code == 400
+    assert "not a SHA256 fingerprint" in str(bad.json())
+    other = "SHA256:" + "B" * 43
+    bad = api.post(f"/api/v1/hosts/{body['id']}/confirm-key/", {"fingerprint": other}, format="json")
     assert bad.status_code == 400
     assert "does not match" in str(bad.json())
 

@@ -201,7 +201,10 @@ def test_the_vm_moves_into_a_container_on_its_own_ip_through_the_worker(
     assert made.json()["offered_fingerprint"] == fingerprint(vm_host_public_key(vm))
     assert made.json()["pinned_fingerprint"] is None
     wrong = api.post(base + "confirm-key/", {"fingerprint": "SHA256:nope"}, format="json")
-    assert wrong.status_code == 400 and "not the fingerprint" in str(wrong.json())
+    assert wrong.status_code == 400 and "not a SHA256 fingerprint" in str(wrong.json())
+    other = "SHA256:" + "A" * 43
+    wrong = api.post(base + "confirm-key/", {"fingerprint": other}, format="json")
+    assert wrong.status_code == 400 and "not the fingerprint the VM offered" in str(wrong.json())
     pinned = api.post(
         base + "confirm-key/", {"fingerprint": made.json()["offered_fingerprint"]}, format="json"
     )

@@ -4,6 +4,7 @@ is the shape the inspection produces."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -230,11 +231,14 @@ def test_the_fingerprint_must_be_the_offered_one(relocation: Relocation, owner: 
     relocation.host_key = ""
     relocation.state = Relocation.State.NEW
     relocation.save()
-    with pytest.raises(ValidationError, match="not the fingerprint the VM offered"):
+    with pytest.raises(ValidationError, match="That is not a SHA256 fingerprint"):
         services.relocation_confirm_key(user=owner, relocation=relocation, fingerprint_seen="SHA256:nope")
-    pinned = services.relocation_confirm_key(
-        user=owner, relocation=relocation, fingerprint_seen=fingerprint(relocation.offered_key)
-    )
+    other = fingerprint("ssh-ed25519 " + base64.b64encode(b"another key").decode())
+    with pytest.raises(ValidationError, match="not the fingerprint the VM offered"):
+        services.relocation_confirm_key(user=owner, relocation=relocation, fingerprint_seen=other)
+    # The whole line `ssh-keygen -lf` prints is what people paste.
+    line = f"256 {fingerprint(relocation.offered_key)} root@vm (ED25519)"
+    pinned = services.relocation_confirm_key(user=owner, relocation=relocation, fingerprint_seen=line)
     assert pinned.host_key == pinned.offered_key and pinned.state == Relocation.State.READY
 
 

@@ -287,7 +287,8 @@ def test_the_offered_fingerprint_is_shown_but_the_field_is_not_prefilled(
 
 def test_a_wrong_fingerprint_is_refused_and_pins_nothing(relocation: Relocation, owner: User) -> None:
     response = _client(owner).post(
-        reverse("relocations:confirm-key", args=[relocation.pk]), {"fingerprint": "SHA256:not-the-one"}
+        reverse("relocations:confirm-key", args=[relocation.pk]),
+        {"fingerprint": "256 SHA256:" + "A" * 43 + " root@vm (ED25519)"},
     )
     assert response.status_code == 400
     assert f"That is not the fingerprint the VM offered ({fingerprint(OFFERED)})" in _field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 
 
@@ -16,6 +17,24 @@ def fingerprint(host_key: str) -> str:
         raise ValueError("not an SSH public key: expected '<type> <base64>'") from None
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"
+
+
+# An OpenSSH SHA256 fingerprint: 32 bytes in base64 without its padding (43 characters).
+_SHA256 = re.compile(r"SHA256:([A-Za-z0-9+/]{43})(?![A-Za-z0-9+/])")
+
+
+def fingerprint_in(text: str) -> str | None:
+    """The SHA256 fingerprint in what a person pasted: the fingerprint alone, or the whole line
+    `ssh-keygen -lf <key file>` prints ("256 SHA256:… root@host (ED25519)"). None if there is
+    none (an MD5 one, a typo)."""
+    match = _SHA256.search(text or "")
+    return f"SHA256:{match.group(1)}" if match else None
+
+
+NOT_A_FINGERPRINT = (
+    "That is not a SHA256 fingerprint. Paste the SHA256:… value (43 characters after the colon), "
+    "or the whole line “ssh-keygen -lf {key_file}” prints there, e.g. “256 SHA256:… root@host (ED25519)”."
+)
 
 
 class HostError(Exception):
