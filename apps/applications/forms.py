@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from apps.accounts import permissions
 from apps.accounts.models import Team
+from apps.applications import services
 from apps.applications.models import App, BaseImage, BuildState
 from apps.applications.selectors import base_images_for_new_apps
 from apps.applications.validators import parse_env_text, validate_argv
@@ -85,6 +86,24 @@ class AppCreateForm(forms.Form):
         self.fields["base_image"].queryset = base_images_for_new_apps()  # type: ignore[attr-defined]
         self.fields["memory_mb"].min_value = settings.MIN_MEMORY_MB  # type: ignore[attr-defined]
         self.fields["instances"].max_value = settings.MAX_INSTANCES_PER_APP  # type: ignore[attr-defined]
+        # With one choice there is nothing to choose: one team, the one recommended version.
+        teams = list(permissions.teams_of(user)[:2])
+        if len(teams) == 1:
+            self.fields["team"].initial = teams[0]
+        images = base_images_for_new_apps()
+        recommended = list(images.filter(recommended=True)[:2])
+        only = list(images[:2])
+        if len(recommended) == 1:
+            self.fields["base_image"].initial = recommended[0]
+        elif len(only) == 1:
+            self.fields["base_image"].initial = only[0]
+
+    def clean_slug(self) -> str:
+        # The service's own check, here too, so every error shows in one round.
+        try:
+            return services.slug_check(self.cleaned_data["slug"])
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["slug"]) from None
 
 
 class AppEditForm(forms.ModelForm):
@@ -124,7 +143,7 @@ class UploadForm(forms.Form):
 
 
 class DeleteForm(forms.Form):
-    confirm = forms.CharField(help_text="Type the app's name to confirm.")
+    confirm = forms.CharField(required=False, help_text="Type the app's name to confirm.")
 
     def __init__(self, *args: Any, app: App, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +151,8 @@ class DeleteForm(forms.Form):
 
     def clean_confirm(self) -> str:
         value = self.cleaned_data["confirm"]
+        if not value:
+            raise ValidationError(f"Type {self.app.slug} in the box to confirm; nothing was deleted.")
         if value != self.app.slug:
-            raise ValidationError(f"Type {self.app.slug} exactly to delete this app.")
+            raise ValidationError(f"Type {self.app.slug} exactly to delete this app; nothing was deleted.")
         return value

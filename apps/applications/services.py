@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts import permissions
-from apps.accounts.models import Team
+from apps.accounts.models import Team, slug_validator
 from apps.applications.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
 from apps.applications.quota import check_quota
 from apps.hosts import gateway
@@ -111,6 +111,25 @@ def _versions_hint(base_image: BaseImage) -> str:
     return f"use {best.reference}." if best else "pick another base image."
 
 
+def slug_check(slug: str) -> str:
+    """The name a new app may take, or a ValidationError on "slug" saying why not (its form, an
+    app that has it, a deleted app whose volume data is still kept)."""
+    try:
+        slug_validator(slug)
+    except ValidationError as exc:
+        raise ValidationError({"slug": exc.messages}) from None
+    if App.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": f"An app named {slug} already exists; pick another name."})
+    if RetainedVolume.objects.filter(app_slug=slug, purged_at=None).exists():
+        # A new app under this name would find the deleted app's files in its volume.
+        raise ValidationError(
+            {
+                "slug": f"{slug} belonged to a deleted app whose volume data is still kept; pick another name or ask ops to purge it."
+            }
+        )
+    return slug
+
+
 @transaction.atomic
 def app_create(
     *,
@@ -134,13 +153,7 @@ def app_create(
     permissions.require_member(user, team)
     _check_image(base_image, new=True)
     memory, cpu = parse_limits(memory_mb, cpus)
-    if RetainedVolume.objects.filter(app_slug=slug, purged_at=None).exists():
-        # A new app under this name would find the deleted app's files in its volume.
-        raise ValidationError(
-            {
-                "slug": f"{slug} belonged to a deleted app whose volume data is still kept; pick another name or ask ops to purge it."
-            }
-        )
+    slug_check(slug)
     app = App(
         slug=slug,
         team=team,

@@ -10,8 +10,9 @@ from django.core.paginator import Paginator
 from django.forms import BaseForm
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.accounts import permissions
 from apps.applications import selectors, services
@@ -264,12 +265,19 @@ def app_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     app = _app_or_404(request, slug)
     form = DeleteForm(request.POST, app=app)
     if not form.is_valid():
-        messages.error(request, _errors_text(form))
-        return redirect("catalog:detail", slug=app.slug)
+        error = _errors_text(form)
+        if request.htmx:
+            # Said next to the box, where the person is looking, not at the top of the page.
+            context = {"app": app, "delete_error": error, "confirm_value": request.POST.get("confirm", "")}
+            return render(request, "catalog/app_detail.html#delete-form", context, status=422)
+        messages.error(request, error)
+        return redirect(reverse("catalog:detail", args=[app.slug]) + "#delete-app")
     services.app_delete(user=request.user, app=app)
     messages.success(
         request, f"{app.slug} is being deleted; its volume data stays on the hosts until ops purge it."
     )
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("catalog:list"))
     return redirect("catalog:list")
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import posixpath
 import re
+import shlex
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -59,6 +60,40 @@ def check_argv(argv: Any) -> list[str]:
             {"argv": f"The command is {size} bytes; at most {settings.EXEC_MAX_ARGV_BYTES}."}
         )
     return list(argv)
+
+
+# Words a shell would treat as operators: with no shell, they would reach the program as
+# arguments, which is never what the person meant.
+SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1", "$(", "`"}
+
+
+def argv_from_text(text: str) -> list[str]:
+    """The command as typed in a page: one line is split into arguments the way a shell splits
+    words (quotes and backslashes work), several lines are one argument each. No shell ever
+    runs it, so pipes, redirections, variables and globs are refused with how to get them."""
+    if not text.strip():
+        return []
+    text = text.replace("\r\n", "\n").removesuffix("\n")
+    if "\n" in text:
+        # One argument per line; the empty lines between arguments are empty arguments.
+        return text.split("\n")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ValidationError(
+            {
+                "argv": f"The command cannot be split into arguments ({exc}): close the quote, or give one argument per line."
+            }
+        ) from None
+    operators = [w for w in words if w in SHELL_OPERATORS or w.startswith(("$(", "`"))]
+    if operators:
+        raise ValidationError(
+            {
+                "argv": f"No shell runs the command, so “{operators[0]}” would reach {words[0]} as an argument. "
+                f"For shell features run it through a shell: sh -c {shlex.quote(text)}"
+            }
+        )
+    return words
 
 
 def check_options(timeout: Any, run_as: Any, workdir: Any) -> tuple[int, str, str]:
@@ -198,10 +233,13 @@ def exec_execute(session: ExecSession, seconds: int, on_output: Callable[[bytes]
     assert session.instance is not None
     instance = Instance.objects.select_related("host", "app").get(pk=session.instance.pk)
     kept = 0
+    head = bytearray()  # the start of the output, to explain a command that could not start
 
     def forward(chunk: bytes) -> None:
         nonlocal kept
         kept += len(chunk)
+        if len(head) < 4096:
+            head.extend(chunk[: 4096 - len(head)])
         on_output(chunk)
 
     try:
@@ -227,10 +265,28 @@ def exec_execute(session: ExecSession, seconds: int, on_output: Callable[[bytes]
         timed_out=result.timed_out,
         truncated=result.truncated,
         bytes_out=result.bytes_out,
-        error=f"killed after its timeout of {seconds} s" if result.timed_out else "",
+        error=f"killed after its timeout of {seconds} s"
+        if result.timed_out
+        else _not_started(session, result.exit_code, bytes(head)),
     )
     session.refresh_from_db()
     return session
+
+
+def _not_started(session: ExecSession, exit_code: int | None, head: bytes) -> str:
+    """Why a command never ran, in words, instead of the container runtime's own message."""
+    text = head.decode(errors="replace")
+    if exit_code in (126, 127) and (
+        "executable file not found" in text or "no such file or directory" in text
+    ):
+        program = session.argv[0] if session.argv else ""
+        hint = (
+            " It looks like a whole command in one argument: give one argument per line, or the command on one line."
+            if " " in program
+            else " Check the name, or give its full path."
+        )
+        return f"“{program}” is not a program in the container (exit code {exit_code}).{hint}"
+    return ""
 
 
 def exec_run(

@@ -54,16 +54,6 @@ def _back(request: HttpRequest, app: App) -> str:
     return reverse("catalog:detail", args=[app.slug])
 
 
-def _lines(text: str) -> list[str]:
-    """The exec form's argv: one argument per line (no shell parsing, nothing to quote). The
-    newline that ends the last line is not an empty argument after it; empty lines between
-    arguments are empty arguments."""
-    if not text.strip():
-        return []
-    text = text.replace("\r\n", "\n")
-    return text.removesuffix("\n").split("\n")
-
-
 @login_required
 def instance_page(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
     instance = _instance(request.user, slug, slot)
@@ -101,7 +91,7 @@ async def instance_exec(request: HttpRequest, slug: str, slot: int) -> HttpRespo
         session, seconds = await sync_to_async(services.exec_prepare)(
             user=user,
             instance=instance,
-            argv=None if name else _lines(request.POST.get("argv", "")),
+            argv=None if name else services.argv_from_text(request.POST.get("argv", "")),
             name=name,
             timeout=request.POST.get("timeout") or None,
             run_as=request.POST.get("user", ""),
@@ -171,7 +161,7 @@ def command_save(request: HttpRequest, slug: str) -> HttpResponse:
             user=request.user,
             app=app,
             name=request.POST.get("name", ""),
-            argv=_lines(request.POST.get("argv", "")),
+            argv=services.argv_from_text(request.POST.get("argv", "")),
             description=request.POST.get("description", ""),
         )
     except PermissionDenied as exc:

@@ -38,6 +38,18 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         _login(page, live_server.url, "dev")
         page.get_by_role("link", name="Apps").first.click()
         page.get_by_role("link", name="New app").click()
+        # One team and one image to choose from: both chosen already.
+        expect(page.locator("select[name=team]")).to_have_value(str(team.pk))
+        expect(page.locator("select[name=base_image]")).not_to_have_value("")
+        # Every problem in one round, each under its own field.
+        page.fill("input[name=slug]", "9 Bad")
+        page.select_option("select[name=team]", value="")
+        page.get_by_role("button", name="Create app").click()
+        expect(page.locator("p.field:has(#id_slug) .field-error")).to_contain_text(
+            "lowercase letters, digits"
+        )
+        expect(page.locator("p.field:has(#id_team) .field-error")).to_have_text("This field is required.")
+        expect(page.locator("p.field:has(#id_base_image) .field-error")).to_have_count(0)
         page.fill("input[name=slug]", "storefront")
         page.select_option("select[name=team]", label="Shop team")
         page.select_option("select[name=base_image]", label="slipway/busybox:1")
@@ -77,6 +89,19 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         expect(page.locator("table.activity")).to_contain_text("scale 0 → 1")
         expect(page.locator("table.activity")).to_contain_text("remove slw-storefront-2")
         screenshot("activity")
+
+        # Delete: an empty box is refused next to it, in place; the app's name deletes it.
+        page.get_by_role("link", name="← storefront").click()
+        expect(page.get_by_role("heading", name="storefront", exact=True)).to_be_visible()
+        delete = page.locator("#delete-form")
+        delete.get_by_role("button", name="Delete storefront").click()
+        expect(page.locator("#delete-error")).to_have_text(
+            "Type storefront in the box to confirm; nothing was deleted."
+        )
+        assert page.url.endswith("/apps/storefront/")  # no reload to the top
+        page.locator("#delete-form input[name=confirm]").fill("storefront")
+        page.locator("#delete-form").get_by_role("button", name="Delete storefront").click()
+        expect(page.locator(".messages")).to_contain_text("storefront is being deleted")
     finally:
         for lab_host in fleet.LabConfig.from_settings().all_hosts():
             ids = fleet.docker(

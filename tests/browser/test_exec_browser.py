@@ -45,6 +45,16 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         expect(output).to_have_attribute("data-state", "done")
         expect(output).to_contain_text(re.compile(r"^42 from \S+"))
         expect(page.locator("[data-exec-status]")).to_contain_text("Exit code 4")
+        # A command typed on one line, as in a terminal, is split into its arguments.
+        page.fill("#exec-argv", "head -n 1 /proc/meminfo")
+        page.get_by_role("button", name="Run").click()
+        expect(output).to_have_attribute("data-state", "done")
+        expect(output).to_contain_text(re.compile(r"^MemTotal:"))
+        # Shell syntax with no shell is refused with how to get one.
+        page.fill("#exec-argv", "cat /proc/meminfo | head")
+        page.get_by_role("button", name="Run").click()
+        expect(output).to_have_attribute("data-state", "refused")
+        expect(output).to_contain_text("No shell runs the command")
         # A refusal says what is wrong.
         page.fill("#exec-argv", "")
         page.get_by_role("button", name="Run").click()
