@@ -5,10 +5,10 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from apps.fleet import consolidation, picture, planner
 from apps.fleet import drain as draining
@@ -43,10 +43,26 @@ def host_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return render(request, template, _detail(host, ConfirmKeyForm()))
 
 
-def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
+def _drain_context(host: Host) -> dict[str, object]:
+    """What the drain card and the state badge show: the latest drain, and what is left on it."""
     return {
         "host": host,
         "drain": host.drains.first(),
+        "left": Instance.objects.filter(host=host).exclude(desired_state=Instance.Desired.REMOVED).count(),
+    }
+
+
+def _drain_card(request: HttpRequest, host: Host, status: int = 200, error: str = "") -> HttpResponse:
+    """The drain card, and the state card beside it out of band: both change with a drain."""
+    context = _drain_context(host) | {"drain_error": error}
+    html = render_to_string("hosts/host_detail.html#drain", context, request=request)
+    html += render_to_string("hosts/host_detail.html#host-state", context | {"oob": True}, request=request)
+    return HttpResponse(html, status=status)
+
+
+def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
+    return {
+        **_drain_context(host),
         "confirm_form": form,
         "events": host.events.select_related("user")[:20],
         "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],
@@ -118,15 +134,19 @@ def host_override(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def host_drain(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
+    htmx = getattr(request, "htmx", False)
     try:
         drain = draining.host_drain(user=request.user, host=host)
     except ValidationError as exc:
+        if htmx:
+            return _drain_card(request, host, status=422, error=" ".join(exc.messages))
         messages.error(request, " ".join(exc.messages))
     else:
+        if htmx:
+            # The card shows the drain live and says when it is over: no notice to go stale.
+            host.refresh_from_db()
+            return _drain_card(request, host)
         messages.success(request, f"Draining {host.name}: {drain.total} instance(s) to move.")
-    if getattr(request, "htmx", False):
-        # The confirm dialog sent it through htmx: reload the whole page, with its message.
-        return HttpResponseClientRedirect(reverse("hosts:detail", args=[host.pk]))
     return redirect("hosts:detail", pk=host.pk)
 
 
@@ -148,10 +168,10 @@ def host_drain_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The drain card alone, polled while a drain runs; 286 stops the polling once it is over."""
     host = get_object_or_404(Host, pk=pk)
     drain = host.drains.first()
-    response = render(request, "hosts/host_detail.html#drain", {"host": host, "drain": drain})
     if drain is None or drain.state != drain.State.RUNNING:
-        response.status_code = 286
-    return response
+        # Over: the last look at the card, with the state badge beside it brought up to date.
+        return _drain_card(request, host, status=286)
+    return render(request, "hosts/host_detail.html#drain", _drain_context(host))
 
 
 # The consolidation planner. The page plans on every view: a 2,000 instance fleet takes a

@@ -45,12 +45,17 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
         page.goto(f"{live_server.url}/hosts/{leaving.pk}/")
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name=f"Drain {leaving.name}").click()
-        expect(page.locator(".messages")).to_contain_text("2 instance(s) to move")
+        expect(page.locator("#drain-summary")).to_contain_text(re.compile(r"(Draining|Empty): \d of 2 moved"))
         screenshot("draining")
         # The card polls itself until the drain is over.
         expect(page.locator("#drain")).to_contain_text("Empty: 2 of 2 moved", timeout=90_000)
         expect(page.locator("#drain")).to_contain_text(f"→ {staying.name}")
         expect(page.locator("#drain")).to_contain_text("Take instances again")
+        # Its end state, without a reload: the badge says it is empty, nothing is left to drain,
+        # and no notice from the start lingers.
+        expect(page.locator("#host-badge")).to_have_text("Drained, empty")
+        expect(page.get_by_role("button", name=re.compile("Drain what is left"))).to_have_count(0)
+        expect(page.locator(".messages")).to_have_count(0)
         screenshot("drained")
         assert Drain.objects.get(host=leaving).state == Drain.State.DONE
         assert set(Instance.objects.filter(app__slug__in=slugs).values_list("host_id", "state")) == {
