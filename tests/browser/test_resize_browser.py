@@ -68,7 +68,7 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         item = page.locator(f"#request-{request.pk}")
         expect(item).to_contain_text("resizable")
         expect(item).to_contain_text("The cache outgrew 64 MiB at peak.")
-        expect(item).to_contain_text("memory 64 → 128 MiB, CPU 0.25 → 0.25")
+        expect(item).to_contain_text("memory 64 → 128 MiB, CPU 0.25 (unchanged)")
         expect(item).to_contain_text("yes, the hosts and the team's quota can take it")
         screenshot("inbox")
         item.get_by_label("Comment").fill("Fine for the sale week.")
