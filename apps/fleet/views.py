@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -44,11 +46,22 @@ def host_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 def _drain_context(host: Host) -> dict[str, object]:
-    """What the drain card and the state badge show: the latest drain, and what is left on it."""
+    """What the drain card, the state badge and the instance list show: the latest drain, and
+    the instances on the host (what is left to drain)."""
+    instances = list(
+        Instance.objects.filter(host=host)
+        .exclude(desired_state=Instance.Desired.REMOVED)
+        .select_related("app__team")
+        .order_by("app__slug", "slot")
+    )
     return {
         "host": host,
         "drain": host.drains.first(),
-        "left": Instance.objects.filter(host=host).exclude(desired_state=Instance.Desired.REMOVED).count(),
+        "left": len(instances),
+        "instances": instances,
+        "app_count": len({i.app_id for i in instances}),
+        "reserved_memory": sum(i.memory_mb for i in instances),
+        "reserved_cpus": sum((i.cpus for i in instances), Decimal(0)),
     }
 
 
@@ -57,6 +70,9 @@ def _drain_card(request: HttpRequest, host: Host, status: int = 200, error: str 
     context = _drain_context(host) | {"drain_error": error}
     html = render_to_string("hosts/host_detail.html#drain", context, request=request)
     html += render_to_string("hosts/host_detail.html#host-state", context | {"oob": True}, request=request)
+    html += render_to_string(
+        "hosts/host_detail.html#host-instances", context | {"oob": True}, request=request
+    )
     return HttpResponse(html, status=status)
 
 
@@ -171,7 +187,8 @@ def host_drain_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if drain is None or drain.state != drain.State.RUNNING:
         # Over: the last look at the card, with the state badge beside it brought up to date.
         return _drain_card(request, host, status=286)
-    return render(request, "hosts/host_detail.html#drain", _drain_context(host))
+    # The instances leave the host's list as they move.
+    return _drain_card(request, host)
 
 
 # The consolidation planner. The page plans on every view: a 2,000 instance fleet takes a

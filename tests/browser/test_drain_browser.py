@@ -43,6 +43,10 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
 
         _login(page, live_server.url, "ops")
         page.goto(f"{live_server.url}/hosts/{leaving.pk}/")
+        # Ops see what runs on the host, and whose it is.
+        listed = page.locator("#host-instances")
+        expect(listed).to_contain_text("2 instances of 2 apps, reserving 64 MiB and 0.20 CPU")
+        expect(listed.locator("tr[data-instance=slw-draina-0]")).to_contain_text("draina")
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name=f"Drain {leaving.name}").click()
         expect(page.locator("#drain-summary")).to_contain_text(re.compile(r"(Draining|Empty): \d of 2 moved"))
@@ -56,6 +60,7 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
         expect(page.locator("#host-badge")).to_have_text("Drained, empty")
         expect(page.get_by_role("button", name=re.compile("Drain what is left"))).to_have_count(0)
         expect(page.locator(".messages")).to_have_count(0)
+        expect(listed).to_contain_text("No instances.")
         screenshot("drained")
         assert Drain.objects.get(host=leaving).state == Drain.State.DONE
         assert set(Instance.objects.filter(app__slug__in=slugs).values_list("host_id", "state")) == {
