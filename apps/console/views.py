@@ -58,9 +58,15 @@ def _back(request: HttpRequest, app: App) -> str:
 def instance_page(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
     instance = _instance(request.user, slug, slot)
     app = instance.app
+    # htmx asks for the recent commands alone, after a command here ended.
+    template = (
+        "console/instance.html#recent-commands"
+        if getattr(request, "htmx", False)
+        else "console/instance.html"
+    )
     return render(
         request,
-        "console/instance.html",
+        template,
         {
             "app": app,
             "instance": instance,

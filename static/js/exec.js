@@ -48,6 +48,8 @@
       try { result = JSON.parse(text.slice(cut + 1)); } catch (e) { result = { error: "no result" }; }
       out.dataset.state = "done";
       out.dataset.exitCode = String(result.exit_code);
+      // Panels that list commands (the page's recent commands) refresh themselves.
+      document.body.dispatchEvent(new CustomEvent("exec-done"));
       status.textContent = result.error && result.exit_code == null
         ? "Failed: " + result.error
         : "Exit code " + result.exit_code + (result.timed_out ? " (killed after its timeout)" : "") +

@@ -50,6 +50,8 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         page.get_by_role("button", name="Run").click()
         expect(output).to_have_attribute("data-state", "done")
         expect(output).to_contain_text(re.compile(r"^MemTotal:"))
+        # The command just run is listed at once under "Recent commands here".
+        expect(page.locator("#recent-commands")).to_contain_text("head -n 1 /proc/meminfo")
         # Shell syntax with no shell is refused with how to get one.
         page.fill("#exec-argv", "cat /proc/meminfo | head")
         page.get_by_role("button", name="Run").click()
