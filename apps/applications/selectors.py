@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from apps.accounts import permissions
 from apps.applications.models import App, BaseImage, BuildState
-from apps.instances.models import Instance
+from apps.instances.models import Instance, Operation
 
 # request.user: a User or AnonymousUser (typed loosely: django-stubs narrows lookups to User).
 User = Any
@@ -34,6 +34,14 @@ def app_list(user: User) -> QuerySet[App]:
                 "instance_set", filter=~Q(instance_set__desired_state=Instance.Desired.REMOVED)
             ),
             failed_count=Count("instance_set", filter=Q(instance_set__state=Instance.State.FAILED)),
+            # Being deleted: the list says so, and follows it until the app is gone.
+            deleting=Exists(
+                Operation.objects.filter(
+                    app=OuterRef("pk"),
+                    kind=Operation.Kind.DELETE,
+                    status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING],
+                )
+            ),
         )
         .order_by("slug")
     )

@@ -57,14 +57,19 @@ def app_list(request: HtmxHttpRequest) -> HttpResponse:
     if team:
         apps = apps.filter(team__slug=team)
     page = Paginator(apps, APPS_PER_PAGE).get_page(request.GET.get("page"))
+    deleting = any(getattr(app, "deleting", False) for app in page)
     context = {
         "page": page,
+        "deleting": deleting,
         "query": query,
         "team": team,
         "teams": permissions.teams_of(request.user).order_by("slug"),
     }
     template = "catalog/app_list.html#app-table" if request.htmx else "catalog/app_list.html"
-    return render(request, template, context)
+    response = render(request, template, context)
+    if request.htmx and not deleting:
+        response.status_code = 286  # nothing being deleted any more: a poll stops here
+    return response
 
 
 @login_required

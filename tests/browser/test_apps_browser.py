@@ -102,6 +102,9 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         page.locator("#delete-form input[name=confirm]").fill("storefront")
         page.locator("#delete-form").get_by_role("button", name="Delete storefront").click()
         expect(page.locator(".messages")).to_contain_text("storefront is being deleted")
+        # The list says so, and drops the app once the worker deleted it, without a reload.
+        expect(page.locator("#app-table")).not_to_contain_text("storefront", timeout=30_000)
+        expect(page.locator("#app-table")).not_to_contain_text("0 / 0 running")
     finally:
         for lab_host in fleet.LabConfig.from_settings().all_hosts():
             ids = fleet.docker(

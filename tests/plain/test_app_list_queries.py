@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
-from apps.instances.models import Instance
+from apps.instances.models import Instance, Operation
 
 
 def _seed(owner: User, image: BaseImage, host: Host, start: int, count: int) -> None:
@@ -78,3 +78,21 @@ def test_the_app_list_pages_and_filters(owner: User, image: BaseImage, hosts: li
     assert "app-59" in fragment
     none = client.get("/apps/?team=beta").content.decode()
     assert "No app matches." in none
+
+
+def test_an_app_being_deleted_says_so_and_the_list_follows_it_until_it_is_gone(
+    owner: User, image: BaseImage
+) -> None:
+    app = App.objects.create(slug="leaving", team=owner.memberships.get().team, base_image=image)
+    op = Operation.objects.create(app=app, app_slug=app.slug, kind=Operation.Kind.DELETE)
+    client = Client()
+    client.force_login(owner)
+    page = client.get("/apps/").content.decode()
+    assert "being deleted" in page and "0 / 0 running" not in page
+    assert 'hx-trigger="every 1s"' in page  # the table polls itself
+    polled = client.get("/apps/", headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "being deleted" in polled.content.decode()
+    Operation.objects.filter(pk=op.pk).update(status=Operation.Status.SUCCEEDED)
+    app.delete()
+    done = client.get("/apps/", headers={"HX-Request": "true"})
+    assert done.status_code == 286 and "leaving" not in done.content.decode()  # the poll stops
