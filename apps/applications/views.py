@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.forms import BaseForm
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
@@ -122,7 +123,14 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if request.htmx:
         response = render(request, "catalog/app_detail.html#live", context)
         if context["settled"]:
-            # Everything is where it should be: tell htmx to stop polling.
+            # Everything is where it should be: tell htmx to stop polling. The Resources card's
+            # figures (instances, hosts, usage) changed with it: they come along out of band.
+            app.refresh_from_db()
+            card = {"app": app, "resources": app_resources_context(request.user, app), "oob": True}
+            for part in ("resource-facts", "resource-usage"):
+                response.content += render_to_string(
+                    f"resources/_app_resources.html#{part}", card, request=request
+                ).encode()
             response.status_code = HttpResponseStopPolling.status_code
         return response
     context.update(

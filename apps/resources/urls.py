@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:pk>/cancel/", views.cancel, name="cancel"),
     path("<int:pk>/retry/", views.retry, name="retry"),
     path("apps/<slug:slug>/request/", views.file_request, name="request"),
+    path("apps/<slug:slug>/card/", views.card, name="card"),
 ]

@@ -114,6 +114,21 @@ def app_resources_context(
     )
 
 
+@login_required
+def card(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The Resources card, polled while a request is on its way; 286 stops the polling once it
+    is settled (applied, rejected, cancelled), with the card showing how."""
+    app = get_object_or_404(apps_visible_to(request.user), slug=slug)
+    response = _card(request, app)
+    open_request = app.resource_requests.order_by("-created_at", "-pk").first()
+    if open_request is None or open_request.state not in (
+        ResourceRequest.State.PENDING,
+        ResourceRequest.State.APPROVED,
+    ):
+        response.status_code = 286
+    return response
+
+
 def _card(
     request: HtmxHttpRequest,
     app: App,

@@ -71,6 +71,9 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         expect(live).to_contain_text("3 of 3 running", timeout=30_000)
         expect(live).to_contain_text("settled")
         expect(page.locator("#instances tbody tr")).to_have_count(3)
+        # The Resources card's figures follow the scale, without a reload.
+        expect(page.locator("#resource-limits")).to_contain_text("3 instances")
+        expect(page.locator("#resource-usage tbody tr")).to_have_count(3)
         screenshot("three-running")
         hosts_used = {row.inner_text().split("\t")[1] for row in page.locator("#instances tbody tr").all()}
         assert len(hosts_used) == 2  # spread over both lab hosts

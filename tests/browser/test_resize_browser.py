@@ -59,8 +59,12 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         expect(card.get_by_role("status")).to_contain_text("waits for a lead of team growth")
         screenshot("request-filed")
 
-        # The lead sees the badge, and the request in the inbox, and approves it.
-        page.context.clear_cookies()
+        # The lead, in a browser of their own, sees the badge, and the request in the inbox, and
+        # approves it; the developer's page stays open meanwhile.
+        developer_page = page
+        browser = page.context.browser
+        assert browser is not None
+        page = browser.new_page()
         _login(page, live_server.url, "boss")
         expect(page.locator("#nav-approvals .badge")).to_have_text("1")
         page.locator("#nav-approvals").click()
@@ -91,9 +95,14 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         inspected = fleet.docker(lab_host, "inspect", "-f", "{{.HostConfig.Memory}}", instance.container_name)
         assert int(inspected.stdout.strip()) == 128 * MiB
 
+        # The developer's open page follows it to the end, without a reload.
+        expect(card.locator("#resource-limits")).to_contain_text("128 MiB and 0.25 CPU per instance")
+        expect(card.locator("#open-request")).to_have_count(0)
+        expect(card.locator("#resize-form")).to_be_visible()
+        page.close()
+        page = developer_page
+
         # The developer finds it applied, with the decision in the history.
-        page.context.clear_cookies()
-        _login(page, live_server.url, "dev")
         page.goto(f"{live_server.url}/apps/{app.slug}/")
         expect(card.locator("#resource-limits")).to_contain_text("128 MiB and 0.25 CPU per instance")
         expect(card.locator(f"tr[data-instance={instance.container_name}]")).to_contain_text("128 MiB")

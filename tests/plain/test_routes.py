@@ -158,6 +158,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     ),
     "resources:retry": ("post", REQUEST, _app_scoped(302, 422)),  # pending, not partially applied
     "resources:request": ("post", APP, _app_scoped(302, 422)),  # empty: the service asks for a reason
+    "resources:card": ("get", APP, _app_scoped(302, 200)),  # a request waits: the card polls on
     "resource-request-list": ("get", NONE, _signed_in(401, 200)),
     "resource-request-detail": ("get", REQUEST, _app_scoped(401, 200)),
     "resource-request-approve": ("post", REQUEST, _DECIDE_API),
