@@ -234,17 +234,20 @@ def _inbox_item(target: ResourceRequest, *, error: str = "", comment: str = "") 
     return item
 
 
-def _inbox(user: Any, *, error: str = "") -> dict[str, Any]:
-    pending = services.pending_for(user).order_by("created_at", "id")
-    decided = (
+def _decided(user: Any) -> Any:
+    return (
         services.visible_to(user)
         .exclude(state=ResourceRequest.State.PENDING)
         .order_by("-decided_at", "-id")[:HISTORY]
     )
+
+
+def _inbox(user: Any, *, error: str = "") -> dict[str, Any]:
+    pending = services.pending_for(user).order_by("created_at", "id")
     return {
         "decides": decides_requests(user),
         "pending": [_inbox_item(r) for r in pending],
-        "decided": decided,
+        "decided": _decided(user),
         "error": error,
     }
 
@@ -278,7 +281,11 @@ def decide(request: HtmxHttpRequest, pk: int, approve: bool) -> HttpResponse:
     return render(
         request,
         "resources/approvals.html#request-item",
-        # decided_now: the nav's badge comes along (out of band) with its new count.
-        {"item": _inbox_item(target, error=error, comment=comment if error else ""), "decided_now": True},
+        # decided_now: the nav's badge and "Decided lately" come along (out of band).
+        {
+            "item": _inbox_item(target, error=error, comment=comment if error else ""),
+            "decided_now": True,
+            "decided": _decided(request.user),
+        },
         status=status,
     )

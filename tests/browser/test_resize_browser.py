@@ -81,6 +81,11 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         expect(decided).to_have_attribute("data-state", "approved")
         expect(decided).to_contain_text("Approved, applying")
         expect(decided).to_contain_text("by boss: “Fine for the sale week.”")
+        # No longer a card waiting for a decision, and listed under "Decided lately", live.
+        expect(page.locator("#inbox article")).to_have_count(0)
+        row = page.locator(f"#decided tr[data-request='{request.pk}']")
+        expect(row).to_contain_text("Approved, applying")
+        expect(row).to_contain_text("Fine for the sale week.")
         expect(page.locator("#nav-approvals .badge")).to_have_count(0)  # the badge follows
         screenshot("approved")
 

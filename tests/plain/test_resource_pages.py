@@ -288,9 +288,15 @@ def test_a_lead_approves_through_htmx_and_the_item_shows_the_decision(
     )
     assert response.status_code == 200
     text = _text(response)
-    assert text.lstrip().startswith(f'<article class="card" id="request-{request.pk}" data-state="approved"')
+    # A line saying what became of it, not a card still waiting for a decision.
+    assert text.lstrip().startswith(
+        f'<p class="notice" role="status" id="request-{request.pk}" data-state="approved"'
+    )
     assert "Approved, applying" in text
     assert "by lead: “go ahead”" in text
+    # "Decided lately" follows, out of band, with the request in it.
+    assert '<section class="card" id="decided" hx-swap-oob="true">' in text
+    assert f'<tr data-request="{request.pk}">' in text
     # The nav's badge follows, out of band: nothing waits for the lead any more.
     assert '<span id="approvals-badge" hx-swap-oob="true"></span>' in text
     request.refresh_from_db()
