@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
@@ -166,3 +169,51 @@ def test_instances_deployed_by_slipway_see_their_limit_and_a_probe_heals_them(
     assert instance.container_name in event.detail and "/proc/meminfo" in event.detail
     assert _mem_total_kb(lab_host, instance.container_name) == 40 * 1024
     assert _started(lab_host, instance.container_name) == before
+
+
+def test_the_commands_people_type_show_what_the_user_guide_says(
+    lab: list[fleet.LabHost],
+    lab_hosts: list[Host],
+    owner: User,
+    alpha: Team,
+    busybox: BaseImage,
+    lab_pool: IPPool,
+    remove_apps: list[str],
+) -> None:
+    """docs/user-guide.md, "Metrics": top and /proc/meminfo show the limit; busybox free, nproc
+    and df show the host's (and the guide says so)."""
+    from apps.applications import services as catalog
+    from apps.console import services as console
+    from apps.instances import executor
+    from apps.instances.models import Instance, Operation
+
+    remove_apps.append("typed")
+    app = catalog.app_create(
+        user=owner, team=alpha, slug="typed", base_image=busybox, memory_mb=40, cpus="0.2", instances=1
+    )
+    executor.run_operation(Operation.objects.get(app=app).pk)
+    instance = Instance.objects.select_related("host", "app").get(app=app)
+    assert instance.state == Instance.State.RUNNING, instance.last_error
+
+    def typed(line: str) -> str:
+        out = bytearray()
+        session = console.exec_run(
+            user=owner, instance=instance, on_output=out.extend, argv=console.argv_from_text(line)
+        )
+        assert session.exit_code == 0, (line, out)
+        return out.decode()
+
+    # top: used + free is the 40 MiB limit (busybox top reads /proc/meminfo).
+    used, free = re.search(r"^Mem: (\d+)K used, (\d+)K free", typed("top -bn1"), re.MULTILINE).groups()  # type: ignore[union-attr]
+    assert int(used) + int(free) == 40 * 1024
+    assert re.search(r"^MemTotal:\s+40960 kB$", typed("cat /proc/meminfo"), re.MULTILINE)
+    # busybox free asks sysinfo(): the host's total, far above the limit, as the guide warns.
+    total_mb = int(typed("free -m").splitlines()[1].split()[1])
+    assert total_mb > 40 * 4
+    assert int(typed("nproc").strip()) == os.cpu_count()
+    # df: the host disk the volume lives on (its size as the host sees it).
+    size = typed("df -k /srv/app").splitlines()[1].split()[1]
+    lab_host = next(h for h in lab if h.name == instance.host.name)
+    assert abs(int(size) * 1024 - shutil.disk_usage(lab_host.volume_root).total) < 1024**3
+    guide = (Path(settings.BASE_DIR) / "docs" / "user-guide.md").read_text()
+    assert "`free` in the busybox image | the **host's** memory" in guide
