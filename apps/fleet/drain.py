@@ -91,18 +91,10 @@ def run(drain_id: int, wait: float = 300) -> None:
 
 
 def _wait(op: Operation, wait: float, what: str) -> Operation:
-    """Run the move here if nobody has it, else wait for whoever does (a reconcile may have sent
-    a lost worker's move again)."""
-    deadline = time.monotonic() + wait
-    while True:
-        if op.status == Operation.Status.QUEUED:
-            executor.run_operation(op.pk)
-        op.refresh_from_db()
-        if op.status in Operation.TERMINAL:
-            return op
-        if time.monotonic() > deadline:
-            raise ValidationError(f"moving {what} did not finish within {wait:g} s")
-        time.sleep(0.2)
+    try:
+        return executor.run_or_wait(op, wait)
+    except executor.OperationTimeout:
+        raise ValidationError(f"moving {what} did not finish within {wait:g} s") from None
 
 
 def _record(drain: Drain, line: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -87,6 +88,27 @@ def run_operation(op_id: int) -> None:
         )
     else:
         _finish(op, Operation.Status.SUCCEEDED)
+
+
+class OperationTimeout(Exception):
+    """An operation did not end within the time a caller would wait for it."""
+
+
+def run_or_wait(op: Operation, timeout: float) -> Operation:
+    """The operation once it has ended: run here whenever it waits in the queue (at first, or
+    again after the reconcile sent a lost worker's run back), else waited for while whoever
+    claimed it runs it. Long work built on operations (a drain's moves, a VM move's steps)
+    uses this. OperationTimeout past `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if op.status == Operation.Status.QUEUED:
+            run_operation(op.pk)
+        op.refresh_from_db()
+        if op.status in Operation.TERMINAL:
+            return op
+        if time.monotonic() > deadline:
+            raise OperationTimeout(f"{op.get_kind_display()} did not finish within {timeout:g} s")
+        time.sleep(0.1)
 
 
 def _finish(op: Operation, status: str, error: str = "") -> None:

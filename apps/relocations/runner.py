@@ -354,16 +354,10 @@ def _mb(size: int) -> str:
 
 
 def _wait_operation(op: Operation, timeout: float = 180) -> Operation:
-    """Run the operation here, or wait for the worker that claimed it first."""
-    executor.run_operation(op.pk)
-    deadline = time.monotonic() + timeout
-    while True:
-        op.refresh_from_db()
-        if op.status in Operation.TERMINAL:
-            return op
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{op.get_kind_display()} did not finish within {timeout:g} s")
-        time.sleep(0.1)
+    try:
+        return executor.run_or_wait(op, timeout)
+    except executor.OperationTimeout as exc:
+        raise StepFailed(str(exc)) from None
 
 
 def _create(ctx: Context, step: StepRecorder) -> str:
