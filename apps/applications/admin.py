@@ -114,12 +114,13 @@ class VolumeUploadAdmin(admin.ModelAdmin):
 
 @admin.register(RetainedVolume)
 class RetainedVolumeAdmin(admin.ModelAdmin):
-    """Volume data of deleted apps, kept on the hosts until ops purge it."""
+    """Volume data left on hosts (a deleted app's, or where an app no longer runs), kept on the
+    hosts until ops purge it."""
 
-    list_display = ["app_slug", "host", "path", "team", "deleted_at", "purged_at", "purge_error"]
-    list_filter = ["purged_at", "host"]
+    list_display = ["app_slug", "host", "path", "reason", "team", "deleted_at", "purged_at", "purge_error"]
+    list_filter = ["purged_at", "reason", "host"]
     search_fields = ["app_slug"]
-    readonly_fields = ["host", "app_slug", "path", "team", "deleted_at", "purged_at", "purge_error"]
+    readonly_fields = ["host", "app_slug", "path", "reason", "team", "deleted_at", "purged_at", "purge_error"]
     actions = ["purge"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -242,12 +242,19 @@ class VolumeUpload(models.Model):
 
 
 class RetainedVolume(models.Model):
-    """An app volume left on a host after its app was deleted, kept until ops purge it."""
+    """An app volume left on a host, kept until ops purge it: its app was deleted, or no instance
+    of the app runs on the host any more (a scale-down, or a move whose source could not be
+    cleaned). Nothing left on a host's disk goes unlisted."""
+
+    class Reason(models.TextChoices):
+        DELETED = "deleted", "app deleted"
+        LEFT = "left", "no instance here any more"
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="retained_volumes")
     app_slug = models.CharField(max_length=40)
     path = models.CharField(max_length=300)
     team = models.ForeignKey(Team, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.DELETED)
     deleted_at = models.DateTimeField(auto_now_add=True)
     purged_at = models.DateTimeField(null=True, blank=True)
     purge_error = models.TextField(blank=True)

@@ -575,16 +575,21 @@ def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
 
 
 def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
-    """Delete a deleted app's volume directory on its host (ops only, from the admin)."""
+    """Delete a retained volume directory on its host (ops only, from the admin or host page)."""
     if volume.purged_at:
         return volume
     root = volume.host.volume_root.rstrip("/")
     expected = f"{root}/{volume.app_slug}"
     # The path is recomputed, never trusted from the row: nothing outside the volume root goes.
-    if volume.path != expected or App.objects.filter(slug=volume.app_slug).exists():
-        volume.purge_error = (
-            f"Refused: {volume.path} is not {expected}, or an app named {volume.app_slug} exists again."
-        )
+    refusal = ""
+    if volume.path != expected:
+        refusal = f"Refused: {volume.path} is not {expected}."
+    elif volume.reason == RetainedVolume.Reason.DELETED and App.objects.filter(slug=volume.app_slug).exists():
+        refusal = f"Refused: an app named {volume.app_slug} exists again."
+    elif Instance.objects.filter(app__slug=volume.app_slug, host=volume.host).exists():
+        refusal = f"Refused: {volume.app_slug} runs on {volume.host.name} again and uses this volume."
+    if refusal:
+        volume.purge_error = refusal
         volume.save(update_fields=["purge_error"])
         return volume
     try:

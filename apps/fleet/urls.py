@@ -8,6 +8,8 @@ urlpatterns = [
     path("", views.host_list, name="list"),
     path("planner/", views.planner_page, name="planner"),
     path("planner/apply/", views.planner_apply, name="planner-apply"),
+    path("spread/", views.spread_card, name="spread"),
+    path("spread/<int:app_id>/", views.spread_app, name="spread-app"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/confirm-key/", views.host_confirm_key, name="confirm-key"),
     path("<int:pk>/refetch-key/", views.host_refetch_key, name="refetch-key"),
@@ -17,4 +19,5 @@ urlpatterns = [
     path("<int:pk>/drain/", views.host_drain, name="drain"),
     path("<int:pk>/drain/progress/", views.host_drain_progress, name="drain-progress"),
     path("<int:pk>/activate/", views.host_activate, name="activate"),
+    path("<int:pk>/volumes/<int:volume_id>/purge/", views.host_purge_volume, name="purge-volume"),
 ]

@@ -12,7 +12,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from apps.fleet import consolidation, picture, planner
+from apps.applications import services as app_services
+from apps.applications.models import App
+from apps.fleet import consolidation, picture, planner, spread
 from apps.fleet import drain as draining
 from apps.fleet.forms import ConfirmKeyForm, HostRegisterForm
 from apps.fleet.models import Drain, FleetScenario
@@ -35,7 +37,29 @@ def host_list(request: HttpRequest) -> HttpResponse:
         else:
             return redirect("hosts:detail", pk=host.pk)
     hosts = Host.objects.all()
-    return render(request, "hosts/host_list.html", {"hosts": hosts, "form": form})
+    return render(request, "hosts/host_list.html", {"hosts": hosts, "form": form, **_spread_context()})
+
+
+def _spread_context() -> dict[str, object]:
+    return {"stacked": spread.stacked(), "moving": spread.moving()}
+
+
+@staff_member_required
+def spread_card(request: HttpRequest) -> HttpResponse:
+    """The spread card, polled while its moves run."""
+    return render(request, "hosts/_spread.html", _spread_context())
+
+
+@staff_member_required
+@require_POST
+def spread_app(request: HttpRequest, app_id: int) -> HttpResponse:
+    app = get_object_or_404(App, pk=app_id)
+    try:
+        spread.respread(user=request.user, app=app)
+    except ValidationError as exc:
+        context = _spread_context() | {"spread_error": " ".join(exc.messages)}
+        return render(request, "hosts/_spread.html", context, status=422)
+    return render(request, "hosts/_spread.html", _spread_context())
 
 
 @staff_member_required
@@ -82,7 +106,27 @@ def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
         "confirm_form": form,
         "events": host.events.select_related("user")[:20],
         "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],
+        **_volumes_context(host),
     }
+
+
+def _volumes_context(host: Host) -> dict[str, object]:
+    return {"retained": host.retained_volumes.filter(purged_at=None).select_related("team")}
+
+
+@staff_member_required
+@require_POST
+def host_purge_volume(request: HttpRequest, pk: int, volume_id: int) -> HttpResponse:
+    """Delete one retained volume's files on the host; the list shows what became of it."""
+    host = get_object_or_404(Host, pk=pk)
+    volume = app_services.volume_purge(volume=get_object_or_404(host.retained_volumes, pk=volume_id))
+    context = {"host": host, **_volumes_context(host)}
+    if volume.purged_at:
+        context["purged"] = f"Purged {volume.path}."
+    else:
+        context["purge_error"] = f"{volume.path}: {volume.purge_error}"
+    status = 200 if volume.purged_at else 422
+    return render(request, "hosts/host_detail.html#host-volumes", context, status=status)
 
 
 @staff_member_required
@@ -175,7 +219,16 @@ def host_activate(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"{host.name} takes instances again.")
+        stacked = spread.stacked()
+        messages.success(
+            request,
+            f"{host.name} takes instances again."
+            + (
+                f" {len(stacked)} app(s) have every instance on one host: spread them from the Hosts page."
+                if stacked
+                else ""
+            ),
+        )
     return redirect("hosts:detail", pk=host.pk)
 
 
@@ -257,6 +310,8 @@ def planner_page(request: HttpRequest) -> HttpResponse:
             "draining_already": draining_already,
             "to_drain": len(plan.emptied) - len(draining_already),
             "planning_ms": round(plan.seconds * 1000, 1),
+            # The plan keeps one host when all fits there; apps stacked now are ops' to spread.
+            "stacked": spread.stacked() if fleet.live else [],
         },
     )
 

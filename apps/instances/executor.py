@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.applications.models import App, RetainedVolume, VolumeUpload
@@ -203,14 +203,31 @@ def _record(outcome: Outcome) -> None:
 
 
 def converge(
-    app: App, *, only: Instance | None = None, restart: bool = False, one_at_a_time: bool = False
+    app: App,
+    *,
+    only: Instance | None = None,
+    restart: bool = False,
+    one_at_a_time: bool = False,
+    keep_volumes: bool = False,
 ) -> list[Outcome]:
-    """Make the containers of the app (or of one instance) match the rows; raise if any failed."""
+    """Make the containers of the app (or of one instance) match the rows; raise if any failed.
+    A host the app leaves has its volume listed for ops, unless `keep_volumes` (the caller
+    deals with it)."""
     instances = _instances(app, only)
+    leaving: dict[int, Host] = {}
     for instance in instances:
-        if instance.desired_state == Instance.Desired.REMOVED and instance.state != Instance.State.REMOVING:
-            Instance.objects.filter(pk=instance.pk).update(state=Instance.State.REMOVING)
-    volumes = _VolumeSync(app)
+        if instance.desired_state == Instance.Desired.REMOVED:
+            leaving[instance.host_id] = instance.host
+            if instance.state != Instance.State.REMOVING:
+                Instance.objects.filter(pk=instance.pk).update(state=Instance.State.REMOVING)
+    placed = {i.host_id for i in instances if i.desired_state != Instance.Desired.REMOVED}
+    # A host the app left once holds files from then, with the mark that says "copied": they
+    # are copied over again, and the host's listing under Retained volumes goes.
+    left = RetainedVolume.objects.filter(
+        app_slug=app.slug, host__in=placed, reason=RetainedVolume.Reason.LEFT, purged_at=None
+    )
+    volumes = _VolumeSync(app, stale=set(left.values_list("host_id", flat=True)))
+    left.delete()
     outcomes: list[Outcome] = []
     pending = instances
     # New addresses are checked on the segment while their containers are created; one found in
@@ -246,7 +263,43 @@ def converge(
             f"{o.instance.container_name} on {o.instance.host.name}: {o.error}" for o in failed
         )
         raise OperationFailed(f"{len(failed)} of {len(instances)} instance(s) failed: {details}")
+    if keep_volumes:
+        return outcomes
+    # The files an instance wrote on a host it left may matter to someone: listed, not removed.
+    volumes_left(app, list(leaving.values()), remove=False)
     return outcomes
+
+
+def volumes_left(app: App, hosts: list[Host], *, remove: bool) -> None:
+    """The app's volume on hosts that run none of its instances any more is removed (a move's
+    source, whose files went with the instance), or listed under Retained volumes for ops (after
+    a scale-down, or when removing failed), so nothing stays on a host's disk unlisted. The
+    volume home keeps its copy: it is where new hosts copy the app's files from."""
+    for host in hosts:
+        if app.volume_home_id == host.pk or Instance.objects.filter(app=app, host=host).exists():
+            continue
+        path = app.volume_path(host)
+        try:
+            if remove:
+                result = gateway.run(host, ["rm", "-rf", "--one-file-system", "--", path], timeout=120)
+                if result.ok:
+                    continue
+                log.warning(
+                    "volume of %s on %s stays: %s",
+                    app.slug,
+                    host.name,
+                    result.stderr.decode(errors="replace")[-300:],
+                )
+            elif not gateway.run(host, ["test", "-d", path], timeout=10).ok:
+                continue  # the app never had files there
+        except HostError as exc:
+            log.warning("volume of %s on %s: %s", app.slug, host.name, exc)
+        RetainedVolume.objects.get_or_create(
+            host=host,
+            app_slug=app.slug,
+            purged_at=None,
+            defaults={"path": path, "team": app.team, "reason": RetainedVolume.Reason.LEFT},
+        )
 
 
 def _run(
@@ -269,9 +322,10 @@ class _VolumeSync:
     or else the files of the app's volume home (a moved VM's), copied host to host.
     Called from pool threads: one copy per host, the other threads wait for it."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, stale: set[int] | None = None) -> None:
         self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
         self.app = app
+        self.stale = stale or set()
         self.done: set[int] = set()
         self.locks: dict[int, threading.Lock] = {}
         self.guard = threading.Lock()
@@ -288,7 +342,7 @@ class _VolumeSync:
             if self.upload is not None:
                 volume_put(self.app, host, self.upload, only_if_missing=True)
             elif home is not None:
-                volume_copy(self.app, home, host)
+                volume_copy(self.app, home, host, again=host.pk in self.stale)
             self.done.add(host.pk)
 
 
@@ -307,10 +361,11 @@ def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: b
     gateway.volume_write(host, path, UPLOAD_MARKER, f"{upload.sha256}\n")
 
 
-def volume_copy(app: App, source: Host, target: Host) -> None:
-    """Copy the app's volume from its home host to another host, once (then marked)."""
+def volume_copy(app: App, source: Host, target: Host, *, again: bool = False) -> None:
+    """Copy the app's volume from its home host to another host, once (then marked), or `again`
+    over what an earlier copy left there."""
     path = app.volume_path(target)
-    if gateway.volume_read(target, path, COPY_MARKER) is not None:
+    if not again and gateway.volume_read(target, path, COPY_MARKER) is not None:
         return
     treecopy.copy_tree(
         vm=source.endpoint,
@@ -384,6 +439,10 @@ def _move(op: Operation) -> None:
             App.objects.filter(pk=app.pk).update(volume_home=target)
             app.volume_home = target
     converge(app, only=op.instance)
+    if synced and source is not None:
+        volumes_left(app, [source], remove=True)  # its files went with the instance
+    elif source is not None:
+        volumes_left(app, [source], remove=False)
     moved = _instances(app, op.instance)
     if moved and moved[0].desired_state == Instance.Desired.RUNNING:
         # A drain moves the next instance only once this one serves again.
@@ -427,8 +486,8 @@ def _upgrade(op: Operation) -> None:
 
 def _delete(op: Operation) -> None:
     app = require_app(op)
-    hosts = list(Host.objects.filter(instances__app=app).distinct())
-    converge(app)
+    hosts = list(Host.objects.filter(Q(instances__app=app) | Q(pk=app.volume_home_id)).distinct())
+    converge(app, keep_volumes=True)
     if not Instance.objects.filter(app=app).exists():
         # The volume data stays on the hosts that ran the app, listed for ops to purge.
         for host in hosts:
@@ -438,6 +497,9 @@ def _delete(op: Operation) -> None:
                 purged_at=None,
                 defaults={"path": app.volume_path(host), "team": app.team},
             )
+        RetainedVolume.objects.filter(
+            app_slug=app.slug, purged_at=None, reason=RetainedVolume.Reason.LEFT
+        ).update(reason=RetainedVolume.Reason.DELETED)
         app.delete()
 
 

@@ -31,13 +31,15 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
         lab_fleet.dev,
     )
     leaving, staying = live_lab_hosts
-    slugs = ["draina", "drainb"]
+    slugs = ["draina", "drainb", "drainc"]
     try:
         for slug in slugs:
             app = services.app_create(
                 user=dev, team=team, slug=slug, base_image=image, memory_mb=32, cpus="0.1"
             )
-            op = services.app_scale(user=dev, app=app, instances=1, hosts=[leaving])
+            # drainc has an instance on each host: the drain stacks it on the one that stays.
+            on = [leaving, staying] if slug == "drainc" else [leaving]
+            op = services.app_scale(user=dev, app=app, instances=len(on), hosts=on)
             executor.run_operation(op.pk)
             assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
 
@@ -45,14 +47,14 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
         page.goto(f"{live_server.url}/hosts/{leaving.pk}/")
         # Ops see what runs on the host, and whose it is.
         listed = page.locator("#host-instances")
-        expect(listed).to_contain_text("2 instances of 2 apps, reserving 64 MiB and 0.20 CPU")
+        expect(listed).to_contain_text("3 instances of 3 apps, reserving 96 MiB and 0.30 CPU")
         expect(listed.locator("tr[data-instance=slw-draina-0]")).to_contain_text("draina")
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name=f"Drain {leaving.name}").click()
-        expect(page.locator("#drain-summary")).to_contain_text(re.compile(r"(Draining|Empty): \d of 2 moved"))
+        expect(page.locator("#drain-summary")).to_contain_text(re.compile(r"(Draining|Empty): \d of 3 moved"))
         screenshot("draining")
         # The card polls itself until the drain is over.
-        expect(page.locator("#drain")).to_contain_text("Empty: 2 of 2 moved", timeout=90_000)
+        expect(page.locator("#drain")).to_contain_text("Empty: 3 of 3 moved", timeout=90_000)
         expect(page.locator("#drain")).to_contain_text(f"→ {staying.name}")
         expect(page.locator("#drain")).to_contain_text("Take instances again")
         # Its end state, without a reload: the badge says it is empty, nothing is left to drain,
@@ -69,6 +71,22 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
 
         page.get_by_role("button", name="Take instances again").click()
         expect(page.locator("#host-state")).to_contain_text(re.compile("Active"))
+        # Taking the host back moves nothing: ops are told that an app lost its spread...
+        expect(page.locator(".messages")).to_contain_text("1 app(s) have every instance on one host")
+        page.get_by_role("link", name="← Hosts").click()
+        card = page.locator("#spread")
+        expect(card.locator("tr[data-stacked=drainc]")).to_contain_text(staying.name)
+        screenshot("stacked")
+        # ...and spread it with one click; the card follows the move to its end.
+        card.get_by_role("button", name=f"Move one to {leaving.name}").click()
+        expect(card).to_contain_text(
+            "Every app with two or more instances runs on two or more hosts.", timeout=60_000
+        )
+        expect(card.locator("tr[data-stacked]")).to_have_count(0)
+        assert set(Instance.objects.filter(app__slug="drainc").values_list("host_id", flat=True)) == {
+            leaving.pk,
+            staying.pk,
+        }
     finally:
         for lab_host in lab:
             for slug in slugs:

@@ -149,6 +149,21 @@ def test_stop_start_restart_and_remove_one_instance(app: App, owner: User, lab: 
     assert _containers(lab, "shop") == {"slw-shop-1": "running"}
     app.refresh_from_db()
     assert app.instances == 1
+    # The host it left keeps the files it wrote there, listed for ops instead of forgotten.
+    [left] = RetainedVolume.objects.filter(app_slug="shop", purged_at=None)
+    assert (left.host, left.reason) == (first.host, RetainedVolume.Reason.LEFT)
+    assert Path(left.path).is_dir()
+    # Placed there again, the app uses the volume again: the listing goes, and so does purging.
+    _run(services.app_scale(user=owner, app=app, instances=2))
+    assert Instance.objects.filter(app=app, host=first.host).exists()
+    assert not RetainedVolume.objects.filter(app_slug="shop").exists()
+    listed = RetainedVolume.objects.create(
+        host=first.host, app_slug="shop", path=left.path, reason=RetainedVolume.Reason.LEFT
+    )
+    purged = services.volume_purge(volume=listed)
+    assert purged.purged_at is None and "runs on" in purged.purge_error
+    assert Path(left.path).is_dir()
+    listed.delete()
 
 
 def test_deleting_an_app_removes_its_containers_and_keeps_its_log(

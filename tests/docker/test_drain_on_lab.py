@@ -12,12 +12,14 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.applications import services
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.fleet import drain as draining
+from apps.fleet import spread
 from apps.fleet.models import DRAIN, Drain
 from apps.hosts.models import Host
 from apps.instances import executor, placement, reconcile
@@ -115,6 +117,9 @@ def test_draining_a_host_moves_its_instances_with_their_address_and_files(
     op = Operation.objects.filter(app=web, kind=Operation.Kind.MOVE).latest("created_at")
     assert op.params["placement"][0]["host"] == moved.host.name and op.params["placement"][0]["reason"]
     assert not Instance.objects.filter(host=leaving).exists()
+    # Its files went with it: nothing of the app is left on the drained host's disk.
+    assert not (by_name[leaving.name].volume_root / "drainweb").exists()
+    assert not RetainedVolume.objects.filter(app_slug="drainweb").exists()
 
     # Nothing new goes to a draining host; taking instances again ends that.
     assert placement.place(web, 1) == [moved.host]
@@ -122,6 +127,24 @@ def test_draining_a_host_moves_its_instances_with_their_address_and_files(
     leaving.refresh_from_db()
     assert leaving.state == Host.State.ACTIVE
     assert leaving in placement.place(web, 1)
+
+    # Both instances now sit on one host, and ops are told, with where one would go.
+    [stacked] = spread.stacked()
+    assert (stacked.app, stacked.host, stacked.instances, stacked.target) == (web, moved.host, 2, leaving)
+    with pytest.raises(Exception, match="Only ops"):
+        spread.respread(user=owner, app=web)
+    op = run_op(spread.respread(user=ops, app=web))
+    assert op.status == Operation.Status.SUCCEEDED, op.error
+    assert spread.stacked() == [] and spread.moving() == []
+    with pytest.raises(ValidationError, match="not all on one host"):
+        spread.respread(user=ops, app=web)
+    back = Instance.objects.get(pk=instances[1].pk)
+    assert back.host == leaving and back.state == Instance.State.RUNNING
+    assert back.address == instances[1].address
+    # It serves the app's current files, copied from where it was.
+    assert eventually(lambda: _answers(str(back.address)), 10, "the moved instance to answer") == (
+        f"served from {leaving.name}\n".encode()
+    )
 
 
 def _spread_over_both(web: App, owner: User) -> tuple[Host, list[Instance]]:

@@ -266,3 +266,19 @@ def test_apply_refuses_a_developer(owner: User, half_empty: list[App]) -> None:
     assert response["Location"].startswith(reverse("admin:login"))
     assert not Drain.objects.exists()
     assert not Host.objects.filter(state=Host.State.DRAINING).exists()
+
+
+def test_it_warns_about_an_app_stacked_on_one_host_that_it_would_leave_there(
+    ops_client: Client, owner: User, image: BaseImage, hosts: list[Host]
+) -> None:
+    """After a drain and a host taken back, an app's instances sit on one host; everything fits
+    there, so the plan moves nothing, and the page says what that leaves at risk."""
+    app = _app(owner, image, "web", hosts[0])
+    services.app_scale(user=owner, app=app, instances=2, hosts=[hosts[0]])
+
+    body = ops_client.get(URL).content.decode()
+
+    assert "No host can be emptied" in body
+    assert "1 app has every instance on one host (web on h1)" in " ".join(body.split())
+    list_page = ops_client.get(reverse("hosts:list")).content.decode()
+    assert 'data-stacked="web"' in list_page and "Move one to h2" in list_page

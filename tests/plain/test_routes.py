@@ -12,7 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from apps.applications import services
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.console import services as console
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
@@ -100,6 +100,15 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "hosts:planner": ("get", NONE, _ops_page(200)),
     # ctx's one instance already sits on a single host: nothing to empty, a message.
     "hosts:planner-apply": ("post", NONE, _ops_page(302)),
+    "hosts:spread": ("get", NONE, _ops_page(200)),
+    # ctx's app has one instance: nothing to spread, said with 422.
+    "hosts:spread-app": ("post", lambda c: {"app_id": c["app"].pk}, _ops_page(422)),
+    # ctx's retained volume has a path outside the volume root: purging refuses, with 422.
+    "hosts:purge-volume": (
+        "post",
+        lambda c: {"pk": c["host"].pk, "volume_id": c["retained"].pk},
+        _ops_page(422),
+    ),
     "admin:index": ("get", NONE, _ops_page(200)),
     "api-root": ("get", NONE, _signed_in(401, 200)),
     "host-list": ("get", NONE, _signed_in(401, 200)),
@@ -256,6 +265,7 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
         "instance": Instance.objects.get(app=app),
         "operation": Operation.objects.get(app=app),
         "host": hosts[0],
+        "retained": RetainedVolume.objects.create(host=hosts[0], app_slug="gone", path="/etc"),
         "image": image,
         "users": {"owner": owner, "lead": lead, "outsider": outsider, "ops": ops},
     }
