@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.resources.context_processors.approvals",
             ],
+            "builtins": ["portal.display"],
         },
     },
 ]
@@ -120,7 +121,8 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+FORMAT_MODULE_PATH = ["portal.formats"]  # one date format everywhere, with its zone
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import views as account_views
+from apps.applications import views as application_views
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.fleet.api import HostViewSet
@@ -28,6 +29,7 @@ urlpatterns = [
     path("account/token/", account_views.token_page, name="token"),
     path("account/token/create/", account_views.token_create, name="token-create"),
     path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("activity/", application_views.activity, name="activity"),
     path("apps/", include("apps.console.urls")),
     path("apps/", include("apps.applications.urls")),
     path("hosts/", include("apps.fleet.urls")),

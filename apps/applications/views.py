@@ -348,3 +348,45 @@ def instance_move(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 def _int(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
+
+
+ACTIVITY_PAGE = 50
+
+
+@login_required
+def activity(request: HtmxHttpRequest) -> HttpResponse:
+    """Everything the portal did, newest first: ops see every app's, others their teams'.
+    Filters narrow it (app, team, kind, status, who); the list follows what is still running."""
+    ops = permissions.is_ops(request.user)
+    teams = permissions.teams_of(request.user).order_by("slug")
+    operations = Operation.objects.select_related("requested_by", "instance", "app__team")
+    if not ops:
+        operations = operations.filter(app__team__in=teams)
+    wanted = {key: request.GET.get(key, "").strip() for key in ("app", "team", "kind", "status", "by")}
+    if wanted["app"]:
+        operations = operations.filter(app_slug__icontains=wanted["app"])
+    if wanted["team"]:
+        operations = operations.filter(app__team__slug=wanted["team"])
+    if wanted["kind"] in Operation.Kind.values:
+        operations = operations.filter(kind=wanted["kind"])
+    if wanted["status"] in Operation.Status.values:
+        operations = operations.filter(status=wanted["status"])
+    if wanted["by"] == "slipway":
+        operations = operations.filter(requested_by=None)
+    elif wanted["by"]:
+        operations = operations.filter(requested_by__username=wanted["by"])
+    page = Paginator(operations.order_by("-created_at", "-pk"), ACTIVITY_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "page": page,
+        "wanted": wanted,
+        "query": request.GET.urlencode(),
+        "teams": teams,
+        "kinds": Operation.Kind.choices,
+        "statuses": Operation.Status.choices,
+        "ops": ops,
+        "live": any(op.status not in Operation.TERMINAL for op in page),
+    }
+    template = "catalog/activity.html#activity-list" if request.htmx else "catalog/activity.html"
+    return render(request, template, context)

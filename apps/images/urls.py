@@ -7,4 +7,6 @@ urlpatterns = [
     path("", views.image_list, name="list"),
     path("<int:pk>/publish/", views.image_publish, name="publish"),
     path("<int:pk>/roll/", views.image_roll, name="roll"),
+    path("<int:pk>/new-version/", views.image_new_version, name="new-version"),
+    path("<int:pk>/recommend/", views.image_recommend, name="recommend"),
 ]

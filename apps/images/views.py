@@ -10,12 +10,15 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from apps.accounts import permissions
 from apps.applications import selectors, services
 from apps.applications.models import App, BaseImage, BuildState
-from apps.images import publish
+from apps.images import publish, versions
+from apps.images.forms import VersionForm
 from apps.instances.models import Operation
 from portal.http import HtmxHttpRequest
 
@@ -88,4 +91,55 @@ def image_roll(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
         for why in refused:
             messages.error(request, f"Not rolled: {why}")
+    return redirect("images:list")
+
+
+@login_required
+def image_new_version(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Ops: a new draft version of an image, made from this one (its recipe copied for editing)."""
+    base = get_object_or_404(BaseImage, pk=pk)
+    if not permissions.is_ops(request.user):
+        raise PermissionDenied("Only ops make base image versions.")
+    form = (
+        VersionForm(request.POST)
+        if request.method == "POST"
+        else VersionForm.from_image(base, versions.next_tag(base))
+    )
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                image = versions.version_create(user=request.user, base=base, **form.cleaned_data)
+            except ValidationError as exc:
+                for field, problems in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+            else:
+                messages.success(
+                    request, f"{image.reference} is a draft: Publish builds it and loads it onto the hosts."
+                )
+                return redirect(f"{reverse('images:list')}#version-{image.pk}")
+        else:
+            # The tag and recipe are checked too, so every problem shows in one round.
+            draft = BaseImage(
+                name=base.name, tag=request.POST.get("tag", "").strip(), recipe=request.POST.get("recipe", "")
+            )
+            for field, problems in versions.problems(base, draft).items():
+                if field in ("tag", "recipe") and not form.has_error(field):
+                    form.add_error(field, problems)
+        status = 400
+    return render(request, "catalog/image_version_new.html", {"base": base, "form": form}, status=status)
+
+
+@login_required
+@require_POST
+def image_recommend(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    image = get_object_or_404(BaseImage, pk=pk)
+    try:
+        versions.version_recommend(user=request.user, image=image)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{image.reference} is the recommended version of {image.name}.")
     return redirect("images:list")

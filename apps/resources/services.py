@@ -81,7 +81,9 @@ def usage_of(app: App, *, live: bool = True) -> list[InstanceUsage]:
             out[instance.pk] = InstanceUsage(instance, None, "unknown")
         else:
             out[instance.pk] = InstanceUsage(
-                instance, sample["working_set"] / MiB, f"sample from {sample['t']:%H:%M:%S}"
+                instance,
+                sample["working_set"] / MiB,
+                f"sample from {timezone.localtime(sample['t']):%H:%M:%S %Z}",
             )
     return [out[i.pk] for i in instances]
 

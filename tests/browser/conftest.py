@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from apps.accounts.models import Membership, Team
 from apps.applications.models import BaseImage
@@ -143,3 +144,29 @@ def lab_fleet(live_lab_hosts: list[Host]) -> Fleet:
     Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
     User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
     return Fleet(lab, live_lab_hosts, image, team, dev)
+
+
+# Journeys start where a user starts: signed in on the home page, then clicks. These helpers
+# are the clicks every journey shares.
+
+
+def login(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", "pw-" + username)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name=re.compile("Welcome"))).to_be_visible()
+
+
+def open_app(page: Page, slug: str) -> None:
+    """From any page: Apps in the top bar, then the app in the list."""
+    page.locator("header nav").get_by_role("link", name="Apps").click()
+    page.locator("#app-table").get_by_role("link", name=slug, exact=True).click()
+    expect(page.get_by_role("heading", name=slug, exact=True)).to_be_visible()
+
+
+def open_host(page: Page, name: str) -> None:
+    """From any page (ops): Hosts in the top bar, then the host in the list."""
+    page.locator("header nav").get_by_role("link", name="Hosts").click()
+    page.locator("table.grid").first.get_by_role("link", name=name, exact=True).click()
+    expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()

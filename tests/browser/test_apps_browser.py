@@ -3,8 +3,6 @@ real Celery worker on the lab), removes an instance, and finds the activity log.
 
 from __future__ import annotations
 
-import re
-
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
@@ -13,14 +11,7 @@ from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import register_images
-
-
-def _login(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "pw-" + username)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name=re.compile("Welcome"))).to_be_visible()
+from tests.browser.conftest import login
 
 
 def test_a_developer_creates_scales_and_watches_an_app_come_up(
@@ -35,7 +26,7 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
     dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
     Membership.objects.create(team=team, user=dev, role=Membership.Role.DEVELOPER)
     try:
-        _login(page, live_server.url, "dev")
+        login(page, live_server.url, "dev")
         page.get_by_role("link", name="Apps").first.click()
         page.get_by_role("link", name="New app").click()
         # One team and one image to choose from: both chosen already.
@@ -71,10 +62,18 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         expect(live).to_contain_text("3 of 3 running", timeout=30_000)
         expect(live).to_contain_text("settled")
         expect(page.locator("#instances tbody tr")).to_have_count(3)
-        # The Resources card's figures follow the scale, without a reload.
+        screenshot("three-running")
+        # The Resources tab's figures followed the scale, without a reload.
+        page.get_by_role("tab", name="Resources").click()
+        expect(page.locator("#resource-limits")).to_be_visible()
         expect(page.locator("#resource-limits")).to_contain_text("3 instances")
         expect(page.locator("#resource-usage tbody tr")).to_have_count(3)
-        screenshot("three-running")
+        expect(live).to_be_hidden()  # one panel at a time
+        assert page.url.endswith("#resources")  # the tab is in the URL: a reload opens it again
+        page.reload()
+        expect(page.locator("#resource-limits")).to_be_visible()
+        page.get_by_role("tab", name="Overview").click()
+        expect(live).to_be_visible()
         hosts_used = {row.inner_text().split("\t")[1] for row in page.locator("#instances tbody tr").all()}
         assert len(hosts_used) == 2  # spread over both lab hosts
 
@@ -93,15 +92,28 @@ def test_a_developer_creates_scales_and_watches_an_app_come_up(
         expect(page.locator("table.activity")).to_contain_text("remove slw-storefront-2")
         screenshot("activity")
 
+        # The portal-wide Activity page (every app of the user's teams), narrowed as one picks.
+        page.locator("header nav").get_by_role("link", name="Activity").click()
+        activity = page.locator("#activity-list")
+        expect(activity).to_contain_text("remove slw-storefront-2")
+        filters = page.locator("#activity-filters")
+        filters.locator("select[name=status]").select_option("failed")
+        expect(activity).to_contain_text("Nothing matches these filters.")
+        assert "status=failed" in page.url  # the filtered list has its own link
+        filters.locator("select[name=status]").select_option("")
+        filters.locator("input[name=app]").fill("storefront")
+        expect(activity.locator("tr[data-operation]")).to_have_count(3)  # scale, scale, remove
+        activity.get_by_role("link", name="storefront").first.click()
+
         # Delete: an empty box is refused next to it, in place; the app's name deletes it.
-        page.get_by_role("link", name="← storefront").click()
         expect(page.get_by_role("heading", name="storefront", exact=True)).to_be_visible()
+        page.get_by_role("tab", name="Settings").click()
         delete = page.locator("#delete-form")
         delete.get_by_role("button", name="Delete storefront").click()
         expect(page.locator("#delete-error")).to_have_text(
             "Type storefront in the box to confirm; nothing was deleted."
         )
-        assert page.url.endswith("/apps/storefront/")  # no reload to the top
+        assert page.url.endswith("/apps/storefront/#settings")  # no reload to the top
         page.locator("#delete-form input[name=confirm]").fill("storefront")
         page.locator("#delete-form").get_by_role("button", name="Delete storefront").click()
         expect(page.locator(".messages")).to_contain_text("storefront is being deleted")

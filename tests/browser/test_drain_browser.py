@@ -12,8 +12,7 @@ from apps.fleet.models import Drain
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from tests.browser.conftest import Fleet
-from tests.browser.test_hosts_browser import _login
+from tests.browser.conftest import Fleet, login, open_host
 
 
 def test_ops_drain_a_host_and_watch_its_instances_move(
@@ -43,11 +42,11 @@ def test_ops_drain_a_host_and_watch_its_instances_move(
             executor.run_operation(op.pk)
             assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
 
-        _login(page, live_server.url, "ops")
-        page.goto(f"{live_server.url}/hosts/{leaving.pk}/")
+        login(page, live_server.url, "ops")
+        open_host(page, leaving.name)
         # Ops see what runs on the host, and whose it is.
         listed = page.locator("#host-instances")
-        expect(listed).to_contain_text("3 instances of 3 apps, reserving 96 MiB and 0.30 CPU")
+        expect(listed).to_contain_text("3 instances of 3 apps, reserving 96 MiB and 0.3 CPU")
         expect(listed.locator("tr[data-instance=slw-draina-0]")).to_contain_text("draina")
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name=f"Drain {leaving.name}").click()

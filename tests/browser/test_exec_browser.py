@@ -16,7 +16,7 @@ from apps.instances import executor
 from apps.instances.models import Operation
 from apps.lab import fleet
 from apps.lab.register import register_images
-from tests.browser.test_apps_browser import _login
+from tests.browser.conftest import login, open_app
 
 
 def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
@@ -35,8 +35,8 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
     try:
         executor.run_operation(Operation.objects.get(app=app).pk)
 
-        _login(page, asgi_server, "dev")
-        page.goto(f"{asgi_server}/apps/runner/")
+        login(page, asgi_server, "dev")
+        open_app(page, "runner")
         page.get_by_role("link", name="slw-runner-0").click()
         expect(page.get_by_role("heading", name="slw-runner-0")).to_be_visible()
         page.fill("#exec-argv", "sh\n-c\necho $((6*7)) from $(hostname); exit 4")
@@ -65,8 +65,9 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         screenshot("instance-exec")
 
         page.context.clear_cookies()
-        _login(page, asgi_server, "boss")
-        page.goto(f"{asgi_server}/apps/runner/instances/0/")
+        login(page, asgi_server, "boss")
+        open_app(page, "runner")
+        page.get_by_role("link", name="slw-runner-0").click()
         commands = page.locator("#commands")
         commands.locator("input[name=name]").fill("greet")
         commands.locator("textarea[name=argv]").fill("echo\nhello from a named command")
@@ -74,12 +75,12 @@ def test_a_command_runs_on_the_instance_page_and_a_named_one_from_the_app_page(
         expect(page.locator(".messages")).to_contain_text("Command saved.")
 
         page.context.clear_cookies()
-        _login(page, asgi_server, "dev")
-        page.goto(f"{asgi_server}/apps/runner/")
+        login(page, asgi_server, "dev")
+        open_app(page, "runner")
         page.locator("#app-commands").get_by_role("button", name="greet").click()
         expect(page.locator("#app-commands [data-exec-output]")).to_contain_text("hello from a named command")
         screenshot("app-commands")
-        page.goto(f"{asgi_server}/apps/runner/exec-audit/")
+        page.get_by_role("link", name="Commands run in runner").click()
         expect(page.locator("table")).to_contain_text("greet")
         expect(page.locator("table")).to_contain_text("echo $((6*7))")
     finally:

@@ -6,14 +6,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from apps.hosts.models import Host
-
-
-def _login(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "pw-" + username)
-    page.click("button[type=submit]")
-    expect(page.get_by_role("heading", name=re.compile("Welcome"))).to_be_visible()
+from tests.browser.conftest import login
 
 
 def test_ops_see_the_lab_hosts_and_probe_one_with_htmx(
@@ -23,7 +16,7 @@ def test_ops_see_the_lab_hosts_and_probe_one_with_htmx(
     screenshot,  # type: ignore[no-untyped-def]
 ) -> None:
     User.objects.create_user("ops", "ops@example.invalid", "pw-ops", is_staff=True)
-    _login(page, live_server.url, "ops")
+    login(page, live_server.url, "ops")
     page.click("text=Hosts")
     rows = page.locator("table.grid tbody tr")
     expect(rows).to_have_count(len(live_lab_hosts))
@@ -48,7 +41,7 @@ def test_ops_see_the_lab_hosts_and_probe_one_with_htmx(
 
 def test_a_developer_cannot_open_the_host_pages(page: Page, live_server, transactional_db) -> None:  # type: ignore[no-untyped-def]
     User.objects.create_user("dev", "dev@example.invalid", "pw-dev")
-    _login(page, live_server.url, "dev")
+    login(page, live_server.url, "dev")
     expect(page.locator("header nav")).not_to_contain_text("Hosts")
-    page.goto(f"{live_server.url}/hosts/")
+    page.goto(f"{live_server.url}/hosts/")  # typed by hand: there is no link to click
     expect(page).to_have_url(re.compile("/admin/login/"))

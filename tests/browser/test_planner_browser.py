@@ -13,8 +13,7 @@ from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from tests.browser.conftest import Fleet
-from tests.browser.test_hosts_browser import _login
+from tests.browser.conftest import Fleet, login
 
 
 def test_ops_plan_the_lab_and_apply_it(
@@ -42,7 +41,7 @@ def test_ops_plan_the_lab_and_apply_it(
             executor.run_operation(op.pk)
             assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
 
-        _login(page, live_server.url, "ops")
+        login(page, live_server.url, "ops")
         page.get_by_role("link", name="Hosts").first.click()
         page.get_by_role("link", name="Consolidation planner").click()
         expect(page.locator("#hosts-before-after")).to_have_text("2 → 1")

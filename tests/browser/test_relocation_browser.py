@@ -35,7 +35,7 @@ from apps.lab.vm import (
 from apps.network.models import IPAllocation, IPPool
 from apps.relocations import services
 from apps.relocations.models import Relocation
-from tests.browser.test_apps_browser import _login
+from tests.browser.conftest import login
 
 # Inside the tests' pool range, apart from the docker tests' VM (10.213.232.x) and the
 # addresses the tests' instances take (from 10.213.200.1 up).
@@ -144,7 +144,7 @@ def test_a_developer_moves_the_vms_app_into_a_container_in_the_browser(
 
     # Register the VM.
     base = live_server.url
-    _login(page, base, "dev")
+    login(page, base, "dev")
     page.locator("header nav").get_by_role("link", name="Move a VM").click()
     expect(page.get_by_role("heading", name="VM moves")).to_be_visible()
     page.locator(".titlebar").get_by_role("link", name="Move a VM").click()
@@ -270,7 +270,7 @@ def test_a_plan_with_a_system_directory_is_refused_next_to_the_field(
         user=developer, relocation=relocation, password=vm_password(vm)
     )
 
-    _login(page, live_server.url, "dev")
+    login(page, live_server.url, "dev")
     page.goto(f"{live_server.url}/relocations/{relocation.pk}/")
     page.locator("#inspect").get_by_role("button", name="Inspect the VM").click()
     plan = page.locator("#plan-form")

@@ -18,7 +18,7 @@ from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import register_images
 from apps.resources.models import ResourceRequest
-from tests.browser.test_apps_browser import _login
+from tests.browser.conftest import login, open_app
 
 MiB = 1024 * 1024
 
@@ -44,8 +44,9 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         assert instance.state == Instance.State.RUNNING, instance.last_error
 
         # The developer asks for 128 MiB.
-        _login(page, live_server.url, "dev")
-        page.goto(f"{live_server.url}/apps/{app.slug}/")
+        login(page, live_server.url, "dev")
+        open_app(page, app.slug)
+        page.get_by_role("tab", name="Resources").click()
         card = page.locator("#resources")
         expect(card.locator("#resource-limits")).to_contain_text("64 MiB and 0.25 CPU per instance")
         expect(card.locator(f"tr[data-instance={instance.container_name}]")).to_contain_text("64 MiB")
@@ -65,7 +66,7 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         browser = page.context.browser
         assert browser is not None
         page = browser.new_page()
-        _login(page, live_server.url, "boss")
+        login(page, live_server.url, "boss")
         expect(page.locator("#nav-approvals .badge")).to_have_text("1")
         page.locator("#nav-approvals").click()
         request = ResourceRequest.objects.get(app=app)
@@ -108,7 +109,8 @@ def test_a_lead_approves_a_resize_and_the_instance_gets_the_new_limit(
         page = developer_page
 
         # The developer finds it applied, with the decision in the history.
-        page.goto(f"{live_server.url}/apps/{app.slug}/")
+        open_app(page, app.slug)
+        page.get_by_role("tab", name="Resources").click()
         expect(card.locator("#resource-limits")).to_contain_text("128 MiB and 0.25 CPU per instance")
         expect(card.locator(f"tr[data-instance={instance.container_name}]")).to_contain_text("128 MiB")
         history = card.locator(f"#resource-history tr[data-request='{request.pk}']")

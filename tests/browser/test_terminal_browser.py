@@ -4,7 +4,6 @@ then exits the shell and sees the session end (the portal served by daphne, as i
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import Membership, Team
@@ -16,7 +15,7 @@ from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import register_images
-from tests.browser.test_apps_browser import _login
+from tests.browser.conftest import login, open_app
 
 
 def test_a_developer_types_into_the_terminal_and_sees_the_answer(
@@ -37,8 +36,10 @@ def test_a_developer_types_into_the_terminal_and_sees_the_answer(
     instance = Instance.objects.get(app=app)
     assert instance.state == Instance.State.RUNNING, instance.last_error
     try:
-        _login(page, asgi_server, "dev")
-        page.goto(asgi_server + reverse("console:terminal", args=[app.slug, instance.slot]))
+        login(page, asgi_server, "dev")
+        open_app(page, app.slug)
+        page.get_by_role("link", name=instance.container_name).click()
+        page.get_by_role("link", name="Open a terminal").click()
         status = page.locator("[data-terminal-status]")
         expect(status).to_contain_text("Connected")
         rows = page.locator(".xterm-rows")

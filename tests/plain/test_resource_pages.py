@@ -201,7 +201,7 @@ def test_the_app_page_shows_usage_limits_quota_room_and_history(
     text = _text(_client(owner).get(reverse("catalog:detail", args=["web"])))
     card = text[text.index('id="resources"') :]
     assert "64 MiB and 0.25 CPU per instance" in card
-    assert re.search(r"<td>40 MiB <span class=\"muted\">\(sample from [\d:]+\)</span></td>", card)
+    assert re.search(r"<td>40 MiB <span class=\"muted\">\(sample from [\d:]+ UTC\)</span></td>", card)
     assert "memory: 64 of 1000 MiB reserved, 936 MiB free" in card
     assert "CPU: no quota" in card
     assert f"{instance.host.name}: 960 MiB and 1.75 CPU free" in card

@@ -215,6 +215,14 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "images:list": ("get", NONE, _signed_in(302, 200)),
     "images:publish": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
     "images:roll": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
+    # Only ops make versions: others get 403 with the reason; the form itself for ops.
+    "images:new-version": (
+        "get",
+        lambda c: {"pk": c["image"].pk},
+        {"anonymous": 302, "outsider": 403, "owner": 403, "lead": 403, "ops": 200},
+    ),
+    "images:recommend": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
+    "activity": ("get", NONE, _signed_in(302, 200)),
     "schema": ("get", NONE, _all(200)),
     "api-docs": ("get", NONE, _all(200)),
 }
