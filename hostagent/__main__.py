@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, check, info, killtree, limits, lxcfs, safefs, serve, stats
+from hostagent import arp, check, doctor, info, killtree, limits, lxcfs, safefs, serve, stats
 from hostagent.protocol import AGENT_VERSION, EXTRACT_MAX_BYTES, EXTRACT_MAX_MEMBERS
 
 
@@ -31,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="facts for the host checks: bridges, IP forwarding, storage driver, LXCFS"
     )
     check_cmd.add_argument("--lxcfs-root", "--lxcfs_root", dest="lxcfs_root", help=lxcfs_root)
+    doc = commands.add_parser(
+        "doctor", help="everything the host needs, each with what is wrong and the remedy"
+    )
+    doc.add_argument(
+        "--network", action="append", default=[], help="a Docker network the host needs, as name:parent"
+    )
+    doc.add_argument("--forward-off", action="store_true", help="IP forwarding must be off (a public pool)")
+    doc.add_argument("--volume-root", help="where app volumes live (free disk is checked there)")
+    doc.add_argument("--now", type=float, help="the portal's clock (seconds since the epoch)")
+    doc.add_argument("--lxcfs-root", dest="lxcfs_root", help=lxcfs_root)
     commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
     heal = commands.add_parser("lxcfs-heal", help="re-bind stale LXCFS files in running containers")
     heal.add_argument("--root", help=lxcfs_root)
@@ -55,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             document = dict(info.collect())
         elif args.command == "check":
             document = check.collect(args.lxcfs_root)
+        elif args.command == "doctor":
+            document = doctor.collect(
+                args.network, args.forward_off, args.volume_root, args.now, args.lxcfs_root
+            )
         elif args.command == "lxcfs-heal":
             document = lxcfs.heal(args.root)
         elif args.command == "fix-network":

@@ -48,9 +48,19 @@ def docker_facts() -> DockerFacts:
     }
 
 
+def build() -> str:
+    """The build the portal stamped into this agent (apps/hosts/agent.py), "" from a checkout."""
+    try:
+        from hostagent import _build  # type: ignore[attr-defined]  # written into the zipapp only
+    except ImportError:
+        return ""
+    return str(_build.BUILD)
+
+
 def collect() -> InfoDocument:
     return {
         "agent_version": AGENT_VERSION,
+        "agent_build": build(),
         "hostname": socket.gethostname(),
         "cpus": cpu_count(),
         "memory_bytes": memory_bytes(),

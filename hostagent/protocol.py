@@ -10,7 +10,8 @@ from typing import TypedDict
 
 # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree; 6: garp-for;
 # 7: extract, pack, manifest, write-file, read-file, remove (volume work that follows no symlink)
-AGENT_VERSION = 7
+# 8: installed by the portal as a zipapp (apps/hosts/agent.py), upgraded by the probe
+AGENT_VERSION = 8
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 # `extract` stops past these unless the portal asks for other bounds (a small upload may unpack
@@ -31,6 +32,7 @@ class DockerFacts(TypedDict, total=False):
 
 class InfoDocument(TypedDict):
     agent_version: int
+    agent_build: str  # which sources, as the portal built them ("" when run from a checkout)
     hostname: str
     cpus: int
     memory_bytes: int

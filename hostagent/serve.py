@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, info, killtree, limits, lxcfs, safefs, stats
+from hostagent import arp, check, doctor, info, killtree, limits, lxcfs, safefs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -24,6 +24,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "arp-probe": arp.probe,
     "holders": lambda network: {"holders": arp.holders(network)},
     "check": check.collect,
+    "doctor": doctor.collect,
     "fix-network": check.fix_network,
     "stats": stats.collect,
     "limits": limits.collect,

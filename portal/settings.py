@@ -220,6 +220,8 @@ HOST_PROBE_INTERVAL = envfloat("HOST_PROBE_INTERVAL", 30.0)
 # --- Hosts and transports ---
 # The portal's own SSH identity: generated on first use, never the user's ~/.ssh.
 SSH_KEY_PATH = Path(envstr("SLIPWAY_SSH_KEY", str(VAR_DIR / "ssh" / "id_ed25519")))
+# Where the portal installs hostagent on every host (apps/hosts/agent.py).
+HOSTAGENT_ROOT = envstr("HOSTAGENT_ROOT", "/opt/slipway/agent")
 SSH_CONNECT_TIMEOUT = envfloat("SSH_CONNECT_TIMEOUT", 5.0)
 SSH_BANNER_TIMEOUT = envfloat("SSH_BANNER_TIMEOUT", 5.0)
 SSH_AUTH_TIMEOUT = envfloat("SSH_AUTH_TIMEOUT", 5.0)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from apps.accounts.permissions import is_ops
 from apps.fleet import drain as draining
 from apps.fleet.models import Drain
-from apps.hosts import services
+from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.metrics.api import METRICS_PARAMETERS, window_of
 from apps.metrics.selectors import host_metrics
@@ -24,6 +24,19 @@ from portal.api import Pagination
 class HostSerializer(serializers.ModelSerializer):
     fingerprint = serializers.CharField(read_only=True)
     offered_fingerprint = serializers.CharField(read_only=True)
+    agent_version = serializers.SerializerMethodField(
+        help_text="The hostagent version on the host, once probed."
+    )
+    authorized_keys_line = serializers.SerializerMethodField(
+        help_text="The line for the account's authorized_keys that lets the portal in (it must be root)."
+    )
+
+    def get_agent_version(self, host: Host) -> int | None:
+        version = (host.facts or {}).get("agent_version")
+        return version if isinstance(version, int) else None
+
+    def get_authorized_keys_line(self, host: Host) -> str:
+        return gateway.portal_public_key()
 
     class Meta:
         model = Host
@@ -47,6 +60,8 @@ class HostSerializer(serializers.ModelSerializer):
             "checks",
             "checks_ok",
             "checks_override",
+            "agent_version",
+            "authorized_keys_line",
         ]
         read_only_fields = [
             "state",

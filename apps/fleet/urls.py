@@ -16,6 +16,7 @@ urlpatterns = [
     path("<int:pk>/probe/", views.host_probe, name="probe"),
     path("<int:pk>/fix-network/", views.host_fix_network, name="fix-network"),
     path("<int:pk>/override/", views.host_override, name="override"),
+    path("<int:pk>/fix-networks/", views.host_fix_networks, name="fix-networks"),
     path("<int:pk>/drain/", views.host_drain, name="drain"),
     path("<int:pk>/drain/progress/", views.host_drain_progress, name="drain-progress"),
     path("<int:pk>/activate/", views.host_activate, name="activate"),

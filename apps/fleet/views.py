@@ -18,9 +18,10 @@ from apps.fleet import consolidation, picture, planner, spread
 from apps.fleet import drain as draining
 from apps.fleet.forms import ConfirmKeyForm, HostRegisterForm
 from apps.fleet.models import Drain, FleetScenario
-from apps.hosts import services
+from apps.hosts import agent, gateway, services
 from apps.hosts.models import Host
 from apps.instances.models import Instance
+from apps.network import services as network_services
 from portal.http import HtmxHttpRequest
 
 # Host pages are for ops (staff). staff_member_required sends others to the admin login.
@@ -37,7 +38,11 @@ def host_list(request: HttpRequest) -> HttpResponse:
         else:
             return redirect("hosts:detail", pk=host.pk)
     hosts = Host.objects.all()
-    return render(request, "hosts/host_list.html", {"hosts": hosts, "form": form, **_spread_context()})
+    return render(
+        request,
+        "hosts/host_list.html",
+        {"hosts": hosts, "form": form, "portal_key": gateway.portal_public_key(), **_spread_context()},
+    )
 
 
 def _spread_context() -> dict[str, object]:
@@ -106,6 +111,8 @@ def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
         "confirm_form": form,
         "events": host.events.select_related("user")[:20],
         "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],
+        "portal_key": gateway.portal_public_key(),
+        "agent_root": agent.root(),
         **_volumes_context(host),
     }
 
@@ -176,6 +183,24 @@ def host_fix_network(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(
             request, f"fix-network ran on {host.name}; checks {'pass' if host.checks_ok else 'still fail'}."
         )
+    return redirect("hosts:detail", pk=pk)
+
+
+@staff_member_required
+@require_POST
+def host_fix_networks(request: HttpRequest, pk: int) -> HttpResponse:
+    """The doctor's `network` fix: make the Docker network of each pool the host serves."""
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        done = network_services.host_networks_fix(host=host, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        services.host_probe(host=host)
+        if done:
+            messages.success(request, "; ".join(done).capitalize() + ".")
+        else:
+            messages.info(request, f"No IP pool uses {host.name}: there is no network to make.")
     return redirect("hosts:detail", pk=pk)
 
 

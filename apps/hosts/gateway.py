@@ -7,12 +7,14 @@ show to users.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from apps.hosts import agent as agent_bundle
 from apps.hosts.transport import (
     CommandFailed,
     CommandResult,
@@ -28,9 +30,17 @@ from apps.hosts.transport import (
 if TYPE_CHECKING:
     from apps.hosts.models import Host
 
-AGENT_ARGV = ["python3", "-m", "hostagent"]
-# Agent document versions this portal understands (hostagent.protocol.AGENT_VERSION).
-KNOWN_AGENT_VERSIONS = {7}
+# The agent the portal installed (apps.hosts.agent); the same path on every host.
+AGENT_ARGV = agent_bundle.argv()
+AGENT_VERSION = agent_bundle.AGENT_VERSION
+
+
+class AgentMissing(CommandFailed):
+    """No agent is installed where the portal runs it (a new host): install it."""
+
+
+class AgentTooNew(HostError):
+    """The host runs an agent newer than this portal ships: the portal is the one to upgrade."""
 
 
 def _require_pinned(host: Host) -> None:
@@ -74,6 +84,10 @@ def _agent_once(host: Host, command: str, timeout: float, args: dict[str, object
     result = run(host, argv, timeout=timeout)
     if not result.ok:
         detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        if result.exit_code == 2 and b"can't open file" in result.stderr:
+            raise AgentMissing(
+                f"{host.name}: hostagent is not installed at {agent_bundle.root()}/current", exit_code=2
+            )
         raise CommandFailed(
             f"{host.name}: hostagent {command} exited {result.exit_code}: {detail[0]}",
             exit_code=result.exit_code,
@@ -88,12 +102,76 @@ def _agent_once(host: Host, command: str, timeout: float, args: dict[str, object
 
 
 def _checked(host: Host, command: str, document: dict[str, Any]) -> dict[str, Any]:
-    if command == "info" and document.get("agent_version") not in KNOWN_AGENT_VERSIONS:
-        raise HostError(
-            f"{host.name}: hostagent speaks version {document.get('agent_version')}; "
-            f"this portal knows {sorted(KNOWN_AGENT_VERSIONS)}"
+    version = document.get("agent_version")
+    if command == "info" and (not isinstance(version, int) or version > AGENT_VERSION):
+        # An older agent is upgraded by the probe; a newer one means the portal is behind.
+        raise AgentTooNew(
+            f"{host.name}: hostagent speaks version {version}, newer than the {AGENT_VERSION} this "
+            "portal ships; upgrade the portal (the agent stays as it is)"
         )
     return document
+
+
+def agent_install(host: Host) -> agent_bundle.Bundle:
+    """Install the portal's agent on the host: copied over SFTP into a directory of its own,
+    checksummed, tried, then made `current` in one rename; the one before stays as `previous`
+    (one rollback), older ones go. Installing the version already current changes nothing."""
+    bundle = agent_bundle.bundle()
+    root = agent_bundle.root()
+    target = f"{root}/{bundle.name}"
+    _must(host, ["mkdir", "-p", target], "create the agent directory")
+    part = f"{target}/hostagent.pyz.part"
+    _require_pinned(host)
+    ssh.put_file(host.endpoint, part, bundle.data)
+    summed = _must(host, ["sha256sum", "--", part], "checksum the agent")
+    if summed.split()[:1] != [bundle.sha256]:
+        raise HostError(
+            f"{host.name}: the agent arrived damaged (sha256 {summed[:16]}…, sent {bundle.sha256[:16]}…)"
+        )
+    _must(host, ["mv", "-f", "--", part, f"{target}/hostagent.pyz"], "put the agent in place")
+    said = _must(host, ["python3", f"{target}/hostagent.pyz", "--version"], "start the new agent")
+    if said.strip() != f"hostagent {bundle.version}":
+        raise HostError(f"{host.name}: the new agent says {said.strip()!r}, not hostagent {bundle.version}")
+    before = run(host, ["readlink", "--", f"{root}/current"], timeout=10).stdout.decode().strip()
+    if before and before != bundle.name:
+        _switch(host, f"{root}/previous", before)
+    _switch(host, f"{root}/current", bundle.name)
+    ssh.agent_forget(host.endpoint)  # the agent kept open runs the old code
+    listed = _must(
+        host, ["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name", "v*"], "list agents"
+    )
+    for path in listed.split():
+        if path.rsplit("/", 1)[-1] not in {bundle.name, before}:
+            run(host, ["rm", "-rf", "--", path], timeout=30)
+    return bundle
+
+
+def agent_rollback(host: Host) -> str:
+    """Make `previous` current again (an upgrade gone wrong); returns the version now current."""
+    root = agent_bundle.root()
+    previous = run(host, ["readlink", "--", f"{root}/previous"], timeout=10).stdout.decode().strip()
+    if not previous:
+        raise HostError(f"{host.name}: no previous agent is kept to go back to")
+    current = run(host, ["readlink", "--", f"{root}/current"], timeout=10).stdout.decode().strip()
+    _switch(host, f"{root}/current", previous)
+    if current:
+        _switch(host, f"{root}/previous", current)
+    ssh.agent_forget(host.endpoint)
+    return previous
+
+
+def _switch(host: Host, link: str, target: str) -> None:
+    """Point `link` at `target` in one rename: a reader sees the old agent or the new, never none."""
+    _must(host, ["ln", "-sfn", "--", target, f"{link}.new"], f"link {link}")
+    _must(host, ["mv", "-Tf", "--", f"{link}.new", link], f"switch {link}")
+
+
+def _must(host: Host, argv: list[str], what: str) -> str:
+    result = run(host, argv, timeout=60)
+    if not result.ok:
+        detail = result.stderr.decode(errors="replace").strip()[-300:] or f"exit {result.exit_code}"
+        raise CommandFailed(f"{host.name}: cannot {what}: {detail}", exit_code=result.exit_code)
+    return result.stdout.decode(errors="replace")
 
 
 def docker(host: Host) -> docker_api.DockerClient:
@@ -289,3 +367,36 @@ def volume_read(host: Host, root: str, name: str) -> str | None:
 def volume_write(host: Host, root: str, name: str, content: str) -> None:
     """Write root/name on the host; a symlink or file at its place is replaced, never written through."""
     agent(host, "write-file", timeout=15, root=root, name=name, content=content)
+
+
+def network_ensure(host: Host, name: str, *, subnet: str, gateway: str, ip_range: str) -> str:
+    """The bridged network `name` on the host, over the interface whose address is in `subnet`
+    (the NIC on that segment); made if missing. Says what it did."""
+
+    listed = run(host, ["ip", "-j", "-4", "addr", "show"], timeout=10)
+    if not listed.ok:
+        raise CommandFailed(
+            f"{host.name}: cannot list addresses: {listed.stderr.decode(errors='replace')[-200:]}"
+        )
+    network = ipaddress.ip_network(subnet, strict=False)
+    parents = [
+        link["ifname"]
+        for link in json.loads(listed.stdout or b"[]")
+        for info in link.get("addr_info", [])
+        if info.get("local") and ipaddress.ip_address(info["local"]) in network
+    ]
+    if not parents:
+        raise HostError(
+            f"{host.name}: no interface has an address in {subnet}, so none is on that segment to bridge onto; "
+            "give the host's NIC on that network an address first"
+        )
+    made = docker_api.network_ensure(
+        docker(host),
+        name,
+        subnet=subnet,
+        gateway=gateway,
+        parent=parents[0],
+        ip_range=ip_range,
+        where=host.name,
+    )
+    return f"{'created' if made else 'kept'} network {name} (macvlan on {parents[0]}, {subnet})"

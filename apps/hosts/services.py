@@ -4,13 +4,15 @@ the lab all call these."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from apps.hosts import gateway
+from apps.hosts import agent, gateway
 from apps.hosts.models import Host, HostEvent
 from apps.hosts.transport import NOT_A_FINGERPRINT, HostError, HostKeyChanged, fingerprint, fingerprint_in
 
@@ -97,7 +99,7 @@ def host_probe(*, host: Host) -> Host:
         host.save(update_fields=["last_checked", "last_error"])
         return host
     try:
-        info: dict[str, Any] = gateway.agent(host, "info")
+        info: dict[str, Any] = _agent_info(host)
     except HostError as exc:
         host.last_checked = now
         host.last_error = str(exc)
@@ -109,10 +111,10 @@ def host_probe(*, host: Host) -> Host:
         log.warning("probe of %s failed: %s", host.name, exc)
         return host
     facts = _check_facts(host)
-    host.checks = evaluate_checks(host, facts)
+    host.checks = evaluate_checks(host, facts, _doctor(host))
     # The spec of each new instance binds the LXCFS files the host serves (apps.instances.spec).
     info["lxcfs"] = {k: v for k, v in (facts.get("lxcfs") or {}).items() if k in ("running", "root", "binds")}
-    host.checks_ok = all(check["ok"] for check in host.checks)
+    host.checks_ok = all(check["ok"] for check in host.checks if check.get("required", True))
     host.cpus = int(info["cpus"])
     host.memory_mb = int(info["memory_bytes"]) // (1024 * 1024)
     host.facts = info
@@ -141,6 +143,39 @@ def host_probe(*, host: Host) -> Host:
         ]
     )
     return host
+
+
+# One agent install at a time in this process: a probe sweep upgrades hosts one by one.
+_install_lock = threading.Lock()
+
+
+def _agent_info(host: Host) -> dict[str, Any]:
+    """The agent's `info`, after installing the portal's agent if the host has none or an older
+    one (each install on the host's history). A newer agent is refused by the gateway."""
+    try:
+        info: dict[str, Any] = gateway.agent(host, "info")
+    except gateway.AgentMissing:
+        why = "none was installed"
+    else:
+        version, build = int(info.get("agent_version", 0)), info.get("agent_build", "")
+        if version > gateway.AGENT_VERSION or (
+            version == gateway.AGENT_VERSION and build == agent.bundle().build
+        ):
+            return info  # current (a newer one was refused by the gateway already)
+        why = (
+            f"version {version} was installed"
+            if version < gateway.AGENT_VERSION
+            else f"build {build or 'unknown'} was installed"
+        )
+    with _install_lock:
+        try:
+            bundle = gateway.agent_install(host)
+        except HostError as exc:
+            raise HostError(f"Installing hostagent {gateway.AGENT_VERSION} failed ({why}): {exc}") from exc
+    HostEvent.objects.create(
+        host=host, action="agent installed", detail=f"hostagent {bundle.version} ({bundle.name}); {why}"
+    )
+    return gateway.agent(host, "info")
 
 
 def _check_facts(host: Host) -> dict[str, Any]:
@@ -198,11 +233,46 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "ok": ok, "detail": detail}
 
 
-def evaluate_checks(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
+def _doctor(host: Host) -> list[dict[str, Any]]:
+    """`hostagent doctor`, told what only the portal knows about the host."""
+    networks = (
+        [f"{name}:" for name in host.ip_pools.values_list("docker_network", flat=True)] if host.pk else []
+    )
+    try:
+        report = gateway.agent(
+            host,
+            "doctor",
+            networks=networks,
+            forward_off=bool(networks),
+            volume_root=host.volume_root,
+            now=time.time(),
+        )
+    except HostError as exc:
+        return [_check("doctor", False, f"hostagent doctor failed: {exc}")]
+    return list(report.get("checks") or [])
+
+
+def evaluate_checks(
+    host: Host, facts: dict[str, Any], doctor: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Judge the agent's facts. Which facts matter depends on the host: IP forwarding only on
-    hosts bridged onto a public pool."""
+    hosts bridged onto a public pool. The doctor's report adds the rest (Docker, log rotation,
+    live-restore, swap accounting, networks, disk, clock) and the remedy of each failure."""
     if "error" in facts:
         return [_check("agent", False, f"hostagent check failed: {facts['error']}")]
+    judged = _judge(host, facts)
+    by_name = {c["name"]: c for c in doctor or []}
+    for check in judged:
+        said = by_name.get(check["name"], {})
+        check.update(
+            remedy="" if check["ok"] else said.get("remedy", ""),
+            fix="" if check["ok"] else said.get("fix", ""),
+        )
+    seen = {c["name"] for c in judged}
+    return judged + [c for c in doctor or [] if c["name"] not in seen]
+
+
+def _judge(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     bridges = facts.get("bridges")
     if bridges is None:

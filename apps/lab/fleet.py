@@ -24,7 +24,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps.hosts import gateway
+from apps.hosts import agent, gateway
 from apps.lab import images, netns
 from apps.lab.netns import NETNS_DIR, LabError
 
@@ -241,8 +241,7 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
         _ensure_host_network(host)
         _ensure_dockerd(host, log)
         _ensure_lxcfs(host, log)  # after dockerd: a dockerd restart kills what runs in the namespace
-        _ensure_agent(host)
-        _ensure_sshd(host, log)
+        _ensure_sshd(host, log)  # the agent: installed by the portal's probe, as on a real host
         _ensure_public_network(host)
     for key in config.images:
         spec = images.IMAGES[key]
@@ -423,22 +422,8 @@ def _kill_leftovers(host: LabHost, keep_sshd: bool = False) -> None:
         time.sleep(0.05)
 
 
-def _ensure_agent(host: LabHost) -> None:
-    """Install hostagent on the host as ops would on a real one: a copy of the package."""
-    source = BASE_DIR / "hostagent"
-    target = host.agent_dir / "hostagent"
-    staging = host.agent_dir / ".hostagent.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-
-
 def _sshd_config_text(host: LabHost) -> str:
-    env = (
-        f"DOCKER_HOST=unix://{host.docker_socket} PYTHONPATH={host.agent_dir} "
-        f"SLIPWAY_LXCFS_ROOT={host.lxcfs_dir}"
-    )
+    env = f"DOCKER_HOST=unix://{host.docker_socket} SLIPWAY_LXCFS_ROOT={host.lxcfs_dir}"
     return "\n".join(
         [
             f"ListenAddress {host.address}:22",
@@ -482,6 +467,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
         and _own_sysfs(running)
         and "fuse.lxcfs"
         in netns.mount_types(host.lxcfs_dir, running)  # an sshd from before the lab had LXCFS
+        and netns.mount_types(Path(agent.root()), running)  # ... or before the agent path
         and netns.sshd_answers(str(host.address))
     ):
         return
@@ -496,6 +482,13 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     # namespace is a slave, not private: later mounts on the host (LXCFS restarts) reach it.
     keep = host.run / "cgroup"
     keep.mkdir(parents=True, exist_ok=True)
+    # Each lab host has its own agent directory, seen where the portal installs the agent on
+    # every host (HOSTAGENT_ROOT): the lab hosts share this machine's filesystem.
+    host.agent_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(
+        host.agent_dir / "hostagent", ignore_errors=True
+    )  # the lab's own copy, before the portal installed it
+    Path(agent.root()).mkdir(parents=True, exist_ok=True)
     q = shlex.quote
     script = "; ".join(
         [
@@ -503,6 +496,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
             f"mount --rbind /sys/fs/cgroup {q(str(keep))}",
             "mount -t sysfs sysfs /sys",
             f"mount --move {q(str(keep))} /sys/fs/cgroup",
+            f"mount --bind {q(str(host.agent_dir))} {q(agent.root())}",
             f"exec {q(sshd)} -f {q(marker)} -E {q(str(host.state / 'sshd.log'))}",
         ]
     )

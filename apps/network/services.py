@@ -9,6 +9,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from apps.accounts import permissions
+from apps.hosts import gateway
+from apps.hosts.models import Host, HostEvent
+from apps.hosts.transport import HostError
 from apps.network.models import IPAllocation, IPPool
 
 if TYPE_CHECKING:  # the core (apps) builds on addresses: no import at run time
@@ -133,3 +136,28 @@ def address_replace_taken(*, allocation: IPAllocation, held_by: str) -> IPAlloca
     replacement = address_allocate(app=app, slot=slot)
     assert replacement is not None
     return replacement
+
+
+def host_networks_fix(*, host: Host, user: Any) -> list[str]:
+    """Make, on the host, the bridged Docker network of every pool it serves (ops only); what
+    was done goes on the host's history. Docker's own IPAM gets the pool's last /24 only."""
+    permissions.require_ops(user, "create Docker networks on hosts")
+    done = []
+    for pool in IPPool.objects.filter(hosts=host).order_by("name"):
+        network = ipaddress.ip_network(pool.network, strict=False)
+        last = list(network.subnets(new_prefix=max(network.prefixlen, 24)))[-1]
+        try:
+            done.append(
+                gateway.network_ensure(
+                    host,
+                    pool.docker_network,
+                    subnet=str(network),
+                    gateway=str(pool.gateway),
+                    ip_range=str(last),
+                )
+            )
+        except HostError as exc:
+            HostEvent.objects.create(host=host, user=user, action="networks", detail=f"failed: {exc}")
+            raise ValidationError(f"Network {pool.docker_network} for pool {pool.name}: {exc}") from exc
+    HostEvent.objects.create(host=host, user=user, action="networks", detail="; ".join(done) or "no pool")
+    return done

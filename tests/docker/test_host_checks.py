@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
 from apps.applications import services
@@ -16,6 +16,7 @@ from apps.hosts import services as hosts
 from apps.hosts.models import Host, HostEvent
 from apps.instances.models import Instance
 from apps.lab import fleet, netns
+from apps.network import services as network_services
 from apps.network.models import IPPool
 
 
@@ -111,3 +112,76 @@ def test_a_bridge_that_takes_its_mac_from_its_ports_fails_until_fixed(
     finally:
         netns.sh("ip", "link", "del", "tport0", check=False, netns=ns)
         netns.sh("ip", "link", "del", "tbr0", check=False, netns=ns)
+
+
+def test_the_doctor_reports_each_need_with_its_remedy_and_advice_does_not_stop_a_host(
+    lab_hosts: list[Host], lab_pool: IPPool
+) -> None:
+    host = hosts.host_probe(host=lab_hosts[0])
+    names = [c["name"] for c in host.checks]
+    for wanted in (
+        "Docker engine",
+        "cgroups",
+        "memory+swap accounting",
+        "LXCFS",
+        "network public",
+        "free disk",
+        "clock",
+    ):
+        assert wanted in names, names
+        assert _check(host, wanted)["ok"], _check(host, wanted)
+    # The lab's dockerd runs without daemon.json: logs never rotated, no live-restore. Said as
+    # advice with the remedy; the host still takes instances.
+    rotation = _check(host, "log rotation")
+    assert not rotation["ok"] and rotation["required"] is False
+    assert '"max-size": "10m"' in rotation["remedy"] and rotation["fix"] == "daemon-json"
+    assert host.checks_ok and host.takes_instances
+
+
+def test_a_missing_pool_network_fails_the_doctor_and_the_fix_makes_it(
+    lab: list[fleet.LabHost], lab_hosts: list[Host], lab_pool: IPPool, ops: User, owner: User
+) -> None:
+    host, lab_host = lab_hosts[1], lab[1]
+    # A second pool on a segment of its own, reached through a NIC of its own (Docker puts one
+    # macvlan network on an interface): one end of a veth pair here.
+    netns.sh("ip", "link", "add", "doc0", "type", "veth", "peer", "name", "doc1", netns=lab_host.netns)
+    netns.sh("ip", "addr", "add", "10.214.0.12/24", "dev", "doc0", netns=lab_host.netns)
+    netns.sh("ip", "link", "set", "doc0", "up", netns=lab_host.netns)
+    pool = IPPool.objects.create(
+        name="doctor-test",
+        network="10.214.0.0/24",
+        gateway="10.214.0.1",
+        range_start="10.214.0.100",
+        range_end="10.214.0.150",
+        docker_network="doctor-test",
+    )
+    pool.hosts.add(host)
+    try:
+        host = hosts.host_probe(host=host)
+        check = _check(host, "network doctor-test")
+        assert not check["ok"] and check["fix"] == "network", check
+        assert "Docker network doctor-test does not exist" in check["detail"]
+        assert "docker network create --driver macvlan" in check["remedy"]
+        assert not host.takes_instances
+
+        with pytest.raises(PermissionDenied):
+            network_services.host_networks_fix(host=host, user=owner)
+        done = network_services.host_networks_fix(host=host, user=ops)
+
+        assert "created network doctor-test (macvlan on doc0, 10.214.0.0/24)" in done
+        made = fleet.docker(
+            lab_host, "network", "inspect", "-f", '{{.Driver}} {{index .Options "parent"}}', "doctor-test"
+        )
+        assert made.stdout.strip() == "macvlan doc0"
+        host = hosts.host_probe(host=host)
+        assert _check(host, "network doctor-test")["ok"] and host.checks_ok
+        assert (
+            "created network doctor-test"
+            in HostEvent.objects.filter(host=host, action="networks").latest("created_at").detail
+        )
+        # Run again, it keeps what is there.
+        again = network_services.host_networks_fix(host=host, user=ops)
+        assert [line.split(" (")[0] for line in again] == ["kept network doctor-test", "kept network public"]
+    finally:
+        fleet.docker(lab_host, "network", "rm", "doctor-test", check=False)
+        netns.sh("ip", "link", "del", "doc0", check=False, netns=lab_host.netns)

@@ -105,7 +105,8 @@ def test_serve_answers_one_json_line_per_request_until_eof() -> None:
     assert replies[1]["ok"] is False and "bad request" in replies[1]["error"]
     assert (
         replies[2]["ok"] is False
-        and "'arp-probe', 'check', 'fix-network', 'garp', 'garp-for', 'holders'" in replies[2]["error"]
+        and "'arp-probe', 'check', 'doctor', 'fix-network', 'garp', 'garp-for', 'holders'"
+        in replies[2]["error"]
     )
     # No interface here holds that address: refused with the reason, nothing sent.
     assert replies[3] == {
@@ -123,3 +124,23 @@ def test_garp_for_refuses_a_malformed_mac_before_sending_anything() -> None:
         arp.garp_for("public", "192.0.2.77", "02:00:zz")
     with pytest.raises(ValueError, match="not a MAC address"):
         arp.garp_for("public", "192.0.2.77", "02:00:00:00:00")
+
+
+def test_the_bundle_the_portal_installs_is_the_same_bytes_every_time_and_runs_on_plain_python(
+    tmp_path: Path,
+) -> None:
+    from apps.hosts import agent
+
+    agent.bundle.cache_clear()
+    first = agent.bundle()
+    agent.bundle.cache_clear()
+    assert agent.bundle() == first
+    assert first.name == f"v{AGENT_VERSION}-{first.build}" and len(first.build) == 12
+    pyz = tmp_path / "hostagent.pyz"
+    pyz.write_bytes(first.data)
+    said = subprocess.run(
+        ["/usr/bin/python3", "-S", "-E", str(pyz), "--version"], capture_output=True, text=True
+    )
+    assert said.stdout.strip() == f"hostagent {AGENT_VERSION}", said.stderr
+    info = subprocess.run(["/usr/bin/python3", "-S", "-E", str(pyz), "info"], capture_output=True, text=True)
+    assert json.loads(info.stdout)["agent_version"] == AGENT_VERSION, info.stderr

@@ -94,6 +94,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "hosts:probe": ("post", HOST, _ops_page(200)),
     "hosts:fix-network": ("post", HOST, _ops_page(302)),
     "hosts:override": ("post", HOST, _ops_page(302)),
+    "hosts:fix-networks": ("post", HOST, _ops_page(302)),  # no pool: nothing to make, a message
     "hosts:drain": ("post", HOST, _ops_page(302)),
     "hosts:activate": ("post", HOST, _ops_page(302)),  # not draining: a message
     "hosts:drain-progress": ("get", HOST, _ops_page(286)),  # no drain: stop polling

@@ -18,6 +18,7 @@ import os
 import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from django.core.files.base import ContentFile
 from apps.accounts.models import Team
 from apps.applications import services as catalog
 from apps.applications.models import App, BaseImage, VolumeUpload
-from apps.hosts import treecopy
+from apps.hosts import agent, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandResult, Endpoint, HostError, ssh
 from apps.instances import executor
@@ -41,6 +42,18 @@ REPO = Path(__file__).resolve().parents[2]
 # --- the portal's commands, run on this machine instead of over SSH ----------------------------
 
 
+# The agent these commands run is the bundle the portal installs, at a path of this test run's
+# own instead of /opt/slipway/agent/current.
+_BUNDLE = Path(tempfile.mkdtemp(prefix="slipway-agent-")) / "hostagent.pyz"
+_BUNDLE.write_bytes(agent.bundle().data)
+
+
+def _here(argv: list[str]) -> list[str]:
+    if argv[: len(treecopy.AGENT_ARGV)] == treecopy.AGENT_ARGV:
+        return ["/usr/bin/python3", str(_BUNDLE), *argv[len(treecopy.AGENT_ARGV) :]]
+    return argv
+
+
 def _local_run(
     endpoint: Endpoint,
     argv: list[str],
@@ -50,7 +63,9 @@ def _local_run(
     max_output: int | None = None,
 ) -> CommandResult:
     started = time.monotonic()
-    done = subprocess.run(argv, input=stdin or b"", capture_output=True, timeout=timeout or 60, cwd=REPO)
+    done = subprocess.run(
+        _here(argv), input=stdin or b"", capture_output=True, timeout=timeout or 60, cwd=REPO
+    )
     limit = max_output or 1 << 20
     return CommandResult(
         exit_code=done.returncode,
@@ -66,7 +81,7 @@ class _LocalStream:
 
     def __init__(self, argv: list[str]) -> None:
         self.process = subprocess.Popen(
-            argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            _here(argv), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
 
     def write(self, data: bytes) -> None:
@@ -106,7 +121,7 @@ def _local_agent_call(
 ) -> object:
     request = json.dumps({"id": 1, "cmd": command, "args": args}) + "\n"
     done = subprocess.run(
-        [*argv, "serve"], input=request.encode(), capture_output=True, timeout=timeout, cwd=REPO
+        _here([*argv, "serve"]), input=request.encode(), capture_output=True, timeout=timeout, cwd=REPO
     )
     reply = json.loads(done.stdout)
     if not reply["ok"]:

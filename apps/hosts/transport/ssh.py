@@ -440,6 +440,40 @@ def agent_call(
     return channel.call(command, args, timeout)
 
 
+def agent_forget(endpoint: Endpoint) -> None:
+    """End the agent kept for the endpoint: the next call starts the one installed now."""
+    with _agents_lock:
+        channel = _agents.pop(endpoint, None)
+    if channel is not None:
+        channel.close()
+
+
+def put_file(endpoint: Endpoint, path: str, data: bytes, *, mode: int = 0o644, timeout: float = 60) -> None:
+    """Write `data` to `path` on the host over SFTP (no shell, no command line), with a deadline
+    on every step."""
+    session = session_for(endpoint)
+    try:
+        sftp = paramiko.SFTPClient.from_transport(session.transport)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise HostUnreachable(f"{endpoint}: cannot open SFTP (is the sftp subsystem on?): {exc}") from exc
+    if sftp is None:
+        raise HostUnreachable(f"{endpoint}: cannot open SFTP (is the sftp subsystem on?)")
+    try:
+        sftp.get_channel().settimeout(timeout)  # type: ignore[union-attr]
+        with sftp.open(path, "wb") as handle:
+            handle.set_pipelined(True)
+            handle.write(data)
+        sftp.chmod(path, mode)
+    except TimeoutError as exc:
+        raise HostUnreachable(f"{endpoint}: writing {path} stalled for {timeout:g} s") from exc
+    except OSError as exc:
+        raise CommandFailed(f"{endpoint}: cannot write {path}: {exc}", exit_code=1) from exc
+    except (paramiko.SSHException, EOFError) as exc:
+        raise HostUnreachable(f"{endpoint}: connection lost while writing {path}: {exc}") from exc
+    finally:
+        sftp.close()
+
+
 def agent_channel(endpoint: Endpoint) -> AgentChannel | None:
     """The agent channel kept for the endpoint in this process, if any (for tests and status)."""
     return _agents.get(endpoint)

@@ -26,6 +26,7 @@ from apps.hosts.transport.docker_api.containers import (
     image_present,
 )
 from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
+from apps.hosts.transport.docker_api.networks import network_ensure
 
 __all__ = [
     "DockerClient",
@@ -43,5 +44,6 @@ __all__ = [
     "image_id",
     "image_load",
     "image_present",
+    "network_ensure",
     "tty_open",
 ]
