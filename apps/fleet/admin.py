@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
 from apps.fleet import drain as draining
+from apps.fleet import prepare as preparing
 from apps.fleet.models import Drain, FleetScenario
 from apps.hosts import services
 from apps.hosts.models import Host
@@ -69,7 +70,7 @@ class HostAdmin(admin.ModelAdmin):
         "last_error",
         "facts",
     ]
-    actions = ["probe", "refetch_key", "fix_network", "drain", "activate"]
+    actions = ["probe", "refetch_key", "fix_network", "prepare", "drain", "activate"]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         # Registering fetches the host key for confirmation: one flow, on the ops host page.
@@ -117,6 +118,16 @@ class HostAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{host.name} offers {host.offered_fingerprint}; confirm it to pin."
                 )
+
+    @admin.action(description="Prepare the selected hosts (agent, doctor, safe fixes, base images)")
+    def prepare(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                preparing.host_prepare(user=request.user, host=host)
+            except ValidationError as exc:
+                self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{host.name}: preparing; the steps are on its host page.")
 
     @admin.action(description="Drain the selected hosts (move their instances away, one at a time)")
     def drain(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:

@@ -13,7 +13,8 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import is_ops
 from apps.fleet import drain as draining
-from apps.fleet.models import Drain
+from apps.fleet import prepare as preparing
+from apps.fleet.models import Drain, Preparation
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.metrics.api import METRICS_PARAMETERS, window_of
@@ -116,6 +117,20 @@ class DrainSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class PreparationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Preparation
+        fields = ["id", "state", "steps", "error", "created_at", "finished_at"]
+        read_only_fields = fields
+
+
+class PrepareAnswerSerializer(serializers.Serializer):
+    """What prepare answers: the host (with its checks), and its latest preparation (if any)."""
+
+    host = HostSerializer()
+    preparation = PreparationSerializer(allow_null=True)
+
+
 class DrainAnswerSerializer(serializers.Serializer):
     """What drain and activate answer: the host, and its latest drain (if any)."""
 
@@ -210,6 +225,26 @@ class HostViewSet(
                 raise _as_drf(exc) from exc
             host.refresh_from_db()
         return self._drain_answer(host)
+
+    @extend_schema(request=None, responses=PrepareAnswerSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def prepare(self, request: Request, pk: str | None = None) -> Response:
+        """GET: the latest preparation, step by step. POST: prepare the host (ops): install the
+        agent, run the doctor, apply the safe fixes, load the base images it lacks, check again."""
+        host = self.get_object()
+        if request.method == "POST":
+            try:
+                preparing.host_prepare(user=request.user, host=host)
+            except DjangoValidationError as exc:
+                raise _as_drf(exc) from exc
+            host.refresh_from_db()
+        preparation = host.preparations.first()
+        return Response(
+            {
+                "host": self.get_serializer(host).data,
+                "preparation": PreparationSerializer(preparation).data if preparation else None,
+            }
+        )
 
     @extend_schema(request=None, responses=DrainAnswerSerializer)
     @action(detail=True, methods=["post"])

@@ -56,6 +56,40 @@ class Drain(jobs.JobRecord):
         )
 
 
+class Preparation(jobs.JobRecord):
+    """Getting a registered host ready to take instances, step by step: the agent installed,
+    the doctor's checks, the fixes that are safe to apply, the base images it lacks, and the
+    checks once more. Each step's outcome is kept on the row (and the host's history)."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Preparing"
+        READY = "ready", "Ready"
+        NEEDS_OPS = "needs_ops", "Needs ops"
+        FAILED = "failed", "Stopped on an error"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="preparations")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+    # [{"name": "install the agent", "state": "done|running|failed|skipped|waiting", "detail": "..."}]
+    steps = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host"], condition=models.Q(state="running"), name="one_preparation_at_a_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"preparation of {self.host.name} ({self.state})"
+
+
 class FleetScenario(models.Model):
     """A made-up fleet for what-if planning (`manage.py synthetic_fleet`): hosts and instances as
     plain numbers, never placed on and never probed."""
@@ -77,3 +111,6 @@ class FleetScenario(models.Model):
 
 # A running drain is work for a worker (apps.fleet.drain.run); the task keeps its old name.
 DRAIN = jobs.register(jobs.Kind("drain", Drain, task="hosts.drain", active=Q(state=Drain.State.RUNNING)))
+PREPARE = jobs.register(
+    jobs.Kind("prepare", Preparation, task="fleet.prepare", active=Q(state=Preparation.State.RUNNING))
+)

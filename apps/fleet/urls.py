@@ -20,5 +20,7 @@ urlpatterns = [
     path("<int:pk>/drain/", views.host_drain, name="drain"),
     path("<int:pk>/drain/progress/", views.host_drain_progress, name="drain-progress"),
     path("<int:pk>/activate/", views.host_activate, name="activate"),
+    path("<int:pk>/prepare/", views.host_prepare, name="prepare"),
+    path("<int:pk>/prepare/progress/", views.host_prepare_progress, name="prepare-progress"),
     path("<int:pk>/volumes/<int:volume_id>/purge/", views.host_purge_volume, name="purge-volume"),
 ]

@@ -16,6 +16,7 @@ from apps.applications import services as app_services
 from apps.applications.models import App
 from apps.fleet import consolidation, picture, planner, spread
 from apps.fleet import drain as draining
+from apps.fleet import prepare as preparing
 from apps.fleet.forms import ConfirmKeyForm, HostRegisterForm
 from apps.fleet.models import Drain, FleetScenario
 from apps.hosts import agent, gateway, services
@@ -105,9 +106,46 @@ def _drain_card(request: HttpRequest, host: Host, status: int = 200, error: str 
     return HttpResponse(html, status=status)
 
 
+def _prepare_card(request: HttpRequest, host: Host, status: int = 200, error: str = "") -> HttpResponse:
+    """The Prepare card, and the state card (its checks) beside it out of band."""
+    host.refresh_from_db()
+    context = {"host": host, "preparation": host.preparations.first(), "prepare_error": error, "oob": True}
+    html = render_to_string("hosts/host_detail.html#prepare", context, request=request)
+    html += render_to_string("hosts/host_detail.html#host-state", context, request=request)
+    return HttpResponse(html, status=status)
+
+
+@staff_member_required
+@require_POST
+def host_prepare(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    htmx = getattr(request, "htmx", False)
+    try:
+        preparing.host_prepare(user=request.user, host=host)
+    except ValidationError as exc:
+        if htmx:
+            return _prepare_card(request, host, status=422, error=" ".join(exc.messages))
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if htmx:
+            return _prepare_card(request, host)
+        messages.success(request, f"Preparing {host.name}.")
+    return redirect("hosts:detail", pk=host.pk)
+
+
+@staff_member_required
+def host_prepare_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The Prepare card, polled while it runs; 286 stops the polling once it is over."""
+    host = get_object_or_404(Host, pk=pk)
+    preparation = host.preparations.first()
+    running = preparation is not None and preparation.state == preparation.State.RUNNING
+    return _prepare_card(request, host, status=200 if running else 286)
+
+
 def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
     return {
         **_drain_context(host),
+        "preparation": host.preparations.first(),
         "confirm_form": form,
         "events": host.events.select_related("user")[:20],
         "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],

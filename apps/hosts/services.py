@@ -150,8 +150,13 @@ _install_lock = threading.Lock()
 
 
 def _agent_info(host: Host) -> dict[str, Any]:
-    """The agent's `info`, after installing the portal's agent if the host has none or an older
-    one (each install on the host's history). A newer agent is refused by the gateway."""
+    return agent_ensure(host)[0]
+
+
+def agent_ensure(host: Host, user: Any = None) -> tuple[dict[str, Any], str]:
+    """The agent's `info`, after installing the portal's agent if the host has none, an older
+    one or another build (each install on the host's history), and what was installed ("" if
+    the host's was current). A newer agent is refused by the gateway."""
     try:
         info: dict[str, Any] = gateway.agent(host, "info")
     except gateway.AgentMissing:
@@ -161,7 +166,7 @@ def _agent_info(host: Host) -> dict[str, Any]:
         if version > gateway.AGENT_VERSION or (
             version == gateway.AGENT_VERSION and build == agent.bundle().build
         ):
-            return info  # current (a newer one was refused by the gateway already)
+            return info, ""  # current (a newer one was refused by the gateway already)
         why = (
             f"version {version} was installed"
             if version < gateway.AGENT_VERSION
@@ -172,10 +177,9 @@ def _agent_info(host: Host) -> dict[str, Any]:
             bundle = gateway.agent_install(host)
         except HostError as exc:
             raise HostError(f"Installing hostagent {gateway.AGENT_VERSION} failed ({why}): {exc}") from exc
-    HostEvent.objects.create(
-        host=host, action="agent installed", detail=f"hostagent {bundle.version} ({bundle.name}); {why}"
-    )
-    return gateway.agent(host, "info")
+    detail = f"hostagent {bundle.version} ({bundle.name}); {why}"
+    HostEvent.objects.create(host=host, user=user, action="agent installed", detail=detail)
+    return gateway.agent(host, "info"), detail
 
 
 def _check_facts(host: Host) -> dict[str, Any]:

@@ -189,3 +189,34 @@ def _fail(image: BaseImage, message: str, digest: str = "") -> None:
     if digest:
         fields["digest"] = digest
     BaseImage.objects.filter(pk=image.pk).update(**fields)
+
+
+def load_missing(host: Host) -> list[tuple[str, bool]]:
+    """Load onto `host` every published version it lacks (a host prepared or taken back after
+    a publish); what happened to each, in words, and whether it is there now. Versions without
+    a recipe (imported on the hosts by other means) cannot be sent from here and are said so."""
+    said: list[tuple[str, bool]] = []
+    for image in (
+        BaseImage.objects.filter(state=BuildState.PUBLISHED).exclude(hosts=host).order_by("name", "tag")
+    ):
+        if not image.recipe:
+            said.append((f"{image.reference}: no recipe, load it on the host by hand", False))
+            continue
+        try:
+            parsed = check_recipe(image)
+            out = Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
+        except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
+            said.append((f"{image.reference}: build failed: {exc}", False))
+            continue
+        if image.digest and built.digest != image.digest:
+            said.append(
+                (f"{image.reference}: the recipe now builds {built.digest}, not {image.digest}", False)
+            )
+            continue
+        progress = dict(image.load_progress or {})
+        progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
+        error = _load(image, host, built, progress)
+        said.append((f"{image.reference}: {'failed: ' + error if error else 'loaded'}", not error))
+    return said

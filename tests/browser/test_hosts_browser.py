@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
+from apps.hosts import gateway
 from apps.hosts.models import Host
-from tests.browser.conftest import login
+from apps.lab import netns
+from tests.browser.conftest import Fleet, login, open_host
 
 
 def test_ops_see_the_lab_hosts_and_probe_one_with_htmx(
@@ -45,3 +48,41 @@ def test_a_developer_cannot_open_the_host_pages(page: Page, live_server, transac
     expect(page.locator("header nav")).not_to_contain_text("Hosts")
     page.goto(f"{live_server.url}/hosts/")  # typed by hand: there is no link to click
     expect(page).to_have_url(re.compile("/admin/login/"))
+
+
+def test_ops_prepare_a_host_and_watch_its_checklist_turn_green(
+    page: Page,
+    live_server,  # type: ignore[no-untyped-def]
+    lab_fleet: Fleet,
+    worker: None,
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    """From the host page, through a real worker: the agent taken away and IP forwarding on, as
+    on a server the portal has not touched; Prepare puts both right while ops watch."""
+    lab_host, host = lab_fleet.lab[0], lab_fleet.hosts[0]
+    for path in lab_host.agent_dir.iterdir():
+        path.unlink() if path.is_symlink() else shutil.rmtree(path)
+    gateway.forget(host)
+    netns.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=lab_host.netns)
+    try:
+        login(page, live_server.url, "ops")
+        open_host(page, host.name)
+        page.get_by_role("button", name="Probe now").click()
+        # The probe installs the agent first; the doctor then finds forwarding on, with its remedy.
+        check = page.locator('#checks tr[data-check="ip_forward off"]')
+        expect(check).to_contain_text("net.ipv4.ip_forward=1")
+        expect(check).to_contain_text("Remedy: sysctl -w net.ipv4.ip_forward=0")
+        expect(page.locator("#host-state")).to_contain_text("fail")
+
+        page.get_by_role("button", name=f"Prepare {host.name}").click()
+        card = page.locator("#prepare")
+        expect(card.locator("#prepare-state")).to_have_text("Ready", timeout=60_000)
+        expect(card.locator('li[data-step="fix network settings"]')).to_contain_text("net.ipv4.ip_forward=0")
+        expect(card.locator('li[data-step-state="failed"]')).to_have_count(0)
+        # The checks beside it turned green without a reload.
+        expect(check).to_contain_text("net.ipv4.ip_forward=0")
+        expect(page.locator("#host-state h3")).to_contain_text("pass")
+        screenshot("prepared")
+        expect(page.get_by_role("button", name="Prepare again")).to_be_visible()
+    finally:
+        netns.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", netns=lab_host.netns)

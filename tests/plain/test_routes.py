@@ -97,6 +97,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "hosts:fix-networks": ("post", HOST, _ops_page(302)),  # no pool: nothing to make, a message
     "hosts:drain": ("post", HOST, _ops_page(302)),
     "hosts:activate": ("post", HOST, _ops_page(302)),  # not draining: a message
+    "hosts:prepare": ("post", HOST, _ops_page(302)),  # starts (no worker here): a message
+    "hosts:prepare-progress": ("get", HOST, _ops_page(286)),  # none running: stop polling
     "hosts:drain-progress": ("get", HOST, _ops_page(286)),  # no drain: stop polling
     "hosts:planner": ("get", NONE, _ops_page(200)),
     # ctx's one instance already sits on a single host: nothing to empty, a message.
@@ -118,6 +120,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "host-probe": ("post", HOST, _ops_api(200)),
     "host-drain": ("get", HOST, {"anonymous": 401, "outsider": 200, "owner": 200, "lead": 200, "ops": 200}),
     "host-activate": ("post", HOST, _ops_api(400)),  # not draining
+    "host-prepare": ("get", HOST, {"anonymous": 401, "outsider": 200, "owner": 200, "lead": 200, "ops": 200}),
     "host-fix-network": ("post", HOST, _ops_api(400)),
     "host-metrics": ("get", HOST, _ops_api(200)),
     "host-override": ("post", HOST, _ops_api(400)),

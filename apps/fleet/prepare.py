@@ -1,0 +1,168 @@
+"""Prepare: from a registered host with a confirmed key to one that takes instances, in steps
+ops watch on the host page. Every step is idempotent, so preparing again (or a worker taking
+over a lost run) redoes only what is still missing:
+
+1. install the agent (the portal's build, over SFTP; kept if current),
+2. run the doctor (the host's checks, each with its remedy),
+3. create the Docker network of each pool the host serves, if one is missing,
+4. fix the network settings (IP forwarding off, bridge MACs pinned), if they fail,
+5. load every published base image version the host lacks,
+6. check again: ready if every required check passes, else what ops still have to do.
+
+What is not safe to do unasked (restarting dockerd for daemon.json, installing packages) stays
+a remedy on the checklist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.accounts import permissions
+from apps.fleet.models import PREPARE, Preparation
+from apps.hosts import agent, gateway
+from apps.hosts import services as host_services
+from apps.hosts.models import Host, HostEvent
+from apps.hosts.transport import HostError
+from apps.images import publish
+from apps.network import services as network_services
+from portal import jobs
+
+log = logging.getLogger(__name__)
+
+STEPS = [
+    "install the agent",
+    "run the doctor",
+    "create pool networks",
+    "fix network settings",
+    "load base images",
+    "check again",
+]
+
+
+def host_prepare(*, user: Any, host: Host) -> Preparation:
+    """Start preparing the host (ops only); one preparation per host at a time."""
+    permissions.require_ops(user, "prepare hosts")
+    if not host.host_key:
+        raise ValidationError(f"{host.name}'s key is not confirmed yet: confirm its fingerprint first.")
+    steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
+    try:
+        with transaction.atomic():
+            preparation = Preparation.objects.create(host=host, started_by=user, steps=steps)
+            jobs.start(PREPARE, preparation.pk)
+    except IntegrityError:
+        raise ValidationError(f"{host.name} is being prepared already.") from None
+    return preparation
+
+
+def run(preparation_id: int) -> None:
+    if not jobs.claim(PREPARE, preparation_id):
+        return
+    with jobs.Heartbeat.of(PREPARE, preparation_id):
+        _run(Preparation.objects.select_related("host", "started_by").get(pk=preparation_id))
+
+
+def _step(preparation: Preparation, index: int, state: str, detail: str = "") -> None:
+    preparation.steps[index].update(state=state, detail=detail[:2000])
+    Preparation.objects.filter(pk=preparation.pk).update(steps=preparation.steps)
+
+
+def _failing(host: Host, fix: str) -> list[dict[str, Any]]:
+    return [c for c in host.checks if not c.get("ok") and c.get("fix") == fix]
+
+
+def _run(preparation: Preparation) -> None:
+    host = preparation.host
+    user = preparation.started_by
+
+    def install() -> tuple[str, str]:
+        info, installed = host_services.agent_ensure(host, user)
+        where = f"in {gateway.agent_bundle.root()}/current"
+        if installed:
+            return "done", f"{installed}, {where}"
+        return "skipped", f"hostagent {info.get('agent_version')} ({agent.bundle().name}) is current, {where}"
+
+    def doctor() -> tuple[str, str]:
+        nonlocal host
+        host = host_services.host_probe(host=host)
+        if host.state == Host.State.UNREACHABLE and not host.checks:
+            raise HostError(host.last_error or "the probe failed")
+        failing = [c["name"] for c in host.checks if not c.get("ok")]
+        return (
+            "done",
+            f"{len(host.checks)} checks, failing: {', '.join(failing)}"
+            if failing
+            else f"all {len(host.checks)} checks pass",
+        )
+
+    def networks() -> tuple[str, str]:
+        if not _failing(host, "network"):
+            return "skipped", "every pool's network is there"
+        done = network_services.host_networks_fix(host=host, user=user)
+        return "done", "; ".join(done)
+
+    def fix_network() -> tuple[str, str]:
+        if not _failing(host, "fix-network"):
+            return "skipped", "IP forwarding and bridge MACs are right"
+        result = gateway.agent(host, "fix-network")
+        fixed = ", ".join(result.get("fixed") or []) or "nothing needed fixing"
+        HostEvent.objects.create(host=host, user=user, action="fix-network", detail=fixed)
+        return "done", fixed
+
+    def images() -> tuple[str, str]:
+        said = publish.load_missing(host)
+        state = "failed" if not all(ok for _, ok in said) else "done" if said else "skipped"
+        return state, "; ".join(line for line, _ in said) or "it has every published version"
+
+    def again() -> tuple[str, str]:
+        nonlocal host
+        host = host_services.host_probe(host=host)
+        left = [
+            f"{c['name']}: {c.get('remedy') or c['detail']}"
+            for c in host.checks
+            if not c.get("ok") and c.get("required", True)
+        ]
+        return ("done", "ready: every required check passes") if not left else ("failed", "; ".join(left))
+
+    actions: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+        ("install the agent", install),
+        ("run the doctor", doctor),
+        ("create pool networks", networks),
+        ("fix network settings", fix_network),
+        ("load base images", images),
+        ("check again", again),
+    ]
+    problems = []
+    for index, (name, action) in enumerate(actions):
+        _step(preparation, index, "running")
+        try:
+            state, detail = action()
+        except (HostError, ValidationError) as exc:
+            message = " ".join(getattr(exc, "messages", [str(exc)]))
+            _step(preparation, index, "failed", message)
+            log.warning("preparing %s: %s failed: %s", host.name, name, message)
+            if index < 2:  # no agent or no checks: nothing after this can work
+                _finish(preparation, Preparation.State.FAILED, f"{name}: {message}")
+                return
+            problems.append(name)
+            continue
+        _step(preparation, index, state, detail)
+        if state == "failed":
+            problems.append(name)
+    state = Preparation.State.READY if not problems else Preparation.State.NEEDS_OPS
+    _finish(preparation, state, "" if not problems else "Still to do: " + ", ".join(problems))
+
+
+def _finish(preparation: Preparation, state: str, error: str) -> None:
+    Preparation.objects.filter(pk=preparation.pk).update(state=state, error=error, finished_at=timezone.now())
+    HostEvent.objects.create(
+        host=preparation.host,
+        user=preparation.started_by,
+        action="prepared" if state == Preparation.State.READY else "prepare stopped",
+        detail=error or "ready",
+    )
