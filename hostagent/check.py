@@ -68,13 +68,35 @@ def collect(lxcfs_root: str | None = None) -> dict[str, object]:
     }
 
 
+SYSCTL_DIR_ENV = "SLIPWAY_SYSCTL_DIR"  # where sysctl settings persist (default below)
+SYSCTL_DIR = "/etc/sysctl.d"
+SYSCTL_FILE = "90-slipway.conf"
+SYSCTL_TEXT = "# Written by Slipway's hostagent: a host bridged onto a public pool must not forward.\nnet.ipv4.ip_forward = 0\n"
+
+
+def sysctl_path() -> str:
+    return os.path.join(os.environ.get(SYSCTL_DIR_ENV) or SYSCTL_DIR, SYSCTL_FILE)
+
+
 def fix_network() -> dict[str, object]:
-    """Turn IP forwarding off and give every bridge its current MAC explicitly."""
+    """Turn IP forwarding off (and keep it off after a reboot) and give every bridge its current
+    MAC explicitly."""
     fixed: list[str] = []
     if int(_read(IP_FORWARD)) != 0:
         with open(IP_FORWARD, "w") as handle:
             handle.write("0\n")
         fixed.append("net.ipv4.ip_forward=0")
+    path = sysctl_path()
+    try:
+        kept = _read(path) == SYSCTL_TEXT.strip()
+    except OSError:
+        kept = False
+    if not kept:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as handle:
+            handle.write(SYSCTL_TEXT)
+        os.replace(path + ".tmp", path)
+        fixed.append(f"kept off after a reboot in {path}")
     for bridge in bridges() if sysfs_matches_namespace() else []:
         if not bridge["mac_fixed"]:
             subprocess.run(

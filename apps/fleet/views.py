@@ -19,7 +19,7 @@ from apps.fleet import drain as draining
 from apps.fleet import prepare as preparing
 from apps.fleet.forms import ConfirmKeyForm, HostRegisterForm
 from apps.fleet.models import Drain, FleetScenario
-from apps.hosts import agent, gateway, services
+from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 from apps.network import services as network_services
@@ -109,9 +109,16 @@ def _drain_card(request: HttpRequest, host: Host, status: int = 200, error: str 
 def _prepare_card(request: HttpRequest, host: Host, status: int = 200, error: str = "") -> HttpResponse:
     """The Prepare card, and the state card (its checks) beside it out of band."""
     host.refresh_from_db()
-    context = {"host": host, "preparation": host.preparations.first(), "prepare_error": error, "oob": True}
+    context = {
+        "host": host,
+        "preparation": host.preparations.first(),
+        "prepare_error": error,
+        "events": host.events.select_related("user")[:20],
+        "oob": True,
+    }
     html = render_to_string("hosts/host_detail.html#prepare", context, request=request)
     html += render_to_string("hosts/host_detail.html#host-state", context, request=request)
+    html += render_to_string("hosts/host_detail.html#host-log", context, request=request)
     return HttpResponse(html, status=status)
 
 
@@ -150,7 +157,6 @@ def _detail(host: Host, form: ConfirmKeyForm) -> dict[str, object]:
         "events": host.events.select_related("user")[:20],
         "findings": host.findings.filter(resolved_at=None).order_by("kind", "subject")[:100],
         "portal_key": gateway.portal_public_key(),
-        "agent_root": agent.root(),
         **_volumes_context(host),
     }
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from apps.hosts import agent
 from apps.hosts.transport import Endpoint, fingerprint
 
 _HOSTNAME = re.compile(
@@ -149,6 +150,12 @@ class Host(models.Model):
     def clean(self) -> None:
         if self.docker_transport == self.Transport.LOCAL and not self.docker_socket:
             raise ValidationError({"docker_socket": "The local transport needs the daemon's socket path."})
+
+    @property
+    def agent_path(self) -> str:
+        """Where the portal's agent is on the host (the same on every host)."""
+
+        return f"{agent.root()}/current"
 
     @property
     def socket_path(self) -> str:

@@ -423,7 +423,11 @@ def _kill_leftovers(host: LabHost, keep_sshd: bool = False) -> None:
 
 
 def _sshd_config_text(host: LabHost) -> str:
-    env = f"DOCKER_HOST=unix://{host.docker_socket} SLIPWAY_LXCFS_ROOT={host.lxcfs_dir}"
+    # The lab hosts share this machine's /etc: settings the agent persists go to their own dir.
+    env = (
+        f"DOCKER_HOST=unix://{host.docker_socket} SLIPWAY_LXCFS_ROOT={host.lxcfs_dir} "
+        f"SLIPWAY_SYSCTL_DIR={host.state / 'sysctl.d'}"
+    )
     return "\n".join(
         [
             f"ListenAddress {host.address}:22",

@@ -70,7 +70,10 @@ def test_prepare_takes_a_bare_host_to_ready(
         assert steps["install the agent"][0] == "done"
         assert "ip_forward off" in steps["run the doctor"][1]  # found failing, then fixed
         assert steps["create pool networks"][0] == "skipped"
-        assert steps["fix network settings"] == ("done", "net.ipv4.ip_forward=0")
+        assert steps["fix network settings"][0] == "done"
+        assert steps["fix network settings"][1].startswith("net.ipv4.ip_forward=0")
+        sysctl = (lab_host.state / "sysctl.d" / "90-slipway.conf").read_text()
+        assert sysctl.endswith("net.ipv4.ip_forward = 0\n")
         assert steps["load base images"] == ("done", f"{REFERENCE}: loaded")
         assert steps["check again"] == ("done", "ready: every required check passes")
         host.refresh_from_db()
