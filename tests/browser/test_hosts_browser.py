@@ -83,7 +83,9 @@ def test_ops_prepare_a_host_and_watch_its_checklist_turn_green(
         expect(check).to_contain_text("net.ipv4.ip_forward=0")
         expect(page.locator("#host-state h3")).to_contain_text("pass")
         expect(page.locator("#host-log")).to_contain_text("fix-network net.ipv4.ip_forward=0")
-        expect(page.locator("#host-state")).to_contain_text(f"hostagent {gateway.AGENT_VERSION} in {host.agent_path}")
+        expect(page.locator("#host-state")).to_contain_text(
+            f"hostagent {gateway.AGENT_VERSION} in {host.agent_path}"
+        )
         screenshot("prepared")
         expect(page.get_by_role("button", name="Prepare again")).to_be_visible()
     finally:
