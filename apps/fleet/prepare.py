@@ -60,11 +60,30 @@ def host_prepare(*, user: Any, host: Host) -> Preparation:
     return preparation
 
 
+def prepare_now(host: Host, user: Any = None) -> Preparation:
+    """Prepare the host in this process and return the finished row: for the lab's own set-up
+    (`lab up`, the tests' fixtures), which does what ops would press, with no worker yet."""
+    steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
+    try:
+        with transaction.atomic():
+            preparation = Preparation.objects.create(host=host, started_by=user, steps=steps)
+    except IntegrityError:
+        raise ValidationError(f"{host.name} is being prepared already.") from None
+    run(preparation.pk)
+    preparation.refresh_from_db()
+    return preparation
+
+
 def run(preparation_id: int) -> None:
     if not jobs.claim(PREPARE, preparation_id):
         return
+    preparation = Preparation.objects.select_related("host", "started_by").get(pk=preparation_id)
     with jobs.Heartbeat.of(PREPARE, preparation_id):
-        _run(Preparation.objects.select_related("host", "started_by").get(pk=preparation_id))
+        try:
+            _run(preparation)
+        except Exception as exc:  # a bug must not leave the host "Preparing" for ever
+            log.exception("preparing %s crashed", preparation.host.name)
+            _finish(preparation, Preparation.State.FAILED, f"Prepare stopped on an unexpected error: {exc}")
 
 
 def _step(preparation: Preparation, index: int, state: str, detail: str = "") -> None:
@@ -103,7 +122,7 @@ def _run(preparation: Preparation) -> None:
     def networks() -> tuple[str, str]:
         if not _failing(host, "network"):
             return "skipped", "every pool's network is there"
-        done = network_services.host_networks_fix(host=host, user=user)
+        done = network_services.host_networks_ensure(host=host, user=user)
         return "done", "; ".join(done)
 
     def fix_network() -> tuple[str, str]:

@@ -242,7 +242,6 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
         _ensure_dockerd(host, log)
         _ensure_lxcfs(host, log)  # after dockerd: a dockerd restart kills what runs in the namespace
         _ensure_sshd(host, log)  # the agent: installed by the portal's probe, as on a real host
-        _ensure_public_network(host)
     for key in config.images:
         spec = images.IMAGES[key]
         tar = images.rootfs_tar(key, config.image_cache, log)
@@ -509,34 +508,6 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     netns.wait_for(
         lambda: netns.sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log"
     )
-
-
-def _ensure_public_network(host: LabHost) -> None:
-    if docker(host, "network", "inspect", "public", check=False).returncode == 0:
-        return
-    subnet = host.config.subnet
-    # Docker's own IPAM hands out only from the last /24; the portal assigns static
-    # addresses explicitly (Docker's per-host IPAM would reuse addresses across hosts).
-    last = list(subnet.subnets(new_prefix=max(subnet.prefixlen, 24)))[-1]
-    docker(
-        host,
-        "network",
-        "create",
-        "--driver",
-        "macvlan",
-        "--subnet",
-        str(subnet),
-        "--gateway",
-        str(host.config.portal_ip),
-        "--ip-range",
-        str(last),
-        "--opt",
-        "parent=eth0",
-        "public",
-    )
-
-
-# --- down -------------------------------------------------------------------------------------------
 
 
 def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:

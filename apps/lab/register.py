@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 
 from apps.applications.models import BaseImage
 from apps.applications.services import base_image_refresh_hosts
+from apps.fleet import prepare
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
@@ -102,16 +103,18 @@ def register_pool(
     return pool
 
 
-def fix_lab_network(hosts: list[Host], log: Log = print) -> list[Host]:
-    """What ops do after a host fails its network checks: hostagent fix-network. New network
-    namespaces start with ip_forward=1, so every fresh lab host fails that check first."""
+def prepare_lab_hosts(hosts: list[Host], log: Log = print) -> list[Host]:
+    """What ops do with a new host: Prepare. It installs the agent, creates the pool's Docker
+    network, turns forwarding off (new namespaces start with ip_forward=1) and checks again."""
     out = []
     for host in hosts:
-        host = services.host_probe(host=host)
-        failing = [c["name"] for c in host.checks if not c["ok"]]
-        if failing:
-            log(f"{host.name}: fails {', '.join(failing)}; running fix-network as ops would")
-            host = services.host_fix_network(host=host, user=None)
-        log(f"{host.name}: checks {'pass' if host.checks_ok else 'FAIL'}")
+        preparation = prepare.prepare_now(host)
+        for step in preparation.steps:
+            if step["state"] in ("done", "failed"):
+                log(f"{host.name}: {step['name']}: {step['state']}: {step['detail']}")
+        host.refresh_from_db()
+        log(
+            f"{host.name}: {preparation.get_state_display().lower()}; checks {'pass' if host.checks_ok else 'FAIL'}"
+        )
         out.append(host)
     return out

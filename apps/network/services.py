@@ -139,9 +139,15 @@ def address_replace_taken(*, allocation: IPAllocation, held_by: str) -> IPAlloca
 
 
 def host_networks_fix(*, host: Host, user: Any) -> list[str]:
-    """Make, on the host, the bridged Docker network of every pool it serves (ops only); what
-    was done goes on the host's history. Docker's own IPAM gets the pool's last /24 only."""
+    """Make, on the host, the bridged Docker network of every pool it serves (ops only)."""
     permissions.require_ops(user, "create Docker networks on hosts")
+    return host_networks_ensure(host=host, user=user)
+
+
+def host_networks_ensure(*, host: Host, user: Any = None) -> list[str]:
+    """The bridged Docker network of every pool the host serves, made where missing; what was
+    done goes on the host's history. Docker's own IPAM gets the pool's last /24 only. (Callers
+    decide who may: ops on the host page, a Prepare ops started, the lab's own set-up.)"""
     done = []
     for pool in IPPool.objects.filter(hosts=host).order_by("name"):
         network = ipaddress.ip_network(pool.network, strict=False)

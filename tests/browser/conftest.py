@@ -22,7 +22,7 @@ from apps.accounts.models import Membership, Team
 from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
+from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls that the tests
 # make between page actions are still synchronous and safe.
@@ -137,7 +137,7 @@ def lab_fleet(live_lab_hosts: list[Host]) -> Fleet:
     register_pool(
         lab[0].config, live_lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
     )
-    fix_lab_network(live_lab_hosts, log=lambda _: None)
+    prepare_lab_hosts(live_lab_hosts, log=lambda _: None)
     (image,) = register_images(("busybox",), log=lambda _: None)
     team = Team.objects.create(slug="fleet-team", name="Fleet team")
     dev = User.objects.create_user("dev", "dev@example.invalid", "pw-dev")

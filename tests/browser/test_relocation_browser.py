@@ -22,7 +22,7 @@ from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.hosts.transport import fingerprint
 from apps.lab import fleet
-from apps.lab.register import fix_lab_network, register_images, register_pool
+from apps.lab.register import prepare_lab_hosts, register_images, register_pool
 from apps.lab.vm import (
     LegacyVM,
     vm_down,
@@ -88,7 +88,7 @@ def pool(live_lab_hosts: list[Host]) -> IPPool:
         first="10.213.200.1",
         last="10.213.239.254",
     )
-    hosts = fix_lab_network(live_lab_hosts, log=lambda _: None)
+    hosts = prepare_lab_hosts(live_lab_hosts, log=lambda _: None)
     assert all(h.checks_ok for h in hosts), [h.checks for h in hosts]
     return pool
 

@@ -11,7 +11,7 @@ import pytest
 from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
-from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
+from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.helpers import KillableWorker
@@ -73,7 +73,7 @@ def lab_pool(lab: list[fleet.LabHost], lab_hosts: list[Host]) -> IPPool:
     pool = register_pool(
         lab[0].config, lab_hosts, log=lambda _: None, first="10.213.200.1", last="10.213.239.254"
     )
-    hosts = fix_lab_network(lab_hosts, log=lambda _: None)
+    hosts = prepare_lab_hosts(lab_hosts, log=lambda _: None)
     assert all(h.checks_ok for h in hosts), [h.checks for h in hosts]
     return pool
 

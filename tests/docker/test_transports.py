@@ -12,6 +12,7 @@ from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandFailed, CommandTimeout, HostKeyChanged, HostKeyUnknown, ssh
 from apps.lab import fleet
+from apps.network.models import IPPool
 from hostagent.protocol import AGENT_VERSION
 
 
@@ -37,7 +38,7 @@ def test_a_container_starts_through_each_transport_on_each_host(
 
 
 def test_a_container_with_a_static_ip_answers_from_the_portal(
-    lab_hosts: list[Host], cleanup_containers: list[str]
+    lab_hosts: list[Host], lab_pool: IPPool, cleanup_containers: list[str]
 ) -> None:
     host = lab_hosts[1]
     name = "t-static-ip"

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.lab import fleet, netns, vm
-from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool
+from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 
 
 class Command(BaseCommand):
@@ -40,7 +40,7 @@ class Command(BaseCommand):
                     hosts = register_hosts(lab_hosts, log)
                     register_images(config.images, log)
                     register_pool(config, hosts, log)
-                    fix_lab_network(hosts, log)
+                    prepare_lab_hosts(hosts, log)
                 self._print_status(config)
             elif options["action"] == "down":
                 fleet.down(config, log, purge=options["purge"])  # the VMs too
