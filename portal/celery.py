@@ -21,6 +21,10 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         settings.RECONCILE_INTERVAL, sender.signature("instances.reconcile"), name="reconcile instances"
     )
+    # Hosts that lack what Prepare makes (a network, a base image version) get it.
+    sender.add_periodic_task(
+        settings.RECONCILE_INTERVAL, sender.signature("fleet.prepare_wanting"), name="prepare hosts"
+    )
     # A sweep that could not run in its interval is worthless later: let it expire.
     sender.add_periodic_task(
         settings.METRICS_INTERVAL,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -24,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.accounts import permissions
+from apps.applications.models import BaseImage, BuildState
 from apps.fleet.models import PREPARE, Preparation
 from apps.hosts import agent, gateway
 from apps.hosts import services as host_services
@@ -185,3 +187,46 @@ def _finish(preparation: Preparation, state: str, error: str) -> None:
         action="prepared" if state == Preparation.State.READY else "prepare stopped",
         detail=error or "ready",
     )
+
+
+# A host that lacks something Prepare makes (a pool network, forwarding off, a base image version)
+# is prepared by the beat, at most this often per host: a fix that does not hold must not loop.
+AUTO_EVERY_S = 600
+
+
+def wanting() -> list[Host]:
+    """Active hosts that Prepare would change: a failing check it fixes, or a published version
+    (with a recipe) they lack."""
+
+    hosts = list(Host.objects.filter(state=Host.State.ACTIVE).exclude(host_key=""))
+    published = list(
+        BaseImage.objects.filter(state=BuildState.PUBLISHED).exclude(recipe="").prefetch_related("hosts")
+    )
+    out = []
+    for host in hosts:
+        fixable = any(not c.get("ok") and c.get("fix") in ("network", "fix-network") for c in host.checks)
+        lacking = any(host not in image.hosts.all() for image in published)
+        if fixable or lacking:
+            out.append(host)
+    return out
+
+
+def prepare_wanting() -> list[int]:
+    """The beat's part: start Prepare on each host that wants it and had none lately."""
+    since = timezone.now() - timedelta(seconds=AUTO_EVERY_S)
+    started = []
+    for host in wanting():
+        if host.preparations.filter(created_at__gte=since).exists():
+            continue
+        try:
+            with transaction.atomic():
+                steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
+                preparation = Preparation.objects.create(host=host, steps=steps)
+                jobs.start(PREPARE, preparation.pk)
+        except IntegrityError:
+            continue  # one is running
+        HostEvent.objects.create(
+            host=host, action="prepare started", detail="by the portal: something Prepare fixes was missing"
+        )
+        started.append(preparation.pk)
+    return started

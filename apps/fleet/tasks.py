@@ -17,3 +17,8 @@ def drain(drain_id: int) -> None:
 @shared_task(name="fleet.prepare", ignore_result=True, time_limit=3600, soft_time_limit=3600 - 60)
 def prepare(preparation_id: int) -> None:
     preparing.run(preparation_id)
+
+
+@shared_task(name="fleet.prepare_wanting", ignore_result=True)
+def prepare_wanting() -> None:
+    preparing.prepare_wanting()

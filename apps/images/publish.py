@@ -106,7 +106,7 @@ def run(image_id: int) -> None:
 def _run(image: BaseImage) -> None:
     try:
         parsed = check_recipe(image)
-        out = Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"
+        out = archive_path(image)
         out.parent.mkdir(parents=True, exist_ok=True)
         built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
     except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
@@ -141,6 +141,23 @@ def _run(image: BaseImage) -> None:
         return
     BaseImage.objects.filter(pk=image.pk).update(state=BuildState.PUBLISHED, build_error="")
     log.info("published %s (%s) on %d host(s)", image.reference, built.digest, len(hosts))
+    prune_archives()
+
+
+def archive_path(image: BaseImage) -> Path:
+    return Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"
+
+
+def prune_archives() -> list[str]:
+    """Delete built archives that no version needs any more (its row was deleted): they are
+    rebuilt, byte for byte, whenever a host needs the version again. Returns the names gone."""
+    wanted = {archive_path(image).name for image in BaseImage.objects.only("name", "tag")}
+    gone = []
+    for path in sorted(Path(settings.IMAGE_ARCHIVE_DIR).glob("*.tar")):
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
+            gone.append(path.name)
+    return gone
 
 
 def _load(image: BaseImage, host: Host, built: imagebuild.Built, progress: dict[str, dict[str, Any]]) -> str:
@@ -204,7 +221,7 @@ def load_missing(host: Host) -> list[tuple[str, bool]]:
             continue
         try:
             parsed = check_recipe(image)
-            out = Path(settings.IMAGE_ARCHIVE_DIR) / f"{image.name.replace('/', '_')}_{image.tag}.tar"
+            out = archive_path(image)
             out.parent.mkdir(parents=True, exist_ok=True)
             built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
         except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:

@@ -1,0 +1,65 @@
+"""Hosts that lack what Prepare makes are prepared by the beat (at most every 10 minutes each),
+and image archives no version needs are pruned."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.test import override_settings
+from django.utils import timezone
+
+from apps.applications.models import BaseImage, BuildState
+from apps.fleet import prepare
+from apps.fleet.models import Preparation
+from apps.hosts.models import Host, HostEvent
+from apps.images import publish
+
+RECIPE = "FROM scratch\nADD busybox /\n"
+
+
+def test_a_host_that_lacks_a_version_or_fails_a_fixable_check_is_prepared_once(hosts: list[Host]) -> None:
+    h1, h2 = hosts
+    image = BaseImage.objects.create(name="slipway/web", tag="1", runtime="busybox", recipe=RECIPE)
+    image.hosts.add(h1, h2)
+    assert prepare.wanting() == []  # both have it, and no check fails
+
+    image.hosts.remove(h2)  # h2 joined after the publish
+    h1.checks = [{"name": "network public", "ok": False, "fix": "network", "detail": "", "remedy": ""}]
+    h1.save()
+    assert {h.name for h in prepare.wanting()} == {"h1", "h2"}
+
+    started = prepare.prepare_wanting()
+
+    assert sorted(Preparation.objects.filter(pk__in=started).values_list("host__name", flat=True)) == [
+        "h1",
+        "h2",
+    ]
+    assert HostEvent.objects.filter(action="prepare started").count() == 2
+    # Not again while the last one is recent, whatever it came to.
+    Preparation.objects.update(state=Preparation.State.NEEDS_OPS)
+    assert prepare.prepare_wanting() == []
+    Preparation.objects.update(created_at=timezone.now() - timedelta(seconds=prepare.AUTO_EVERY_S + 1))
+    assert len(prepare.prepare_wanting()) == 2
+
+
+def test_a_version_without_a_recipe_or_a_host_not_active_wants_nothing(hosts: list[Host]) -> None:
+    BaseImage.objects.create(name="slipway/imported", tag="1", runtime="busybox", recipe="")
+    BaseImage.objects.create(
+        name="slipway/draft", tag="1", runtime="busybox", recipe=RECIPE, state=BuildState.DRAFT
+    )
+    hosts[1].state = Host.State.DRAINING
+    hosts[1].save()
+    assert prepare.wanting() == []
+
+
+def test_archives_no_version_needs_are_pruned(tmp_path: Path, db: None) -> None:
+    kept = BaseImage.objects.create(name="slipway/web", tag="2", runtime="busybox", recipe=RECIPE)
+    with override_settings(IMAGE_ARCHIVE_DIR=tmp_path):
+        publish.archive_path(kept).write_bytes(b"tar")
+        (tmp_path / "slipway_web_1.tar").write_bytes(b"old")  # its version was deleted
+        (tmp_path / "notes.txt").write_text("not an archive: left alone")
+
+        assert publish.prune_archives() == ["slipway_web_1.tar"]
+
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "slipway_web_2.tar"]
