@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from apps.hosts import gateway  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
 from apps.lab import fleet, netns  # noqa: E402
-from apps.lab.register import fix_lab_network, register_hosts, register_images, register_pool  # noqa: E402
+from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool  # noqa: E402
 from apps.metrics import services as metrics  # noqa: E402
 from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
@@ -162,7 +163,8 @@ def main() -> int:
     hosts = register_hosts(lab, log=lambda _: None)
     register_images(("busybox", "debian-python"), log=lambda _: None)
     register_pool(config, hosts, log=lambda _: None, first="10.213.240.1", last="10.213.249.254")
-    fix_lab_network(hosts, log=lambda _: None)
+    prepare_lab_hosts(hosts, log=lambda _: None)
+    bench_prepare(hosts[-1], lab[-1])
     redis.Redis.from_url(BROKER).flushdb()  # the bench's own broker database: no stale tasks
     team = Team.objects.create(slug="bench", name="Bench")
     user = User.objects.create_user("bench")  # no password: the bench signs in with force_login
@@ -468,6 +470,64 @@ def bench_metrics(lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost]) -
         timings.append((time.perf_counter() - started) * 1000)
     assert sum(v is not None for v in chart["series"][0]["cpu_pct"]) > 1000
     figure("chart_query_24h", "ms", statistics.median(timings), None)
+
+
+def _bare(host: Host, lab_host: fleet.LabHost) -> None:
+    """What a server has before the portal touched it: no agent, IP forwarding on."""
+    for path in lab_host.agent_dir.iterdir():
+        path.unlink() if path.is_symlink() else shutil.rmtree(path)
+    (lab_host.state / "sysctl.d" / "90-slipway.conf").unlink(missing_ok=True)
+    gateway.forget(host)
+    netns.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=lab_host.netns)
+
+
+def _prepare_by_hand(host: Host, lab_host: fleet.LabHost) -> None:
+    """The same steps as an ops script over the same SSH connection, one command each: copy the
+    agent (cat > file), check its sha256, move it in place, link it current, run it once, turn
+    forwarding off and persist it, then run the doctor."""
+    from apps.hosts import agent
+
+    bundle = agent.bundle()
+    root = agent.root()
+    target = f"{root}/{bundle.name}"
+    sysctl_dir = str(lab_host.state / "sysctl.d")  # the lab host's SLIPWAY_SYSCTL_DIR
+
+    def must(argv: list[str], stdin: bytes | None = None) -> bytes:
+        result = gateway.run(host, argv, timeout=60, stdin=stdin)
+        assert result.ok, (argv, result.stderr)
+        return result.stdout
+
+    must(["mkdir", "-p", target, sysctl_dir])
+    must(["dd", f"of={target}/hostagent.pyz.part", "status=none"], stdin=bundle.data)
+    assert must(["sha256sum", f"{target}/hostagent.pyz.part"]).split()[0].decode() == bundle.sha256
+    must(["mv", "-f", f"{target}/hostagent.pyz.part", f"{target}/hostagent.pyz"])
+    must(["ln", "-sfn", bundle.name, f"{root}/current"])
+    must(["python3", f"{root}/current/hostagent.pyz", "--version"])
+    must(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+    must(["dd", f"of={sysctl_dir}/90-slipway.conf", "status=none"], stdin=b"net.ipv4.ip_forward = 0\n")
+    must(["python3", f"{root}/current/hostagent.pyz", "doctor", "--network", "public:", "--forward-off"])
+
+
+def bench_prepare(host: Host, lab_host: fleet.LabHost) -> None:
+    """Prepare on a bare lab host (no agent, forwarding on) until Ready, beside the same steps
+    done by hand over SSH (_prepare_by_hand). Prepare also probes twice and checks the pool's
+    network and base images, which the script does not."""
+    from apps.fleet import prepare
+    from apps.fleet.models import Preparation
+
+    portal, raw = [], []
+    for _ in range(ROUNDS):
+        _bare(host, lab_host)
+        started = time.perf_counter()
+        done = prepare.prepare_now(host)
+        portal.append(time.perf_counter() - started)
+        assert done.state == Preparation.State.READY, (done.error, done.steps)
+        _bare(host, lab_host)
+        started = time.perf_counter()
+        _prepare_by_hand(host, lab_host)
+        raw.append(time.perf_counter() - started)
+    prepare.prepare_now(host)  # leave it as the portal would
+    figure("prepare_host", "s", statistics.median(portal), statistics.median(raw))
 
 
 def bench_planner() -> None:
