@@ -181,6 +181,8 @@ def _run(preparation: Preparation) -> None:
 
 def _finish(preparation: Preparation, state: str, error: str) -> None:
     Preparation.objects.filter(pk=preparation.pk).update(state=state, error=error, finished_at=timezone.now())
+    if not Host.objects.filter(pk=preparation.host_id).exists():
+        return  # the host was deleted meanwhile: there is no history to write to
     HostEvent.objects.create(
         host=preparation.host,
         user=preparation.started_by,
