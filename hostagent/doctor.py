@@ -67,12 +67,21 @@ def _swap_accounting(version: int, root: str = info.CGROUP_ROOT) -> bool:
     """Whether memory+swap can be limited: what a live resize sets along with memory."""
     if version == 1:
         return os.path.exists(os.path.join(root, "memory", "memory.memsw.limit_in_bytes"))
-    for dirpath, _dirs, files in os.walk(root):
-        if "memory.swap.max" in files:
-            return True
-        if dirpath.count("/") > root.count("/") + 2:
-            break
+    # v2 has the swap files in every cgroup below the root (not in the root) when accounting
+    # is on: look two levels down, where system.slice and Docker's scopes are.
+    wanted = ("memory.swap.max", "memory.swap.current")
+    for first in _children(root):
+        for path in (first, *_children(first)):
+            if any(os.path.exists(os.path.join(path, name)) for name in wanted):
+                return True
     return False
+
+
+def _children(path: str) -> list[str]:
+    try:
+        return [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _networks(wanted: list[str]) -> list[dict[str, Any]]:

@@ -144,3 +144,19 @@ def test_the_bundle_the_portal_installs_is_the_same_bytes_every_time_and_runs_on
     assert said.stdout.strip() == f"hostagent {AGENT_VERSION}", said.stderr
     info = subprocess.run(["/usr/bin/python3", "-S", "-E", str(pyz), "info"], capture_output=True, text=True)
     assert json.loads(info.stdout)["agent_version"] == AGENT_VERSION, info.stderr
+
+
+def test_the_doctor_finds_swap_accounting_on_cgroup_v1_and_on_a_recorded_v2_host(tmp_path: Path) -> None:
+    from hostagent import doctor
+
+    v2 = Path(__file__).resolve().parents[1] / "fixtures" / "cgroup2" / "sys" / "fs" / "cgroup"
+    assert doctor._swap_accounting(2, str(v2))  # a real v2 host's docker scope has memory.swap.*
+    bare = tmp_path / "v2"
+    (bare / "system.slice").mkdir(parents=True)
+    (bare / "system.slice" / "memory.max").write_text("max\n")
+    assert not doctor._swap_accounting(2, str(bare))  # booted without swap accounting
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    assert not doctor._swap_accounting(1, str(v1))
+    (v1 / "memory" / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    assert doctor._swap_accounting(1, str(v1))
