@@ -52,25 +52,26 @@ def host_prepare(*, user: Any, host: Host) -> Preparation:
     permissions.require_ops(user, "prepare hosts")
     if not host.host_key:
         raise ValidationError(f"{host.name}'s key is not confirmed yet: confirm its fingerprint first.")
+    with transaction.atomic():
+        preparation = _new(host, user)
+        jobs.start(PREPARE, preparation.pk)
+    return preparation
+
+
+def _new(host: Host, user: Any) -> Preparation:
+    """The row, every step waiting; refused while another runs on the host."""
     steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
     try:
         with transaction.atomic():
-            preparation = Preparation.objects.create(host=host, started_by=user, steps=steps)
-            jobs.start(PREPARE, preparation.pk)
+            return Preparation.objects.create(host=host, started_by=user, steps=steps)
     except IntegrityError:
         raise ValidationError(f"{host.name} is being prepared already.") from None
-    return preparation
 
 
 def prepare_now(host: Host, user: Any = None) -> Preparation:
     """Prepare the host in this process and return the finished row: for the lab's own set-up
     (`lab up`, the tests' fixtures), which does what ops would press, with no worker yet."""
-    steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
-    try:
-        with transaction.atomic():
-            preparation = Preparation.objects.create(host=host, started_by=user, steps=steps)
-    except IntegrityError:
-        raise ValidationError(f"{host.name} is being prepared already.") from None
+    preparation = _new(host, user)
     run(preparation.pk)
     preparation.refresh_from_db()
     return preparation
@@ -130,10 +131,7 @@ def _run(preparation: Preparation) -> None:
     def fix_network() -> tuple[str, str]:
         if not _failing(host, "fix-network"):
             return "skipped", "IP forwarding and bridge MACs are right"
-        result = gateway.agent(host, "fix-network")
-        fixed = ", ".join(result.get("fixed") or []) or "nothing needed fixing"
-        HostEvent.objects.create(host=host, user=user, action="fix-network", detail=fixed)
-        return "done", fixed
+        return "done", host_services.network_fix(host=host, user=user)
 
     def images() -> tuple[str, str]:
         said = publish.load_missing(host)
@@ -222,10 +220,9 @@ def prepare_wanting() -> list[int]:
             continue
         try:
             with transaction.atomic():
-                steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
-                preparation = Preparation.objects.create(host=host, steps=steps)
+                preparation = _new(host, None)
                 jobs.start(PREPARE, preparation.pk)
-        except IntegrityError:
+        except ValidationError:
             continue  # one is running
         HostEvent.objects.create(
             host=host, action="prepare started", detail="by the portal: something Prepare fixes was missing"

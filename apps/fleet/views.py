@@ -240,7 +240,6 @@ def host_fix_networks(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        services.host_probe(host=host)
         if done:
             messages.success(request, "; ".join(done).capitalize() + ".")
         else:

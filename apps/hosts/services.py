@@ -99,7 +99,7 @@ def host_probe(*, host: Host) -> Host:
         host.save(update_fields=["last_checked", "last_error"])
         return host
     try:
-        info: dict[str, Any] = _agent_info(host)
+        info: dict[str, Any] = agent_ensure(host)[0]
     except HostError as exc:
         host.last_checked = now
         host.last_error = str(exc)
@@ -147,10 +147,6 @@ def host_probe(*, host: Host) -> Host:
 
 # One agent install at a time in this process: a probe sweep upgrades hosts one by one.
 _install_lock = threading.Lock()
-
-
-def _agent_info(host: Host) -> dict[str, Any]:
-    return agent_ensure(host)[0]
 
 
 def agent_ensure(host: Host, user: Any = None) -> tuple[dict[str, Any], str]:
@@ -327,13 +323,19 @@ def _judge(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
 
 def host_fix_network(*, host: Host, user: Any) -> Host:
     """Turn IP forwarding off and pin bridge MACs on the host (hostagent fix-network), then re-check."""
+    network_fix(host=host, user=user)
+    return host_probe(host=host)
+
+
+def network_fix(*, host: Host, user: Any) -> str:
+    """hostagent fix-network, kept in the host's log; what it fixed, in words."""
     try:
         result = gateway.agent(host, "fix-network")
     except HostError as exc:
         raise ValidationError(f"{host.name}: fix-network failed: {exc}") from exc
     fixed = ", ".join(result.get("fixed") or []) or "nothing needed fixing"
     HostEvent.objects.create(host=host, user=user, action="fix-network", detail=fixed)
-    return host_probe(host=host)
+    return fixed
 
 
 @transaction.atomic

@@ -103,13 +103,21 @@ def run(image_id: int) -> None:
         _run(BaseImage.objects.get(pk=image_id))
 
 
+BUILD_ERRORS = (ValidationError, ValueError, OSError, KeyError, RuntimeError)
+
+
+def _build(image: BaseImage) -> imagebuild.Built:
+    """The version's `docker load` archive, built from its recipe (byte for byte the same each time)."""
+    parsed = check_recipe(image)
+    out = archive_path(image)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
+
+
 def _run(image: BaseImage) -> None:
     try:
-        parsed = check_recipe(image)
-        out = archive_path(image)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
-    except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
+        built = _build(image)
+    except BUILD_ERRORS as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         _fail(image, f"Build failed: {message}")
         return
@@ -220,11 +228,8 @@ def load_missing(host: Host) -> list[tuple[str, bool]]:
             said.append((f"{image.reference}: no recipe, load it on the host by hand", False))
             continue
         try:
-            parsed = check_recipe(image)
-            out = archive_path(image)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            built = imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
-        except (ValidationError, ValueError, OSError, KeyError, RuntimeError) as exc:
+            built = _build(image)
+        except BUILD_ERRORS as exc:
             said.append((f"{image.reference}: build failed: {exc}", False))
             continue
         if image.digest and built.digest != image.digest:

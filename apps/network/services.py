@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from apps.accounts import permissions
 from apps.hosts import gateway
+from apps.hosts import services as host_services
 from apps.hosts.models import Host, HostEvent
 from apps.hosts.transport import HostError
 from apps.network.models import IPAllocation, IPPool
@@ -139,9 +140,12 @@ def address_replace_taken(*, allocation: IPAllocation, held_by: str) -> IPAlloca
 
 
 def host_networks_fix(*, host: Host, user: Any) -> list[str]:
-    """Make, on the host, the bridged Docker network of every pool it serves (ops only)."""
+    """Make, on the host, the bridged Docker network of every pool it serves (ops only), then
+    check the host again."""
     permissions.require_ops(user, "create Docker networks on hosts")
-    return host_networks_ensure(host=host, user=user)
+    done = host_networks_ensure(host=host, user=user)
+    host_services.host_probe(host=host)
+    return done
 
 
 def host_networks_ensure(*, host: Host, user: Any = None) -> list[str]:

@@ -163,6 +163,7 @@ def open_app(page: Page, slug: str) -> None:
     page.locator("header nav").get_by_role("link", name="Apps").click()
     page.locator("#app-table").get_by_role("link", name=slug, exact=True).click()
     expect(page.get_by_role("heading", name=slug, exact=True)).to_be_visible()
+    page.wait_for_load_state()  # htmx (a deferred script) has wired the buttons
 
 
 def open_host(page: Page, name: str) -> None:
@@ -170,3 +171,4 @@ def open_host(page: Page, name: str) -> None:
     page.locator("header nav").get_by_role("link", name="Hosts").click()
     page.locator("table.grid").first.get_by_role("link", name=name, exact=True).click()
     expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+    page.wait_for_load_state()  # htmx (a deferred script) has wired the buttons

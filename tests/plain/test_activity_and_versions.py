@@ -100,7 +100,7 @@ def test_a_refused_version_says_what_is_wrong_and_makes_nothing(v1: BaseImage, o
     assert response.status_code == 400
     assert "slipway/web:1 exists already; pick another tag, e.g. 2." in body
     assert "FROM scratch" in body  # the recipe's own message
-    assert "could not be split into words" in body
+    assert "Cannot split the command into arguments" in body  # the shared CommandField says it
     assert BaseImage.objects.count() == 1
 
 
