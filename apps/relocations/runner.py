@@ -295,25 +295,30 @@ def _ensure_app(ctx: Context) -> App:
         "volume_mount": plan["app_dir"],
         "workdir": plan["workdir"],
     }
-    app = App.objects.filter(pk=relocation.app_id).first() if relocation.app_id else None
-    if app is None:
-        app = catalog.app_create(
-            user=user,
-            team=relocation.team,
-            slug=plan["app_slug"],
-            base_image=image,
-            command=plan["command"],
-            port=plan["port"],
-            env=plan["env"],
-            memory_mb=plan["memory_mb"],
-            cpus=plan["cpus"],
-        )
-    for name, value in fields.items():
-        setattr(app, name, value)
-    app.full_clean()
-    app.save()
-    relocation.app = app
-    Relocation.objects.filter(pk=relocation.pk).update(app=app)
+    # One transaction: a worker killed between making the app and linking it would leave an app
+    # the next run cannot claim ("An app named … already exists") and the move could never end.
+    with transaction.atomic():
+        app = App.objects.filter(pk=relocation.app_id).first() if relocation.app_id else None
+        if app is None:
+            app = catalog.app_create(
+                user=user,
+                team=relocation.team,
+                slug=plan["app_slug"],
+                base_image=image,
+                command=plan["command"],
+                port=plan["port"],
+                env=plan["env"],
+                memory_mb=plan["memory_mb"],
+                cpus=plan["cpus"],
+            )
+            if made := ctx.hooks.get("app_made"):
+                made(app)
+        for name, value in fields.items():
+            setattr(app, name, value)
+        app.full_clean()
+        app.save()
+        relocation.app = app
+        Relocation.objects.filter(pk=relocation.pk).update(app=app)
     return app
 
 

@@ -13,10 +13,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
 from apps.applications import services as catalog
-from apps.applications.models import BaseImage
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.network.models import IPAllocation, IPPool
-from apps.relocations import services
+from apps.relocations import runner, services
 from apps.relocations.models import Inspection, Relocation
 
 REPORT: dict[str, Any] = {
@@ -249,3 +249,25 @@ def test_registration_checks_its_fields_before_any_network(alpha: Team, owner: U
         )
     assert set(caught.value.message_dict) == {"name", "address", "port", "ssh_user"}
     assert "not an IP address" in caught.value.message_dict["address"][0]
+
+
+def test_a_run_killed_between_making_the_app_and_linking_it_leaves_nothing_the_next_run_trips_on(
+    relocation: Relocation, owner: User
+) -> None:
+    """A worker killed right after the app is made (the copy step's first act) must not leave an
+    app the relocation does not know: the next run would be refused its own name for ever."""
+    saved = services.relocation_plan(user=owner, relocation=relocation, plan=_plan(relocation))
+
+    def killed(app: App) -> None:
+        raise SystemExit("worker killed")
+
+    ctx = runner.Context(relocation=saved, plan=saved.plan, hooks={"app_made": killed})
+    with pytest.raises(SystemExit):
+        runner._ensure_app(ctx)
+    assert not App.objects.filter(slug="notes").exists()
+    again = Relocation.objects.get(pk=saved.pk)
+    app = runner._ensure_app(runner.Context(relocation=again, plan=again.plan))
+    assert Relocation.objects.get(pk=saved.pk).app == app
+    # A run after that one finds the same app, not a second.
+    assert runner._ensure_app(runner.Context(relocation=again, plan=again.plan)) == app
+    assert App.objects.filter(slug="notes").count() == 1
