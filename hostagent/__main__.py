@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hostagent import arp, check, doctor, info, killtree, limits, lxcfs, safefs, serve, stats
+from hostagent import arp, check, dockerd, doctor, info, killtree, limits, lxcfs, safefs, serve, stats
 from hostagent.protocol import AGENT_VERSION, EXTRACT_MAX_BYTES, EXTRACT_MAX_MEMBERS
 
 
@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     doc.add_argument("--now", type=float, help="the portal's clock (seconds since the epoch)")
     doc.add_argument("--lxcfs-root", dest="lxcfs_root", help=lxcfs_root)
     commands.add_parser("fix-network", help="IP forwarding off, bridge MACs set explicitly")
+    start = commands.add_parser("lxcfs-start", help="install (apt) and start LXCFS, then heal containers")
+    start.add_argument("--root", help=lxcfs_root)
+    settings = commands.add_parser(
+        "docker-settings", help="daemon.json with log rotation and live-restore (shows the plan)"
+    )
+    settings.add_argument(
+        "--restart", action="store_true", help="write it, reload and restart dockerd (instances keep running)"
+    )
     heal = commands.add_parser("lxcfs-heal", help="re-bind stale LXCFS files in running containers")
     heal.add_argument("--root", help=lxcfs_root)
     kill = commands.add_parser("kill-tree", help="kill an exec'd process and its children in a container")
@@ -71,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "lxcfs-heal":
             document = lxcfs.heal(args.root)
+        elif args.command == "lxcfs-start":
+            document = lxcfs.start(args.root)
+        elif args.command == "docker-settings":
+            document = dockerd.apply(args.restart)
         elif args.command == "fix-network":
             document = check.fix_network()
         elif args.command == "garp":

@@ -31,6 +31,15 @@ def socket_path() -> str:
 
 
 def get_json(path: str, timeout: float = 5.0) -> Any:
+    return json.loads(get_bytes(path, timeout))
+
+
+def get_json_lines(path: str, timeout: float = 5.0) -> list[Any]:
+    """A streamed answer (/events with an `until`): one JSON object per line."""
+    return [json.loads(line) for line in get_bytes(path, timeout).splitlines() if line.strip()]
+
+
+def get_bytes(path: str, timeout: float = 5.0) -> bytes:
     where = socket_path()
     conn = UnixHTTPConnection(where, timeout)
     try:
@@ -42,6 +51,6 @@ def get_json(path: str, timeout: float = 5.0) -> Any:
             raise OSError(f"Docker daemon unreachable at {where}: {exc.strerror or exc}") from exc
         if response.status != 200:
             raise OSError(f"docker API {path}: HTTP {response.status}")
-        return json.loads(body)
+        return body
     finally:
         conn.close()

@@ -28,7 +28,7 @@ def _check(
     name: str, ok: bool, detail: str, remedy: str = "", fix: str = "", *, required: bool = True
 ) -> dict[str, Any]:
     """One line of the report. `remedy` says what to do by hand; `fix` names what the portal can
-    do for ops (network, fix-network, daemon-json); both only when the check fails. A host that
+    do for ops (network, fix-network, lxcfs, daemon-json); both only when the check fails. A host that
     fails a `required` check takes no new instances; the others are advice."""
     return {
         "name": name,
@@ -237,6 +237,7 @@ def collect(
             if serving
             else f"not serving {facts.get('root')}: instances see the host's memory and CPUs in top and /proc",
             "apt install lxcfs, then systemctl enable --now lxcfs",
+            "lxcfs",
         )
     )
     checks.extend(_networks(networks or []))

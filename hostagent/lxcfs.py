@@ -14,9 +14,12 @@ import ctypes
 import errno
 import os
 import re
+import shutil
+import subprocess
+import time
 from typing import Any, NamedTuple
 
-from hostagent import docker_socket
+from hostagent import docker_socket, services
 
 ROOT_ENV = "SLIPWAY_LXCFS_ROOT"
 DEFAULT_ROOT = "/var/lib/lxcfs"
@@ -283,3 +286,55 @@ def _in_namespace(namespace: int, tree: int, dest: str) -> None:
     _, status = os.waitpid(child, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise OSError(message or f"re-bind of {dest} failed (status {status})")
+
+
+# --- starting it -----------------------------------------------------------------------------
+
+START_WAIT_S = 20.0
+INSTALL_TIMEOUT_S = 600.0
+
+
+def start(root: str | None = None) -> dict[str, Any]:
+    """Have LXCFS serve `root`: install Debian's package if the host has none, enable and
+    (re)start the service, wait until it answers, then heal the containers it restarted under."""
+    root = root or default_root()
+    done: list[str] = []
+    now = facts(root)
+    if not now["running"] or now["broken"]:
+        if shutil.which("lxcfs") is None:
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            try:
+                installed = subprocess.run(
+                    ["apt-get", "install", "-y", "--no-install-recommends", "lxcfs"],
+                    capture_output=True,
+                    text=True,
+                    timeout=INSTALL_TIMEOUT_S,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise OSError(f"apt-get install lxcfs failed: {exc}") from None
+            if installed.returncode != 0:
+                said = (installed.stderr.strip() or "no output").splitlines()[-1]
+                raise OSError(f"apt-get install lxcfs exited {installed.returncode}: {said}")
+            done.append("installed Debian's lxcfs package")
+        services.ctl("enable", "lxcfs", timeout=60)
+        services.ctl("restart", "lxcfs", timeout=60)
+        deadline = time.monotonic() + START_WAIT_S
+        while True:
+            now = facts(root)
+            if now["running"] and not now["broken"]:
+                break
+            if time.monotonic() > deadline:
+                raise OSError(
+                    f"lxcfs was started but does not serve {root} after {START_WAIT_S:.0f} s; "
+                    "see `journalctl -u lxcfs`"
+                )
+            time.sleep(0.2)
+        done.append(f"started lxcfs, serving {root}")
+    else:
+        done.append(f"lxcfs serves {root} already")
+    healed = heal(root)["containers"] if now["stale"] else []
+    if healed:
+        done.append(f"re-bound its files in {len(healed)} running containers")
+    return {"root": root, "done": done, "healed": healed, "after": facts(root)}

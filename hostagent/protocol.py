@@ -11,7 +11,8 @@ from typing import TypedDict
 # 2: arp-probe, holders; 3: stats, lxcfs; 4: limits; 5: kill-tree; 6: garp-for;
 # 7: extract, pack, manifest, write-file, read-file, remove (volume work that follows no symlink)
 # 8: installed by the portal as a zipapp (apps/hosts/agent.py), upgraded by the probe
-AGENT_VERSION = 8
+# 9: docker-settings, lxcfs-start (the doctor's fixes that restart a service)
+AGENT_VERSION = 9
 DOCKER_HOST_ENV = "DOCKER_HOST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 # `extract` stops past these unless the portal asks for other bounds (a small upload may unpack

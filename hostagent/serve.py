@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from hostagent import arp, check, doctor, info, killtree, limits, lxcfs, safefs, stats
+from hostagent import arp, check, dockerd, doctor, info, killtree, limits, lxcfs, safefs, stats
 from hostagent.protocol import AGENT_VERSION
 
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -30,6 +30,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "limits": limits.collect,
     "kill-tree": killtree.kill_tree,
     "lxcfs-heal": lxcfs.heal,
+    "lxcfs-start": lxcfs.start,
+    "docker-settings": dockerd.apply,
     # Inside an app's volume, never following a symlink (extract and pack stream: CLI only).
     "write-file": safefs.write_file,
     "read-file": safefs.read_file,

@@ -108,3 +108,24 @@ def frozen(lab_host: LabHost) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def plain_dockerd(lab_host: LabHost) -> Iterator[LabHost]:
+    """The host's dockerd as a fresh Debian install has it: no daemon.json settings (so no log
+    rotation, no live-restore), before and after (restarted through the host's stand-in for
+    systemctl if a test left settings)."""
+
+    def plain() -> None:
+        if lab_host.docker_config.read_text().strip() != "{}":
+            lab_host.docker_config.write_text("{}\n")
+            subprocess.run(
+                [str(lab_host.service_ctl), "restart", "docker"], check=True, capture_output=True, timeout=120
+            )
+        lab_host.docker_config.with_name("daemon.json.slipway-backup").unlink(missing_ok=True)
+
+    plain()
+    try:
+        yield lab_host
+    finally:
+        plain()

@@ -70,7 +70,7 @@ class HostAdmin(admin.ModelAdmin):
         "last_error",
         "facts",
     ]
-    actions = ["probe", "refetch_key", "fix_network", "prepare", "drain", "activate"]
+    actions = ["probe", "refetch_key", "fix_network", "prepare", "prepare_dockerd", "drain", "activate"]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         # Registering fetches the host key for confirmation: one flow, on the ops host page.
@@ -128,6 +128,19 @@ class HostAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
             else:
                 self.message_user(request, f"{host.name}: preparing; the steps are on its host page.")
+
+    @admin.action(
+        description="Prepare the selected hosts and apply dockerd's settings (restarts dockerd; "
+        "live-restore keeps instances running)"
+    )
+    def prepare_dockerd(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset:
+            try:
+                preparing.host_prepare(user=request.user, host=host, restart_dockerd=True)
+            except ValidationError as exc:
+                self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{host.name}: preparing, dockerd settings included.")
 
     @admin.action(description="Drain the selected hosts (move their instances away, one at a time)")
     def drain(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:

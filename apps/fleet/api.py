@@ -120,8 +120,16 @@ class DrainSerializer(serializers.ModelSerializer):
 class PreparationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Preparation
-        fields = ["id", "state", "steps", "error", "created_at", "finished_at"]
+        fields = ["id", "state", "steps", "restart_dockerd", "error", "created_at", "finished_at"]
         read_only_fields = fields
+
+
+class PrepareRequestSerializer(serializers.Serializer):
+    restart_dockerd = serializers.BooleanField(
+        default=False,
+        help_text="Ops confirm dockerd may be restarted to take its settings (log rotation, live-restore); "
+        "dockerd reloads them first, which turns live-restore on, so instances keep running.",
+    )
 
 
 class PrepareAnswerSerializer(serializers.Serializer):
@@ -226,15 +234,20 @@ class HostViewSet(
             host.refresh_from_db()
         return self._drain_answer(host)
 
-    @extend_schema(request=None, responses=PrepareAnswerSerializer)
+    @extend_schema(request=PrepareRequestSerializer, responses=PrepareAnswerSerializer)
     @action(detail=True, methods=["get", "post"])
     def prepare(self, request: Request, pk: str | None = None) -> Response:
         """GET: the latest preparation, step by step. POST: prepare the host (ops): install the
-        agent, run the doctor, apply the safe fixes, load the base images it lacks, check again."""
+        agent, run the doctor, apply the safe fixes, load the base images it lacks, check again;
+        with `restart_dockerd`, also write dockerd's settings and restart it."""
         host = self.get_object()
         if request.method == "POST":
+            given = PrepareRequestSerializer(data=request.data)
+            given.is_valid(raise_exception=True)
             try:
-                preparing.host_prepare(user=request.user, host=host)
+                preparing.host_prepare(
+                    user=request.user, host=host, restart_dockerd=given.validated_data["restart_dockerd"]
+                )
             except DjangoValidationError as exc:
                 raise _as_drf(exc) from exc
             host.refresh_from_db()

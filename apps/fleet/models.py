@@ -71,6 +71,9 @@ class Preparation(jobs.JobRecord):
     state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
     # [{"name": "install the agent", "state": "done|running|failed|skipped|waiting", "detail": "..."}]
     steps = models.JSONField(default=list, blank=True)
+    # Ops confirmed that dockerd may be restarted to take its settings (daemon.json); without
+    # that, the step only says what it would write.
+    restart_dockerd = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

@@ -6,11 +6,14 @@ over a lost run) redoes only what is still missing:
 2. run the doctor (the host's checks, each with its remedy),
 3. create the Docker network of each pool the host serves, if one is missing,
 4. fix the network settings (IP forwarding off, bridge MACs pinned), if they fail,
-5. load every published base image version the host lacks,
-6. check again: ready if every required check passes, else what ops still have to do.
+5. start LXCFS (installing Debian's package if the host has none), if it does not serve,
+6. dockerd's settings (log rotation, live-restore): written, reloaded and dockerd restarted only
+   when ops confirmed the restart (`restart_dockerd`); otherwise the step says what it would do,
+7. load every published base image version the host lacks,
+8. check again: ready if every required check passes, else what ops still have to do.
 
-What is not safe to do unasked (restarting dockerd for daemon.json, installing packages) stays
-a remedy on the checklist.
+What needs the host rebooted (swap accounting) or another package (Docker itself) stays a
+remedy on the checklist.
 """
 
 from __future__ import annotations
@@ -42,28 +45,33 @@ STEPS = [
     "run the doctor",
     "create pool networks",
     "fix network settings",
+    "start LXCFS",
+    "dockerd settings",
     "load base images",
     "check again",
 ]
 
 
-def host_prepare(*, user: Any, host: Host) -> Preparation:
-    """Start preparing the host (ops only); one preparation per host at a time."""
+def host_prepare(*, user: Any, host: Host, restart_dockerd: bool = False) -> Preparation:
+    """Start preparing the host (ops only); one preparation per host at a time. With
+    `restart_dockerd` ops confirm that dockerd may be restarted to take its settings."""
     permissions.require_ops(user, "prepare hosts")
     if not host.host_key:
         raise ValidationError(f"{host.name}'s key is not confirmed yet: confirm its fingerprint first.")
     with transaction.atomic():
-        preparation = _new(host, user)
+        preparation = _new(host, user, restart_dockerd=restart_dockerd)
         jobs.start(PREPARE, preparation.pk)
     return preparation
 
 
-def _new(host: Host, user: Any) -> Preparation:
+def _new(host: Host, user: Any, *, restart_dockerd: bool = False) -> Preparation:
     """The row, every step waiting; refused while another runs on the host."""
     steps = [{"name": name, "state": "waiting", "detail": ""} for name in STEPS]
     try:
         with transaction.atomic():
-            return Preparation.objects.create(host=host, started_by=user, steps=steps)
+            return Preparation.objects.create(
+                host=host, started_by=user, steps=steps, restart_dockerd=restart_dockerd
+            )
     except IntegrityError:
         raise ValidationError(f"{host.name} is being prepared already.") from None
 
@@ -94,10 +102,6 @@ def _step(preparation: Preparation, index: int, state: str, detail: str = "") ->
     Preparation.objects.filter(pk=preparation.pk).update(steps=preparation.steps)
 
 
-def _failing(host: Host, fix: str) -> list[dict[str, Any]]:
-    return [c for c in host.checks if not c.get("ok") and c.get("fix") == fix]
-
-
 def _run(preparation: Preparation) -> None:
     host = preparation.host
     user = preparation.started_by
@@ -123,15 +127,28 @@ def _run(preparation: Preparation) -> None:
         )
 
     def networks() -> tuple[str, str]:
-        if not _failing(host, "network"):
+        if "network" not in host.failing_fixes():
             return "skipped", "every pool's network is there"
         done = network_services.host_networks_ensure(host=host, user=user)
         return "done", "; ".join(done)
 
     def fix_network() -> tuple[str, str]:
-        if not _failing(host, "fix-network"):
+        if "fix-network" not in host.failing_fixes():
             return "skipped", "IP forwarding and bridge MACs are right"
         return "done", host_services.network_fix(host=host, user=user)
+
+    def lxcfs() -> tuple[str, str]:
+        if "lxcfs" not in host.failing_fixes():
+            return "skipped", "LXCFS serves its files"
+        return "done", host_services.lxcfs_start(host=host, user=user)
+
+    def dockerd() -> tuple[str, str]:
+        if "daemon-json" not in host.failing_fixes():
+            return "skipped", "log rotation and live-restore are on"
+        if not preparation.restart_dockerd:
+            plan = host_services.docker_settings(host=host, user=user, restart=False)
+            return "skipped", f"waits for ops to confirm a dockerd restart (Apply dockerd settings): {plan}"
+        return "done", host_services.docker_settings(host=host, user=user, restart=True)
 
     def images() -> tuple[str, str]:
         said = publish.load_missing(host)
@@ -153,6 +170,8 @@ def _run(preparation: Preparation) -> None:
         ("run the doctor", doctor),
         ("create pool networks", networks),
         ("fix network settings", fix_network),
+        ("start LXCFS", lxcfs),
+        ("dockerd settings", dockerd),
         ("load base images", images),
         ("check again", again),
     ]
@@ -204,7 +223,8 @@ def wanting() -> list[Host]:
     )
     out = []
     for host in hosts:
-        fixable = any(not c.get("ok") and c.get("fix") in ("network", "fix-network") for c in host.checks)
+        # Not daemon-json: restarting dockerd waits for ops' word.
+        fixable = bool(host.failing_fixes() & {"network", "fix-network", "lxcfs"})
         lacking = any(host not in image.hosts.all() for image in published)
         if fixable or lacking:
             out.append(host)

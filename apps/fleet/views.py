@@ -127,8 +127,10 @@ def _prepare_card(request: HttpRequest, host: Host, status: int = 200, error: st
 def host_prepare(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     htmx = getattr(request, "htmx", False)
+    # Set by "Apply dockerd settings", after the browser's confirmation.
+    restart_dockerd = request.POST.get("restart_dockerd") == "1"
     try:
-        preparing.host_prepare(user=request.user, host=host)
+        preparing.host_prepare(user=request.user, host=host, restart_dockerd=restart_dockerd)
     except ValidationError as exc:
         if htmx:
             return _prepare_card(request, host, status=422, error=" ".join(exc.messages))

@@ -78,7 +78,14 @@ def agent(host: Host, command: str, timeout: float | None = None, **args: object
 
 
 def _agent_once(host: Host, command: str, timeout: float, args: dict[str, object]) -> dict[str, Any]:
-    argv = [*AGENT_ARGV, command] + [f"--{k}={v}" for k, v in args.items() if k != "address"]
+    argv = [*AGENT_ARGV, command]
+    for key, value in args.items():
+        if key == "address":
+            continue
+        if isinstance(value, bool):  # a flag: named when true, left out when false
+            argv += [f"--{key}"] if value else []
+        else:
+            argv.append(f"--{key}={value}")
     if "address" in args:
         argv.append(str(args["address"]))
     result = run(host, argv, timeout=timeout)

@@ -177,6 +177,15 @@ class Host(models.Model):
     def takes_instances(self) -> bool:
         return self.state == self.State.ACTIVE and (self.checks_ok or bool(self.checks_override))
 
+    def failing_fixes(self) -> set[str]:
+        """The portal fixes (the doctor's `fix` names) that failing checks ask for."""
+        return {c["fix"] for c in self.checks or [] if not c.get("ok") and c.get("fix")}
+
+    @property
+    def dockerd_settings_due(self) -> bool:
+        """dockerd's settings (daemon.json) want writing, which takes a restart ops confirm."""
+        return "daemon-json" in self.failing_fixes()
+
     @property
     def key_awaits_confirmation(self) -> bool:
         return bool(self.offered_host_key) and self.offered_host_key != self.host_key

@@ -338,6 +338,38 @@ def network_fix(*, host: Host, user: Any) -> str:
     return fixed
 
 
+def lxcfs_start(*, host: Host, user: Any) -> str:
+    """hostagent lxcfs-start (Debian's package installed if missing), kept in the host's log."""
+    try:
+        result = gateway.agent(host, "lxcfs-start", timeout=LXCFS_START_TIMEOUT_S)
+    except HostError as exc:
+        raise ValidationError(f"{host.name}: starting LXCFS failed: {exc}") from exc
+    done = "; ".join(result.get("done") or []) or "nothing to do"
+    HostEvent.objects.create(host=host, user=user, action="lxcfs started", detail=done)
+    return done
+
+
+# Installing a package can take minutes on a slow mirror; a dockerd restart, seconds.
+LXCFS_START_TIMEOUT_S = 700
+DOCKER_SETTINGS_TIMEOUT_S = 300
+
+
+def docker_settings(*, host: Host, user: Any, restart: bool) -> str:
+    """dockerd's settings (log rotation, live-restore): without `restart` what the agent would
+    write; with it, written, reloaded and dockerd restarted (instances keep running: the reload
+    turns live-restore on first), kept in the host's log."""
+    try:
+        result = gateway.agent(host, "docker-settings", timeout=DOCKER_SETTINGS_TIMEOUT_S, restart=restart)
+    except HostError as exc:
+        if restart:
+            HostEvent.objects.create(host=host, user=user, action="dockerd settings failed", detail=str(exc))
+        raise ValidationError(f"{host.name}: dockerd settings: {exc}") from exc
+    detail = str(result.get("detail") or "")
+    if result.get("restarted"):
+        HostEvent.objects.create(host=host, user=user, action="dockerd settings", detail=detail)
+    return detail
+
+
 @transaction.atomic
 def host_override_checks(*, host: Host, user: Any, reason: str) -> Host:
     """Let a host that fails its checks take instances anyway; an empty reason ends the override."""

@@ -64,6 +64,16 @@ class LabConfig:
         return netns.mac(f"{self.prefix}-bridge")
 
     @property
+    def anchor_pidfile(self) -> Path:
+        """A process that only waits, in this machine's mount namespace: what the hosts'
+        stand-in systemctl enters it by (pid 1's namespaces are not readable here)."""
+        return self.run_dir / "anchor.pid"
+
+    @property
+    def anchor_file(self) -> Path:
+        return self.run_dir / "mount-anchor"
+
+    @property
     def portal_ip(self) -> ipaddress.IPv4Address:
         return self.subnet.network_address + 1
 
@@ -152,6 +162,16 @@ class LabHost:
         return self.run / "lxcfs.pid"
 
     @property
+    def docker_config(self) -> Path:
+        """This host's daemon.json (a real host's is /etc/docker/daemon.json)."""
+        return self.state / "daemon.json"
+
+    @property
+    def service_ctl(self) -> Path:
+        """The host's stand-in for systemctl (see _service_ctl_text)."""
+        return self.state / "servicectl"
+
+    @property
     def agent_dir(self) -> Path:
         return self.state / "agent"
 
@@ -236,6 +256,7 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
 
     _ensure_bridge(config)
+    _ensure_anchor(config)
     hosts = config.all_hosts()
     for host in hosts:
         _ensure_host_network(host)
@@ -258,6 +279,27 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
             log(f"{host.name}: not wanted any more, removing")
             _remove_host(host, purge=False)
     return hosts
+
+
+def _ensure_anchor(config: LabConfig) -> None:
+    marker = str(config.anchor_file)
+    pid = netns.pid_from(config.anchor_pidfile)
+    if (
+        pid
+        and any(marker in part for part in netns.cmdline(pid))
+        and netns.ns_inode(Path(f"/proc/{pid}/ns/mnt")) == netns.ns_inode(Path("/proc/self/ns/mnt"))
+    ):
+        return
+    _stop_daemon(config.anchor_pidfile, marker)
+    config.anchor_file.touch()
+    anchor = subprocess.Popen(
+        ["tail", "-f", marker],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    config.anchor_pidfile.write_text(f"{anchor.pid}\n")
 
 
 def _ensure_bridge(config: LabConfig) -> None:
@@ -308,6 +350,8 @@ def _dockerd_argv(host: LabHost) -> list[str]:
         f"unix://{host.docker_socket}",
         "--pidfile",
         str(host.docker_pidfile),
+        "--config-file",
+        str(host.docker_config),
         "--storage-driver",
         "overlay2",
         "--cgroup-parent",
@@ -337,6 +381,9 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
         (host.state / "docker").mkdir(parents=True, exist_ok=True)
         host.volume_root.mkdir(parents=True, exist_ok=True)
         host.docker_socket.unlink(missing_ok=True)
+        if not host.docker_config.exists():
+            # As a fresh Debian install: no daemon.json; the portal writes one on ops' word.
+            host.docker_config.write_text("{}\n")
         with open(log_file, "ab") as out:
             subprocess.Popen(
                 ["nsenter", f"--net={host.netns_path}", *argv],
@@ -425,7 +472,8 @@ def _sshd_config_text(host: LabHost) -> str:
     # The lab hosts share this machine's /etc: settings the agent persists go to their own dir.
     env = (
         f"DOCKER_HOST=unix://{host.docker_socket} SLIPWAY_LXCFS_ROOT={host.lxcfs_dir} "
-        f"SLIPWAY_SYSCTL_DIR={host.state / 'sysctl.d'}"
+        f"SLIPWAY_SYSCTL_DIR={host.state / 'sysctl.d'} SLIPWAY_DOCKER_CONFIG={host.docker_config} "
+        f"SLIPWAY_SERVICE_CTL={host.service_ctl}"
     )
     return "\n".join(
         [
@@ -449,6 +497,55 @@ def _sshd_config_text(host: LabHost) -> str:
     )
 
 
+def _service_ctl_text(host: LabHost) -> str:
+    """The host's stand-in for systemctl: what the agent asks of it for dockerd and LXCFS, done as
+    `up` does it, in this machine's mount namespace (sshd, which runs the agent, has its own) and
+    the host's network namespace. A restart stops only the daemon: unlike `up`, it leaves the
+    containers' processes alone, so live-restore can keep them."""
+    q = shlex.quote
+    anchor = q(str(host.config.anchor_pidfile))
+    into = f'nsenter --mount=/proc/"$(cat {anchor})"/ns/mnt --net={q(str(host.netns_path))} --'
+    docker_pid, sock = q(str(host.docker_pidfile)), q(str(host.docker_socket))
+    lxcfs_pid, lxcfs_dir = q(str(host.lxcfs_pidfile)), str(host.lxcfs_dir)
+    lxcfs_argv = ["lxcfs", "--foreground", "--pidfile", str(host.lxcfs_pidfile), lxcfs_dir]
+    return f"""#!/bin/sh
+# {host.name}'s stand-in for systemctl (the lab's namespaces have no systemd). Written by the lab.
+set -u
+gone() {{ [ "$(cut -d' ' -f3 /proc/$1/stat 2>/dev/null || echo Z)" = Z ]; }}  # or a zombie
+stop() {{
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || return 0
+  n=0
+  until gone "$pid"; do
+    n=$((n + 1)); [ $n -le 300 ] || {{ echo "$pid did not stop within 30 s" >&2; exit 1; }}
+    sleep 0.1
+  done
+}}
+case "$*" in
+"reload docker") kill -HUP "$(cat {docker_pid})" ;;
+"restart docker")
+  stop {docker_pid}
+  rm -f {sock}
+  setsid -f {into} {shlex.join(_dockerd_argv(host))} >>{q(str(host.state / "dockerd.log"))} 2>&1 </dev/null
+  n=0
+  until [ -S {sock} ]; do
+    n=$((n + 1)); [ $n -le 600 ] || {{ echo "dockerd did not start within 60 s" >&2; exit 1; }}
+    sleep 0.1
+  done ;;
+"enable lxcfs") ;;
+"restart lxcfs")
+  stop {lxcfs_pid}
+  n=0  # a killed LXCFS leaves its mount behind, dead; a new one cannot mount over it
+  while [ $n -lt 5 ] && {into} grep -q " {lxcfs_dir} .*- fuse.lxcfs " /proc/self/mountinfo; do
+    {into} umount -l {q(lxcfs_dir)}; n=$((n + 1))
+  done
+  setsid -f {into} {shlex.join(lxcfs_argv)} >>{q(str(host.state / "lxcfs.log"))} 2>&1 </dev/null ;;
+*) echo "{host.name}: the lab's servicectl knows reload/restart docker, enable/restart lxcfs, not: $*" >&2
+   exit 1 ;;
+esac
+"""
+
+
 def _own_sysfs(pid: int) -> bool:
     """Whether the process runs in a mount namespace of its own (the lab gives sshd one)."""
     return netns.ns_inode(Path(f"/proc/{pid}/ns/mnt")) != netns.ns_inode(Path("/proc/self/ns/mnt"))
@@ -460,6 +557,8 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
         netns.sh(
             "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host.host_key_path)
         )
+    host.service_ctl.write_text(_service_ctl_text(host))
+    host.service_ctl.chmod(0o755)
     text = _sshd_config_text(host)
     changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
     marker = str(host.sshd_config)
@@ -519,6 +618,7 @@ def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
         _remove_host(host, purge=purge)
     if netns.link_exists(config.bridge):
         netns.sh("ip", "link", "del", config.bridge)
+    _stop_daemon(config.anchor_pidfile, str(config.anchor_file))
     if purge:
         shutil.rmtree(config.state_dir, ignore_errors=True)
     shutil.rmtree(config.run_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.lab import netns
 from tests.browser.conftest import Fleet, login, open_host
+from tests.helpers import plain_dockerd
 
 
 def test_ops_see_the_lab_hosts_and_probe_one_with_htmx(
@@ -96,3 +97,46 @@ def test_ops_prepare_a_host_and_watch_its_checklist_turn_green(
         expect(page.get_by_role("button", name="Prepare again")).to_be_visible()
     finally:
         netns.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", netns=lab_host.netns)
+
+
+def test_ops_apply_dockerd_settings_after_confirming_the_restart(
+    page: Page,
+    live_server,  # type: ignore[no-untyped-def]
+    lab_fleet: Fleet,
+    worker: None,
+    screenshot,  # type: ignore[no-untyped-def]
+) -> None:
+    """dockerd without settings (a fresh install): the two advice rows offer Apply, which asks
+    before restarting dockerd; once confirmed, Prepare writes, reloads and restarts, and both
+    rows turn green with no reload of the page."""
+    host = lab_fleet.hosts[1]
+    with plain_dockerd(lab_fleet.lab[1]) as lab_host:
+        login(page, live_server.url, "ops")
+        open_host(page, host.name)
+        page.get_by_role("button", name="Probe now").click()
+        rotation = page.locator('#checks tr[data-check="log rotation"]')
+        live = page.locator('#checks tr[data-check="live-restore"]')
+        expect(live).to_contain_text("off: restarting dockerd stops every instance")
+        expect(rotation).to_contain_text("never rotated")
+        card = page.locator("#prepare")
+        apply = card.get_by_role("button", name="Apply dockerd settings")
+        # Dismissed: nothing starts.
+        runs = Preparation.objects.filter(host=host).count()
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        apply.click()
+        expect(card.get_by_role("button", name="Prepare again")).to_be_visible()
+        assert Preparation.objects.filter(host=host).count() == runs
+        assert lab_host.docker_config.read_text().strip() == "{}"
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        live.get_by_role("button", name="Apply").click()
+        expect(card.locator('li[data-step="dockerd settings"]')).to_contain_text(
+            "dockerd reloaded and restarted", timeout=60_000
+        )
+        expect(card.locator("#prepare-state")).to_have_text("Ready")
+        expect(live).to_contain_text("on: restarting dockerd leaves instances running")
+        expect(rotation).to_contain_text("max-size 10m")
+        expect(card.get_by_role("button", name="Apply dockerd settings")).to_have_count(0)
+        expect(page.locator("#host-log")).to_contain_text("dockerd settings")
+        assert '"live-restore": true' in lab_host.docker_config.read_text()
+        screenshot("dockerd-settings")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.contrib.auth.models import User
 
-from apps.applications.models import BaseImage
+from apps.accounts.models import Team
+from apps.applications import services
+from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
+from apps.instances import executor
+from apps.instances.models import Operation
 from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
@@ -64,6 +70,41 @@ def remove_apps(lab: list[fleet.LabHost]) -> Iterator[list[str]]:
             ).stdout.split()
             if ids:
                 fleet.docker(lab_host, "rm", "-f", *ids, check=False)
+
+
+@pytest.fixture
+def deploy(
+    owner: User,
+    alpha: Team,
+    busybox: BaseImage,
+    lab_pool: IPPool,
+    lab: list[fleet.LabHost],
+    remove_apps: list[str],
+) -> Iterator[Callable[..., App]]:
+    """Deploys a busybox app with N instances (placement spreads two over both lab hosts); its
+    containers and volume directories go afterwards."""
+    slugs: list[str] = []
+
+    def clear(slug: str) -> None:
+        for lab_host in lab:
+            shutil.rmtree(lab_host.volume_root / slug, ignore_errors=True)
+
+    def make(slug: str, instances: int = 2) -> App:
+        remove_apps.append(slug)
+        slugs.append(slug)
+        clear(slug)
+        app = services.app_create(
+            user=owner, team=alpha, slug=slug, base_image=busybox, memory_mb=32, cpus="0.1"
+        )
+        op = services.app_scale(user=owner, app=app, instances=instances)
+        executor.run_operation(op.pk)
+        op.refresh_from_db()
+        assert op.status == Operation.Status.SUCCEEDED, op.error
+        return app
+
+    yield make
+    for slug in slugs:
+        clear(slug)
 
 
 @pytest.fixture

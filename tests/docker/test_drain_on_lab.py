@@ -3,11 +3,10 @@ address and the files of its volume, one at a time, while the app keeps answerin
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -15,17 +14,15 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from apps.accounts.models import Team
 from apps.applications import services
-from apps.applications.models import App, BaseImage, RetainedVolume
+from apps.applications.models import App, RetainedVolume
 from apps.fleet import drain as draining
 from apps.fleet import spread
 from apps.fleet.models import DRAIN, Drain
 from apps.hosts.models import Host
-from apps.instances import executor, placement, reconcile
+from apps.instances import placement, reconcile
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from apps.network.models import IPPool
 from portal import jobs
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.helpers import KillableWorker, eventually, frozen, run_op
@@ -40,27 +37,8 @@ def _answers(address: str) -> bytes | None:
 
 
 @pytest.fixture
-def web(
-    owner: User,
-    alpha: Team,
-    busybox: BaseImage,
-    lab_pool: IPPool,
-    lab: list[fleet.LabHost],
-    remove_apps: list[str],
-) -> Iterator[App]:
-    remove_apps.append("drainweb")
-    for lab_host in lab:
-        shutil.rmtree(lab_host.volume_root / "drainweb", ignore_errors=True)
-    app = services.app_create(
-        user=owner, team=alpha, slug="drainweb", base_image=busybox, memory_mb=32, cpus="0.1"
-    )
-    op = services.app_scale(user=owner, app=app, instances=2)
-    executor.run_operation(op.pk)
-    op.refresh_from_db()
-    assert op.status == Operation.Status.SUCCEEDED, op.error
-    yield app
-    for lab_host in lab:
-        shutil.rmtree(lab_host.volume_root / "drainweb", ignore_errors=True)
+def web(deploy: Callable[..., App]) -> App:
+    return deploy("drainweb")
 
 
 def test_draining_a_host_moves_its_instances_with_their_address_and_files(

@@ -105,7 +105,7 @@ def test_serve_answers_one_json_line_per_request_until_eof() -> None:
     assert replies[1]["ok"] is False and "bad request" in replies[1]["error"]
     assert (
         replies[2]["ok"] is False
-        and "'arp-probe', 'check', 'doctor', 'fix-network', 'garp', 'garp-for', 'holders'"
+        and "'arp-probe', 'check', 'docker-settings', 'doctor', 'fix-network', 'garp', 'garp-for'"
         in replies[2]["error"]
     )
     # No interface here holds that address: refused with the reason, nothing sent.
@@ -160,3 +160,23 @@ def test_the_doctor_finds_swap_accounting_on_cgroup_v1_and_on_a_recorded_v2_host
     assert not doctor._swap_accounting(1, str(v1))
     (v1 / "memory" / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
     assert doctor._swap_accounting(1, str(v1))
+
+
+def test_dockerd_settings_keep_what_the_file_says_and_add_rotation_only_where_it_applies() -> None:
+    from hostagent import dockerd
+
+    mine = {"data-root": "/srv/docker", "log-opts": {"max-size": "50m"}, "live-restore": False}
+    assert dockerd.planned(mine) == {
+        "data-root": "/srv/docker",
+        "log-opts": {"max-size": "50m", "max-file": "3"},  # ops' own size stays
+        "live-restore": True,
+    }
+    assert dockerd.planned({}) == {"live-restore": True, "log-opts": {"max-size": "10m", "max-file": "3"}}
+    # journald rotates by itself, and max-size would make dockerd refuse to start.
+    assert dockerd.planned({"log-driver": "journald"}) == {"log-driver": "journald", "live-restore": True}
+    argv = ["dockerd", "--storage-driver", "overlay2", "--log-level=warn", "-H", "fd://"]
+    assert dockerd.conflicts({"storage-driver": "x", "log-level": "info", "live-restore": True}, argv) == [
+        "log-level",
+        "storage-driver",
+    ]
+    assert dockerd.conflicts(dockerd.planned({}), argv) == []

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 from django.test import override_settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from apps.applications.models import BaseImage, BuildState
 from apps.fleet import prepare
@@ -63,3 +66,39 @@ def test_archives_no_version_needs_are_pruned(tmp_path: Path, db: None) -> None:
         assert publish.prune_archives() == ["slipway_web_1.tar"]
 
         assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "slipway_web_2.tar"]
+
+
+def test_dockerd_settings_are_never_applied_by_the_beat_only_on_ops_word(hosts: list[Host], ops: Any) -> None:
+    """Log rotation and live-restore need dockerd restarted: the beat leaves them to ops, who
+    ask through the API with restart_dockerd (a boolean, said so when it is not)."""
+    h1, _ = hosts
+    h1.host_key = h1.host_key or "ssh-ed25519 AAAA"
+    h1.checks = [
+        {
+            "name": "live-restore",
+            "ok": False,
+            "fix": "daemon-json",
+            "required": False,
+            "detail": "",
+            "remedy": "",
+        }
+    ]
+    h1.save()
+    assert h1.dockerd_settings_due
+    assert h1 not in prepare.wanting()
+    h1.checks[0]["fix"] = "lxcfs"  # LXCFS is safe to start unasked
+    h1.save()
+    assert h1 in prepare.wanting()
+
+    api = APIClient()
+    api.force_authenticate(ops)
+    url = f"/api/v1/hosts/{h1.pk}/prepare/"
+    refused = api.post(url, {"restart_dockerd": "please"}, format="json")
+    assert refused.status_code == 400
+    assert "restart_dockerd" in refused.json() and "valid boolean" in str(refused.json()["restart_dockerd"])
+    assert not Preparation.objects.filter(host=h1).exists()
+    with patch("apps.fleet.prepare.jobs.start") as start:
+        answer = api.post(url, {"restart_dockerd": True}, format="json")
+    assert answer.status_code == 200, answer.json()
+    assert answer.json()["preparation"]["restart_dockerd"] is True
+    assert start.call_count == 1
