@@ -143,6 +143,56 @@ def _free_disk(path: str) -> dict[str, Any]:
     )
 
 
+def _lxcfs(facts: dict[str, Any]) -> dict[str, Any]:
+    root = facts.get("root")
+    remedy = "apt install lxcfs, then systemctl enable --now lxcfs (and restart it if it died)"
+    if not facts.get("running"):
+        detail = f"not serving {root}: instances would see the host's memory and CPUs in free, top and /proc"
+        return _check("LXCFS", False, detail, remedy, "lxcfs")
+    if facts.get("broken"):
+        detail = (
+            f"{', '.join(facts['broken'])} under {root} fail (Transport endpoint is not connected): "
+            "LXCFS died under its mount"
+        )
+        return _check("LXCFS", False, detail, remedy, "lxcfs")
+    if facts.get("stale"):
+        names = ", ".join(str(c.get("name", "?")) for c in facts["stale"])
+        detail = f"instances with dead LXCFS files (LXCFS restarted under them): {names}"
+        return _check("LXCFS", False, detail, "hostagent lxcfs-heal re-binds them; or restart them", "lxcfs")
+    return _check("LXCFS", True, f"serving {len(facts.get('files') or [])} files from {root}")
+
+
+def _bridges() -> dict[str, Any]:
+    """Bridges that carry containers must keep one MAC: one that takes its lowest port's MAC
+    changes address as containers come and go, and the host drops off the network."""
+    if not check.sysfs_matches_namespace():
+        return _check(
+            "bridge MAC fixed",
+            False,
+            "/sys/class/net is not this network namespace's; bridges unknown",
+            "run the agent with the host's own /sys (not from another network namespace)",
+        )
+    bridges = check.bridges()
+    loose = [b for b in bridges if b.get("ports") and not b.get("mac_fixed")]
+    if loose:
+        names = ", ".join(f"{b['name']} (now {b['mac']})" for b in loose)
+        detail = (
+            f"{names} take their MAC from their ports, so the host drops off the network when "
+            "containers come and go"
+        )
+    else:
+        detail = (
+            ", ".join(str(b["name"]) for b in bridges if b.get("ports")) or "no bridge carries containers"
+        )
+    return _check(
+        "bridge MAC fixed",
+        not loose,
+        detail,
+        "ip link set dev <bridge> address <its MAC>, and the same in its network config",
+        "fix-network",
+    )
+
+
 def collect(
     networks: list[str] | None = None,
     forward_off: bool = False,
@@ -178,7 +228,9 @@ def collect(
             _check(
                 "storage driver overlay2",
                 driver == "overlay2",
-                driver or "unknown",
+                driver
+                if driver == "overlay2"
+                else f"storage driver {driver or 'unknown'}: only overlay2 is supported",
                 'set "storage-driver": "overlay2" in daemon.json (removing a container took 10 s on devicemapper)',
             )
         )
@@ -227,41 +279,23 @@ def collect(
             "boot with swapaccount=1 (add it to GRUB_CMDLINE_LINUX in /etc/default/grub, update-grub, reboot)",
         )
     )
-    facts = lxcfs.facts(lxcfs_root)
-    serving = bool(facts.get("running")) and not facts.get("broken")
-    checks.append(
-        _check(
-            "LXCFS",
-            serving,
-            f"serving {facts.get('root')}"
-            if serving
-            else f"not serving {facts.get('root')}: instances see the host's memory and CPUs in top and /proc",
-            "apt install lxcfs, then systemctl enable --now lxcfs",
-            "lxcfs",
-        )
-    )
+    checks.append(_lxcfs(lxcfs.facts(lxcfs_root)))
     checks.extend(_networks(networks or []))
-    if check.sysfs_matches_namespace():
-        loose = [b for b in check.bridges() if b.get("ports") and not b.get("mac_fixed")]
-        checks.append(
-            _check(
-                "bridge MAC fixed",
-                not loose,
-                ", ".join(f"{b['name']} takes its MAC from its ports (now {b['mac']})" for b in loose)
-                or "every bridge carrying containers has its own MAC",
-                "ip link set dev <bridge> address <its MAC>, and the same in its network config",
-                "fix-network",
-            )
-        )
+    checks.append(_bridges())
     if forward_off:
         with open(check.IP_FORWARD) as handle:
             forward = int(handle.read().strip())
+        bridged = ", ".join(n.partition(":")[0] for n in networks or []) or "a public pool"
         checks.append(
             _check(
                 "ip_forward off",
                 forward == 0,
                 f"net.ipv4.ip_forward={forward}"
-                + ("" if forward == 0 else ": a stopped container's traffic floods the public segment"),
+                + (
+                    ""
+                    if forward == 0
+                    else f" on a host bridged onto {bridged}: a stopped container's traffic floods the segment"
+                ),
                 "sysctl -w net.ipv4.ip_forward=0, and net.ipv4.ip_forward=0 in /etc/sysctl.d/90-slipway.conf",
                 "fix-network",
             )

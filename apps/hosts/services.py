@@ -111,7 +111,7 @@ def host_probe(*, host: Host) -> Host:
         log.warning("probe of %s failed: %s", host.name, exc)
         return host
     facts = _check_facts(host)
-    host.checks = evaluate_checks(host, facts, _doctor(host))
+    host.checks = evaluate_checks(facts, _doctor(host))
     # The spec of each new instance binds the LXCFS files the host serves (apps.instances.spec).
     info["lxcfs"] = {k: v for k, v in (facts.get("lxcfs") or {}).items() if k in ("running", "root", "binds")}
     host.checks_ok = all(check["ok"] for check in host.checks if check.get("required", True))
@@ -252,73 +252,12 @@ def _doctor(host: Host) -> list[dict[str, Any]]:
     return list(report.get("checks") or [])
 
 
-def evaluate_checks(
-    host: Host, facts: dict[str, Any], doctor: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """Judge the agent's facts. Which facts matter depends on the host: IP forwarding only on
-    hosts bridged onto a public pool. The doctor's report adds the rest (Docker, log rotation,
-    live-restore, swap accounting, networks, disk, clock) and the remedy of each failure."""
+def evaluate_checks(facts: dict[str, Any], doctor: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The host's checks: the doctor judges every one (with its remedy and the portal's fix);
+    `hostagent check` failing is a check of its own, since the probe heals LXCFS from it."""
     if "error" in facts:
-        return [_check("agent", False, f"hostagent check failed: {facts['error']}")]
-    judged = _judge(host, facts)
-    by_name = {c["name"]: c for c in doctor or []}
-    for check in judged:
-        said = by_name.get(check["name"], {})
-        check.update(
-            remedy="" if check["ok"] else said.get("remedy", ""),
-            fix="" if check["ok"] else said.get("fix", ""),
-        )
-    seen = {c["name"] for c in judged}
-    return judged + [c for c in doctor or [] if c["name"] not in seen]
-
-
-def _judge(host: Host, facts: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    bridges = facts.get("bridges")
-    if bridges is None:
-        out.append(_check("bridge MAC fixed", False, facts.get("bridges_error") or "bridges unknown"))
-    else:
-        loose = [b for b in bridges if b.get("ports") and not b.get("mac_fixed")]
-        if loose:
-            names = ", ".join(f"{b['name']} (now {b['mac']})" for b in loose)
-            out.append(
-                _check(
-                    "bridge MAC fixed",
-                    False,
-                    f"{names} take their MAC from their ports, so the host drops off the network when containers "
-                    "come and go; set it explicitly (fix network).",
-                )
-            )
-        else:
-            carrying = (
-                ", ".join(b["name"] for b in bridges if b.get("ports")) or "no bridge carries containers"
-            )
-            out.append(_check("bridge MAC fixed", True, carrying))
-    pools = list(host.ip_pools.values_list("name", flat=True)) if host.pk else []
-    if pools:
-        forward = facts.get("ip_forward")
-        out.append(
-            _check(
-                "ip_forward off",
-                forward == 0,
-                "net.ipv4.ip_forward=0"
-                if forward == 0
-                else f"net.ipv4.ip_forward={forward} on a host bridged onto {', '.join(pools)}: a stopped container's "
-                "traffic floods the segment; turn it off (fix network).",
-            )
-        )
-    out.append(_lxcfs_check(facts.get("lxcfs") or {}))
-    driver = facts.get("storage_driver") or "unknown"
-    out.append(
-        _check(
-            "storage driver overlay2",
-            driver == "overlay2",
-            "overlay2"
-            if driver == "overlay2"
-            else f"storage driver {driver}: only overlay2 is supported (removing a container took 10 s on devicemapper loop-lvm).",
-        )
-    )
-    return out
+        return [_check("agent", False, f"hostagent check failed: {facts['error']}"), *doctor]
+    return list(doctor)
 
 
 def host_fix_network(*, host: Host, user: Any) -> Host:
@@ -384,28 +323,3 @@ def host_override_checks(*, host: Host, user: Any, reason: str) -> Host:
         host=host, user=user, action="override" if reason else "override ended", detail=reason
     )
     return host
-
-
-def _lxcfs_check(lxcfs: dict[str, Any]) -> dict[str, Any]:
-    root = lxcfs.get("root") or "/var/lib/lxcfs"
-    if not lxcfs:
-        return _check("LXCFS", False, "the agent did not report LXCFS (an older hostagent?)")
-    if not lxcfs.get("running"):
-        return _check(
-            "LXCFS",
-            False,
-            f"LXCFS is not serving {root}: instances would see the host's memory and CPUs in free and top; "
-            "start lxcfs on the host.",
-        )
-    if lxcfs.get("broken"):
-        return _check(
-            "LXCFS",
-            False,
-            f"{', '.join(lxcfs['broken'])} under {root} fail (Transport endpoint is not connected): "
-            "LXCFS died under its mount; restart it.",
-        )
-    if lxcfs.get("stale"):
-        names = ", ".join(c.get("name", "?") for c in lxcfs["stale"])
-        why = lxcfs.get("heal_error") or "healing did not help"
-        return _check("LXCFS", False, f"instances with dead LXCFS files: {names} ({why}).")
-    return _check("LXCFS", True, f"serving {len(lxcfs.get('files', []))} files from {root}")

@@ -51,7 +51,7 @@ def test_ip_forward_on_fails_the_check_and_the_host_takes_no_instance_until_fixe
     assert host.checks_ok is False
     check = _check(host, "ip_forward off")
     assert not check["ok"]
-    assert "net.ipv4.ip_forward=1 on a host bridged onto lab-public" in check["detail"]
+    assert "net.ipv4.ip_forward=1 on a host bridged onto public" in check["detail"]
     # The agent reads the host's own bridges (its sshd has the host namespace's sysfs).
     bridge = _check(host, "bridge MAC fixed")
     assert bridge["ok"], bridge["detail"]  # docker0: Docker sets its MAC explicitly
