@@ -246,7 +246,10 @@ def check_prerequisites() -> None:
 # --- up ---------------------------------------------------------------------------------------------
 
 
-def up(config: LabConfig, log: Log = print) -> list[LabHost]:
+def up(config: LabConfig, log: Log = print, load_images: bool = True) -> list[LabHost]:
+    """The lab's hosts, built or repaired. With `load_images` the lab loads the v1 base images
+    itself (tests and the bench, which drive hosts without the portal's Prepare); `manage.py
+    lab up` leaves that to Prepare, as on a real server."""
     check_prerequisites()
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)
@@ -263,16 +266,14 @@ def up(config: LabConfig, log: Log = print) -> list[LabHost]:
         _ensure_dockerd(host, log)
         _ensure_lxcfs(host, log)  # after dockerd: a dockerd restart kills what runs in the namespace
         _ensure_sshd(host, log)  # the agent: installed by the portal's probe, as on a real host
-    for key in config.images:
+    for key in config.images if load_images else ():
         spec = images.IMAGES[key]
-        tar = images.rootfs_tar(key, config.image_cache, log)
+        built = images.archive(key, config.image_cache, log)
         for host in hosts:
-            if docker(host, "image", "inspect", spec.reference, check=False).returncode != 0:
-                log(f"{host.name}: importing {spec.reference}")
-                args = ["image", "import"]
-                for change in spec.changes:
-                    args += ["--change", change]
-                docker(host, *args, str(tar), spec.reference)
+            have = docker(host, "image", "inspect", "-f", "{{.Id}}", spec.reference, check=False)
+            if have.stdout.strip() != built.digest:
+                log(f"{host.name}: loading {spec.reference}")
+                docker(host, "image", "load", "-q", "-i", str(built.path))
     # Hosts beyond --hosts from an earlier, larger run go away.
     for host in config.existing_hosts():
         if host.index > config.hosts:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.images import rootfs
+from apps.images import imagebuild, recipe, rootfs
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -48,6 +48,20 @@ IMAGES: dict[str, ImageSpec] = {
         default_port=8080,
     ),
 }
+
+
+def recipe_text(spec: ImageSpec) -> str:
+    """The version's recipe, as ops would write it: the portal builds v1 from it, as any version."""
+    return "\n".join(["FROM scratch", f"ADD {spec.key} /", *spec.changes]) + "\n"
+
+
+def archive(key: str, cache: Path, log: Callable[[str], None]) -> imagebuild.Built:
+    """The `docker load` archive of the image, built by the portal's own builder from its recipe
+    (byte for byte what a publish of that recipe makes, so the image ID is the same everywhere)."""
+    spec = IMAGES[key]
+    parsed = recipe.parse(recipe_text(spec), list(rootfs.NAMES))
+    out = cache / f"{spec.reference.replace('/', '_').replace(':', '_')}.tar"
+    return imagebuild.build(parsed, rootfs.rootfs_tar(key, cache, log), spec.reference, out)
 
 
 # What a small legacy VM runs: its app (python3), ssh for whoever migrates it, and the usual

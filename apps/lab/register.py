@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from apps.applications.models import BaseImage
-from apps.applications.services import base_image_refresh_hosts
+from apps.applications.models import BaseImage, BuildState
 from apps.fleet import prepare
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
-from apps.hosts.transport import fingerprint
+from apps.hosts.transport import HostError, fingerprint
 from apps.lab.fleet import LabConfig, LabHost, Log
-from apps.lab.images import IMAGES
+from apps.lab.images import IMAGES, archive, recipe_text
 from apps.network.models import IPPool
 
 
@@ -49,10 +51,14 @@ def register_hosts(hosts: list[LabHost], log: Log = print) -> list[Host]:
 
 
 def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
-    """Catalog entries for the lab's base images, with the hosts that have them."""
+    """The lab's base images as published versions with their recipes, each with the hosts that
+    have it (the same image ID: the lab builds v1 with the portal's own builder). A host that
+    lacks one gets it from Prepare's "load base images", as a real server does."""
+    cache = Path(settings.LAB_IMAGE_CACHE)
     out = []
     for key in keys:
         spec = IMAGES[key]
+        built = archive(key, cache, log)
         name, tag = spec.reference.rsplit(":", 1)
         image, _ = BaseImage.objects.update_or_create(
             name=name,
@@ -62,18 +68,22 @@ def register_images(keys: tuple[str, ...], log: Log = print) -> list[BaseImage]:
                 "description": spec.description,
                 "default_command": spec.default_command,
                 "default_port": spec.default_port,
-                # What the lab imported it from, as a recipe: ops publish the next version
-                # from a copy of it.
-                "recipe": "\n".join(["FROM scratch", f"ADD {spec.key} /", *spec.changes]) + "\n",
+                # Ops publish the next version from a copy of it.
+                "recipe": recipe_text(spec),
+                "state": BuildState.PUBLISHED,
+                "digest": built.digest,
+                "size": built.size,
             },
         )
-        for error in base_image_refresh_hosts(image=image):
-            log(f"{image.reference}: {error}")
-        first = image.hosts.order_by("name").first()
-        if first is not None:
-            image.digest = gateway.image_id(first, image.reference)
-            image.save(update_fields=["digest"])
-        log(f"{image.reference}: on {', '.join(h.name for h in image.hosts.all()) or 'no host'}")
+        present = []
+        for host in Host.objects.exclude(host_key=""):
+            try:
+                if gateway.image_id(host, image.reference) == built.digest:
+                    present.append(host)
+            except HostError as exc:
+                log(f"{image.reference}: {exc}")
+        image.hosts.set(present)
+        log(f"{image.reference}: on {', '.join(h.name for h in present) or 'no host yet'}")
         out.append(image)
     return out
 

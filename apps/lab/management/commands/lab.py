@@ -34,7 +34,8 @@ class Command(BaseCommand):
         log = self.stdout.write
         try:
             if options["action"] == "up":
-                lab_hosts = fleet.up(config, log)
+                # Registered, the hosts get their base images from Prepare, as real servers do.
+                lab_hosts = fleet.up(config, log, load_images=options["no_register"])
                 vm.vm_up(vm.demo_vm(config), log)
                 if not options["no_register"]:
                     hosts = register_hosts(lab_hosts, log)
