@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-sqlite test-sqlite-db test-postgres lint setup lab bench
+.PHONY: up down test test-sqlite test-sqlite-db test-postgres lint setup lab bench bench-scale
 
 setup:
 	@scripts/setup.sh
@@ -50,3 +50,9 @@ test-postgres:
 # Figures beside raw Docker on the same lab host, in the same run: bench/results/latest.json.
 bench: setup lab
 	$(PY) -m bench
+
+# The portal driving 400 instances on 8 lab hosts, on PostgreSQL with two workers (minutes; not
+# in CI): bench/results/scale.json.
+bench-scale: export WITH_POSTGRES=1
+bench-scale: setup
+	$(PY) -m bench.scale

@@ -56,6 +56,7 @@ from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
 from apps.resources import services as resources  # noqa: E402
 from apps.resources.models import ResourceRequest  # noqa: E402
+from bench.raw import RAW_ADDRESSES, raw_run_args  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 figures: list[dict[str, object]] = []
@@ -99,39 +100,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark step did not finish in time")
         time.sleep(interval)
-
-
-# Static addresses the raw containers take while the portal's instances hold theirs: on the pool's
-# network, outside the bench pool's range (10.213.240.1-10.213.249.254) and Docker's own.
-RAW_ADDRESSES = [f"10.213.250.{n}" for n in range(1, 200)]
-
-
-def raw_run_args(spec: ContainerSpec, name: str, address: str = "") -> list[str]:
-    """`docker run -d` of the very container the portal made from `spec`: the same image and
-    command, limits (memory = memory+swap, CPUs), init, restart policy, network and static
-    address on the pool's macvlan (or the published port), volume, LXCFS binds, environment,
-    labels and working directory. Only the name differs (and the raw one has the bench label),
-    and the address when `address` is given (the portal's instance still holds its own)."""
-    args = ["run", "-d", "--name", name, "--init", "--restart", "unless-stopped"]
-    args += ["--memory", f"{spec.memory_mb}m", "--memory-swap", f"{spec.memory_mb}m"]
-    args += ["--cpus", f"{spec.nano_cpus / 1e9:g}"]
-    if spec.network:
-        ipv4 = address or spec.ipv4
-        args += ["--network", spec.network] + (["--ip", ipv4] if ipv4 else [])
-    elif spec.port:
-        args += ["-p", f"{spec.publish_address}::{spec.port}" if spec.publish_address else str(spec.port)]
-    for source, target in spec.binds:
-        args += ["-v", f"{source}:{target}"]
-    for source, target in spec.ro_binds:
-        args += ["-v", f"{source}:{target}:ro"]
-    for key, value in spec.env:
-        args += ["-e", f"{key}={value}"]
-    for key, value in spec.labels:
-        args += ["--label", f"{key}={value}"]
-    args += ["--label", "io.slipway.bench=1"]
-    if spec.workdir:
-        args += ["-w", spec.workdir]
-    return [*args, spec.image, *spec.command]
 
 
 def start_worker() -> tuple[subprocess.Popen[bytes], Any]:

@@ -402,9 +402,17 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
         kind=Operation.Kind.SCALE,
         user=user,
         params={"from": current, "to": wanted, **({"placement": placed} if placed else {})},
-        summary=f"scale {current} → {wanted}"
-        + (f" (on {', '.join(p['host'] for p in placed)})" if placed else ""),
+        summary=f"scale {current} → {wanted}" + (f" (on {_hosts_counted(placed)})" if placed else ""),
     )
+
+
+def _hosts_counted(placed: list[dict[str, Any]]) -> str:
+    """The hosts placed on, each once: `lab-h1, lab-h2`, or `lab-h1 ×13, lab-h2 ×12` when a host
+    takes several (a scale to 100 named every placement)."""
+    counts: dict[str, int] = {}
+    for p in placed:
+        counts[p["host"]] = counts.get(p["host"], 0) + 1
+    return ", ".join(f"{host} ×{n}" if n > 1 else host for host, n in counts.items())
 
 
 ACTIONS = {

@@ -17,6 +17,9 @@ from portal import jobs
 log = logging.getLogger(__name__)
 
 
+SUMMARY_MAX = Operation._meta.get_field("summary").max_length or 300
+
+
 def operation_create(
     *,
     app: App,
@@ -37,7 +40,8 @@ def operation_create(
         instance=instance,
         kind=kind,
         params=params or {},
-        summary=summary,
+        # The column's bound: a long summary is cut, never refused (the params keep the whole).
+        summary=summary if len(summary) <= SUMMARY_MAX else summary[: SUMMARY_MAX - 1] + "…",
         requested_by=user if getattr(user, "is_authenticated", False) else None,
     )
     transaction.on_commit(lambda: operation_send(op.pk))

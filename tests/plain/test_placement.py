@@ -125,3 +125,19 @@ def test_hosts_chosen_by_the_caller_must_still_have_room(
     Host.objects.filter(pk=three[1].pk).update(state=Host.State.DRAINING)
     with pytest.raises(ValidationError, match="h2 cannot take an instance of more now: it is not active"):
         services.app_scale(user=owner, app=more, instances=1, hosts=[three[1]])
+
+
+def test_a_scale_to_many_names_each_host_once_and_a_long_summary_is_cut_not_refused(
+    owner: User, alpha: Team, image: BaseImage, three: list[Host]
+) -> None:
+    """Found by the scale bench on PostgreSQL: a scale to 100 named every placement and
+    overflowed the summary column (SQLite never enforces its length)."""
+    from apps.instances.services import SUMMARY_MAX, operation_create
+
+    app = services.app_create(user=owner, team=alpha, slug="many", base_image=image, memory_mb=8, cpus="0.02")
+    op = services.app_scale(user=owner, app=app, instances=45)
+    assert op.summary.startswith("scale 0 → 45 (on ")
+    assert all(f"{h.name} ×15" in op.summary for h in three), op.summary
+    long = operation_create(app=app, kind=op.kind, user=owner, summary="x" * 1000)
+    long.refresh_from_db()
+    assert len(long.summary) == SUMMARY_MAX and long.summary.endswith("…")
