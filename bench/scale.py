@@ -8,8 +8,11 @@ What it does now:
 3. `scale_100`: one more app 0 -> 100 across the 8 hosts with the fleet full, beside the same
    100 containers (`docker run -d` of each instance's own spec, same host, same address) run
    raw as parallel as the portal's executor (OPERATION_PARALLELISM at a time);
-4. everything removed through the API, then checked: no container, address, volume directory
-   or instance row left.
+4. with the fleet full: `reconcile_400` (a pass with nothing to do), `reconcile_10_removed`
+   (10 containers removed behind the portal's back, until they run again), `sweep_fleet_400`
+   (one metrics sweep of every host, stored);
+5. everything removed through the API, then checked: no container, address, instance or app
+   row left.
 Writes bench/results/scale.json.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -114,6 +118,68 @@ def start_workers(count: int = 2) -> list[subprocess.Popen[bytes]]:
     return workers
 
 
+def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
+    """With the fleet full: one reconcile pass with nothing to do (and its SQL queries); 10
+    containers removed behind the portal's back and the time until all 10 run again (a pass,
+    then the worker's repair); one metrics sweep of every host, stored."""
+    import random
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.instances import reconcile
+    from apps.metrics import services as metrics
+
+    idle = []
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            report = reconcile.reconcile()
+            idle.append(time.perf_counter() - started)
+        assert not report.repaired and not report.unreachable, report
+    note = f"nothing to do; {len(queries)} SQL queries"
+    figure(f"reconcile_{INSTANCES}", "s", statistics.median(idle), None, 3, note=note)
+
+    # The same 10 each run (a seeded choice, not a secret).
+    victims = random.Random(19).sample(list(Instance.objects.select_related("host")), 10)  # noqa: S311
+    by_name = {h.name: h for h in lab}
+    started = time.perf_counter()
+    for instance in victims:
+        fleet.docker(by_name[instance.host.name], "rm", "-f", instance.container_name)
+    report = reconcile.reconcile()
+    assert sum(len(r) for r in report.repaired.values()) == 10, report.repaired
+
+    def back() -> bool:
+        for instance in victims:
+            state = fleet.docker(
+                by_name[instance.host.name],
+                "inspect",
+                "-f",
+                "{{.State.Running}}",
+                instance.container_name,
+                check=False,
+            )
+            if state.stdout.strip() != "true":
+                return False
+        return True
+
+    wait_for(back, 120, "the 10 removed containers back")
+    note = "docker rm -f of 10 instances, one reconcile pass, until all 10 run again"
+    figure("reconcile_10_removed", "s", time.perf_counter() - started, None, 1, note=note)
+
+    metrics.collect_all()  # the agents learn the containers (the first sweep inspects each)
+    walls, stored = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        swept = metrics.collect_all()
+        walls.append(time.perf_counter() - started)
+        assert not swept.failed, swept.failed
+        stored.append(swept.stored)
+    wall, per_sweep = statistics.median(walls), statistics.median(stored)
+    note = f"{len(lab)} hosts, {per_sweep:.0f} samples stored per sweep, {per_sweep / wall:.0f} samples/s"
+    figure(f"sweep_fleet_{INSTANCES}", "s", wall, None, 3, note=note)
+
+
 def main() -> int:
     say(f"setting up: {HOSTS} lab hosts, PostgreSQL {DB_NAME}, 2 workers")
     config = fleet.LabConfig.from_settings(hosts=HOSTS)
@@ -187,6 +253,7 @@ def main() -> int:
             1,
             note=f"{APPS} scale calls, {INSTANCES} instances running",
         )
+        reconcile_and_sweep(lab)
 
         # --- scale_100 with the fleet full ---------------------------------------------------
         api(
