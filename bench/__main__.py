@@ -56,35 +56,9 @@ from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
 from apps.resources import services as resources  # noqa: E402
 from apps.resources.models import ResourceRequest  # noqa: E402
-from bench.raw import RAW_ADDRESSES, raw_run_args  # noqa: E402
+from bench.common import RAW_ADDRESSES, figure, figures, raw_run_args, say  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-figures: list[dict[str, object]] = []
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def figure(
-    name: str, unit: str, value: float, baseline: float | None, *, rounds: int, note: str = ""
-) -> None:
-    """One figure: the portal's median over `rounds` repetitions beside the raw baseline's
-    median over as many (each baseline is described in docs/benchmarks.md)."""
-    ratio = round(value / baseline, 2) if baseline else None
-    figures.append(
-        {
-            "name": name,
-            "unit": unit,
-            "value": round(value, 4),
-            "baseline": round(baseline, 4) if baseline else None,
-            "ratio": ratio,
-            "rounds": rounds,
-            **({"note": note} if note else {}),
-        }
-    )
-    base = f"  raw {baseline:.3f} {unit}  ratio {ratio}" if baseline else ""
-    say(f"{name:16} {value:.3f} {unit}{base}  (n={rounds}){'  ' + note if note else ''}")
 
 
 def run_parallel(jobs: list[tuple[fleet.LabHost, list[str]]]) -> None:

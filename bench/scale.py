@@ -70,23 +70,7 @@ from apps.instances.spec import instance_spec  # noqa: E402
 from apps.lab import fleet  # noqa: E402
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool  # noqa: E402
 from apps.network.models import IPAllocation  # noqa: E402
-from bench.raw import raw_run_args  # noqa: E402
-
-figures: list[dict[str, object]] = []
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def figure(name: str, unit: str, value: float, baseline: float | None, rounds: int, note: str = "") -> None:
-    ratio = round(value / baseline, 2) if baseline else None
-    figures.append(
-        {"name": name, "unit": unit, "value": round(value, 3), "baseline": baseline and round(baseline, 3)}
-        | {"ratio": ratio, "rounds": rounds}
-        | ({"note": note} if note else {})
-    )
-    say(f"{name:20} {value:.3f} {unit}" + (f"  raw {baseline:.3f} {unit}  ratio {ratio}" if baseline else ""))
+from bench.common import figure, figures, raw_run_args, say  # noqa: E402
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -138,7 +122,7 @@ def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
             idle.append(time.perf_counter() - started)
         assert not report.repaired and not report.unreachable, report
     note = f"nothing to do; {len(queries)} SQL queries"
-    figure(f"reconcile_{INSTANCES}", "s", statistics.median(idle), None, 3, note=note)
+    figure(f"reconcile_{INSTANCES}", "s", statistics.median(idle), None, rounds=3, note=note)
 
     # The same 10 each run (a seeded choice, not a secret).
     victims = random.Random(19).sample(list(Instance.objects.select_related("host")), 10)  # noqa: S311
@@ -165,7 +149,7 @@ def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
 
     wait_for(back, 120, "the 10 removed containers back")
     note = "docker rm -f of 10 instances, one reconcile pass, until all 10 run again"
-    figure("reconcile_10_removed", "s", time.perf_counter() - started, None, 1, note=note)
+    figure("reconcile_10_removed", "s", time.perf_counter() - started, None, rounds=1, note=note)
 
     metrics.collect_all()  # the agents learn the containers (the first sweep inspects each)
     walls, stored = [], []
@@ -177,7 +161,7 @@ def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
         stored.append(swept.stored)
     wall, per_sweep = statistics.median(walls), statistics.median(stored)
     note = f"{len(lab)} hosts, {per_sweep:.0f} samples stored per sweep, {per_sweep / wall:.0f} samples/s"
-    figure(f"sweep_fleet_{INSTANCES}", "s", wall, None, 3, note=note)
+    figure(f"sweep_fleet_{INSTANCES}", "s", wall, None, rounds=3, note=note)
 
 
 def main() -> int:
@@ -236,7 +220,7 @@ def main() -> int:
                 },
             )
         made = time.perf_counter() - started
-        figure("create_100_apps", "s", made, None, 1, note="100 POST /api/v1/apps/ one after another")
+        figure("create_100_apps", "s", made, None, rounds=1, note="100 POST /api/v1/apps/ one after another")
         started = time.perf_counter()
         ops = [
             api("post", f"apps/s{n:03}/scale/", {"instances": count})["id"] for n, count in enumerate(per_app)
@@ -250,7 +234,7 @@ def main() -> int:
             "s",
             filled,
             None,
-            1,
+            rounds=1,
             note=f"{APPS} scale calls, {INSTANCES} instances running",
         )
         reconcile_and_sweep(lab)
@@ -284,7 +268,7 @@ def main() -> int:
         raw = time.perf_counter() - started
         for lab_host, spec in made_specs:
             fleet.docker(lab_host, "rm", "-f", f"raw-{spec.name}")
-        figure("scale_100", "s", portal, raw, 1, note=f"spread {spread}")
+        figure("scale_100", "s", portal, raw, rounds=1, note=f"spread {spread}")
     finally:
         # --- everything removed through the API, then nothing left --------------------------
         ops = [api("delete", f"apps/{app.slug}/")["id"] for app in App.objects.all()]

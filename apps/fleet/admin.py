@@ -121,26 +121,24 @@ class HostAdmin(admin.ModelAdmin):
 
     @admin.action(description="Prepare the selected hosts (agent, doctor, safe fixes, base images)")
     def prepare(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
-        for host in queryset:
-            try:
-                preparing.host_prepare(user=request.user, host=host)
-            except ValidationError as exc:
-                self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
-            else:
-                self.message_user(request, f"{host.name}: preparing; the steps are on its host page.")
+        self._prepare(request, queryset, restart_dockerd=False)
 
     @admin.action(
         description="Prepare the selected hosts and apply dockerd's settings (restarts dockerd; "
         "live-restore keeps instances running)"
     )
     def prepare_dockerd(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        self._prepare(request, queryset, restart_dockerd=True)
+
+    def _prepare(self, request: HttpRequest, queryset: QuerySet[Host], *, restart_dockerd: bool) -> None:
+        done = "preparing, dockerd settings included" if restart_dockerd else "preparing"
         for host in queryset:
             try:
-                preparing.host_prepare(user=request.user, host=host, restart_dockerd=True)
+                preparing.host_prepare(user=request.user, host=host, restart_dockerd=restart_dockerd)
             except ValidationError as exc:
                 self.message_user(request, f"{host.name}: {'; '.join(exc.messages)}", messages.ERROR)
             else:
-                self.message_user(request, f"{host.name}: preparing, dockerd settings included.")
+                self.message_user(request, f"{host.name}: {done}; the steps are on its host page.")
 
     @admin.action(description="Drain the selected hosts (move their instances away, one at a time)")
     def drain(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -102,3 +102,22 @@ def test_dockerd_settings_are_never_applied_by_the_beat_only_on_ops_word(hosts: 
     assert answer.status_code == 200, answer.json()
     assert answer.json()["preparation"]["restart_dockerd"] is True
     assert start.call_count == 1
+
+
+def test_the_admin_prepares_with_or_without_dockerd_settings(hosts: list[Host], ops: Any) -> None:
+    h1, h2 = hosts
+    Host.objects.filter(pk__in=[h1.pk, h2.pk]).update(host_key="ssh-ed25519 AAAA")
+    ops.is_superuser = True  # the admin is for ops with its permissions, as seed_demo makes them
+    ops.save(update_fields=["is_superuser"])
+    client = Client()
+    client.force_login(ops)
+    url = "/admin/hosts/host/"
+    with patch("apps.fleet.prepare.jobs.start"):
+        plain = client.post(url, {"action": "prepare", "_selected_action": [h1.pk]}, follow=True)
+        asked = client.post(url, {"action": "prepare_dockerd", "_selected_action": [h2.pk]}, follow=True)
+    said = [str(m) for m in plain.context["messages"]]
+    assert "h1: preparing; the steps are on its host page." in said, said
+    said = [str(m) for m in asked.context["messages"]]
+    assert "h2: preparing, dockerd settings included; the steps are on its host page." in said, said
+    assert Preparation.objects.get(host=h1).restart_dockerd is False
+    assert Preparation.objects.get(host=h2).restart_dockerd is True

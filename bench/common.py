@@ -1,4 +1,5 @@
-"""The raw side of the benchmarks: the portal's own container, run by hand with `docker run`."""
+"""What both benchmarks share: the raw side (the portal's own container, run by hand with
+`docker run`) and how a figure is recorded and printed."""
 
 from __future__ import annotations
 
@@ -35,3 +36,31 @@ def raw_run_args(spec: ContainerSpec, name: str, address: str = "") -> list[str]
     if spec.workdir:
         args += ["-w", spec.workdir]
     return [*args, spec.image, *spec.command]
+
+
+figures: list[dict[str, object]] = []
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def figure(
+    name: str, unit: str, value: float, baseline: float | None, *, rounds: int, note: str = ""
+) -> None:
+    """One figure: the portal's median over `rounds` repetitions beside the raw baseline's
+    median over as many (each baseline is described in docs/benchmarks.md)."""
+    ratio = round(value / baseline, 2) if baseline else None
+    figures.append(
+        {
+            "name": name,
+            "unit": unit,
+            "value": round(value, 4),
+            "baseline": round(baseline, 4) if baseline else None,
+            "ratio": ratio,
+            "rounds": rounds,
+            **({"note": note} if note else {}),
+        }
+    )
+    base = f"  raw {baseline:.3f} {unit}  ratio {ratio}" if baseline else ""
+    say(f"{name:16} {value:.3f} {unit}{base}  (n={rounds}){'  ' + note if note else ''}")
