@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -228,6 +228,10 @@ def converge(
     )
     volumes = _VolumeSync(app, stale=set(left.values_list("host_id", flat=True)))
     left.delete()
+    # Whether the hosts the app leaves hold its files is asked now, alongside the removals
+    # (one SSH round trip each, as long as a removal itself), not after them.
+    going = [h for pk, h in leaving.items() if pk not in placed and pk != app.volume_home_id]
+    asked = {} if keep_volumes else _ask_volumes(app, going)
     outcomes: list[Outcome] = []
     pending = instances
     # New addresses are checked on the segment while their containers are created; one found in
@@ -266,15 +270,33 @@ def converge(
     if keep_volumes:
         return outcomes
     # The files an instance wrote on a host it left may matter to someone: listed, not removed.
-    volumes_left(app, list(leaving.values()), remove=False)
+    volumes_left(app, list(leaving.values()), remove=False, asked=asked)
     return outcomes
 
 
-def volumes_left(app: App, hosts: list[Host], *, remove: bool) -> None:
+def _has_volume(app: App, host: Host) -> bool:
+    return gateway.run(host, ["test", "-d", app.volume_path(host)], timeout=10).ok
+
+
+def _ask_volumes(app: App, hosts: list[Host]) -> dict[int, Future[bool]]:
+    """Start asking each host whether it holds the app's volume, in threads of their own."""
+    if not hosts:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="volume-ask")
+    asked = {host.pk: pool.submit(_has_volume, app, host) for host in hosts}
+    pool.shutdown(wait=False)
+    return asked
+
+
+def volumes_left(
+    app: App, hosts: list[Host], *, remove: bool, asked: dict[int, Future[bool]] | None = None
+) -> None:
     """The app's volume on hosts that run none of its instances any more is removed (a move's
     source, whose files went with the instance), or listed under Retained volumes for ops (after
     a scale-down, or when removing failed), so nothing stays on a host's disk unlisted. The
-    volume home keeps its copy: it is where new hosts copy the app's files from."""
+    volume home keeps its copy: it is where new hosts copy the app's files from. `asked`: the
+    answers of `_ask_volumes`, started earlier, for the hosts it covers."""
+    asked = asked or {}
     for host in hosts:
         if app.volume_home_id == host.pk or Instance.objects.filter(app=app, host=host).exists():
             continue
@@ -290,7 +312,7 @@ def volumes_left(app: App, hosts: list[Host], *, remove: bool) -> None:
                     host.name,
                     result.stderr.decode(errors="replace")[-300:],
                 )
-            elif not gateway.run(host, ["test", "-d", path], timeout=10).ok:
+            elif not (asked[host.pk].result() if host.pk in asked else _has_volume(app, host)):
                 continue  # the app never had files there
         except HostError as exc:
             log.warning("volume of %s on %s: %s", app.slug, host.name, exc)
