@@ -1,28 +1,43 @@
 """`make bench-scale`: the portal driving 400 real instances on 8 lab hosts, on PostgreSQL with
-two Celery worker processes (issue 19). Not part of `make bench` or CI: it takes minutes.
+two Celery worker processes, a beat and the web server (issue 19). Not part of `make bench` or CI:
+it takes minutes.
 
-What it does now:
-1. an 8-host lab, prepared by the portal; a database of its own (`slipway_bench_scale`);
+What it does:
+1. an 8-host lab, prepared by the portal; a database of its own (`slipway_bench_scale`); the
+   portal's own processes as in production: daphne (web), two Celery workers, beat;
 2. 100 apps made through the API, scaled through the API to 400 instances in total (busybox,
-   8 MiB, 0.02 CPU: 500 of them fit the 8 hosts x 2 cores without CPU_OVERCOMMIT), timed;
-3. `scale_100`: one more app 0 -> 100 across the 8 hosts with the fleet full, beside the same
-   100 containers (`docker run -d` of each instance's own spec, same host, same address) run
-   raw as parallel as the portal's executor (OPERATION_PARALLELISM at a time);
-4. with the fleet full: `reconcile_400` (a pass with nothing to do), `reconcile_10_removed`
+   8 MiB, 0.1 CPU, with CPU_OVERCOMMIT 8), timed. Placement packs them by best fit onto 4 of
+   the 8 hosts (100 each), leaving the other 4 empty, as it would on a real fleet;
+3. with the fleet full: `reconcile_400` (a pass with nothing to do), `reconcile_10_removed`
    (10 containers removed behind the portal's back, until they run again), `sweep_fleet_400`
    (one metrics sweep of every host, stored);
-5. everything removed through the API, then checked: no container, address, instance or app
+4. `scale_100`: one more app 0 -> 100, spread over the 8 hosts, beside the same 100 containers
+   (`docker run -d` of each instance's own spec, same host, same address) run raw as parallel
+   as the portal's executor (OPERATION_PARALLELISM at a time); while it runs, a reader fetches
+   the app list, an app page and its 24 h chart over HTTP from daphne, one after another
+   (`page_p95_under_load`, beside the same pages with the workers idle);
+5. `drain_host`: the fullest host drained through the API while every instance on it is
+   probed over TCP every 50 ms: the drain's time, and the longest time any app had fewer
+   instances serving than it wanted;
+6. `portal_rss`: the resident memory of web, workers (with their pool processes) and beat,
+   sampled every half second through all of the above, at its peak;
+7. everything removed through the API, then checked: no container, address, instance or app
    row left.
 Writes bench/results/scale.json.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
+import select
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +50,16 @@ HOSTS = int(os.environ.get("SCALE_HOSTS", "8"))
 APPS = int(os.environ.get("SCALE_APPS", "100"))
 INSTANCES = int(os.environ.get("SCALE_INSTANCES", "400"))
 BROKER = "redis://127.0.0.1:6379/13"
+WEB_PORT = 8791
 DB_NAME = "slipway_bench_scale"
 PASSWORD = (VAR / "pg-password").read_text().strip()
 os.environ["DATABASE_URL"] = f"postgres://slipway:{PASSWORD}@127.0.0.1:5432/{DB_NAME}"
 os.environ["CELERY_BROKER_URL"] = BROKER
 os.environ["MAX_INSTANCES_PER_APP"] = "100"  # scale_100 (the default is 50; an ops setting)
+# 0.1 CPU each: a smaller CPU limit throttles the container's own start (runc's init runs in
+# its cgroup: at 0.01 CPU a busybox start takes 2 s instead of 0.3). 400 x 0.1 CPU on 8 x 2
+# cores needs CPU overcommit, as ops set it for a fleet of small, mostly idle apps.
+os.environ["CPU_OVERCOMMIT"] = "8"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 
@@ -64,6 +84,7 @@ from django.test import Client  # noqa: E402
 
 from apps.accounts.models import Membership, Team  # noqa: E402
 from apps.applications.models import App, BaseImage  # noqa: E402
+from apps.hosts.models import Host  # noqa: E402
 from apps.hosts.transport import ContainerSpec  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
 from apps.instances.spec import instance_spec  # noqa: E402
@@ -81,25 +102,213 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def start_workers(count: int = 2) -> list[subprocess.Popen[bytes]]:
-    """Real Celery worker processes on the bench's database and broker."""
-    log = open(VAR / "log" / "bench-scale-workers.log", "ab")  # noqa: SIM115 - lives as long as they do
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "-n", f"scale{n}@%h"),
-                *("--without-mingle", "--without-gossip", "--loglevel", "WARNING"),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
-        for n in range(count)
-    ]
-    time.sleep(4)
-    return workers
+def start_portal(workers: int = 2) -> dict[str, list[subprocess.Popen[bytes]]]:
+    """The portal's processes on the bench's database and broker, as `make up` runs them:
+    daphne serving the ASGI application, Celery workers (one pool process each), beat."""
+    log = open(VAR / "log" / "bench-scale-portal.log", "ab")  # noqa: SIM115 - lives as long as they do
+    env = dict(os.environ)
+
+    def spawn(*argv: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    # As scripts/services.sh runs them: workers and beat at a lower CPU priority than the web.
+    celery = ("nice", "-n", "10", sys.executable, "-m", "celery", "-A", "portal")
+    quiet = ("--loglevel", "WARNING")
+    processes = {
+        "web": [
+            spawn(
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(WEB_PORT),
+                "portal.asgi:application",
+            )
+        ],
+        "workers": [
+            spawn(
+                *celery,
+                "worker",
+                "--concurrency",
+                "1",
+                "-n",
+                f"scale{n}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                *quiet,
+            )
+            for n in range(workers)
+        ],
+        "beat": [spawn(*celery, "beat", "--schedule", str(VAR / "bench-scale-beat-schedule"), *quiet)],
+    }
+
+    def answers() -> bool:
+        try:
+            return _get("/healthz")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(answers, 60, f"daphne on 127.0.0.1:{WEB_PORT}")
+    time.sleep(3)  # the workers connect to the broker
+    return processes
+
+
+def stop_portal(processes: dict[str, list[subprocess.Popen[bytes]]]) -> None:
+    every = [p for group in processes.values() for p in group]
+    for process in every:
+        process.terminate()
+    for process in every:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _get(path: str, cookie: str = "") -> tuple[int, float]:
+    """GET a page from daphne as a browser would (a new connection): (status, seconds)."""
+    connection = http.client.HTTPConnection("127.0.0.1", WEB_PORT, timeout=30)
+    started = time.perf_counter()
+    try:
+        connection.request("GET", path, headers={"Cookie": f"sessionid={cookie}"} if cookie else {})
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+class PageReader(threading.Thread):
+    """One person reading pages, one after another, until stopped: the seconds each took."""
+
+    def __init__(self, pages: list[str], cookie: str) -> None:
+        super().__init__(daemon=True)
+        self.pages, self.cookie = pages, cookie
+        self.took: dict[str, list[float]] = {page: [] for page in pages}
+        self.stop = threading.Event()
+        self.error = ""
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for page in self.pages:
+                status, seconds = _get(page, self.cookie)
+                if status != 200:
+                    self.error = f"{page} answered {status}"
+                    return
+                self.took[page].append(seconds)
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else max(values, default=0.0)
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+class RssSampler(threading.Thread):
+    """Resident memory of each role's processes and their children (a worker's pool process),
+    every half second; the peak of each role and of their sum."""
+
+    def __init__(self, processes: dict[str, list[subprocess.Popen[bytes]]]) -> None:
+        super().__init__(daemon=True)
+        self.processes = processes
+        self.peak: dict[str, int] = dict.fromkeys(processes, 0)
+        self.peak_total = 0
+        self.stop = threading.Event()
+
+    def sample(self) -> None:
+        total = 0
+        for role, group in self.processes.items():
+            pids = [p.pid for p in group]
+            pids += [c for pid in pids for c in _children(pid)]
+            kib = sum(_rss_kib(pid) for pid in pids)
+            self.peak[role] = max(self.peak[role], kib)
+            total += kib
+        self.peak_total = max(self.peak_total, total)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.sample()
+
+
+class ServingProbe(threading.Thread):
+    """Every 50 ms, a TCP connect to each watched address at once (non-blocking): an address not
+    answering within the round is down. Per group (an app), the longest run of rounds in which
+    any of its addresses was down: how long it had fewer instances serving than it wanted.
+
+    `watched` says which addresses to probe in a round (default: all). Probing 100 busybox
+    httpds 20 times a second would itself load the lab (a fork per connection); a drain moves
+    one instance at a time, so the bench watches the one moving, the one before, and any down."""
+
+    ROUND = 0.05
+
+    def __init__(
+        self, groups: dict[str, list[str]], port: int, watched: Callable[[], set[str]] | None = None
+    ) -> None:
+        super().__init__(daemon=True)
+        self.groups, self.port = groups, port
+        self.watched = watched or (lambda: {a for group in groups.values() for a in group})
+        self.down_since: dict[str, float | None] = dict.fromkeys(groups)
+        self.longest: dict[str, float] = dict.fromkeys(groups, 0.0)
+        self.rounds = 0
+        self.stop = threading.Event()
+
+    def answering(self, addresses: set[str]) -> set[str]:
+        sockets: dict[socket.socket, str] = {}
+        for address in addresses:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex((address, self.port))
+            sockets[sock] = address
+        up: set[str] = set()
+        deadline = time.perf_counter() + self.ROUND * 0.8
+        pending = set(sockets)
+        while pending and (left := deadline - time.perf_counter()) > 0:
+            _, ready, _ = select.select([], list(pending), [], left)
+            for sock in ready:
+                pending.discard(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    up.add(sockets[sock])
+        for sock in sockets:
+            sock.close()
+        return up
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            tick = time.perf_counter()
+            down = {
+                a for name, since in self.down_since.items() if since is not None for a in self.groups[name]
+            }
+            probed = self.watched() | down
+            up = self.answering(probed)
+            for name, group in self.groups.items():
+                since = self.down_since[name]
+                if all(a in up for a in group if a in probed):
+                    if since is not None:
+                        self.longest[name] = max(self.longest[name], tick - since)
+                        self.down_since[name] = None
+                elif since is None:
+                    self.down_since[name] = tick
+            self.rounds += 1
+            self.stop.wait(max(0.0, self.ROUND - (time.perf_counter() - tick)))
+        for name, since in self.down_since.items():
+            if since is not None:
+                self.longest[name] = max(self.longest[name], time.perf_counter() - since)
 
 
 def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
@@ -131,7 +340,8 @@ def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
     for instance in victims:
         fleet.docker(by_name[instance.host.name], "rm", "-f", instance.container_name)
     report = reconcile.reconcile()
-    assert sum(len(r) for r in report.repaired.values()) == 10, report.repaired
+    # (the beat's own reconcile may have been first for some of them)
+    assert sum(len(r) for r in report.repaired.values()) <= 10, report.repaired
 
     def back() -> bool:
         for instance in victims:
@@ -164,11 +374,97 @@ def reconcile_and_sweep(lab: list[fleet.LabHost]) -> None:
     figure(f"sweep_fleet_{INSTANCES}", "s", wall, None, rounds=3, note=note)
 
 
+def drain_fullest(client: Client, lab: list[fleet.LabHost]) -> None:
+    """`drain_host`: drain the host holding the most instances through the API, with every
+    instance on it probed over TCP every 50 ms until the drain is done."""
+    from apps.fleet.models import Drain
+
+    host = max(Host.objects.all(), key=lambda h: h.instances.count())
+    moving = list(Instance.objects.filter(host=host).select_related("app"))
+    groups: dict[str, list[str]] = {}
+    for instance in moving:
+        assert instance.address, instance  # every instance of the bench has its pool address
+        groups.setdefault(instance.app.slug, []).append(instance.address)
+    check = ServingProbe(groups, port=8080)  # every address, before the drain
+    check.start()
+    time.sleep(1)
+
+    def down() -> list[str]:
+        return [f"{app} {groups[app]}" for app, since in check.down_since.items() if since is not None]
+
+    try:
+        wait_for(lambda: not down(), 30, "every instance on the host answering before the drain")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: {down()[:10]}") from None
+    finally:
+        check.stop.set()
+        check.join()
+    address_of = {i.container_name: i.address or "" for i in moving}
+    recent: list[str] = []
+
+    def watched() -> set[str]:
+        # The move under way, as the drain names it ("slw-s001-2 → lab-h5"), and the one before.
+        from django.db import connection
+
+        current = Drain.objects.filter(host=host).values_list("current", flat=True).first() or ""
+        connection.close()  # this thread's own connection, not kept between rounds
+        name = current.split(" ")[0]
+        if name in address_of and (not recent or recent[-1] != name):
+            recent.append(name)
+        return {address_of[n] for n in recent[-2:]}
+
+    probe = ServingProbe(groups, port=8080, watched=watched)
+    probe.start()
+    started = time.perf_counter()
+    response = client.post(f"/api/v1/hosts/{host.pk}/drain/", content_type="application/json")
+    assert response.status_code < 300, response.content
+    wait_for(
+        lambda: Drain.objects.filter(host=host).exclude(state=Drain.State.RUNNING).exists(),
+        1800,
+        f"the drain of {host.name}",
+    )
+    took = time.perf_counter() - started
+    time.sleep(1)  # the probe sees the last moved instance answer
+    probe.stop.set()
+    probe.join()
+    drain = Drain.objects.get(host=host)
+    assert drain.state == Drain.State.DONE, (drain.state, drain.error)
+    assert not Instance.objects.filter(host=host).exists()
+    moves = [float(line.rsplit("(", 1)[1].split(" s)")[0]) for line in drain.log.splitlines() if "(" in line]
+    worst_app, worst = max(probe.longest.items(), key=lambda item: item[1])
+    note = (
+        f"{host.name}: {len(moving)} instances of {len(groups)} apps moved one at a time, "
+        f"median move {statistics.median(moves):.2f} s; longest an app served with one instance "
+        f"fewer: {worst:.2f} s ({worst_app}), median over the apps "
+        f"{statistics.median(probe.longest.values()):.2f} s (TCP connect every 50 ms)"
+    )
+    figure("drain_host", "s", took, None, rounds=1, note=note)
+    figure("drain_underserved_longest", "s", worst, None, rounds=1, note=f"{worst_app}; see drain_host")
+
+
+BENCH_NAMES = re.compile(r"^(slw-(s\d{3}|big)-\d+|raw-slw-.*)$")
+
+
+def remove_leftovers(lab: list[fleet.LabHost]) -> int:
+    """Containers an interrupted run left on the lab hosts (its apps' and its raw ones), removed;
+    how many. Other containers on the shared lab hosts (a dev portal's) are left alone."""
+    gone = 0
+    for lab_host in lab:
+        names = fleet.docker(lab_host, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+        doomed = [name for name in names if BENCH_NAMES.match(name)]
+        if doomed:
+            fleet.docker(lab_host, "rm", "-f", *doomed)
+            gone += len(doomed)
+    return gone
+
+
 def main() -> int:
-    say(f"setting up: {HOSTS} lab hosts, PostgreSQL {DB_NAME}, 2 workers")
+    say(f"setting up: {HOSTS} lab hosts, PostgreSQL {DB_NAME}, daphne, 2 workers, beat")
     config = fleet.LabConfig.from_settings(hosts=HOSTS)
     lab = fleet.up(config, log=lambda _: None)
     by_name = {h.name: h for h in lab}
+    if left_before := remove_leftovers(lab):
+        say(f"removed {left_before} containers an interrupted run left")
     call_command("migrate", verbosity=0)
     hosts = register_hosts(lab, log=lambda _: None)
     register_images(("busybox",), log=lambda _: None)
@@ -181,7 +477,13 @@ def main() -> int:
     image = BaseImage.objects.get(name="slipway/busybox", tag="1")
     client = Client()
     client.force_login(user)
-    workers = start_workers()
+    cookie = client.cookies["sessionid"].value  # the reader's browser session
+    ops = Client()
+    ops.force_login(User.objects.create_user("scale-ops", is_staff=True))
+    processes = start_portal()
+    rss = RssSampler(processes)
+    rss.start()
+    small = {"team": team.slug, "base_image": image.pk, "memory_mb": 8, "cpus": "0.1"}
 
     def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = getattr(client, method)(f"/api/v1/{path}", body or {}, content_type="application/json")
@@ -208,52 +510,64 @@ def main() -> int:
         per_app = [INSTANCES // APPS + (1 if n < INSTANCES % APPS else 0) for n in range(APPS)]
         started = time.perf_counter()
         for n in range(APPS):
-            api(
-                "post",
-                "apps/",
-                {
-                    "slug": f"s{n:03}",
-                    "team": team.slug,
-                    "base_image": image.pk,
-                    "memory_mb": 8,
-                    "cpus": "0.02",
-                },
-            )
+            api("post", "apps/", {"slug": f"s{n:03}", **small})
         made = time.perf_counter() - started
         figure("create_100_apps", "s", made, None, rounds=1, note="100 POST /api/v1/apps/ one after another")
         started = time.perf_counter()
-        ops = [
+        ops_ids = [
             api("post", f"apps/s{n:03}/scale/", {"instances": count})["id"] for n, count in enumerate(per_app)
         ]
-        settled(ops, 1800)
+        settled(ops_ids, 1800)
         filled = time.perf_counter() - started
         running = Instance.objects.filter(state=Instance.State.RUNNING).count()
         assert running == INSTANCES, running
+        spread = {h.name: h.instances.count() for h in Host.objects.order_by("name")}
         figure(
             f"fill_{INSTANCES}",
             "s",
             filled,
             None,
             rounds=1,
-            note=f"{APPS} scale calls, {INSTANCES} instances running",
+            note=f"{APPS} scale calls, {INSTANCES} instances running; per host {spread}",
         )
         reconcile_and_sweep(lab)
 
-        # --- scale_100 with the fleet full ---------------------------------------------------
-        api(
-            "post",
-            "apps/",
-            {"slug": "big", "team": team.slug, "base_image": image.pk, "memory_mb": 8, "cpus": "0.02"},
-        )
+        # --- the pages with the workers idle, then scale_100 with the fleet full ------------
+        pages = ["/apps/", "/apps/s000/", "/api/v1/apps/s000/metrics/?range=24h"]
+        idle = PageReader(pages, cookie)
+        idle.start()
+        time.sleep(10)
+        idle.stop.set()
+        idle.join()
+        assert not idle.error, idle.error
+        api("post", "apps/", {"slug": "big", **small})
         big = App.objects.get(slug="big")
+        reader = PageReader(pages, cookie)
+        reader.start()
         started = time.perf_counter()
         settled([api("post", "apps/big/scale/", {"instances": 100})["id"]], 900)
         portal = time.perf_counter() - started
+        reader.stop.set()
+        reader.join()
+        assert not reader.error, reader.error
+        loaded = [t for page in pages for t in reader.took[page]]
+        per_page = ", ".join(
+            f"{page} {p95(reader.took[page]) * 1000:.0f} ms (idle {p95(idle.took[page]) * 1000:.0f})"
+            for page in pages
+        )
+        figure(
+            "page_p95_under_load",
+            "ms",
+            p95(loaded) * 1000,
+            p95([t for page in pages for t in idle.took[page]]) * 1000,
+            rounds=len(loaded),
+            note=f"beside the same pages with the workers idle; p95 per page: {per_page}",
+        )
         made_specs: list[tuple[fleet.LabHost, ContainerSpec]] = [
             (by_name[i.host.name], instance_spec(i))
             for i in Instance.objects.filter(app=big).select_related("app", "host", "image")
         ]
-        spread = {h: sum(1 for lh, _ in made_specs if lh.name == h) for h in by_name}
+        big_spread = {h: sum(1 for lh, _ in made_specs if lh.name == h) for h in by_name}
         settled([api("post", "apps/big/scale/", {"instances": 0})["id"]], 900)
         # Raw: the same 100 containers, each on its host, as parallel as the portal's executor
         # (OPERATION_PARALLELISM `docker run -d` at a time across the fleet).
@@ -268,17 +582,25 @@ def main() -> int:
         raw = time.perf_counter() - started
         for lab_host, spec in made_specs:
             fleet.docker(lab_host, "rm", "-f", f"raw-{spec.name}")
-        figure("scale_100", "s", portal, raw, rounds=1, note=f"spread {spread}")
+        figure("scale_100", "s", portal, raw, rounds=1, note=f"spread {big_spread}")
+
+        # --- drain the fullest host ----------------------------------------------------------
+        drain_fullest(ops, lab)
     finally:
         # --- everything removed through the API, then nothing left --------------------------
-        ops = [api("delete", f"apps/{app.slug}/")["id"] for app in App.objects.all()]
+        from django.db import connection
+
+        connection.close()  # an interrupted query leaves it unusable
         try:
-            settled(ops, 1800)
+            settled([api("delete", f"apps/{app.slug}/")["id"] for app in App.objects.all()], 1800)
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=60)
+            rss.stop.set()
+            rss.join()
+            stop_portal(processes)
+    roles = ", ".join(f"{role} {kib / 1024:.0f} MiB" for role, kib in rss.peak.items())
+    figure(
+        "portal_rss", "MiB", rss.peak_total / 1024, None, rounds=1, note=f"peak, sampled every 0.5 s: {roles}"
+    )
     left = {
         "containers": sum(
             len(fleet.docker(h, "ps", "-aq", "--filter", "label=io.slipway.managed=1").stdout.split())
