@@ -21,6 +21,7 @@ import json
 import posixpath
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -199,11 +200,17 @@ def copy_tree(
         return ssh.run(vm, argv, **kw)  # type: ignore[arg-type]
 
     where = f"the host {vm.address}" if source_on_host else f"the VM {vm.address}"
-    have = manifest(vm_run, source, excludes, where, agent=source_on_host)
-    made = host_run(["mkdir", "-p", target], timeout=15)
-    if made.exit_code != 0:
-        raise CopyFailed(f"cannot make {target} on the host: {made.stderr.decode(errors='replace')[-300:]}")
-    there = manifest(host_run, target, [], "the host", agent=True)
+    # The two sides are listed at once (two machines): a drain's move waits on this twice.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-listing") as pool:
+        listed = pool.submit(manifest, vm_run, source, excludes, where, agent=source_on_host)
+        made = host_run(["mkdir", "-p", target], timeout=15)
+        if made.exit_code != 0:
+            raise CopyFailed(
+                f"cannot make {target} on the host: {made.stderr.decode(errors='replace')[-300:]}"
+            )
+        # What is not copied is not the copy's to remove either (a move's marker file).
+        there = manifest(host_run, target, excludes, "the host", agent=True)
+        have = listed.result()
     wanted = [
         path
         for path, entry in sorted(have.entries.items())
@@ -213,7 +220,8 @@ def copy_tree(
     total = sum(have.entries[p].size for p in send_files)
     progress(0, total)
     sent = 0
-    if send_files or any(p not in there.entries for p in wanted):
+    pumped = bool(send_files or any(p not in there.entries for p in wanted))
+    if pumped:
         sent = _pump(
             vm, source, host_endpoint, target, wanted, total, progress, stall, on_chunk, source_on_host
         )
@@ -226,7 +234,8 @@ def copy_tree(
             raise CopyFailed(
                 f"cannot remove stale files in {target}: {gone.stderr.decode(errors='replace')[-300:]}"
             )
-    after = manifest(host_run, target, [], "the host", agent=True)
+    # Nothing sent and nothing removed: the target's listing is still the one just taken.
+    after = manifest(host_run, target, excludes, "the host", agent=True) if pumped or extra else there
     wrong = [p for p, digest in have.sums.items() if after.sums.get(p) != digest]
     if wrong:
         sample = ", ".join(wrong[:3])
