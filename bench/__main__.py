@@ -56,7 +56,7 @@ from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
 from apps.resources import services as resources  # noqa: E402
 from apps.resources.models import ResourceRequest  # noqa: E402
-from bench.common import RAW_ADDRESSES, figure, figures, raw_run_args, say  # noqa: E402
+from bench.common import RAW_ADDRESSES, figure, figures, raw_run_args, say, wait_for  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
@@ -64,16 +64,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 def run_parallel(jobs: list[tuple[fleet.LabHost, list[str]]]) -> None:
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         list(pool.map(lambda job: fleet.docker(job[0], *job[1]), jobs))
-
-
-def wait_for(
-    check: Callable[[], bool], timeout: float = 60, interval: float = 0.005, negate: bool = False
-) -> None:
-    deadline = time.monotonic() + timeout
-    while check() == negate:
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark step did not finish in time")
-        time.sleep(interval)
 
 
 def start_worker() -> tuple[subprocess.Popen[bytes], Any]:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from apps.hosts.transport import ContainerSpec
 
 # Static addresses the raw containers take while the portal's instances hold theirs: on the pool's
@@ -36,6 +39,23 @@ def raw_run_args(spec: ContainerSpec, name: str, address: str = "") -> list[str]
     if spec.workdir:
         args += ["-w", spec.workdir]
     return [*args, spec.image, *spec.command]
+
+
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float = 60,
+    what: str = "benchmark step",
+    *,
+    interval: float = 0.005,
+    negate: bool = False,
+) -> None:
+    """Until check() is true (false with `negate`), polled every `interval`; TimeoutError past
+    `timeout` seconds, naming `what`."""
+    deadline = time.monotonic() + timeout
+    while check() == negate:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
 
 
 figures: list[dict[str, object]] = []

@@ -477,7 +477,7 @@ def volume_sync(app: App, source: Host, target: Host) -> None:
     """Make the app's volume on target what it is on source (resumable, checksummed), and mark it
     so the target does not take the volume home's files over it later."""
     path = app.volume_path(target)
-    if not gateway.run(source, ["test", "-d", app.volume_path(source)], timeout=10).ok:
+    if not _has_volume(app, source):
         return  # nothing there to carry over
     treecopy.copy_tree(
         vm=source.endpoint,

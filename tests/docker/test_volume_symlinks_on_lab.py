@@ -9,20 +9,18 @@ import io
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 
-from apps.accounts.models import Team
 from apps.applications import services
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from apps.network.models import IPPool
 
 SLUG = "linkjail"
 MOUNT = "/srv/app"
@@ -83,23 +81,8 @@ def outside(lab: list[fleet.LabHost]) -> Iterator[Path]:
 
 
 @pytest.fixture
-def jailed(
-    owner: User,
-    alpha: Team,
-    busybox: BaseImage,
-    lab_pool: IPPool,
-    lab: list[fleet.LabHost],
-    remove_apps: list[str],
-) -> Iterator[App]:
-    remove_apps.append(SLUG)
-    for lab_host in lab:
-        shutil.rmtree(lab_host.volume_root / SLUG, ignore_errors=True)
-    app = services.app_create(user=owner, team=alpha, slug=SLUG, base_image=busybox, memory_mb=32, cpus="0.1")
-    op = _run(services.app_scale(user=owner, app=app, instances=1))
-    assert op.status == Operation.Status.SUCCEEDED, op.error
-    yield app
-    for lab_host in lab:
-        shutil.rmtree(lab_host.volume_root / SLUG, ignore_errors=True)
+def jailed(deploy: Callable[..., App]) -> App:
+    return deploy(SLUG, instances=1)
 
 
 def test_planted_links_do_not_let_an_upload_or_a_move_reach_host_files(
