@@ -27,6 +27,7 @@ from django.conf import settings
 from apps.hosts import agent, gateway
 from apps.lab import images, netns
 from apps.lab.netns import NETNS_DIR, LabError
+from hostagent.stats import cgroup_mounts
 
 Log = Callable[[str], None]
 BASE_DIR = Path(settings.BASE_DIR)
@@ -356,7 +357,7 @@ def _dockerd_argv(host: LabHost) -> list[str]:
         "--storage-driver",
         "overlay2",
         "--cgroup-parent",
-        f"/{host.netns}",
+        cgroup_parent(host),
         # A host on a bridged public network forwards nothing (a stopped container's traffic
         # would flood the segment); dockerd would otherwise turn forwarding on at every start.
         "--ip-forward=false",
@@ -366,21 +367,83 @@ def _dockerd_argv(host: LabHost) -> list[str]:
 
 
 # The lab's hosts stand for other machines, but share this one's cores with the portal. Their
-# daemons (dockerd with containerd and the containers, sshd with the agent, LXCFS) run at a
-# lower CPU priority, so the portal's own processes (web, database) get the CPU first, as on a
-# portal machine of their own: a fleet-wide scale then loads the lab, not the pages.
+# daemons (dockerd with containerd and the containers, sshd with the agent, LXCFS) must not take
+# the CPU from the portal's own processes (web, database), as they could not on a portal machine
+# of their own: a fleet-wide scale then loads the lab, not the pages. Nice alone does not do it:
+# the containers run in cgroups of their own, each weighed like a nice-0 process, and a fleet of
+# many daemons' threads at nice 10 still outweighs one page. So the whole lab runs in one CPU
+# cgroup weighed like a quarter of one nice-0 process, however much runs in it: its daemons in
+# `daemons`, each host's containers in a group named after the host (dockerd's --cgroup-parent).
+# Within the lab the daemons keep nice 10, below the containers they start.
 HOST_NICE = 10
 NICE = ("nice", "-n", str(HOST_NICE))
+LAB_CGROUP = "slipway-lab"
+LAB_CPU_SHARES = 256  # cgroup v1 cpu.shares; a nice-0 process weighs 1024
 
 
-def _renice_tree(pid: int) -> None:
-    """A daemon an older lab started at normal priority, with everything under it."""
+def _cpu_hierarchy() -> Path | None:
+    """Where this machine's cgroup v1 cpu controller is mounted whole. On cgroup v2 (or
+    without the controller) the lab runs unweighed: its daemons only at nice 10."""
+    cpu = cgroup_mounts(refresh=True).v1.get("cpu")
+    return Path(cpu.point) if cpu is not None and cpu.root == "/" else None
+
+
+def _lab_cgroup() -> Path | None:
+    """The lab's CPU group (made and weighed), or None where there is none to make."""
+    hierarchy = _cpu_hierarchy()
+    if hierarchy is None:
+        return None
+    group = hierarchy / LAB_CGROUP
+    (group / "daemons").mkdir(parents=True, exist_ok=True)
+    shares = group / "cpu.shares"
+    if shares.read_text().strip() != str(LAB_CPU_SHARES):
+        shares.write_text(f"{LAB_CPU_SHARES}\n")
+    return group
+
+
+def cgroup_parent(host: LabHost) -> str:
+    """The cgroup the host's containers are made under (dockerd's --cgroup-parent)."""
+    return f"/{LAB_CGROUP}/{host.netns}" if _cpu_hierarchy() is not None else f"/{host.netns}"
+
+
+def container_cgroup(host: LabHost, container_id: str, controller: str) -> Path:
+    """A container's cgroup directory for a v1 controller (tests read its limits there)."""
+    mount = cgroup_mounts(refresh=True).v1[controller]
+    return Path(mount.point) / cgroup_parent(host).lstrip("/") / container_id
+
+
+def _low(argv: list[str]) -> list[str]:
+    """argv run as a lab daemon: at HOST_NICE, in the lab's CPU group (it moves itself there
+    before exec, so all it starts is there from the first moment)."""
+    group = _lab_cgroup()
+    if group is None:
+        return [*NICE, *argv]
+    procs = str(group / "daemons" / "cgroup.procs")
+    return [*NICE, "sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
+
+
+def _cpu_cgroup_of(pid: int | str) -> str | None:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return path
+    return None
+
+
+def _lower_tree(pid: int) -> None:
+    """A daemon an older lab started at the portal's priority and in its CPU group, with
+    everything under it: to HOST_NICE and into the lab's group. Its containers stay in their
+    own groups (those hold their CPU limits)."""
+    group = _lab_cgroup()
+    own = _cpu_cgroup_of("self")
     todo = [pid]
     while todo:
         current = todo.pop()
         try:
             if os.getpriority(os.PRIO_PROCESS, current) < HOST_NICE:
                 os.setpriority(os.PRIO_PROCESS, current, HOST_NICE)
+            if group is not None and _cpu_cgroup_of(current) == own:
+                (group / "daemons" / "cgroup.procs").write_text(f"{current}\n")
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo += [int(child) for child in (task / "children").read_text().split()]
         except OSError:
@@ -393,7 +456,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
     pid = netns.daemon_pid(host.docker_pidfile, marker, host.netns_path)
     # A daemon started with other flags (an older lab) is restarted with the current ones.
     if pid and netns.cmdline(pid)[: len(argv)] == argv and _docker_answers(host.docker_socket):
-        _renice_tree(pid)  # started by an older lab, at the portal's priority
+        _lower_tree(pid)  # started by an older lab, at the portal's priority
         return
     log_file = host.state / "dockerd.log"
     for attempt in (1, 2):
@@ -410,7 +473,7 @@ def _ensure_dockerd(host: LabHost, log: Log) -> None:
             host.docker_config.write_text("{}\n")
         with open(log_file, "ab") as out:
             subprocess.Popen(
-                [*NICE, "nsenter", f"--net={host.netns_path}", *argv],
+                _low(["nsenter", f"--net={host.netns_path}", *argv]),
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -443,7 +506,7 @@ def _ensure_lxcfs(host: LabHost, log: Log) -> None:
     marker = str(host.lxcfs_dir)
     pid = netns.daemon_pid(host.lxcfs_pidfile, marker, host.netns_path)
     if pid and _lxcfs_answers(host):
-        _renice_tree(pid)
+        _lower_tree(pid)
         return
     log(f"{host.name}: starting lxcfs")
     _stop_daemon(host.lxcfs_pidfile, marker)
@@ -458,7 +521,7 @@ def _ensure_lxcfs(host: LabHost, log: Log) -> None:
     log_file = host.state / "lxcfs.log"
     with open(log_file, "ab") as out:
         subprocess.Popen(
-            [*NICE, "nsenter", f"--net={host.netns_path}", *argv],
+            _low(["nsenter", f"--net={host.netns_path}", *argv]),
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
@@ -598,7 +661,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
         and netns.mount_types(Path(agent.root()), running)  # ... or before the agent path
         and netns.sshd_answers(str(host.address))
     ):
-        _renice_tree(running)
+        _lower_tree(running)
         return
     log(f"{host.name}: starting sshd")
     _stop_daemon(host.sshd_pidfile, marker)
@@ -631,7 +694,7 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
     )
     # sshd daemonizes itself and writes its pidfile.
     netns.sh(
-        *NICE, "unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, netns=host.netns
+        *_low(["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script]), netns=host.netns
     )
     netns.wait_for(
         lambda: netns.sshd_answers(str(host.address)), 20, f"{host.name}: sshd", host.state / "sshd.log"

@@ -21,7 +21,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +42,6 @@ from tests.conftest import ROOT, TEST_BROKER_URL, _database_url
 from tests.helpers import KillableWorker, eventually, finished, frozen
 
 MiB = 1024 * 1024
-CGROUP = Path("/sys/fs/cgroup")
 
 
 def _killable_worker(broker: str = TEST_BROKER_URL, beat: bool = False, **env: str) -> KillableWorker:
@@ -153,7 +151,7 @@ def test_a_worker_killed_mid_resize_is_finished_once_by_the_reconcile(
 
     def limit(instance: Instance) -> str:
         lab_host = by_name[instance.host.name]
-        path = CGROUP / "memory" / f"slw-{lab_host.name.split('-')[-1]}" / instance.container_id
+        path = fleet.container_cgroup(lab_host, instance.container_id, "memory")
         return (path / "memory.limit_in_bytes").read_text().strip()
 
     instances = list(Instance.objects.filter(app=app).select_related("host"))

@@ -87,3 +87,49 @@ def test_lab_status_prints_each_host(lab: list[fleet.LabHost], capsys: pytest.Ca
         assert str(lab_host.address) in line
         assert "dockerd up" in line and "sshd up" in line
         assert "slipway/busybox:1 yes" in line and "slipway/debian-python:1 yes" in line
+
+
+def _cpu_group(pid: int) -> str:
+    return next(
+        line.split(":", 2)[2]
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        if "cpu" in line.split(":")[1].split(",")
+    )
+
+
+def test_the_lab_yields_the_cpu_to_the_portal_and_takes_back_a_daemon_that_left_its_group(
+    lab: list[fleet.LabHost], cleanup_containers: list[str]
+) -> None:
+    """The hosts' daemons run at nice 10 in the lab's CPU group (weighed like a quarter of one
+    process), their containers in a group of their host's below it; a daemon found outside
+    (started by an older lab) is moved back by the next `lab up`."""
+    group = Path("/sys/fs/cgroup/cpu") / fleet.LAB_CGROUP
+    assert (group / "cpu.shares").read_text().strip() == str(fleet.LAB_CPU_SHARES)
+    lab_host = lab[0]
+    pids = {
+        "dockerd": int(lab_host.docker_pidfile.read_text()),
+        "sshd": int(lab_host.sshd_pidfile.read_text()),
+        "lxcfs": int(lab_host.lxcfs_pidfile.read_text()),
+    }
+    for name, pid in pids.items():
+        assert _cpu_group(pid) == f"/{fleet.LAB_CGROUP}/daemons", name
+        assert os.getpriority(os.PRIO_PROCESS, pid) == fleet.HOST_NICE, name
+
+    cleanup_containers.append("slw-cgroup-probe")
+    fleet.docker(lab_host, "run", "-d", "--name", "slw-cgroup-probe", "slipway/busybox:1", "sleep", "60")
+    started = fleet.docker(lab_host, "inspect", "-f", "{{.Id}} {{.State.Pid}}", "slw-cgroup-probe")
+    container_id, container_pid = started.stdout.split()
+    assert _cpu_group(int(container_pid)) == f"/{fleet.LAB_CGROUP}/{lab_host.netns}/{container_id}"
+    assert fleet.container_cgroup(lab_host, container_id, "cpu").is_dir()
+
+    # LXCFS as an older lab left it: in the portal's own group, at the portal's priority.
+    lxcfs = pids["lxcfs"]
+    Path("/sys/fs/cgroup/cpu/cgroup.procs").write_text(f"{lxcfs}\n")
+    os.setpriority(os.PRIO_PROCESS, lxcfs, 0)
+    assert _cpu_group(lxcfs) == "/"
+    fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
+    assert int(lab_host.lxcfs_pidfile.read_text()) == lxcfs  # kept, not restarted
+    assert _cpu_group(lxcfs) == f"/{fleet.LAB_CGROUP}/daemons"
+    assert os.getpriority(os.PRIO_PROCESS, lxcfs) == fleet.HOST_NICE
+    # The container kept its own group (its CPU limit lives there).
+    assert _cpu_group(int(container_pid)) == f"/{fleet.LAB_CGROUP}/{lab_host.netns}/{container_id}"

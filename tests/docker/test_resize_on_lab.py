@@ -7,7 +7,6 @@ containers under /slw-hN/<id>), independently of the agent the worker uses to re
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -25,7 +24,6 @@ from apps.resources import services
 from apps.resources.models import ResourceRequest
 
 MiB = 1024 * 1024
-CGROUP = Path("/sys/fs/cgroup")
 
 
 def _lab_host(lab: list[fleet.LabHost], instance: Instance) -> fleet.LabHost:
@@ -33,11 +31,7 @@ def _lab_host(lab: list[fleet.LabHost], instance: Instance) -> fleet.LabHost:
 
 
 def _cgroup(lab_host: fleet.LabHost, container_id: str, controller: str, name: str) -> str:
-    return (
-        (CGROUP / controller / f"slw-{lab_host.name.split('-')[-1]}" / container_id / name)
-        .read_text()
-        .strip()
-    )
+    return (fleet.container_cgroup(lab_host, container_id, controller) / name).read_text().strip()
 
 
 def _started(lab_host: fleet.LabHost, name: str) -> tuple[str, str, int]:
