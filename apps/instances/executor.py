@@ -6,6 +6,7 @@ database is written only from the calling thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -148,7 +149,7 @@ def _apply(
             instance.host, spec, fresh=fresh, before_start=lambda: gate.check(instance)
         )
         if spec.ipv4 and state.running and state.acted and state.pid:
-            _announce(instance, state.pid, spec.ipv4)
+            _announcer().submit(_announce, instance, state.pid, spec.ipv4)
         return Outcome(instance, state)
     except AddressInUse as exc:
         return Outcome(instance, error=str(exc), taken=exc)
@@ -158,9 +159,17 @@ def _apply(
         return Outcome(instance, error=str(exc), transient=True, unreachable=isinstance(exc, HostUnreachable))
 
 
+@functools.cache
+def _announcer() -> ThreadPoolExecutor:
+    # Made on first use, in the process that sends (a worker's pool process, not the parent it
+    # was forked from). Its threads outlive the operation: nothing waits for them.
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="announce")
+
+
 def _announce(instance: Instance, pid: int, address: str) -> None:
     # Best effort, like any gratuitous ARP: the instance runs either way, and neighbours learn
-    # the address from its first packet at the latest.
+    # the address from its first packet at the latest. So it is sent on the side, and the
+    # operation does not wait for the host's answer (a round trip to its agent, ~30 ms).
     try:
         gateway.announce(instance.host, pid, address)
     except HostError as exc:

@@ -19,7 +19,7 @@ from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Instance, Operation
-from apps.lab import fleet
+from apps.lab import fleet, netns
 from apps.network.models import IPAllocation, IPPool
 
 
@@ -169,3 +169,36 @@ def test_only_ops_move_instances(web: App, owner: User, lab_hosts: list[Host]) -
     instance = Instance.objects.get(app=web)
     with pytest.raises(PermissionDenied, match="Only ops move instances"):
         services.instance_move(user=owner, instance=instance, host=lab_hosts[0])
+
+
+def test_a_started_instance_tells_the_segment_where_its_address_now_lives(
+    web: App, owner: User, lab: list[fleet.LabHost]
+) -> None:
+    """Gratuitous ARP once it runs, sent on the side of the operation: a neighbour holding a
+    stale entry for the address (the machine that had it before) learns the container's MAC
+    without sending it anything."""
+    bridge = fleet.LabConfig.from_settings().bridge
+    address = "10.213.230.1"
+    netns.sh("ip", "neigh", "replace", address, "lladdr", "02:00:00:00:00:99", "dev", bridge, "nud", "stale")
+    try:
+        _run(services.app_scale(user=owner, app=web, instances=1))
+        instance = Instance.objects.select_related("host").get(app=web)
+        lab_host = next(h for h in lab if h.name == instance.host.name)
+        mac = fleet.docker(
+            lab_host,
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.public.MacAddress}}",
+            instance.container_name,
+        ).stdout.strip()
+        assert mac
+        deadline = time.monotonic() + 3
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = netns.sh("ip", "neigh", "show", address, "dev", bridge).stdout
+            if mac in seen:
+                break
+            time.sleep(0.05)
+        assert mac in seen, seen
+    finally:
+        netns.sh("ip", "neigh", "del", address, "dev", bridge, check=False)
