@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.test import override_settings
@@ -184,3 +185,21 @@ def test_the_agent_stays_running_on_the_connection_and_answers_in_order(lab_host
     assert ssh.agent_channel(host.endpoint) is channel  # the same agent process answered all of them
     with pytest.raises(CommandFailed, match=r"no interface holds 10\.213\.250\.250"):
         gateway.agent(host, "garp", address="10.213.250.250")
+
+
+def test_removals_of_one_container_at_once_all_end_with_it_gone(
+    lab_hosts: list[Host], cleanup_containers: list[str]
+) -> None:
+    """Two removals of the same container (an operation and the reconcile, or a request retried
+    after its connection broke) overlap: Docker answers the later ones "removal already in
+    progress". Each waits for that removal instead of failing the operation."""
+    host = lab_hosts[0]
+    client = gateway.docker(host)
+    for round_ in range(3):
+        name = f"t-remove-twice-{round_}"
+        cleanup_containers.append(name)
+        client.containers.run("slipway/busybox:1", ["sleep", "300"], name=name, detach=True)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(gateway.container_remove, [host] * 4, [name] * 4))
+        assert any(results), results  # at least one found it there
+        assert name not in {c.name for c in client.containers.list(all=True)}

@@ -4,6 +4,7 @@ or a local unix socket, cached per process, and the translation of their errors.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shlex
 import threading
@@ -21,6 +22,7 @@ from apps.hosts.transport import Endpoint, HostError, HostUnreachable
 from apps.hosts.transport.ssh import ChannelRefused, open_streamlocal, session_for
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # Parallel HTTP connections (SSH channels) per host; an operation runs up to this many calls at once.
 POOL_SIZE = 16
 
@@ -170,7 +172,9 @@ def _retry_stale(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
-        except HostUnreachable:
+        except HostUnreachable as exc:
+            # Said in the worker's log: a request that had reached Docker is sent again here.
+            log.warning("%s failed, trying once more: %s", fn.__name__, exc)
             return fn(*args, **kwargs)
 
     return wrapper

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
+from django.conf import settings
 from docker.client import DockerClient
 from docker.errors import APIError, NotFound
 from docker.models.containers import _create_container_args
 
-from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerSpec, ContainerState
+from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerSpec, ContainerState, HostError
 from apps.hosts.transport.docker_api.client import _retry_stale, translate
 
 # --- containers: "ensure" operations with deterministic names --------------------------------
@@ -235,14 +237,33 @@ def container_why(client: DockerClient, name: str, where: str) -> str:
 
 @_retry_stale
 def container_remove(client: DockerClient, name: str, where: str) -> bool:
-    """Remove the container if it exists; True if there was one."""
+    """Remove the container if it exists; True if there was one. A removal already under way
+    (the reconcile's beside an operation's, or a request sent again after its connection broke
+    while Docker went on) is waited for, up to DOCKER_TIMEOUT, rather than refused."""
     try:
         client.containers.get(name).remove(force=True)
         return True
     except NotFound:
         return False
+    except APIError as exc:
+        if exc.status_code == 409 and "already in progress" in str(exc.explanation or ""):
+            return _removed_meanwhile(client, name, where)
+        raise translate(exc, where) from exc
     except Exception as exc:
         raise translate(exc, where) from exc
+
+
+def _removed_meanwhile(client: DockerClient, name: str, where: str) -> bool:
+    deadline = time.monotonic() + settings.DOCKER_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            client.api.inspect_container(name)
+        except NotFound:
+            return True
+        except Exception as exc:
+            raise translate(exc, where) from exc
+        time.sleep(0.05)
+    raise HostError(f"{where}: Docker has been removing {name} for over {settings.DOCKER_TIMEOUT:g} s")
 
 
 def container_restart(client: DockerClient, name: str, where: str, port: int | None) -> ContainerState:
