@@ -56,7 +56,7 @@ from apps.metrics.models import Sample  # noqa: E402
 from apps.metrics.selectors import app_metrics, window  # noqa: E402
 from apps.resources import services as resources  # noqa: E402
 from apps.resources.models import ResourceRequest  # noqa: E402
-from bench.common import RAW_ADDRESSES, figure, figures, raw_run_args, say, wait_for  # noqa: E402
+from bench.common import RAW_ADDRESSES, commit, figure, figures, machine, raw_run_args, say, wait_for  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
@@ -254,8 +254,8 @@ def main() -> int:
     document = {
         "figures": figures,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
-        "machine": _machine(),
+        "commit": commit(),
+        "machine": machine(),
         "hosts": [h.name for h in Host.objects.all() if h.name.startswith("lab-")],
         "rounds": ROUNDS,
     }
@@ -739,34 +739,6 @@ def bench_relocation(
                 fleet.docker(lab_host, "rm", "-f", *ids, check=False)
         vm_down(vm)
         stop_worker(worker, log)
-
-
-def _commit() -> str:
-    """The git commit the figures are for, with "+changes" when the tree differs from it."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
-def _machine() -> dict[str, object]:
-    """What ran the bench, so two results files can be compared."""
-    import platform
-
-    with open("/proc/meminfo") as handle:
-        total_kib = int(handle.readline().split()[1])
-    with open("/proc/cpuinfo") as handle:
-        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
-    docker = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip()
-    return {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(total_kib / 2**20, 1),
-        "python": platform.python_version(),
-        "docker": docker,
-        "database": str(django.db.connection.vendor),
-    }
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from apps.hosts.transport import ContainerSpec
 
 # Static addresses the raw containers take while the portal's instances hold theirs: on the pool's
 # network, outside the bench pool's range (10.213.240.1-10.213.249.254) and Docker's own.
+ROOT = Path(__file__).resolve().parent.parent
+
 RAW_ADDRESSES = [f"10.213.250.{n}" for n in range(1, 200)]
 
 
@@ -84,3 +89,33 @@ def figure(
     )
     base = f"  raw {baseline:.3f} {unit}  ratio {ratio}" if baseline else ""
     say(f"{name:16} {value:.3f} {unit}{base}  (n={rounds}){'  ' + note if note else ''}")
+
+
+def commit() -> str:
+    """The git commit the figures are for, with "+changes" when the tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def machine() -> dict[str, object]:
+    """What ran the bench, so two results files can be compared."""
+    import platform
+
+    import django.db
+
+    with open("/proc/meminfo") as handle:
+        total_kib = int(handle.readline().split()[1])
+    with open("/proc/cpuinfo") as handle:
+        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    docker = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(total_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "docker": docker,
+        "database": str(django.db.connection.vendor),
+    }
