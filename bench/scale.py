@@ -23,8 +23,8 @@ What it does:
    instances serving than it wanted;
 6. `portal_rss`: the resident memory of web, workers (with their pool processes) and beat,
    sampled every half second through all of the above, at its peak;
-7. everything removed through the API, then checked: no container, address, instance or app
-   row left.
+7. everything removed through the API, the volumes the deleted apps left purged as ops do, then
+   checked: no container, address, volume, instance or app row left.
 Writes bench/results/scale.json.
 """
 
@@ -36,6 +36,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import statistics
 import subprocess
@@ -84,9 +85,10 @@ import redis  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
 from apps.accounts.models import Membership, Team  # noqa: E402
-from apps.applications.models import App, BaseImage  # noqa: E402
+from apps.applications.models import App, BaseImage, RetainedVolume  # noqa: E402
 from apps.hosts.models import Host  # noqa: E402
 from apps.hosts.transport import ContainerSpec  # noqa: E402
 from apps.instances.models import Instance, Operation  # noqa: E402
@@ -467,11 +469,23 @@ def drain_one(client: Client) -> None:
 
 
 BENCH_NAMES = re.compile(r"^(slw-(s\d{3}|big)-\d+|raw-slw-.*)$")
+BENCH_APPS = re.compile(r"^(s\d{3}|big)$")
+
+
+def bench_volumes(lab: list[fleet.LabHost]) -> list[Path]:
+    """The bench apps' volume directories on the lab hosts (which share this filesystem)."""
+    return [
+        path
+        for lab_host in lab
+        if lab_host.volume_root.is_dir()
+        for path in lab_host.volume_root.iterdir()
+        if BENCH_APPS.match(path.name)
+    ]
 
 
 def remove_leftovers(lab: list[fleet.LabHost]) -> int:
-    """Containers an interrupted run left on the lab hosts (its apps' and its raw ones), removed;
-    how many. Other containers on the shared lab hosts (a dev portal's) are left alone."""
+    """Containers and volumes an interrupted run left on the lab hosts (its apps' and its raw
+    ones), removed; how many. Others on the shared lab hosts (a dev portal's) are left alone."""
     gone = 0
     for lab_host in lab:
         names = fleet.docker(lab_host, "ps", "-a", "--format", "{{.Names}}").stdout.split()
@@ -479,7 +493,19 @@ def remove_leftovers(lab: list[fleet.LabHost]) -> int:
         if doomed:
             fleet.docker(lab_host, "rm", "-f", *doomed)
             gone += len(doomed)
+    for path in bench_volumes(lab):
+        shutil.rmtree(path)
+        gone += 1
     return gone
+
+
+def purge_volumes(ops: Client) -> None:
+    """What deleting the apps left on the hosts' disks (kept for ops, listed on each host's
+    page), purged as ops do it there."""
+    for volume in RetainedVolume.objects.filter(purged_at=None):
+        url = reverse("hosts:purge-volume", args=[volume.host_id, volume.pk])
+        response = ops.post(url)
+        assert response.status_code == 200, (volume.path, response.status_code, response.content[:300])
 
 
 def main() -> int:
@@ -622,6 +648,7 @@ def main() -> int:
         connection.close()  # an interrupted query leaves it unusable
         try:
             settled([api("delete", f"apps/{app.slug}/")["id"] for app in App.objects.all()], 1800)
+            purge_volumes(ops)
         finally:
             rss.stop.set()
             rss.join()
@@ -638,6 +665,8 @@ def main() -> int:
         "addresses": IPAllocation.objects.count(),
         "instance_rows": Instance.objects.count(),
         "app_rows": App.objects.count(),
+        "volumes": len(bench_volumes(lab)),
+        "volume_rows_unpurged": RetainedVolume.objects.filter(purged_at=None).count(),
     }
     say(f"left after removing everything: {left}")
     out = ROOT / "bench" / "results"
