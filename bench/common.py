@@ -20,13 +20,18 @@ RAW_ADDRESSES = [f"10.213.250.{n}" for n in range(1, 200)]
 
 def raw_run_args(spec: ContainerSpec, name: str, address: str = "") -> list[str]:
     """`docker run -d` of the very container the portal made from `spec`: the same image and
-    command, limits (memory = memory+swap, CPUs), init, restart policy, network and static
-    address on the pool's macvlan (or the published port), volume, LXCFS binds, environment,
-    labels and working directory. Only the name differs (and the raw one has the bench label),
+    command, limits (memory = memory+swap, CPUs, processes), log rotation, init, restart policy,
+    network and static address on the pool's macvlan (or the published port), volume, LXCFS
+    binds, environment, labels and working directory. Only the name differs (and the raw one has the bench label),
     and the address when `address` is given (the portal's instance still holds its own)."""
     args = ["run", "-d", "--name", name, "--init", "--restart", "unless-stopped"]
     args += ["--memory", f"{spec.memory_mb}m", "--memory-swap", f"{spec.memory_mb}m"]
     args += ["--cpus", f"{spec.nano_cpus / 1e9:g}"]
+    if spec.pids_limit:
+        args += ["--pids-limit", str(spec.pids_limit)]
+    if spec.log_max_size:
+        args += ["--log-driver", "json-file", "--log-opt", f"max-size={spec.log_max_size}"]
+        args += ["--log-opt", f"max-file={spec.log_max_file or 1}"]
     if spec.network:
         ipv4 = address or spec.ipv4
         args += ["--network", spec.network] + (["--ip", ipv4] if ipv4 else [])

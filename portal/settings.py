@@ -3,6 +3,7 @@ on SQLite with a local Redis."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -250,6 +251,22 @@ OPERATION_HEARTBEAT = envfloat("OPERATION_HEARTBEAT", 5.0)
 OPERATION_HEARTBEAT_LOST = envfloat("OPERATION_HEARTBEAT_LOST", 45.0)
 # Parallel Docker calls per operation (scale +10 across hosts).
 OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
+# Bounds every container gets, whatever its host's daemon.json says: its processes (a fork bomb
+# inside an app must not take the host down) and its log files (Docker's json-file driver,
+# rotated: an app printing without end cannot fill the host's disk).
+CONTAINER_PIDS_LIMIT = envint("CONTAINER_PIDS_LIMIT", 1024)
+CONTAINER_LOG_MAX_SIZE = envstr("CONTAINER_LOG_MAX_SIZE", "10m")
+CONTAINER_LOG_MAX_FILE = envint("CONTAINER_LOG_MAX_FILE", 3)
+if CONTAINER_PIDS_LIMIT < 16:
+    raise ValueError(
+        f"CONTAINER_PIDS_LIMIT={CONTAINER_PIDS_LIMIT}: at least 16 (an app, its init and a shell)"
+    )
+if not re.fullmatch(r"[1-9][0-9]*[kmg]", CONTAINER_LOG_MAX_SIZE):
+    raise ValueError(
+        f"CONTAINER_LOG_MAX_SIZE={CONTAINER_LOG_MAX_SIZE!r}: a size as Docker takes it, a number with k, m or g (10m)"
+    )
+if not 1 <= CONTAINER_LOG_MAX_FILE <= 100:
+    raise ValueError(f"CONTAINER_LOG_MAX_FILE={CONTAINER_LOG_MAX_FILE}: from 1 to 100 files")
 # Before an address is used the first time, the instance's host asks the segment (ARP) whether
 # anything answers for it; this long for the answers (sent twice; on a LAN they take well
 # under a millisecond). The wait overlaps the container's creation.

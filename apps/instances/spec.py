@@ -91,4 +91,7 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         ro_binds=lxcfs_binds(host),
         workdir=app.workdir,
         running=instance.desired_state == Instance.Desired.RUNNING,
+        pids_limit=settings.CONTAINER_PIDS_LIMIT,
+        log_max_size=settings.CONTAINER_LOG_MAX_SIZE,
+        log_max_file=settings.CONTAINER_LOG_MAX_FILE,
     )

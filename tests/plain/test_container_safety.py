@@ -26,6 +26,8 @@ ALLOWED_HOST_CONFIG = {
     "Memory",
     "MemorySwap",
     "NanoCpus",
+    "PidsLimit",  # a bound, never lifted: the setting is at least 16
+    "LogConfig",  # json-file with rotation
     "RestartPolicy",
     "Init",
     "NetworkMode",

@@ -131,6 +131,12 @@ class ContainerSpec:
     ro_binds: tuple[tuple[str, str], ...] = ()
     # The app's working directory in the container ("" for the image's own).
     workdir: str = ""
+    # Bounds left out of the digest, like memory and CPU: the processes limit changes live, and
+    # the log rotation applies to containers made from then on (Docker keeps a container's log
+    # settings for its life). 0 / "" leave them to the host's daemon.
+    pids_limit: int = 0
+    log_max_size: str = ""
+    log_max_file: int = 0
 
     @property
     def digest(self) -> str:

@@ -14,6 +14,7 @@ from django.conf import settings
 from docker.client import DockerClient
 from docker.errors import APIError, NotFound
 from docker.models.containers import _create_container_args
+from docker.types import LogConfig
 
 from apps.hosts.transport import SPEC_LABEL, ContainerFailed, ContainerSpec, ContainerState, HostError
 from apps.hosts.transport.docker_api.client import _retry_stale, translate
@@ -82,6 +83,13 @@ def _create_args(spec: ContainerSpec, version: str) -> dict[str, Any]:
         "working_dir": spec.workdir or None,
         "version": version,
     }
+    if spec.pids_limit:
+        kwargs["pids_limit"] = spec.pids_limit
+    if spec.log_max_size:
+        kwargs["log_config"] = LogConfig(
+            type=LogConfig.types.JSON,
+            config={"max-size": spec.log_max_size, "max-file": str(spec.log_max_file or 1)},
+        )
     if spec.network:
         kwargs["network_mode"] = spec.network
     elif spec.port:
@@ -188,10 +196,13 @@ def _limits_body(memory_mb: int, nano_cpus: int) -> dict[str, int]:
 
 
 def _match_limits(api: Any, info: dict[str, Any], spec: ContainerSpec) -> None:
-    """An adopted container whose limits differ from the spec is updated in place."""
+    """An adopted container whose limits differ from the spec is updated in place (one made
+    before the processes limit existed gets it here, without a restart)."""
     host_config = info.get("HostConfig") or {}
-    wanted = _limits_body(spec.memory_mb, spec.nano_cpus)
-    if host_config.get("Memory") != wanted["Memory"] or host_config.get("NanoCpus") != wanted["NanoCpus"]:
+    wanted: dict[str, int] = _limits_body(spec.memory_mb, spec.nano_cpus)
+    if spec.pids_limit:
+        wanted["PidsLimit"] = spec.pids_limit
+    if any(host_config.get(key) != value for key, value in wanted.items()):
         api._post_json(api._url("/containers/{0}/update", info["Id"]), data=wanted).raise_for_status()
 
 
