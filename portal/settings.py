@@ -257,6 +257,11 @@ OPERATION_PARALLELISM = envint("OPERATION_PARALLELISM", 10)
 CONTAINER_PIDS_LIMIT = envint("CONTAINER_PIDS_LIMIT", 1024)
 CONTAINER_LOG_MAX_SIZE = envstr("CONTAINER_LOG_MAX_SIZE", "10m")
 CONTAINER_LOG_MAX_FILE = envint("CONTAINER_LOG_MAX_FILE", 3)
+# Instance logs: lines shown or sent when nobody says how many, the most one request may ask
+# for (a download takes everything), and how much of one line a page shows.
+LOG_TAIL_DEFAULT = envint("LOG_TAIL_DEFAULT", 200)
+LOG_TAIL_MAX = envint("LOG_TAIL_MAX", 10000)
+LOG_DISPLAY_LINE_MAX = envint("LOG_DISPLAY_LINE_MAX", 4096)
 if CONTAINER_PIDS_LIMIT < 16:
     raise ValueError(
         f"CONTAINER_PIDS_LIMIT={CONTAINER_PIDS_LIMIT}: at least 16 (an app, its init and a shell)"

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
@@ -22,7 +23,16 @@ from apps.accounts import permissions
 from apps.accounts.models import Team
 from apps.applications import selectors, services
 from apps.applications.models import App, BaseImage, HealthCheck
-from apps.console.api import ExecBodySerializer, ExecResultSerializer, NamedCommandSerializer, run_exec
+from apps.console.api import (
+    LOG_PARAMETERS,
+    LOG_RENDERERS,
+    LOG_RESPONSES,
+    ExecBodySerializer,
+    ExecResultSerializer,
+    NamedCommandSerializer,
+    logs_response,
+    run_exec,
+)
 from apps.console.api import commands as app_commands
 from apps.hosts.models import Host
 from apps.images import publish
@@ -467,6 +477,13 @@ class InstanceViewSet(
         """Run {"argv": [...], "timeout": s, "user": optional, "workdir": optional} (or {"name":
         a named command}) in the running instance; no shell unless argv asks for one."""
         return run_exec(request, self.get_object())
+
+    @extend_schema(parameters=LOG_PARAMETERS, responses=LOG_RESPONSES)
+    @action(detail=True, methods=["get"], renderer_classes=LOG_RENDERERS)
+    def logs(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        """What the instance printed, oldest first, as text (stdout and stderr merged in order;
+        `stream` picks one, `json=1` marks each line). Another team's instance is a 404."""
+        return logs_response(request, self.get_object())
 
     @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])

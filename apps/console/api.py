@@ -1,14 +1,21 @@
-"""REST API: run a command in an instance, the app's named commands, the exec audit."""
+"""REST API: run a command in an instance, its logs, the app's named commands, the exec audit."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 from django.db.models import QuerySet
-from rest_framework import mixins, serializers, status, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.applications.models import App
-from apps.console import services
+from apps.console import logs, services
 from apps.console.models import ExecSession
 from apps.instances.models import Instance
 from portal.api import Pagination, service_call
@@ -108,3 +115,54 @@ class ExecSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     def get_queryset(self) -> QuerySet[ExecSession]:
         return services.audit_visible_to(self.request.user)
+
+
+class PlainTextRenderer(renderers.BaseRenderer):
+    """text/plain: the logs themselves; an error's messages one per line."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if isinstance(data, dict):
+            return "".join(f"{key}: {value}\n" for key, value in data.items()).encode()
+        return str(data).encode()
+
+
+LOG_RENDERERS = [PlainTextRenderer, renderers.JSONRenderer]
+LOG_PARAMETERS = [
+    OpenApiParameter(
+        "tail", str, description='The last N lines (default 200, at most LOG_TAIL_MAX), or "all"'
+    ),
+    OpenApiParameter("since", str, description="Only lines from then on: seconds since 1970, or ISO 8601"),
+    OpenApiParameter("timestamps", bool, description="Docker's RFC 3339 time before each line"),
+    OpenApiParameter("stream", str, enum=list(logs.STREAMS), description="stdout, stderr or both (default)"),
+    OpenApiParameter("json", bool, description="JSON lines: one object per line with stream, time and text"),
+    OpenApiParameter("download", bool, description="As a file to save (Content-Disposition: attachment)"),
+]
+LOG_RESPONSES = {(200, "text/plain"): OpenApiTypes.STR}
+
+
+def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse:
+    """GET /instances/{id}/logs/: the lines Docker keeps for the instance's container, oldest
+    first, streamed as they are read from the host."""
+    params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
+    query, stream = service_call(logs.parse_query, params=params)
+    lines = service_call(logs.read, instance=instance, query=query, stream=stream)
+    as_json = request.query_params.get("json", "") in ("1", "true", "yes", "on")
+    body = _json_lines(lines) if as_json else logs.as_text(lines, query.timestamps)
+    response = StreamingHttpResponse(
+        body, content_type="application/x-ndjson" if as_json else "text/plain; charset=utf-8"
+    )
+    if request.query_params.get("download", "") in ("1", "true", "yes", "on"):
+        name = f"{instance.container_name}.{'ndjson' if as_json else 'log'}"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:
+    for line in lines:
+        yield (json.dumps({"stream": line.stream, "time": line.time, "text": line.text}) + "\n").encode()

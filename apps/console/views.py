@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 
 from apps.applications import selectors
 from apps.applications.models import App
-from apps.console import services
+from apps.console import logs, services
 from apps.console.models import ExecSession
 from apps.instances.models import Instance
 
@@ -73,11 +73,49 @@ def instance_page(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
             "commands": services.named_commands(app),
             "can_define": services.can_define_commands(request.user, app),
             "recent": services.audit_visible_to(request.user).filter(instance=instance)[:20],
+            "tail_choices": _tail_choices(),
+            "log_bound": f"{settings.CONTAINER_LOG_MAX_SIZE}, {settings.CONTAINER_LOG_MAX_FILE} files kept",
+            "tail_default": settings.LOG_TAIL_DEFAULT,
             "default_timeout": settings.EXEC_DEFAULT_TIMEOUT,
             "max_timeout": settings.EXEC_MAX_TIMEOUT,
             "max_output": settings.EXEC_MAX_OUTPUT,
         },
     )
+
+
+def _tail_choices() -> list[int]:
+    return sorted(
+        {
+            n
+            for n in (50, settings.LOG_TAIL_DEFAULT, 1000, 5000, settings.LOG_TAIL_MAX)
+            if n <= settings.LOG_TAIL_MAX
+        }
+    )
+
+
+@login_required
+def instance_logs(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
+    """The logs panel: the last lines, one stream or both, with or without times, filtered by a
+    text (case does not matter). A bad choice or an unreadable host says so in the panel."""
+    instance = _instance(request.user, slug, slot)
+    context: dict[str, Any] = {"app": instance.app, "instance": instance}
+    status = 200
+    params = {key: request.GET.get(key, "") for key in ("tail", "stream", "timestamps")}
+    needle = request.GET.get("q", "").strip()
+    try:
+        query, stream = logs.parse_query(params, allow_all=False)
+        read = list(logs.read(instance, query, stream))
+    except ValidationError as exc:
+        messages_ = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+        context["logs_error"] = " ".join(
+            f"{key}: {' '.join(texts)}" if key else " ".join(texts) for key, texts in messages_.items()
+        )
+        status = 422
+    else:
+        folded = needle.casefold()
+        shown = [line for line in read if folded in line.text.casefold()] if needle else read
+        context.update(lines=shown, total=len(read), needle=needle, timestamps=query.timestamps)
+    return render(request, "console/instance.html#logs-lines", context, status=status)
 
 
 def _problem(exc: ValidationError) -> JsonResponse:

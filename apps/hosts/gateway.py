@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -250,6 +250,15 @@ def container_remove(host: Host, name: str) -> bool:
 
 def container_restart(host: Host, name: str, port: int | None = None) -> ContainerState:
     return docker_api.container_restart(docker(host), name, host.name, port)
+
+
+LogQuery = docker_api.LogQuery
+
+
+def container_logs(host: Host, name: str, query: LogQuery) -> Iterator[tuple[str, bytes]]:
+    """("stdout" or "stderr", bytes) frames of the container's logs, oldest first, read as they
+    come (the request is made at the first one)."""
+    return docker_api.container_logs(docker(host), name, host.name, query)
 
 
 def container_why(host: Host, name: str) -> str:

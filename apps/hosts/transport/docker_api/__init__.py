@@ -26,14 +26,17 @@ from apps.hosts.transport.docker_api.containers import (
     image_present,
 )
 from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
+from apps.hosts.transport.docker_api.logs import LogQuery, container_logs
 from apps.hosts.transport.docker_api.networks import network_ensure
 
 __all__ = [
     "DockerClient",
     "ExecResult",
+    "LogQuery",
     "TtyExec",
     "client_for",
     "container_ensure",
+    "container_logs",
     "container_remove",
     "container_restart",
     "container_update",

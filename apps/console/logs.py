@@ -1,0 +1,152 @@
+"""An instance's logs: what its app printed, as Docker keeps it (rotated, see
+CONTAINER_LOG_MAX_SIZE), read from the instance's host with stdout and stderr told apart.
+
+Lines are passed on as they are read, never gathered whole: a download of everything Docker has
+(up to size x files per container) streams through. What a page shows is made safe here: ANSI
+escapes and other control characters are taken out, invalid UTF-8 is replaced, and a line past
+LOG_DISPLAY_LINE_MAX characters is cut with a note of how much more it had (the API and the
+download give every line whole)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from apps.hosts import gateway
+from apps.hosts.gateway import LogQuery
+from apps.hosts.transport import HostError
+from apps.instances.models import Instance
+
+STREAMS = ("both", "stdout", "stderr")
+# CSI sequences (colours, cursor moves), OSC sequences (titles, links) and lone escapes.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str  # "stdout" or "stderr"
+    time: str  # Docker's RFC 3339 time; "" when not asked for
+    text: str  # decoded; invalid UTF-8 replaced
+
+    def display(self) -> str:
+        return for_display(self.text)
+
+
+def for_display(text: str, limit: int | None = None) -> str:
+    limit = settings.LOG_DISPLAY_LINE_MAX if limit is None else limit
+    clean = _CONTROL.sub("", _ANSI.sub("", text.replace("\t", "    ")))
+    if len(clean) > limit:
+        return f"{clean[:limit]} … ({len(clean) - limit:,} more characters; the download has the whole line)"
+    return clean
+
+
+def parse_query(params: dict[str, str], *, allow_all: bool = True) -> tuple[LogQuery, str]:
+    """The query string of a logs request: (query, stream). Every bad value is a
+    ValidationError that says what is allowed."""
+    errors: dict[str, str] = {}
+    most = settings.LOG_TAIL_MAX
+    tail_text = (params.get("tail") or str(settings.LOG_TAIL_DEFAULT)).strip()
+    tail: int | None = None
+    if tail_text == "all" and allow_all:
+        tail = None
+    elif tail_text.isdigit() and 1 <= int(tail_text) <= most:
+        tail = int(tail_text)
+    else:
+        allowed = f"a number of lines from 1 to {most}" + (', or "all"' if allow_all else "")
+        errors["tail"] = f"{tail_text!r} is not {allowed}."
+    since: float | None = None
+    since_text = (params.get("since") or "").strip()
+    if since_text:
+        try:
+            since = float(since_text)
+        except ValueError:
+            try:
+                since = datetime.fromisoformat(since_text.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                errors["since"] = (
+                    f"{since_text!r} is neither seconds since 1970 nor an ISO 8601 time (2026-12-04T10:00:00Z)."
+                )
+    flag = (params.get("timestamps") or "0").strip().lower()
+    if flag not in ("0", "1", "true", "false", "on", "off", "yes", "no", ""):
+        errors["timestamps"] = f"{flag!r} is not a yes or no: use 1 or 0."
+    stream = (params.get("stream") or "both").strip()
+    if stream not in STREAMS:
+        errors["stream"] = f"{stream!r} is not one of {', '.join(STREAMS)}."
+    if errors:
+        raise ValidationError(errors)
+    query = LogQuery(tail=tail, since=since, timestamps=flag in ("1", "true", "on", "yes"))
+    return query, stream
+
+
+def read(instance: Instance, query: LogQuery, stream: str = "both") -> Iterator[LogLine]:
+    """The instance's log lines, oldest first. Raises HostError before the first line if the
+    host or the container cannot be read (the caller answers with an error, not half a page)."""
+    if not instance.container_id:
+        raise ValidationError("The instance has no container yet, so nothing has been logged.")
+    frames = gateway.container_logs(instance.host, instance.container_id, query)
+    try:
+        first = next(frames, None)  # the request is made here: errors surface before any output
+    except HostError as exc:
+        raise ValidationError(f"Cannot read the logs of {instance.container_name}: {exc}") from exc
+    return _lines(first, frames, query.timestamps, stream)
+
+
+def _lines(
+    first: tuple[str, bytes] | None, frames: Iterator[tuple[str, bytes]], timestamps: bool, stream: str
+) -> Iterator[LogLine]:
+    pending = {"stdout": b"", "stderr": b""}
+
+    def made(name: str, raw: bytes) -> LogLine | None:
+        if stream != "both" and stream != name:
+            return None
+        text = raw.decode("utf-8", errors="replace")
+        time = ""
+        if timestamps:
+            time, _, text = text.partition(" ")
+        return LogLine(name, time, text.removesuffix("\r"))
+
+    if first is None:
+        return
+    for kind, payload in _chain(first, frames):
+        data = pending[kind] + payload
+        *complete, pending[kind] = data.split(b"\n")
+        for raw in complete:
+            line = made(kind, raw)
+            if line is not None:
+                yield line
+    for kind, rest in pending.items():
+        if rest:
+            line = made(kind, rest)
+            if line is not None:
+                yield line
+
+
+def _chain(first: tuple[str, bytes], frames: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    yield first
+    yield from frames
+
+
+def as_text(lines: Iterator[LogLine], timestamps: bool) -> Iterator[bytes]:
+    """Plain text, one line each (with Docker's time first when asked), in chunks of about
+    64 KiB: what the API and the download send."""
+    chunk: list[str] = []
+    size = 0
+    try:
+        for line in lines:
+            text = f"{line.time} {line.text}\n" if timestamps else f"{line.text}\n"
+            chunk.append(text)
+            size += len(text)
+            if size >= 64 * 1024:
+                yield "".join(chunk).encode()
+                chunk, size = [], 0
+    except HostError as exc:
+        # Mid-way the status is sent already: the text itself says it is cut, and why.
+        chunk.append(f"[slipway: the logs end here, cut: {exc}]\n")
+    if chunk:
+        yield "".join(chunk).encode()

@@ -1,0 +1,97 @@
+"""A container's logs as Docker keeps them, with stdout and stderr told apart.
+
+docker-py's own `logs()` merges the two streams; the Engine API sends them multiplexed (for a
+container without a TTY, as every instance is): frames of an 8-byte header (stream 1 = stdout,
+2 = stderr, then the payload's length) and the payload. The frames are passed on as they come,
+parsed by `FrameReader`, so a download of everything Docker has never sits whole in memory."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from docker.client import DockerClient
+from docker.errors import NotFound
+
+from apps.hosts.transport import HostError
+from apps.hosts.transport.docker_api.client import translate
+
+STDOUT, STDERR = 1, 2  # the stream byte of a frame's header
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    tail: int | None = None  # the last N lines; None: everything Docker has
+    since: float | None = None  # unix time; only lines written from then on
+    timestamps: bool = False  # each line prefixed with Docker's RFC 3339 time and a space
+
+
+class NoSuchContainer(HostError):
+    """The container is gone (removed, or never made)."""
+
+
+def container_logs(
+    client: DockerClient, name: str, where: str, query: LogQuery
+) -> Iterator[tuple[str, bytes]]:
+    """("stdout" or "stderr", payload) frames of the container's logs, oldest first, as Docker
+    sends them."""
+    api = client.api
+    params: dict[str, object] = {
+        "stdout": 1,
+        "stderr": 1,
+        "timestamps": int(query.timestamps),
+        "tail": "all" if query.tail is None else str(query.tail),
+    }
+    if query.since is not None:
+        params["since"] = f"{query.since:.9f}"
+    try:
+        response = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True)
+        api._raise_for_status(response)
+    except NotFound:
+        raise NoSuchContainer(f"{where}: no container {name}") from None
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    reader = FrameReader()
+    try:
+        for chunk in response.iter_content(CHUNK):
+            yield from reader.feed(chunk)
+    except Exception as exc:
+        raise translate(exc, where) from exc
+    finally:
+        response.close()
+    yield from reader.end()
+
+
+class FrameReader:
+    """Docker's multiplexed stream, fed in chunks of any size. A stream that does not start
+    with a frame header (a container with a TTY) is passed on as stdout."""
+
+    HEADER = struct.Struct(">BxxxL")
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.raw: bool | None = None
+
+    def feed(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        if self.raw is None and data:
+            self.raw = data[0] not in (0, STDOUT, STDERR)
+        if self.raw:
+            yield "stdout", data
+            return
+        buffer = self.buffer + data if self.buffer else data
+        at = 0  # frames are read by offset and the rest kept once: no copy per frame
+        while len(buffer) - at >= self.HEADER.size:
+            stream, size = self.HEADER.unpack_from(buffer, at)
+            end = at + self.HEADER.size + size
+            if len(buffer) < end:
+                break
+            yield ("stderr" if stream == STDERR else "stdout"), buffer[at + self.HEADER.size : end]
+            at = end
+        self.buffer = buffer[at:]
+
+    def end(self) -> Iterator[tuple[str, bytes]]:
+        if self.buffer:  # a cut frame: what arrived of it
+            yield "stdout", self.buffer[self.HEADER.size :] if not self.raw else self.buffer
+            self.buffer = b""

@@ -1,0 +1,114 @@
+"""An instance's logs read from its lab host's real Docker: through the API (text, JSON lines,
+one stream, times, since, everything as a download) and on the instance page's logs panel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from apps.applications.models import App
+from apps.instances.models import Instance
+from apps.lab import fleet
+
+
+def _print(lab: list[fleet.LabHost], instance: Instance, script: str) -> None:
+    """Runs `script` in the instance with its output going where the app's own goes: the
+    container's init (PID 1) holds the stdout and stderr Docker logs."""
+    lab_host = next(h for h in lab if h.name == instance.host.name)
+    fleet.docker(
+        lab_host, "exec", instance.container_name, "sh", "-c", f"{{ {script}; }} >/proc/1/fd/1 2>/proc/1/fd/2"
+    )
+
+
+@pytest.fixture
+def printed(deploy: Callable[..., App], lab: list[fleet.LabHost]) -> Instance:
+    app = deploy("talker", instances=1)
+    instance = Instance.objects.select_related("host", "app").get(app=app)
+    _print(
+        lab,
+        instance,
+        "echo first out; echo first err >&2; printf 'caf\\351 \\033[1mbold\\033[0m <b>x</b>\\n'",
+    )
+    return instance
+
+
+def _api(user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def test_the_api_gives_the_lines_with_their_streams_times_and_bounds(
+    printed: Instance, owner: User, outsider: User, lab: list[fleet.LabHost]
+) -> None:
+    api = _api(owner)
+    url = f"/api/v1/instances/{printed.pk}/logs/"
+    text = b"".join(api.get(url).streaming_content).decode()  # type: ignore[attr-defined]
+    # Docker reads the two pipes apart: lines keep their order within a stream, not across.
+    assert sorted(text.splitlines()) == sorted(
+        ["first out", "first err", "caf\ufffd \x1b[1mbold\x1b[0m <b>x</b>"]
+    )
+    assert text.index("first out") < text.index("caf")
+
+    response = api.get(url, {"json": "1", "timestamps": "1"})
+    assert response["Content-Type"] == "application/x-ndjson"
+    records = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]  # type: ignore[attr-defined]
+    assert {(r["stream"], r["text"]) for r in records} >= {("stdout", "first out"), ("stderr", "first err")}
+    assert all(r["time"].startswith("20") and r["time"].endswith("Z") for r in records)
+
+    only_err = b"".join(api.get(url, {"stream": "stderr"}).streaming_content).decode()  # type: ignore[attr-defined]
+    assert only_err == "first err\n"
+    assert b"".join(api.get(url, {"tail": "1"}).streaming_content).decode().count("\n") == 1  # type: ignore[attr-defined]
+    later = time.time() + 3600
+    assert b"".join(api.get(url, {"since": str(later)}).streaming_content) == b""  # type: ignore[attr-defined]
+
+    bad = api.get(url, {"tail": "lots"}, HTTP_ACCEPT="application/json")
+    assert bad.status_code == 400
+    assert bad.json()["tail"] == ["'lots' is not a number of lines from 1 to 10000, or \"all\"."]
+    # Another team's developer does not learn the instance exists.
+    assert _api(outsider).get(url).status_code == 404
+
+
+def test_ten_thousand_lines_and_a_download_of_everything(
+    printed: Instance, owner: User, lab: list[fleet.LabHost]
+) -> None:
+    _print(lab, printed, "seq 1 10000")
+    api = _api(owner)
+    url = f"/api/v1/instances/{printed.pk}/logs/"
+    tail = b"".join(api.get(url, {"tail": "10000"}).streaming_content).decode().splitlines()  # type: ignore[attr-defined]
+    assert tail == [str(n) for n in range(1, 10001)]  # the 3 lines before are past the tail
+    response = api.get(url, {"tail": "all", "timestamps": "1", "download": "1"})
+    assert response["Content-Disposition"] == 'attachment; filename="slw-talker-0.log"'
+    everything = b"".join(response.streaming_content).decode().splitlines()  # type: ignore[attr-defined]
+    assert len(everything) == 10003
+    assert any(line.endswith(" first out") for line in everything[:3]) and everything[-1].endswith(" 10000")
+
+
+def test_the_logs_panel_filters_marks_stderr_and_shows_a_line_safely(
+    printed: Instance, owner: User, outsider: User
+) -> None:
+    client = Client()
+    client.force_login(owner)
+    url = reverse("console:logs", args=["talker", 0])
+    page = client.get(url).content.decode()
+    assert "first out" in page and "3 lines" in page
+    assert (
+        '<span class="log-line log-stderr"><abbr title="standard error">err</abbr> first err</span>' in page
+    )
+    # The markup the app printed is text on the page; its escapes are gone.
+    assert "caf\ufffd bold &lt;b&gt;x&lt;/b&gt;" in page
+    filtered = client.get(url, {"q": "ERR"}).content.decode()
+    assert "1 of 3 lines contain “ERR”" in filtered and "first out" not in filtered
+    refused = client.get(url, {"tail": "all"})
+    assert refused.status_code == 422
+    assert "tail: &#x27;all&#x27; is not a number of lines from 1 to 10000." in refused.content.decode()
+    other = Client()
+    other.force_login(outsider)
+    assert other.get(url).status_code == 404
