@@ -262,6 +262,10 @@ CONTAINER_LOG_MAX_FILE = envint("CONTAINER_LOG_MAX_FILE", 3)
 LOG_TAIL_DEFAULT = envint("LOG_TAIL_DEFAULT", 200)
 LOG_TAIL_MAX = envint("LOG_TAIL_MAX", 10000)
 LOG_DISPLAY_LINE_MAX = envint("LOG_DISPLAY_LINE_MAX", 4096)
+# A followed log: lines wait for the browser in a backlog of at most this many (past it, the
+# oldest go and the browser is told how many), sent together every LOG_FOLLOW_INTERVAL seconds.
+LOG_FOLLOW_BACKLOG = envint("LOG_FOLLOW_BACKLOG", 5000)
+LOG_FOLLOW_INTERVAL = envfloat("LOG_FOLLOW_INTERVAL", 0.1)
 if CONTAINER_PIDS_LIMIT < 16:
     raise ValueError(
         f"CONTAINER_PIDS_LIMIT={CONTAINER_PIDS_LIMIT}: at least 16 (an app, its init and a shell)"

@@ -15,6 +15,7 @@ user signed out or no longer allowed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -22,12 +23,14 @@ import queue
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
-from apps.console import terminal
+from apps.console import logs, terminal
 from apps.console.terminal import Close, Refused
 from apps.hosts import gateway
 from apps.hosts.transport import HostError
@@ -263,3 +266,95 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     async def _say_and_close(self, code: Close, message: str, exit_code: int | None) -> None:
         await self.send(text_data=json.dumps({"end": message, "exit_code": exit_code, "code": int(code)}))
         await self.close(code=int(code))
+
+
+class LogTailConsumer(AsyncWebsocketConsumer):
+    """An instance's log, followed: `?tail=&stream=&timestamps=` as the logs API takes them.
+
+    To the browser, text frames only: {"lines": [[stream, time, text], ...], "dropped": N} every
+    LOG_FOLLOW_INTERVAL while lines come (text made safe to show, as on the page), and one last
+    {"end": why, "code": N} before the socket closes. Docker's follow stream is read by a thread
+    of its own; lines wait for the browser in a backlog of at most LOG_FOLLOW_BACKLOG: past it,
+    the oldest waiting go and the next frame says how many, so a browser that falls behind a
+    fast writer costs the portal no memory."""
+
+    stream: gateway.LogStream | None = None
+    closing = False
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope["user"]
+        params = dict(parse_qsl(self.scope.get("query_string", b"").decode(errors="replace")))
+        try:
+            instance, query, which = await database_sync_to_async(logs.follow_target)(
+                user, int(self.scope["url_route"]["kwargs"]["pk"]), params
+            )
+            self.stream, batches = await asyncio.to_thread(logs.follow, instance, query, which)
+        except logs.FollowRefused as refusal:
+            await self._end(refusal.code, refusal.message)
+            return
+        except ValidationError as exc:
+            await self._end(Close.HOST_ERROR, " ".join(exc.messages))
+            return
+        self.backlog: collections.deque[list[str]] = collections.deque()
+        self.dropped = 0
+        self.ended: str | None = None
+        self.wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(batches, loop), name="log-follow", daemon=True).start()
+        self.send_task = asyncio.create_task(self._send_batches())
+
+    def _read(self, batches: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The reading thread: each read from the host goes to the loop as one batch (a fast
+        writer would otherwise wake it once per line)."""
+        why = "The container's log ended (the container was removed)."
+        try:
+            for lines in batches:
+                if lines:
+                    batch = [[line.stream, line.time, line.display()] for line in lines]
+                    loop.call_soon_threadsafe(self._take, batch, None)
+        except HostError as exc:
+            why = str(exc)
+        except RuntimeError:
+            return  # the event loop is gone
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._take, [], why)
+
+    def _take(self, batch: list[list[str]], ended: str | None) -> None:
+        self.backlog.extend(batch)
+        over = len(self.backlog) - settings.LOG_FOLLOW_BACKLOG
+        for _ in range(max(over, 0)):
+            self.backlog.popleft()
+        self.dropped += max(over, 0)
+        if ended is not None and self.ended is None:
+            self.ended = ended
+        self.wake.set()
+
+    async def _send_batches(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.backlog or self.dropped:
+                lines = [self.backlog.popleft() for _ in range(min(len(self.backlog), 1000))]
+                frame = {"lines": lines, "dropped": self.dropped}
+                self.dropped = 0
+                try:
+                    await self.send(text_data=json.dumps(frame))
+                except Exception:
+                    return  # the browser is gone; disconnect() closes the stream
+            if self.ended is not None:
+                if not self.closing:
+                    await self._end(Close.EXITED, self.ended)
+                return
+            await asyncio.sleep(settings.LOG_FOLLOW_INTERVAL)
+
+    async def _end(self, code: int, why: str) -> None:
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await self.send(text_data=json.dumps({"end": why, "code": code}))
+            await self.close(code=code)
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if self.stream is not None:
+            await asyncio.to_thread(self.stream.close)

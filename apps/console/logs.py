@@ -10,13 +10,16 @@ download give every line whole)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from apps.applications import selectors
+from apps.console.terminal import Close
 from apps.hosts import gateway
 from apps.hosts.gateway import LogQuery
 from apps.hosts.transport import HostError
@@ -94,37 +97,97 @@ def read(instance: Instance, query: LogQuery, stream: str = "both") -> Iterator[
         first = next(frames, None)  # the request is made here: errors surface before any output
     except HostError as exc:
         raise ValidationError(f"Cannot read the logs of {instance.container_name}: {exc}") from exc
-    return _lines(first, frames, query.timestamps, stream)
+    if first is None:
+        return iter(())
+    return _lines(_chain(first, frames), query.timestamps, stream)
 
 
-def _lines(
-    first: tuple[str, bytes] | None, frames: Iterator[tuple[str, bytes]], timestamps: bool, stream: str
-) -> Iterator[LogLine]:
-    pending = {"stdout": b"", "stderr": b""}
+def follow(
+    instance: Instance, query: LogQuery, stream: str = "both"
+) -> tuple[gateway.LogStream, Iterator[list[LogLine]]]:
+    """The last lines, then the new ones as the app writes them, in batches as they arrive,
+    until the returned stream is closed (from any thread: the iterator then ends). Iterating
+    blocks while the app is quiet."""
+    if not instance.container_id:
+        raise ValidationError("The instance has no container yet, so nothing has been logged.")
+    try:
+        handle = gateway.container_logs_follow(instance.host, instance.container_id, query)
+    except HostError as exc:
+        raise ValidationError(f"Cannot read the logs of {instance.container_name}: {exc}") from exc
+    return handle, _batches(handle, query.timestamps, stream)
 
-    def made(name: str, raw: bytes) -> LogLine | None:
-        if stream != "both" and stream != name:
+
+def _batches(handle: gateway.LogStream, timestamps: bool, stream: str) -> Iterator[list[LogLine]]:
+    splitter = LineSplitter(timestamps, stream)
+    for frames in handle.batches():
+        yield splitter.feed(frames)
+    yield splitter.end()
+
+
+class FollowRefused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def follow_target(user: Any, instance_pk: int, params: dict[str, str]) -> tuple[Instance, LogQuery, str]:
+    """Who may follow which instance's log, and how: the app's team and ops (another team's
+    instance is "not found", as on the page)."""
+    if not user.is_authenticated:
+        raise FollowRefused(Close.SIGNED_OUT, "Sign in to follow the logs.")
+    instance = (
+        Instance.objects.filter(pk=instance_pk, app__in=selectors.apps_visible_to(user))
+        .select_related("host", "app")
+        .first()
+    )
+    if instance is None:
+        raise FollowRefused(Close.NOT_FOUND, "No such instance.")
+    try:
+        query, stream = parse_query(params, allow_all=False)
+    except ValidationError as exc:
+        raise FollowRefused(
+            Close.BAD_REQUEST, " ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        ) from exc
+    return instance, query, stream
+
+
+class LineSplitter:
+    """Frames in, whole lines out; a line's start and end may come in different frames (each
+    stream has its own partial line)."""
+
+    def __init__(self, timestamps: bool, stream: str) -> None:
+        self.timestamps = timestamps
+        self.stream = stream
+        self.pending = {"stdout": b"", "stderr": b""}
+
+    def _made(self, name: str, raw: bytes) -> LogLine | None:
+        if self.stream != "both" and self.stream != name:
             return None
         text = raw.decode("utf-8", errors="replace")
         time = ""
-        if timestamps:
+        if self.timestamps:
             time, _, text = text.partition(" ")
         return LogLine(name, time, text.removesuffix("\r"))
 
-    if first is None:
-        return
-    for kind, payload in _chain(first, frames):
-        data = pending[kind] + payload
-        *complete, pending[kind] = data.split(b"\n")
-        for raw in complete:
-            line = made(kind, raw)
-            if line is not None:
-                yield line
-    for kind, rest in pending.items():
-        if rest:
-            line = made(kind, rest)
-            if line is not None:
-                yield line
+    def feed(self, frames: Iterable[tuple[str, bytes]]) -> list[LogLine]:
+        out: list[LogLine] = []
+        for kind, payload in frames:
+            *complete, self.pending[kind] = (self.pending[kind] + payload).split(b"\n")
+            out += [line for raw in complete if (line := self._made(kind, raw)) is not None]
+        return out
+
+    def end(self) -> list[LogLine]:
+        rest = [self._made(kind, raw) for kind, raw in self.pending.items() if raw]
+        self.pending = {"stdout": b"", "stderr": b""}
+        return [line for line in rest if line is not None]
+
+
+def _lines(frames: Iterator[tuple[str, bytes]], timestamps: bool, stream: str) -> Iterator[LogLine]:
+    splitter = LineSplitter(timestamps, stream)
+    for frame in frames:
+        yield from splitter.feed([frame])
+    yield from splitter.end()
 
 
 def _chain(first: tuple[str, bytes], frames: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.console.consumers import TerminalConsumer
+from apps.console.consumers import LogTailConsumer, TerminalConsumer
 
 
 def terminal_path(instance_pk: int) -> str:
@@ -13,4 +13,5 @@ def terminal_path(instance_pk: int) -> str:
 
 websocket_urlpatterns = [
     path("ws/instances/<int:pk>/terminal/", TerminalConsumer.as_asgi()),
+    path("ws/instances/<int:pk>/logs/", LogTailConsumer.as_asgi()),
 ]

@@ -37,6 +37,7 @@ class Close(enum.IntEnum):
     ERROR = 1011
     IDLE = 4000
     TOO_LONG = 4001
+    BAD_REQUEST = 4400
     SIGNED_OUT = 4401
     FORBIDDEN = 4403
     NOT_FOUND = 4404

@@ -253,6 +253,13 @@ def container_restart(host: Host, name: str, port: int | None = None) -> Contain
 
 
 LogQuery = docker_api.LogQuery
+LogStream = docker_api.LogStream
+
+
+def container_logs_follow(host: Host, name: str, query: LogQuery) -> LogStream:
+    """The container's logs from `query` on, then each new line as it is written, until the
+    stream is closed (from any thread) or the container is removed."""
+    return docker_api.open_logs(docker(host), name, host.name, query, follow=True)
 
 
 def container_logs(host: Host, name: str, query: LogQuery) -> Iterator[tuple[str, bytes]]:

@@ -72,6 +72,25 @@ def test_a_developer_reads_filters_and_downloads_an_instance_log(
         expect(panel.locator("time").first).to_have_text(re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"))
         screenshot("instance-logs")
 
+        # Following: a line the app writes now appears without asking; paused, new lines are
+        # held and counted, and come on resume.
+        def write(text: str) -> None:
+            fleet.docker(lab_host, "exec", instance.container_name, "sh", "-c", f"echo {text} >/proc/1/fd/1")
+
+        page.get_by_role("button", name="Follow").click()
+        expect(page.locator("#logs-follow-status")).to_contain_text("Following")
+        expect(panel).to_contain_text("request 30 served")
+        write("written while followed")
+        expect(panel).to_contain_text("written while followed")
+        page.get_by_role("button", name="Pause").click()
+        write("written while paused")
+        expect(page.locator("#logs-follow-status")).to_contain_text("Paused: 1 new line(s) held.")
+        expect(panel).not_to_contain_text("written while paused")
+        page.get_by_role("button", name="Resume").click()
+        expect(panel).to_contain_text("written while paused")
+        page.get_by_role("button", name="Stop following").click()
+        expect(page.locator("#logs-follow-status")).to_have_text("Stopped following.")
+
         with page.expect_download() as caught:
             page.locator("#logs-download").click()
         download = caught.value
@@ -79,8 +98,8 @@ def test_a_developer_reads_filters_and_downloads_an_instance_log(
         saved = tmp_path / "saved.log"
         download.save_as(saved)
         lines = saved.read_text().splitlines()
-        assert len(lines) == 31 and sum(line.endswith(" disk almost full") for line in lines) == 1
-        assert [line.split(" ", 1)[1] for line in lines if "request" in line][-1] == "request 30 served"
+        assert len(lines) == 33 and sum(line.endswith(" disk almost full") for line in lines) == 1
+        assert lines[-1].endswith(" written while paused")
     finally:
         for lab_host in fleet.LabConfig.from_settings().all_hosts():
             fleet.docker(lab_host, "rm", "-f", "slw-logger-0", check=False)

@@ -15,7 +15,7 @@ from apps.applications import services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances import executor
-from apps.instances.models import Operation
+from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
@@ -105,6 +105,27 @@ def deploy(
     yield make
     for slug in slugs:
         clear(slug)
+
+
+@pytest.fixture
+def one_instance(
+    owner: User, alpha: Team, busybox: BaseImage, remove_apps: list[str]
+) -> Callable[[str], Instance]:
+    """Makes an app with one running busybox instance (published port, no pool address) and
+    gives the instance; its containers go afterwards."""
+
+    def make(slug: str) -> Instance:
+        remove_apps.append(slug)
+        app = services.app_create(
+            user=owner, team=alpha, slug=slug, base_image=busybox, memory_mb=32, cpus="0.1", instances=1
+        )
+        op = Operation.objects.get(app=app)
+        executor.run_operation(op.pk)
+        op.refresh_from_db()
+        assert op.status == Operation.Status.SUCCEEDED, op.error
+        return Instance.objects.select_related("app", "host").get(app=app)
+
+    return make
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,12 +18,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.accounts.models import Membership, Team
-from apps.applications import services as catalog
-from apps.applications.models import BaseImage
+from apps.accounts.models import Membership
 from apps.console.models import ExecSession
-from apps.instances import executor
-from apps.instances.models import Instance, Operation
+from apps.instances.models import Instance
 from apps.lab import fleet
 from portal.asgi import application
 
@@ -30,16 +28,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
 @pytest.fixture
-def instance(owner: User, alpha: Team, busybox: BaseImage, remove_apps: list[str]) -> Instance:
-    remove_apps.append("term")
-    app = catalog.app_create(
-        user=owner, team=alpha, slug="term", base_image=busybox, memory_mb=32, cpus="0.1", instances=1
-    )
-    op = Operation.objects.get(app=app)
-    executor.run_operation(op.pk)
-    op.refresh_from_db()
-    assert op.status == Operation.Status.SUCCEEDED, op.error
-    return Instance.objects.select_related("app", "host").get(app=app)
+def instance(one_instance: Callable[[str], Instance]) -> Instance:
+    return one_instance("term")
 
 
 def _signed_in(user: User) -> Client:

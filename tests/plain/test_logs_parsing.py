@@ -29,7 +29,7 @@ def lines(
     frames: list[tuple[str, bytes]], timestamps: bool = False, stream: str = "both"
 ) -> list[logs.LogLine]:
     source: Iterator[tuple[str, bytes]] = iter(frames)
-    return list(logs._lines(next(source, None), source, timestamps, stream))
+    return list(logs._lines(source, timestamps, stream))
 
 
 def test_frames_come_out_whole_whatever_the_chunks() -> None:

@@ -26,13 +26,14 @@ from apps.hosts.transport.docker_api.containers import (
     image_present,
 )
 from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
-from apps.hosts.transport.docker_api.logs import LogQuery, container_logs
+from apps.hosts.transport.docker_api.logs import LogQuery, LogStream, container_logs, open_logs
 from apps.hosts.transport.docker_api.networks import network_ensure
 
 __all__ = [
     "DockerClient",
     "ExecResult",
     "LogQuery",
+    "LogStream",
     "TtyExec",
     "client_for",
     "container_ensure",
@@ -48,5 +49,6 @@ __all__ = [
     "image_load",
     "image_present",
     "network_ensure",
+    "open_logs",
     "tty_open",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from docker.client import DockerClient
 from docker.errors import NotFound
@@ -37,31 +38,79 @@ def container_logs(
 ) -> Iterator[tuple[str, bytes]]:
     """("stdout" or "stderr", payload) frames of the container's logs, oldest first, as Docker
     sends them."""
+    stream = open_logs(client, name, where, query)
+    try:
+        yield from stream
+    finally:
+        stream.close()
+
+
+def open_logs(
+    client: DockerClient, name: str, where: str, query: LogQuery, follow: bool = False
+) -> LogStream:
+    """The logs request, made now (errors are raised here). With `follow`, Docker goes on
+    sending lines as the container writes them, with no deadline, until `close()`."""
     api = client.api
     params: dict[str, object] = {
         "stdout": 1,
         "stderr": 1,
         "timestamps": int(query.timestamps),
         "tail": "all" if query.tail is None else str(query.tail),
+        "follow": int(follow),
     }
     if query.since is not None:
         params["since"] = f"{query.since:.9f}"
     try:
-        response = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True)
+        # A followed log may be quiet for hours: no read deadline (close() ends it).
+        extra = {"timeout": None} if follow else {}
+        response = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True, **extra)
         api._raise_for_status(response)
     except NotFound:
         raise NoSuchContainer(f"{where}: no container {name}") from None
     except Exception as exc:
         raise translate(exc, where) from exc
-    reader = FrameReader()
-    try:
-        for chunk in response.iter_content(CHUNK):
-            yield from reader.feed(chunk)
-    except Exception as exc:
-        raise translate(exc, where) from exc
-    finally:
-        response.close()
-    yield from reader.end()
+    return LogStream(response, where)
+
+
+class LogStream:
+    """An open logs response: iterate for its frames; `close()` (from any thread) ends it, and
+    a reader waiting for the next line then sees the end."""
+
+    def __init__(self, response: Any, where: str) -> None:
+        self.response = response
+        self.where = where
+        self.closed = False
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for frames in self.batches():
+            yield from frames
+
+    def batches(self) -> Iterator[list[tuple[str, bytes]]]:
+        """The frames of each read from the host, as it comes: a follower passes them on
+        together, and knows that what it holds is all there is for now."""
+        reader = FrameReader()
+        try:
+            for chunk in self._chunks():
+                yield list(reader.feed(chunk))
+        except Exception as exc:
+            if self.closed:
+                return  # closed on purpose while a read waited
+            raise translate(exc, self.where) from exc
+        yield list(reader.end())
+
+    def _chunks(self) -> Iterator[bytes]:
+        # What has arrived, as soon as it has: a followed log's new line must not wait for
+        # 64 KiB more behind it (iter_content fills its chunk before it yields).
+        raw = self.response.raw
+        if raw.chunked:
+            yield from raw.read_chunked(CHUNK, decode_content=False)
+            return
+        while chunk := raw.read1(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        self.closed = True
+        self.response.close()
 
 
 class FrameReader:
