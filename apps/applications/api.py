@@ -30,6 +30,7 @@ from apps.console.api import (
     ExecBodySerializer,
     ExecResultSerializer,
     NamedCommandSerializer,
+    app_logs_response,
     logs_response,
     run_exec,
 )
@@ -386,6 +387,14 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
             "events__user"
         )
         return Response(ResourceRequestSerializer(qs[:100], many=True).data)
+
+    @extend_schema(parameters=LOG_PARAMETERS[:-1], responses=LOG_RESPONSES)
+    @action(detail=True, methods=["get"], renderer_classes=LOG_RENDERERS)
+    def logs(self, request: Request, slug: str | None = None) -> HttpResponseBase:
+        """The last lines of all the app's instances merged by time, each line starting with
+        its instance's name (`json=1`: objects with instance, stream, time and text). `tail`
+        counts lines in all, at most LOG_TAIL_MAX."""
+        return app_logs_response(request, self.get_object())
 
     @extend_schema(request=NamedCommandSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get", "post"])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import mixins, renderers, serializers, status, viewsets
@@ -166,3 +166,22 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
 def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:
     for line in lines:
         yield (json.dumps({"stream": line.stream, "time": line.time, "text": line.text}) + "\n").encode()
+
+
+def app_logs_response(request: Request, app: App) -> HttpResponse:
+    """GET /apps/{slug}/logs/: the last lines of all the app's instances merged by time, each
+    marked with its instance."""
+    params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
+    query, stream = service_call(logs.parse_query, params=params, allow_all=False)
+    merged = logs.app_read(app, query, stream)
+    if request.query_params.get("json", "") in ("1", "true", "yes", "on"):
+        body = "".join(
+            json.dumps({"instance": name, "stream": line.stream, "time": line.time, "text": line.text}) + "\n"
+            for name, line in merged
+        )
+        return HttpResponse(body, content_type="application/x-ndjson")
+    text = "".join(
+        f"{name} {line.time} {line.text}\n" if query.timestamps else f"{name} {line.text}\n"
+        for name, line in merged
+    )
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")

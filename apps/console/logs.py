@@ -9,8 +9,10 @@ download give every line whole)."""
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,6 +124,39 @@ def _batches(handle: gateway.LogStream, timestamps: bool, stream: str) -> Iterat
     for frames in handle.batches():
         yield splitter.feed(frames)
     yield splitter.end()
+
+
+def app_read(app: Any, query: LogQuery, stream: str = "both") -> list[tuple[str, LogLine]]:
+    """The app's instances' last lines merged by Docker's time: (instance name, line), oldest
+    first, at most `query.tail` in all. The instances are read at once; one that cannot be read
+    gives one line saying why, and the others still show."""
+    rows = Instance.objects.filter(app=app).select_related("host", "app").order_by("slot")
+    instances = [i for i in rows if i.container_id]
+    asked = LogQuery(tail=query.tail, since=query.since, timestamps=True)  # times to merge by
+
+    def one(instance: Instance) -> list[tuple[str, str, LogLine]]:
+        try:
+            return [
+                (_sortable(line.time), instance.container_name, line)
+                for line in read(instance, asked, stream)
+            ]
+        except (ValidationError, HostError) as exc:
+            text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            return [("", instance.container_name, LogLine("stderr", "", f"[slipway: {text}]"))]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(instances), 8))) as pool:
+        per_instance = list(pool.map(one, instances))
+    merged = [(name, line) for _, name, line in heapq.merge(*per_instance, key=lambda item: item[0])]
+    return merged[-query.tail :] if query.tail else merged
+
+
+def _sortable(time: str) -> str:
+    """Docker's RFC 3339 time with its fraction padded to 9 digits: Docker drops trailing zeros
+    ("…01.9365Z"), which would sort after "…01.936555626Z" as text."""
+    if not time:
+        return time
+    head, _, rest = time.removesuffix("Z").partition(".")
+    return f"{head}.{rest:0<9}Z"
 
 
 class FollowRefused(Exception):

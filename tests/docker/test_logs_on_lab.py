@@ -112,3 +112,32 @@ def test_the_logs_panel_filters_marks_stderr_and_shows_a_line_safely(
     other = Client()
     other.force_login(outsider)
     assert other.get(url).status_code == 404
+
+
+def test_the_app_logs_merge_its_instances_by_time_each_line_marked(
+    deploy: Callable[..., App], owner: User, outsider: User, lab: list[fleet.LabHost]
+) -> None:
+    app = deploy("chorus", instances=2)
+    first, second = Instance.objects.select_related("host").filter(app=app).order_by("slot")
+    assert first.host_id != second.host_id  # one on each lab host
+    for n in range(3):
+        _print(lab, first, f"echo zero says {n}")
+        _print(lab, second, f"echo one says {n}")
+    api = _api(owner)
+    text = api.get(f"/api/v1/apps/{app.slug}/logs/").content.decode()
+    assert text.splitlines() == [
+        f"{name} {who} says {n}"
+        for n in range(3)
+        for name, who in (("slw-chorus-0", "zero"), ("slw-chorus-1", "one"))
+    ]
+    records = [
+        json.loads(line)
+        for line in api.get(f"/api/v1/apps/{app.slug}/logs/", {"json": "1", "tail": "2"}).content.splitlines()
+    ]
+    assert [(r["instance"], r["text"]) for r in records] == [
+        ("slw-chorus-0", "zero says 2"),
+        ("slw-chorus-1", "one says 2"),
+    ]
+    bad = api.get(f"/api/v1/apps/{app.slug}/logs/", {"tail": "all"}, HTTP_ACCEPT="application/json")
+    assert bad.status_code == 400 and "from 1 to 10000" in bad.json()["tail"][0]
+    assert _api(outsider).get(f"/api/v1/apps/{app.slug}/logs/").status_code == 404

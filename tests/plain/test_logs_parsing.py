@@ -94,3 +94,8 @@ def test_a_good_query_is_read_as_meant() -> None:
     assert query.since == 1796378400.0
     query, stream = logs.parse_query({"since": "1796378400.5", "stream": "stderr"})
     assert (query.tail, query.since, stream) == (200, 1796378400.5, "stderr")
+
+
+def test_docker_times_sort_as_times_though_docker_drops_trailing_zeros() -> None:
+    times = ["2026-12-04T10:00:01.93655Z", "2026-12-04T10:00:01.936555626Z", "2026-12-04T10:00:01Z"]
+    assert sorted(times, key=logs._sortable) == [times[2], times[0], times[1]]
