@@ -38,7 +38,9 @@ LABEL io.slipway.base-image=busybox
 
 def _answers(address: str) -> bytes | None:
     try:
-        with urllib.request.urlopen(f"http://{address}:8080/index.html", timeout=0.5) as response:
+        # A slow answer is still an answer: on CI's two busy cores the lab's containers get
+        # the CPU last (apps/lab/fleet.py), and a busybox httpd may take over half a second.
+        with urllib.request.urlopen(f"http://{address}:8080/index.html", timeout=2) as response:
             return bytes(response.read())
     except OSError:
         return None

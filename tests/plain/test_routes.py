@@ -134,12 +134,19 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-addresses": ("get", APP, _app_scoped(401, 200)),
     "app-metrics": ("get", APP, _app_scoped(401, 200)),
     "app-commands": ("get", APP, _app_scoped(401, 200)),
+    # ctx's instance has no container: nothing to merge, an empty text.
+    "app-logs": ("get", APP, _app_scoped(401, 200)),
     "instance-exec": ("post", INSTANCE, _app_scoped(401, 400)),  # empty body: no command
+    # ctx's instance has no container yet: said with 400 (the lab tests read real logs).
+    "instance-logs": ("get", INSTANCE, _app_scoped(401, 400)),
     "exec-session-list": ("get", NONE, _signed_in(401, 200)),
     # Developers see their own sessions, leads their team's, ops all.
     "exec-session-detail": ("get", SESSION, _app_scoped(401, 200)),
     "console:instance": ("get", SLOT, _app_scoped(302, 200)),
     "console:exec": ("post", SLOT, _app_scoped(302, 422)),  # empty form: no command
+    # No container yet: the panel says so, with 422. The follow websocket is tested in
+    # tests/docker/test_logs_follow_ws.py.
+    "console:logs": ("get", SLOT, _app_scoped(302, 422)),
     # The page only; the websocket behind it is tested in tests/docker/test_terminal_ws.py.
     "console:terminal": ("get", SLOT, _app_scoped(302, 200)),
     "console:audit": ("get", APP, _app_scoped(302, 200)),
