@@ -148,7 +148,10 @@ def _apply(
         state = gateway.container_ensure(
             instance.host, spec, fresh=fresh, before_start=lambda: gate.check(instance)
         )
-        if spec.ipv4 and state.running and state.acted and state.pid:
+        # Announced whenever the row learns of a container: one this call started, or one found
+        # running that it did not know (started by a worker killed before it could announce).
+        fresh_to_row = state.acted or state.id != instance.container_id
+        if spec.ipv4 and state.running and fresh_to_row and state.pid:
             _announcer().submit(_announce, instance, state.pid, spec.ipv4)
         return Outcome(instance, state)
     except AddressInUse as exc:
