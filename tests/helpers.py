@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from django.conf import settings
 
 from apps.instances import executor
-from apps.instances.models import Operation
+from apps.instances.models import Instance, Operation
 from portal.celery import app as celery_app
 from tests.conftest import SHARED_WORKERS
 
@@ -129,3 +129,13 @@ def plain_dockerd(lab_host: LabHost) -> Iterator[LabHost]:
         yield lab_host
     finally:
         plain()
+
+
+def app_prints(lab: list[LabHost], instance: Instance, script: str) -> None:
+    """Runs the shell `script` in the instance with its output going where the app's own goes:
+    the container's init (PID 1) holds the stdout and stderr Docker logs."""
+    from apps.lab import fleet
+
+    lab_host = next(h for h in lab if h.name == instance.host.name)
+    redirected = f"{{ {script}; }} >/proc/1/fd/1 2>/proc/1/fd/2"
+    fleet.docker(lab_host, "exec", instance.container_name, "sh", "-c", redirected)

@@ -152,12 +152,12 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
     params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
     query, stream = service_call(logs.parse_query, params=params)
     lines = service_call(logs.read, instance=instance, query=query, stream=stream)
-    as_json = request.query_params.get("json", "") in ("1", "true", "yes", "on")
+    as_json = logs.is_yes(request.query_params.get("json", ""))
     body = _json_lines(lines) if as_json else logs.as_text(lines, query.timestamps)
     response = StreamingHttpResponse(
         body, content_type="application/x-ndjson" if as_json else "text/plain; charset=utf-8"
     )
-    if request.query_params.get("download", "") in ("1", "true", "yes", "on"):
+    if logs.is_yes(request.query_params.get("download", "")):
         name = f"{instance.container_name}.{'ndjson' if as_json else 'log'}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
@@ -165,7 +165,7 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
 
 def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:
     for line in lines:
-        yield (json.dumps({"stream": line.stream, "time": line.time, "text": line.text}) + "\n").encode()
+        yield (json.dumps(line.as_dict()) + "\n").encode()
 
 
 def app_logs_response(request: Request, app: App) -> HttpResponse:
@@ -174,11 +174,8 @@ def app_logs_response(request: Request, app: App) -> HttpResponse:
     params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
     query, stream = service_call(logs.parse_query, params=params, allow_all=False)
     merged = logs.app_read(app, query, stream)
-    if request.query_params.get("json", "") in ("1", "true", "yes", "on"):
-        body = "".join(
-            json.dumps({"instance": name, "stream": line.stream, "time": line.time, "text": line.text}) + "\n"
-            for name, line in merged
-        )
+    if logs.is_yes(request.query_params.get("json", "")):
+        body = "".join(json.dumps({"instance": name, **line.as_dict()}) + "\n" for name, line in merged)
         return HttpResponse(body, content_type="application/x-ndjson")
     text = "".join(
         f"{name} {line.time} {line.text}\n" if query.timestamps else f"{name} {line.text}\n"

@@ -10,6 +10,7 @@ download give every line whole)."""
 from __future__ import annotations
 
 import heapq
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,14 @@ class LogLine:
 
     def display(self) -> str:
         return for_display(self.text)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"stream": self.stream, "time": self.time, "text": self.text}
+
+
+def is_yes(value: str) -> bool:
+    """A yes/no query parameter's yes (1, true, yes, on)."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def for_display(text: str, limit: int | None = None) -> str:
@@ -85,13 +94,13 @@ def parse_query(params: dict[str, str], *, allow_all: bool = True) -> tuple[LogQ
         errors["stream"] = f"{stream!r} is not one of {', '.join(STREAMS)}."
     if errors:
         raise ValidationError(errors)
-    query = LogQuery(tail=tail, since=since, timestamps=flag in ("1", "true", "on", "yes"))
+    query = LogQuery(tail=tail, since=since, timestamps=is_yes(flag))
     return query, stream
 
 
 def read(instance: Instance, query: LogQuery, stream: str = "both") -> Iterator[LogLine]:
-    """The instance's log lines, oldest first. Raises HostError before the first line if the
-    host or the container cannot be read (the caller answers with an error, not half a page)."""
+    """The instance's log lines, oldest first. Raises ValidationError before the first line if
+    the host or the container cannot be read (the caller answers with an error, not half a page)."""
     if not instance.container_id:
         raise ValidationError("The instance has no container yet, so nothing has been logged.")
     frames = gateway.container_logs(instance.host, instance.container_id, query)
@@ -101,7 +110,7 @@ def read(instance: Instance, query: LogQuery, stream: str = "both") -> Iterator[
         raise ValidationError(f"Cannot read the logs of {instance.container_name}: {exc}") from exc
     if first is None:
         return iter(())
-    return _lines(_chain(first, frames), query.timestamps, stream)
+    return _lines(itertools.chain([first], frames), query.timestamps, stream)
 
 
 def follow(
@@ -223,11 +232,6 @@ def _lines(frames: Iterator[tuple[str, bytes]], timestamps: bool, stream: str) -
     for frame in frames:
         yield from splitter.feed([frame])
     yield from splitter.end()
-
-
-def _chain(first: tuple[str, bytes], frames: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
-    yield first
-    yield from frames
 
 
 def as_text(lines: Iterator[LogLine], timestamps: bool) -> Iterator[bytes]:

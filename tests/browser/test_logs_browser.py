@@ -18,6 +18,7 @@ from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import register_images
 from tests.browser.conftest import login, open_app
+from tests.helpers import app_prints
 
 
 def test_a_developer_reads_filters_and_downloads_an_instance_log(
@@ -35,17 +36,9 @@ def test_a_developer_reads_filters_and_downloads_an_instance_log(
     try:
         executor.run_operation(Operation.objects.get(app=app).pk)
         instance = Instance.objects.select_related("host").get(app=app)
-        lab_host = next(
-            h for h in fleet.LabConfig.from_settings().all_hosts() if h.name == instance.host.name
-        )
-        fleet.docker(
-            lab_host,
-            "exec",
-            instance.container_name,
-            "sh",
-            "-c",
-            "for i in $(seq 1 30); do echo request $i served; done >/proc/1/fd/1; "
-            "echo disk almost full >/proc/1/fd/2",
+        lab = fleet.LabConfig.from_settings().all_hosts()
+        app_prints(
+            lab, instance, "for i in $(seq 1 30); do echo request $i served; done; echo disk almost full >&2"
         )
 
         login(page, asgi_server, "dev")
@@ -75,7 +68,7 @@ def test_a_developer_reads_filters_and_downloads_an_instance_log(
         # Following: a line the app writes now appears without asking; paused, new lines are
         # held and counted, and come on resume.
         def write(text: str) -> None:
-            fleet.docker(lab_host, "exec", instance.container_name, "sh", "-c", f"echo {text} >/proc/1/fd/1")
+            app_prints(lab, instance, f"echo {text}")
 
         page.get_by_role("button", name="Follow").click()
         expect(page.locator("#logs-follow-status")).to_contain_text("Following")

@@ -20,6 +20,7 @@ from django.test import Client
 from apps.instances.models import Instance
 from apps.lab import fleet
 from portal.asgi import application
+from tests.helpers import app_prints
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -27,13 +28,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 @pytest.fixture
 def instance(one_instance: Callable[[str], Instance]) -> Instance:
     return one_instance("tail")
-
-
-def _print(lab: list[fleet.LabHost], instance: Instance, script: str) -> None:
-    lab_host = next(h for h in lab if h.name == instance.host.name)
-    fleet.docker(
-        lab_host, "exec", instance.container_name, "sh", "-c", f"{{ {script}; }} >/proc/1/fd/1 2>/proc/1/fd/2"
-    )
 
 
 def _socket(pk: int, user: User | None, query: str = "") -> WebsocketCommunicator:
@@ -62,7 +56,7 @@ def _texts(frames: list[dict[str, Any]]) -> list[str]:
 async def test_the_last_lines_then_new_ones_as_they_are_written(
     instance: Instance, owner: User, lab: list[fleet.LabHost]
 ) -> None:
-    await sync_to_async(_print)(lab, instance, "echo before one; echo before two >&2")
+    await sync_to_async(app_prints)(lab, instance, "echo before one; echo before two >&2")
     socket = await sync_to_async(_socket)(instance.pk, owner, "tail=50&timestamps=1")
     connected, _ = await socket.connect()
     assert connected
@@ -71,7 +65,7 @@ async def test_the_last_lines_then_new_ones_as_they_are_written(
     assert streams["before two"] == "stderr" and streams["before one"] == "stdout"
     assert all(line[1].endswith("Z") for frame in frames for line in frame["lines"])
     # Written after the socket opened: it arrives without asking again.
-    await sync_to_async(_print)(lab, instance, "echo after \033[32mgreen\033[0m")
+    await sync_to_async(app_prints)(lab, instance, "echo after \033[32mgreen\033[0m")
     frames = await _frames_until(socket, lambda f: "after green" in _texts(f))
     await socket.disconnect()
 
@@ -83,7 +77,7 @@ async def test_a_browser_that_reads_nothing_costs_a_bounded_backlog_and_is_told_
     socket = await sync_to_async(_socket)(instance.pk, owner, "tail=1")
     connected, _ = await socket.connect()
     assert connected
-    writer = threading.Thread(target=_print, args=(lab, instance, "seq 1 20000"))
+    writer = threading.Thread(target=app_prints, args=(lab, instance, "seq 1 20000"))
     writer.start()
     await sync_to_async(writer.join)()
     frames = await _frames_until(socket, lambda f: "20000" in _texts(f), timeout=30)

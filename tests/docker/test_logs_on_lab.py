@@ -16,22 +16,14 @@ from rest_framework.test import APIClient
 from apps.applications.models import App
 from apps.instances.models import Instance
 from apps.lab import fleet
-
-
-def _print(lab: list[fleet.LabHost], instance: Instance, script: str) -> None:
-    """Runs `script` in the instance with its output going where the app's own goes: the
-    container's init (PID 1) holds the stdout and stderr Docker logs."""
-    lab_host = next(h for h in lab if h.name == instance.host.name)
-    fleet.docker(
-        lab_host, "exec", instance.container_name, "sh", "-c", f"{{ {script}; }} >/proc/1/fd/1 2>/proc/1/fd/2"
-    )
+from tests.helpers import app_prints
 
 
 @pytest.fixture
 def printed(deploy: Callable[..., App], lab: list[fleet.LabHost]) -> Instance:
     app = deploy("talker", instances=1)
     instance = Instance.objects.select_related("host", "app").get(app=app)
-    _print(
+    app_prints(
         lab,
         instance,
         "echo first out; echo first err >&2; printf 'caf\\351 \\033[1mbold\\033[0m <b>x</b>\\n'",
@@ -79,7 +71,7 @@ def test_the_api_gives_the_lines_with_their_streams_times_and_bounds(
 def test_ten_thousand_lines_and_a_download_of_everything(
     printed: Instance, owner: User, lab: list[fleet.LabHost]
 ) -> None:
-    _print(lab, printed, "seq 1 10000")
+    app_prints(lab, printed, "seq 1 10000")
     api = _api(owner)
     url = f"/api/v1/instances/{printed.pk}/logs/"
     tail = b"".join(api.get(url, {"tail": "10000"}).streaming_content).decode().splitlines()  # type: ignore[attr-defined]
@@ -121,8 +113,8 @@ def test_the_app_logs_merge_its_instances_by_time_each_line_marked(
     first, second = Instance.objects.select_related("host").filter(app=app).order_by("slot")
     assert first.host_id != second.host_id  # one on each lab host
     for n in range(3):
-        _print(lab, first, f"echo zero says {n}")
-        _print(lab, second, f"echo one says {n}")
+        app_prints(lab, first, f"echo zero says {n}")
+        app_prints(lab, second, f"echo one says {n}")
     api = _api(owner)
     text = api.get(f"/api/v1/apps/{app.slug}/logs/").content.decode()
     assert text.splitlines() == [
