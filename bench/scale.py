@@ -4,7 +4,8 @@ it takes minutes.
 
 What it does:
 1. an 8-host lab, prepared by the portal; a database of its own (`slipway_bench_scale`); the
-   portal's own processes as in production: daphne (web), two Celery workers, beat;
+   portal's own processes as in production: daphne (web), two Celery workers, beat, the
+   event watcher;
 2. 100 apps made through the API, scaled through the API to 400 instances in total (busybox,
    8 MiB, 0.1 CPU, with CPU_OVERCOMMIT 8), timed: half the apps with 2 instances, half with 6.
    Placement spreads each app over hosts and packs by best fit: 100 instances on each of two
@@ -21,7 +22,8 @@ What it does:
 5. `drain_50`: a host holding 50 instances drained through the API while every instance on it
    is probed over TCP every 50 ms: the drain's time, and the longest time any app had fewer
    instances serving than it wanted;
-6. `portal_rss`: the resident memory of web, workers (with their pool processes) and beat,
+6. `portal_rss`: the resident memory of web, workers (with their pool processes), beat and the
+   event watcher,
    sampled every half second through all of the above, at its peak;
 7. everything removed through the API, the volumes the deleted apps left purged as ops do, then
    checked: no container, address, volume, instance or app row left.
@@ -106,7 +108,8 @@ def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def start_portal(workers: int = 2) -> dict[str, list[subprocess.Popen[bytes]]]:
     """The portal's processes on the bench's database and broker, as `make up` runs them:
-    daphne serving the ASGI application, Celery workers (one pool process each), beat."""
+    daphne serving the ASGI application, Celery workers (one pool process each), beat and the
+    event watcher."""
     log = open(VAR / "log" / "bench-scale-portal.log", "ab")  # noqa: SIM115 - lives as long as they do
     env = dict(os.environ)
 
@@ -142,6 +145,7 @@ def start_portal(workers: int = 2) -> dict[str, list[subprocess.Popen[bytes]]]:
             for n in range(workers)
         ],
         "beat": [spawn(*celery, "beat", "--schedule", str(VAR / "bench-scale-beat-schedule"), *quiet)],
+        "events": [spawn("nice", "-n", "10", sys.executable, "manage.py", "watch_events")],
     }
 
     def answers() -> bool:
@@ -509,7 +513,7 @@ def purge_volumes(ops: Client) -> None:
 
 
 def main() -> int:
-    say(f"setting up: {HOSTS} lab hosts, PostgreSQL {DB_NAME}, daphne, 2 workers, beat")
+    say(f"setting up: {HOSTS} lab hosts, PostgreSQL {DB_NAME}, daphne, 2 workers, beat, event watcher")
     config = fleet.LabConfig.from_settings(hosts=HOSTS)
     lab = fleet.up(config, log=lambda _: None)
     by_name = {h.name: h for h in lab}

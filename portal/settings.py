@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "apps.relocations",
     "apps.images",
     "apps.fleet",
+    "apps.events",
     "apps.lab",
 ]
 
@@ -266,6 +267,20 @@ LOG_DISPLAY_LINE_MAX = envint("LOG_DISPLAY_LINE_MAX", 4096)
 # oldest go and the browser is told how many), sent together every LOG_FOLLOW_INTERVAL seconds.
 LOG_FOLLOW_BACKLOG = envint("LOG_FOLLOW_BACKLOG", 5000)
 LOG_FOLLOW_INTERVAL = envfloat("LOG_FOLLOW_INTERVAL", 0.1)
+# Container events (apps.events): each host's Docker event stream is read by `manage.py
+# watch_events` in windows of EVENTS_WINDOW seconds. A death keeps the last EVENTS_KEEP_LINES
+# lines the app printed, as does a container the portal replaces; CRASH_LOOP_DEATHS deaths of
+# one instance within CRASH_LOOP_WINDOW seconds are a crash loop.
+EVENTS_WINDOW = envfloat("EVENTS_WINDOW", 60.0)
+EVENTS_KEEP_LINES = envint("EVENTS_KEEP_LINES", 500)
+CRASH_LOOP_DEATHS = envint("CRASH_LOOP_DEATHS", 3)
+CRASH_LOOP_WINDOW = envint("CRASH_LOOP_WINDOW", 300)
+if not 5 <= EVENTS_WINDOW <= 3600:
+    raise ValueError(f"EVENTS_WINDOW={EVENTS_WINDOW}: from 5 to 3600 seconds")
+if not 0 <= EVENTS_KEEP_LINES <= LOG_TAIL_MAX:
+    raise ValueError(f"EVENTS_KEEP_LINES={EVENTS_KEEP_LINES}: from 0 to LOG_TAIL_MAX ({LOG_TAIL_MAX})")
+if CRASH_LOOP_DEATHS < 2 or CRASH_LOOP_WINDOW < 10:
+    raise ValueError("CRASH_LOOP_DEATHS is at least 2 and CRASH_LOOP_WINDOW at least 10 seconds")
 if CONTAINER_PIDS_LIMIT < 16:
     raise ValueError(
         f"CONTAINER_PIDS_LIMIT={CONTAINER_PIDS_LIMIT}: at least 16 (an app, its init and a shell)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start or stop the portal's own processes (web, Celery worker, beat), tracked by pidfiles
+# Start or stop the portal's own processes (web, Celery worker, beat, the event watcher), tracked by pidfiles
 # under var/run. Only processes whose pidfile this script wrote are ever signalled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,12 @@ start() {
     --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --detach
   alive beat || nice -n "$WORKER_NICE" "$BIN/celery" -A portal beat --loglevel INFO --schedule "$VAR/celerybeat-schedule" \
     --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" --detach
+  if ! alive events; then
+    # Every host's container events as they happen (deaths, OOM kills, restarts): one process,
+    # a thread per host (apps/events/watcher.py). A second one would only wait for its leases.
+    setsid nice -n "$WORKER_NICE" "$BIN/python" manage.py watch_events >>"$LOG/events.log" 2>&1 </dev/null &
+    echo $! >"$RUN/events.pid"
+  fi
   for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
     sleep 0.2
@@ -42,7 +48,7 @@ start() {
 }
 
 stop() {
-  for name in beat worker web; do
+  for name in events beat worker web; do
     if alive "$name"; then
       pid=$(cat "$RUN/$name.pid")
       kill -TERM "$pid" 2>/dev/null || true

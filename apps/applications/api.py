@@ -35,6 +35,7 @@ from apps.console.api import (
     run_exec,
 )
 from apps.console.api import commands as app_commands
+from apps.events.api import TIMELINE_PARAMETERS, TIMELINE_PARAMETERS_APP, timeline_response
 from apps.hosts.models import Host
 from apps.images import publish
 from apps.instances.models import Instance, Operation
@@ -396,6 +397,14 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         counts lines in all, at most LOG_TAIL_MAX."""
         return app_logs_response(request, self.get_object())
 
+    @extend_schema(parameters=TIMELINE_PARAMETERS_APP, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, slug: str | None = None) -> Response:
+        """The app's timeline, newest first: deaths (exit code, OOM, the last lines), crash
+        loops, starts, stops and restarts, deploys, scales, resizes, moves, commands and
+        terminals."""
+        return timeline_response(request, self.get_object())
+
     @extend_schema(request=NamedCommandSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get", "post"])
     def commands(self, request: Request, slug: str | None = None) -> Response:
@@ -493,6 +502,14 @@ class InstanceViewSet(
         """What the instance printed, oldest first, as text (stdout and stderr merged in order;
         `stream` picks one, `json=1` marks each line). Another team's instance is a 404."""
         return logs_response(request, self.get_object())
+
+    @extend_schema(parameters=TIMELINE_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        """This instance's timeline (its slot's containers, its own operations and the app's,
+        its commands and terminals), newest first."""
+        instance = self.get_object()
+        return timeline_response(request, instance.app, instance)
 
     @extend_schema(parameters=METRICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])

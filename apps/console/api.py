@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -17,6 +18,7 @@ from rest_framework.response import Response
 from apps.applications.models import App
 from apps.console import logs, services
 from apps.console.models import ExecSession
+from apps.events import selectors as events
 from apps.instances.models import Instance
 from portal.api import Pagination, service_call
 
@@ -142,6 +144,12 @@ LOG_PARAMETERS = [
     OpenApiParameter("stream", str, enum=list(logs.STREAMS), description="stdout, stderr or both (default)"),
     OpenApiParameter("json", bool, description="JSON lines: one object per line with stream, time and text"),
     OpenApiParameter("download", bool, description="As a file to save (Content-Disposition: attachment)"),
+    OpenApiParameter(
+        "previous",
+        bool,
+        description="The last lines of the previous container (after a death, an OOM kill, a "
+        "recreate or a move), as the portal kept them; tail counts from those",
+    ),
 ]
 LOG_RESPONSES = {(200, "text/plain"): OpenApiTypes.STR}
 
@@ -151,7 +159,12 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
     first, streamed as they are read from the host."""
     params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
     query, stream = service_call(logs.parse_query, params=params)
-    lines = service_call(logs.read, instance=instance, query=query, stream=stream)
+    if logs.is_yes(request.query_params.get("previous", "")):
+        lines: Iterator[logs.LogLine] = iter(
+            service_call(_previous, instance=instance, query=query, stream=stream)
+        )
+    else:
+        lines = service_call(logs.read, instance=instance, query=query, stream=stream)
     as_json = logs.is_yes(request.query_params.get("json", ""))
     body = _json_lines(lines) if as_json else logs.as_text(lines, query.timestamps)
     response = StreamingHttpResponse(
@@ -161,6 +174,19 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
         name = f"{instance.container_name}.{'ndjson' if as_json else 'log'}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def _previous(instance: Instance, query: logs.LogQuery, stream: str) -> list[logs.LogLine]:
+    kept = events.previous(instance)
+    if kept is None:
+        raise DjangoValidationError(
+            f"{instance.container_name} has no earlier container with kept lines: it has not died "
+            "or been replaced since the portal records events."
+        )
+    lines = [logs.LogLine(s, t, x) for s, t, x in kept.lines if stream in ("both", s)]
+    if query.since is not None:
+        lines = [line for line in lines if line.time and logs.epoch(line.time) >= query.since]
+    return lines[-query.tail :] if query.tail else lines
 
 
 def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:

@@ -128,6 +128,25 @@ def follow(
     return handle, _batches(handle, query.timestamps, stream)
 
 
+def kept_lines(frames: Iterable[tuple[str, bytes]]) -> list[list[str]]:
+    """Frames read with timestamps, as the portal keeps them: [stream, time, text] per line,
+    each line cut to LOG_DISPLAY_LINE_MAX characters (what is kept is for reading)."""
+    splitter = LineSplitter(True, "both")
+    lines = splitter.feed(frames) + splitter.end()
+    most = settings.LOG_DISPLAY_LINE_MAX
+    return [[line.stream, line.time, line.text[:most]] for line in lines]
+
+
+def last_lines(host: Any, container_id: str, *, until: float | None = None) -> list[list[str]]:
+    """The last EVENTS_KEEP_LINES lines a container printed (before `until`), to keep: a
+    container that cannot be read gives one line saying why."""
+    query = LogQuery(tail=settings.EVENTS_KEEP_LINES, until=until, timestamps=True)
+    try:
+        return kept_lines(gateway.container_logs(host, container_id, query))
+    except HostError as exc:
+        return [["stderr", "", f"[slipway: the last lines could not be read: {exc}]"]]
+
+
 def _batches(handle: gateway.LogStream, timestamps: bool, stream: str) -> Iterator[list[LogLine]]:
     splitter = LineSplitter(timestamps, stream)
     for frames in handle.batches():
@@ -166,6 +185,12 @@ def _sortable(time: str) -> str:
         return time
     head, _, rest = time.removesuffix("Z").partition(".")
     return f"{head}.{rest:0<9}Z"
+
+
+def epoch(time: str) -> float:
+    """Docker's RFC 3339 time as seconds since 1970 (to the microsecond)."""
+    head, _, rest = _sortable(time).removesuffix("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{rest[:6]}+00:00").timestamp()
 
 
 class FollowRefused(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from django.conf import settings
 
 from apps.hosts import agent as agent_bundle
 from apps.hosts.transport import (
+    MANAGED_LABEL,
     CommandFailed,
     CommandResult,
     ContainerSpec,
@@ -190,11 +192,19 @@ def docker(host: Host) -> docker_api.DockerClient:
 
 
 def container_ensure(
-    host: Host, spec: ContainerSpec, *, fresh: bool = False, before_start: Callable[[], None] | None = None
+    host: Host,
+    spec: ContainerSpec,
+    *,
+    fresh: bool = False,
+    before_start: Callable[[], None] | None = None,
+    before_replace: Callable[[str], None] | None = None,
 ) -> ContainerState:
     """Make the container match the spec; `fresh`: none is expected yet (saves a round trip);
-    `before_start`: a last check between create and start, which may refuse."""
-    return docker_api.container_ensure(docker(host), spec, host.name, fresh=fresh, before_start=before_start)
+    `before_start`: a last check between create and start, which may refuse; `before_replace`:
+    given the id of an outdated container before it is removed."""
+    return docker_api.container_ensure(
+        docker(host), spec, host.name, fresh=fresh, before_start=before_start, before_replace=before_replace
+    )
 
 
 def container_update(host: Host, name: str, memory_mb: int, nano_cpus: int) -> None:
@@ -266,6 +276,22 @@ def container_logs(host: Host, name: str, query: LogQuery) -> Iterator[tuple[str
     """("stdout" or "stderr", bytes) frames of the container's logs, oldest first, read as they
     come (the request is made at the first one)."""
     return docker_api.container_logs(docker(host), name, host.name, query)
+
+
+DockerEvent = docker_api.DockerEvent
+
+
+def container_events(host: Host, *, since_ns: int, until: float) -> Iterator[DockerEvent]:
+    """Starts, deaths, OOM kills, kills and stops of the host's Slipway containers from
+    `since_ns` (nanoseconds, inclusive) until `until` (seconds, the host's clock), as they happen."""
+    return docker_api.container_events(
+        docker(host),
+        host.name,
+        label=f"{MANAGED_LABEL}=1",
+        since_ns=since_ns,
+        until=until,
+        read_timeout=max(0.0, until - time.time()) + settings.DOCKER_TIMEOUT,
+    )
 
 
 def container_why(host: Host, name: str) -> str:

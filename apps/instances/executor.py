@@ -32,6 +32,7 @@ from apps.hosts.transport import (
 from apps.instances import health
 from apps.instances.address_probe import PROBE_ROUNDS, AddressGate
 from apps.instances.models import Instance, Operation
+from apps.instances.signals import container_replaced
 from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
 from portal import jobs
@@ -59,6 +60,39 @@ class Outcome:
     taken: AddressInUse | None = None
     # The host did not answer at all (link down, sshd or dockerd gone): it is marked for ops.
     unreachable: bool = False
+    # A container made from an older spec that this run replaced: (its id, its last lines).
+    replaced: Retired | None = None
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A container about to go, and its last lines (read with Docker's times), or why they
+    could not be read: it goes all the same."""
+
+    container_id: str
+    frames: list[tuple[str, bytes]]
+    error: str = ""
+
+    @classmethod
+    def read(cls, host: Host, container_id: str) -> Retired:
+        query = gateway.LogQuery(tail=settings.EVENTS_KEEP_LINES, timestamps=True)
+        if not query.tail:
+            return cls(container_id, [])
+        try:
+            return cls(container_id, list(gateway.container_logs(host, container_id, query)))
+        except HostError as exc:
+            return cls(container_id, [], error=str(exc))
+
+    def announce(self, instance: Instance, host: Host, reason: str) -> None:
+        container_replaced.send(
+            sender=Instance,
+            instance=instance,
+            host=host,
+            container_id=self.container_id,
+            frames=self.frames,
+            error=self.error,
+            reason=reason,
+        )
 
 
 def run_operation(op_id: int) -> None:
@@ -145,15 +179,20 @@ def _apply(
                 if state.running and state.labels.get(SPEC_LABEL) == spec.digest:
                     return Outcome(instance, state)
         fresh = not instance.container_id and instance.state == Instance.State.PENDING
+        retired: list[Retired] = []
+
+        def keep(container_id: str) -> None:
+            retired.append(Retired.read(instance.host, container_id))
+
         state = gateway.container_ensure(
-            instance.host, spec, fresh=fresh, before_start=lambda: gate.check(instance)
+            instance.host, spec, fresh=fresh, before_start=lambda: gate.check(instance), before_replace=keep
         )
         # Announced whenever the row learns of a container: one this call started, or one found
         # running that it did not know (started by a worker killed before it could announce).
         fresh_to_row = state.acted or state.id != instance.container_id
         if spec.ipv4 and state.running and fresh_to_row and state.pid:
             _announcer().submit(_announce, instance, state.pid, spec.ipv4)
-        return Outcome(instance, state)
+        return Outcome(instance, state, replaced=retired[-1] if retired else None)
     except AddressInUse as exc:
         return Outcome(instance, error=str(exc), taken=exc)
     except ContainerFailed as exc:
@@ -212,6 +251,10 @@ def _record(outcome: Outcome) -> None:
         last_error="",
         updated_at=timezone.now(),
     )
+    if outcome.replaced is not None:
+        outcome.replaced.announce(
+            instance, instance.host, "replaced by a new container (its settings changed)"
+        )
 
 
 def converge(
@@ -460,6 +503,9 @@ def _move(op: Operation) -> None:
             Operation.objects.filter(pk=op.pk).update(
                 summary=f"{op.summary}; volume not copied from {source.name} ({exc})"[:300]
             )
+    retired = None
+    if source is not None and op.instance.container_id:
+        retired = Retired.read(source, op.instance.container_id)
     if source is not None:
         try:
             gateway.container_remove(source, op.instance.container_name)
@@ -473,6 +519,8 @@ def _move(op: Operation) -> None:
             App.objects.filter(pk=app.pk).update(volume_home=target)
             app.volume_home = target
     converge(app, only=op.instance)
+    if retired is not None and source is not None:
+        retired.announce(op.instance, source, f"moved from {source.name} to {target.name}")
     if synced and source is not None:
         volumes_left(app, [source], remove=True)  # its files went with the instance
     elif source is not None:

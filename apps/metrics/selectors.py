@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.applications.models import App
+from apps.events import selectors as events
 from apps.hosts.models import Host
 from apps.instances.models import Operation
 from apps.metrics.models import Rollup, Sample
@@ -276,10 +277,14 @@ def app_metrics(app: App, w: Window, slot: int | None = None) -> dict[str, Any]:
     where = Q(app=app) if slot is None else Q(app=app, slot=slot)
     axis, values = _series(w, where)
     slots = sorted(key[1] for key in values)
-    marks = markers(app, w, slot)
+    deaths = events.markers(app, w.since, w.until, slot)
+    marks = markers(app, w, slot) + deaths
+    # OOM kills the hosts reported as they happened; without them (no watcher ran), the ones
+    # the cgroup counters show.
+    counted = not any(m["kind"] == "oom" for m in deaths)
     for key, by_t in sorted(values.items()):
         for t, v in sorted(by_t.items()):
-            if v["oom_kills"]:
+            if counted and v["oom_kills"]:
                 marks.append(
                     {"t": t, "kind": "oom", "text": f"OOM kill in {app.slug}/{key[1]} ({v['oom_kills']})"}
                 )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.accounts.models import Team
@@ -20,7 +24,7 @@ from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
-from tests.helpers import KillableWorker
+from tests.helpers import KillableWorker, eventually
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +170,39 @@ def silent_listener() -> Iterator[int]:
     for conn in held:
         conn.close()
     server.close()
+
+
+@pytest.fixture
+def watcher(transactional_db: None, lab_hosts: list[Host]) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py watch_events` as `make up` runs it (on the test database and broker), holding
+    every lab host's events once it is up."""
+    from apps.events.watcher import Leases
+
+    env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
+    log = open(settings.VAR_DIR / "test-watcher.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "watch_events"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    leases = Leases(TEST_BROKER_URL)
+    try:
+        eventually(
+            lambda: all(f":{proc.pid}:" in leases.holder(h.pk) for h in lab_hosts) or None,
+            30,
+            "the watcher holding every lab host",
+        )
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ LAYERS = {
     "relocations": 3,
     "images": 3,
     "fleet": 3,
+    "events": 3,  # container events, the timeline
     "lab": 4,  # builds on the product; the product never imports it
 }
 PAGES = {"views", "api", "forms", "admin", "urls", "consumers", "routing", "context_processors"}

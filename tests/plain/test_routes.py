@@ -136,6 +136,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-commands": ("get", APP, _app_scoped(401, 200)),
     # ctx's instance has no container: nothing to merge, an empty text.
     "app-logs": ("get", APP, _app_scoped(401, 200)),
+    "app-events": ("get", APP, _app_scoped(401, 200)),
+    "instance-events": ("get", INSTANCE, _app_scoped(401, 200)),
     "instance-exec": ("post", INSTANCE, _app_scoped(401, 400)),  # empty body: no command
     # ctx's instance has no container yet: said with 400 (the lab tests read real logs).
     "instance-logs": ("get", INSTANCE, _app_scoped(401, 400)),

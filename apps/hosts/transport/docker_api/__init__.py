@@ -25,18 +25,21 @@ from apps.hosts.transport.docker_api.containers import (
     image_load,
     image_present,
 )
+from apps.hosts.transport.docker_api.events import DockerEvent, container_events
 from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
 from apps.hosts.transport.docker_api.logs import LogQuery, LogStream, container_logs, open_logs
 from apps.hosts.transport.docker_api.networks import network_ensure
 
 __all__ = [
     "DockerClient",
+    "DockerEvent",
     "ExecResult",
     "LogQuery",
     "LogStream",
     "TtyExec",
     "client_for",
     "container_ensure",
+    "container_events",
     "container_logs",
     "container_remove",
     "container_restart",

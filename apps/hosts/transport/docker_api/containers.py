@@ -129,6 +129,7 @@ def container_ensure(
     *,
     fresh: bool = False,
     before_start: Callable[[], None] | None = None,
+    before_replace: Callable[[str], None] | None = None,
 ) -> ContainerState:
     """Make the container named spec.name match the spec, adopting one that already does.
 
@@ -137,6 +138,8 @@ def container_ensure(
     container made here that does not start, or dies at once, is removed again, so a failed
     attempt leaves nothing behind. `before_start` runs between create and start and may refuse
     with ContainerFailed (the address check runs there, alongside the create).
+    `before_replace` is given the id of a container made from an older spec before it is
+    removed (its last lines are kept by the caller).
     """
     api = client.api
     try:
@@ -148,6 +151,8 @@ def container_ensure(
                 info is not None
                 and (info.get("Config") or {}).get("Labels", {}).get(SPEC_LABEL) != spec.digest
             ):
+                if before_replace is not None:
+                    before_replace(info["Id"])
                 api.remove_container(info["Id"], force=True)  # made from an older spec
                 info = None
             if info is not None:

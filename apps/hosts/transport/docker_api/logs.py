@@ -26,6 +26,7 @@ CHUNK = 64 * 1024
 class LogQuery:
     tail: int | None = None  # the last N lines; None: everything Docker has
     since: float | None = None  # unix time; only lines written from then on
+    until: float | None = None  # unix time; only lines written before it
     timestamps: bool = False  # each line prefixed with Docker's RFC 3339 time and a space
 
 
@@ -60,6 +61,8 @@ def open_logs(
     }
     if query.since is not None:
         params["since"] = f"{query.since:.9f}"
+    if query.until is not None:
+        params["until"] = f"{query.until:.9f}"
     try:
         # A followed log may be quiet for hours: no read deadline (close() ends it).
         extra = {"timeout": None} if follow else {}
