@@ -1,5 +1,5 @@
-"""Waiting and worker helpers shared by the tests: one way to wait for a condition, for an
-operation to end, and to run a Celery worker that a test may kill."""
+"""Waiting and process helpers shared by the tests: one way to wait for a condition, for an
+operation to end, to run a Celery worker that a test may kill, and the event watcher."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from portal.celery import app as celery_app
 from tests.conftest import SHARED_WORKERS
 
 if TYPE_CHECKING:
+    from apps.hosts.models import Host
     from apps.lab.fleet import LabHost
 
 T = TypeVar("T")
@@ -96,6 +97,43 @@ class KillableWorker:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
+
+
+class EventWatcher:
+    """`manage.py watch_events` as `make up` runs it (on the test database and broker), started
+    and waited for until it holds every host in `hosts`."""
+
+    def __init__(self, database_url: str, broker: str, hosts: list[Host]) -> None:
+        from apps.events.watcher import Leases
+
+        self.log = open(settings.VAR_DIR / "test-watcher.log", "ab")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "watch_events"],
+            cwd=settings.BASE_DIR,
+            env=dict(os.environ, DATABASE_URL=database_url, CELERY_BROKER_URL=broker),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        leases = Leases(broker)
+        try:
+            eventually(
+                lambda: all(f":{self.proc.pid}:" in leases.holder(h.pk) for h in hosts) or None,
+                30,
+                "the event watcher holding every host (see var/test-watcher.log)",
+            )
+        except AssertionError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
 
 

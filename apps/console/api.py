@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -161,7 +160,7 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
     query, stream = service_call(logs.parse_query, params=params)
     if logs.is_yes(request.query_params.get("previous", "")):
         lines: Iterator[logs.LogLine] = iter(
-            service_call(_previous, instance=instance, query=query, stream=stream)
+            service_call(events.previous_lines, instance=instance, query=query, stream=stream)
         )
     else:
         lines = service_call(logs.read, instance=instance, query=query, stream=stream)
@@ -174,19 +173,6 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
         name = f"{instance.container_name}.{'ndjson' if as_json else 'log'}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
-
-
-def _previous(instance: Instance, query: logs.LogQuery, stream: str) -> list[logs.LogLine]:
-    kept = events.previous(instance)
-    if kept is None:
-        raise DjangoValidationError(
-            f"{instance.container_name} has no earlier container with kept lines: it has not died "
-            "or been replaced since the portal records events."
-        )
-    lines = [logs.LogLine(s, t, x) for s, t, x in kept.lines if stream in ("both", s)]
-    if query.since is not None:
-        lines = [line for line in lines if line.time and logs.epoch(line.time) >= query.since]
-    return lines[-query.tail :] if query.tail else lines
 
 
 def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:

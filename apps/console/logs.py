@@ -140,6 +140,8 @@ def kept_lines(frames: Iterable[tuple[str, bytes]]) -> list[list[str]]:
 def last_lines(host: Any, container_id: str, *, until: float | None = None) -> list[list[str]]:
     """The last EVENTS_KEEP_LINES lines a container printed (before `until`), to keep: a
     container that cannot be read gives one line saying why."""
+    if not settings.EVENTS_KEEP_LINES:
+        return []
     query = LogQuery(tail=settings.EVENTS_KEEP_LINES, until=until, timestamps=True)
     try:
         return kept_lines(gateway.container_logs(host, container_id, query))

@@ -28,6 +28,7 @@ from apps.applications import selectors
 from apps.applications.models import App
 from apps.console import logs, services
 from apps.console.models import ExecSession
+from apps.events import selectors as timeline
 from apps.instances.models import Instance
 
 RECORD_SEPARATOR = "\x1e"
@@ -79,6 +80,8 @@ def instance_page(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
             "default_timeout": settings.EXEC_DEFAULT_TIMEOUT,
             "max_timeout": settings.EXEC_MAX_TIMEOUT,
             "max_output": settings.EXEC_MAX_OUTPUT,
+            "timeline_categories": list(timeline.CATEGORIES.items()),
+            "has_previous": timeline.previous(instance) is not None,
         },
     )
 
@@ -104,7 +107,11 @@ def instance_logs(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
     needle = request.GET.get("q", "").strip()
     try:
         query, stream = logs.parse_query(params, allow_all=False)
-        read = list(logs.read(instance, query, stream))
+        if logs.is_yes(request.GET.get("previous", "")):
+            read = timeline.previous_lines(instance, query, stream)
+            context["previous"] = timeline.previous(instance)
+        else:
+            read = list(logs.read(instance, query, stream))
     except ValidationError as exc:
         messages_ = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
         context["logs_error"] = " ".join(

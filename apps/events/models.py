@@ -63,13 +63,21 @@ class ContainerEvent(models.Model):
     @property
     def summary(self) -> str:
         """One line for timelines, markers and messages."""
-        if self.kind == self.Kind.DIED:
-            code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
-            return f"{self.container_name} died: {code}{' (OOM killed)' if self.oom else ''}"
-        if self.kind == self.Kind.STARTED and self.address:
-            return f"{self.container_name} started at {self.address} on {self.host_name}"
-        text = f"{self.container_name} {self.get_kind_display().lower()}"
-        return f"{text}: {self.detail}" if self.detail else text
+        name, kind = self.container_name, self.Kind
+        code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
+        if self.kind == kind.DIED:
+            return f"{name} died: {code}{' (OOM killed)' if self.oom else ''}"
+        if self.kind == kind.OOM:
+            return f"{name} ran out of memory: the kernel's OOM killer ended a process"
+        if self.kind == kind.STARTED:
+            return f"{name} started" + (f" at {self.address}" if self.address else "")
+        if self.kind == kind.RESTARTED:
+            return f"{name} restarted by Docker {self.detail}".strip()
+        if self.kind == kind.CRASH_LOOP:
+            return f"{name} is in a crash loop: {self.detail}"
+        if self.kind == kind.STOPPED:
+            return f"{name} {self.detail or 'stopped'}"
+        return f"{name}: {self.detail or 'container replaced'}"
 
 
 class EventCursor(models.Model):

@@ -15,8 +15,10 @@ from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
 from apps.applications.models import App
+from apps.console.logs import LogLine, epoch
 from apps.console.models import ExecSession
 from apps.events.models import ContainerEvent
+from apps.hosts.gateway import LogQuery
 from apps.instances.models import Instance, Operation
 
 # What the timeline can be narrowed to.
@@ -129,8 +131,7 @@ def _events(app: App, instance: Instance | None, q: Query) -> Iterator[Entry]:
             category="deaths" if e.kind in ContainerEvent.DEATHS else "lifecycle",
             kind=e.kind,
             title=e.summary,
-            detail=f"on {e.host_name}"
-            + (f"; {e.detail}" if e.detail and e.kind == ContainerEvent.Kind.DIED else ""),
+            detail=f"on {e.host_name}, container {e.container_id[:12]}",
             instance=e.container_name,
             failed=e.kind in ContainerEvent.DEATHS,
             exit_code=e.exit_code,
@@ -208,6 +209,21 @@ def previous(instance: Instance) -> ContainerEvent | None:
         .order_by("-time", "-id")
         .first()
     )
+
+
+def previous_lines(instance: Instance, query: LogQuery, stream: str = "both") -> list[LogLine]:
+    """The kept lines of the instance's previous container, as `logs` gives lines (`tail` and
+    `since` apply to them); a ValidationError when there are none."""
+    kept = previous(instance)
+    if kept is None:
+        raise ValidationError(
+            f"{instance.container_name} has no earlier container with kept lines: it has not died "
+            "or been replaced since the portal records events."
+        )
+    lines = [LogLine(s, t, x) for s, t, x in kept.lines if stream in ("both", s)]
+    if query.since is not None:
+        lines = [line for line in lines if line.time and epoch(line.time) >= query.since]
+    return lines[-query.tail :] if query.tail else lines
 
 
 def markers(app: App, since: datetime, until: datetime, slot: int | None = None) -> list[dict[str, Any]]:

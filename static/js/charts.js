@@ -70,7 +70,15 @@
     });
   }
 
-  // Vertical lines for deploys, restarts, OOM kills...: "why did my app die".
+  // Vertical lines for deploys, restarts, OOM kills...: "why did my app die". Deaths are red
+  // (an OOM kill solid and thicker), Docker's restarts orange, the portal's changes grey.
+  const MARKER_STYLES = {
+    oom: { color: "#dc2626", width: 2, dash: [] },
+    died: { color: "#dc2626", width: 1.5, dash: [4, 3] },
+    crash_loop: { color: "#991b1b", width: 2, dash: [2, 2] },
+    restarted: { color: "#d97706", width: 1, dash: [4, 3] },
+    other: { color: "#6b7280", width: 1, dash: [4, 3] },
+  };
   function markersPlugin(markers) {
     return {
       hooks: {
@@ -80,9 +88,10 @@
           for (const m of markers) {
             if (m.t < u.scales.x.min || m.t > u.scales.x.max) continue;
             const x = Math.round(u.valToPos(m.t, "x", true));
-            ctx.strokeStyle = m.kind === "oom" ? "#dc2626" : "#6b7280";
-            ctx.lineWidth = m.kind === "oom" ? 2 : 1;
-            ctx.setLineDash(m.kind === "oom" ? [] : [4, 3]);
+            const style = MARKER_STYLES[m.kind] || MARKER_STYLES.other;
+            ctx.strokeStyle = style.color;
+            ctx.lineWidth = style.width;
+            ctx.setLineDash(style.dash);
             ctx.beginPath();
             ctx.moveTo(x, u.bbox.top);
             ctx.lineTo(x, u.bbox.top + u.bbox.height);
@@ -139,6 +148,8 @@
       const kind = slot.dataset.chart;
       if (kind === "cpu") {
         chart(slot, "CPU, % of limit", data, bySlot("cpu_pct").concat(data.series.length > 1 ? [total("cpu_pct", "whole app", "#111827")] : []), data.markers, pct, AXES.pct, tz);
+      } else if (kind === "throttle") {
+        chart(slot, "CPU throttled, % of the time", data, bySlot("throttled_pct").concat(data.series.length > 1 ? [total("throttled_pct", "whole app", "#111827")] : []), data.markers, pct, AXES.pct, tz);
       } else if (kind === "memory") {
         const limit = data.series.length ? [{ label: "limit", values: data.series[0].memory_limit, color: "#dc2626", dash: [6, 4] }] : [];
         chart(slot, "Memory working set vs limit", data, bySlot("working_set").concat(limit), data.markers, bytes, AXES.bytes, tz);
@@ -180,7 +191,7 @@
       li.textContent = stamp(new Date(m.t * 1000), tz, true) + " — " + m.text;
       list.appendChild(li);
     }
-    if (!markers.length) list.innerHTML = "<li>No deploys, restarts or OOM kills in this range.</li>";
+    if (!markers.length) list.innerHTML = "<li>No deploys, restarts, deaths or OOM kills in this range.</li>";
   }
 
   function mount(root) {

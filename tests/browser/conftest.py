@@ -23,6 +23,7 @@ from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
+from tests.helpers import EventWatcher
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls that the tests
 # make between page actions are still synchronous and safe.
@@ -74,6 +75,16 @@ def screenshot(page: Page, request: pytest.FixtureRequest):  # type: ignore[no-u
 def live_lab_hosts(transactional_db: None) -> list[Host]:
     lab = fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
     return register_hosts(lab, log=lambda _: None)
+
+
+@pytest.fixture
+def watcher(live_lab_hosts: list[Host]) -> Iterator[EventWatcher]:
+    """`manage.py watch_events` on the test database, holding every lab host's events."""
+    from tests.conftest import TEST_BROKER_URL, _database_url
+
+    process = EventWatcher(_database_url(), TEST_BROKER_URL, live_lab_hosts)
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.accounts.models import Team
@@ -24,7 +20,7 @@ from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
-from tests.helpers import KillableWorker, eventually
+from tests.helpers import EventWatcher, KillableWorker
 
 
 @pytest.fixture(scope="session")
@@ -173,36 +169,11 @@ def silent_listener() -> Iterator[int]:
 
 
 @pytest.fixture
-def watcher(transactional_db: None, lab_hosts: list[Host]) -> Iterator[subprocess.Popen[bytes]]:
-    """`manage.py watch_events` as `make up` runs it (on the test database and broker), holding
-    every lab host's events once it is up."""
-    from apps.events.watcher import Leases
-
-    env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
-    log = open(settings.VAR_DIR / "test-watcher.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "watch_events"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    leases = Leases(TEST_BROKER_URL)
-    try:
-        eventually(
-            lambda: all(f":{proc.pid}:" in leases.holder(h.pk) for h in lab_hosts) or None,
-            30,
-            "the watcher holding every lab host",
-        )
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def watcher(transactional_db: None, lab_hosts: list[Host]) -> Iterator[EventWatcher]:
+    """`manage.py watch_events` as `make up` runs it, holding every lab host's events."""
+    process = EventWatcher(_database_url(), TEST_BROKER_URL, lab_hosts)
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_an_oom_kill_is_recorded_with_the_lines_before_it_and_dockers_restart(
     assert texts.count("waiting") == 1
     assert _events(instance, "oom"), "the kernel's OOM kill itself is an event"
     restarted = eventually(lambda: _events(instance, "restarted"), 20, "Docker's restart recorded")[0]
-    assert restarted.detail == "after exit code 137"
+    assert restarted.summary == f"{instance.container_name} restarted by Docker after exit code 137"
     assert restarted.time > died.time
 
     # The timeline says it, newest first, to the app's team; another team gets a 404.
