@@ -31,6 +31,12 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
         sender.signature("metrics.collect", expires=settings.METRICS_INTERVAL),
         name="collect metrics",
     )
+    # A pass that could not run in its interval is replaced by the next one.
+    sender.add_periodic_task(
+        settings.ALERT_INTERVAL,
+        sender.signature("alerts.evaluate", expires=settings.ALERT_INTERVAL),
+        name="evaluate alerts",
+    )
     sender.add_periodic_task(
         settings.METRICS_ROLLUP_INTERVAL, sender.signature("metrics.rollup"), name="roll up metrics"
     )

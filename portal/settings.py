@@ -3,6 +3,7 @@ on SQLite with a local Redis."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from pathlib import Path
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "apps.images",
     "apps.fleet",
     "apps.events",
+    "apps.alerts",
     "apps.lab",
 ]
 
@@ -93,6 +95,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.resources.context_processors.approvals",
+                "apps.alerts.context_processors.alerts",
             ],
             "builtins": ["portal.display"],
         },
@@ -174,6 +177,12 @@ CSRF_FAILURE_VIEW = "portal.csrf.csrf_failure"
 SILENCED_SYSTEM_CHECKS = envlist("SILENCED_SYSTEM_CHECKS", [])
 
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# With EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend: the mail server.
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "slipway@localhost")
 # A mail server that hangs must not hang the request that decided something.
 EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
@@ -202,6 +211,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OperationKindEnum": "apps.instances.models.Operation.Kind",
         "ExecSessionKindEnum": "apps.console.models.ExecSession.Kind",
+        "AlertKindEnum": "apps.alerts.models.Kind",
     },
 }
 
@@ -281,6 +291,30 @@ if not 0 <= EVENTS_KEEP_LINES <= LOG_TAIL_MAX:
     raise ValueError(f"EVENTS_KEEP_LINES={EVENTS_KEEP_LINES}: from 0 to LOG_TAIL_MAX ({LOG_TAIL_MAX})")
 if CRASH_LOOP_DEATHS < 2 or CRASH_LOOP_WINDOW < 10:
     raise ValueError("CRASH_LOOP_DEATHS is at least 2 and CRASH_LOOP_WINDOW at least 10 seconds")
+# Alerts (apps.alerts): conditions that last (an instance down, memory near its limit...) are
+# judged every ALERT_INTERVAL seconds; webhooks are POSTed with a deadline of
+# ALERT_WEBHOOK_TIMEOUT seconds, tried ALERT_WEBHOOK_ATTEMPTS times in all, waiting
+# ALERT_WEBHOOK_BACKOFF seconds after the first failure and twice as long after each next one.
+# A webhook may not point at loopback, link-local or metadata addresses unless its network is
+# in ALERT_WEBHOOK_ALLOW (comma-separated, e.g. 127.0.0.0/8 for a receiver on the portal's host).
+ALERT_INTERVAL = envfloat("ALERT_INTERVAL", 15.0)
+ALERT_WEBHOOK_TIMEOUT = envfloat("ALERT_WEBHOOK_TIMEOUT", 5.0)
+ALERT_WEBHOOK_ATTEMPTS = envint("ALERT_WEBHOOK_ATTEMPTS", 6)
+ALERT_WEBHOOK_BACKOFF = envfloat("ALERT_WEBHOOK_BACKOFF", 10.0)
+ALERT_WEBHOOK_ALLOW = envlist("ALERT_WEBHOOK_ALLOW", [])
+for _network in ALERT_WEBHOOK_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"ALERT_WEBHOOK_ALLOW: {_network!r} is not a network (10.0.0.0/8, 127.0.0.1/32)"
+        ) from None
+if not 1 <= ALERT_WEBHOOK_ATTEMPTS <= 20:
+    raise ValueError(f"ALERT_WEBHOOK_ATTEMPTS={ALERT_WEBHOOK_ATTEMPTS}: from 1 to 20")
+if ALERT_INTERVAL < 1 or ALERT_WEBHOOK_TIMEOUT <= 0 or ALERT_WEBHOOK_BACKOFF < 0:
+    raise ValueError(
+        "ALERT_INTERVAL is at least 1 s, ALERT_WEBHOOK_TIMEOUT above 0, ALERT_WEBHOOK_BACKOFF 0 or more"
+    )
 if CONTAINER_PIDS_LIMIT < 16:
     raise ValueError(
         f"CONTAINER_PIDS_LIMIT={CONTAINER_PIDS_LIMIT}: at least 16 (an app, its init and a shell)"

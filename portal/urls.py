@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import views as account_views
+from apps.alerts.api import AlertViewSet, NotificationViewSet, RuleViewSet, WebhookViewSet
 from apps.applications import views as application_views
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
@@ -21,6 +22,10 @@ router.register("base-images", BaseImageViewSet, basename="base-image")
 router.register("resource-requests", ResourceRequestViewSet, basename="resource-request")
 router.register("exec-sessions", ExecSessionViewSet, basename="exec-session")
 router.register("relocations", RelocationViewSet, basename="relocation")
+router.register("alerts", AlertViewSet, basename="alert")
+router.register("alert-rules", RuleViewSet, basename="alert-rule")
+router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -36,6 +41,7 @@ urlpatterns = [
     path("images/", include("apps.images.urls")),
     path("resources/", include("apps.resources.urls")),
     path("relocations/", include("apps.relocations.urls")),
+    path("alerts/", include("apps.alerts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -4,13 +4,17 @@ operation to end, to run a Celery worker that a test may kill, and the event wat
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
@@ -135,6 +139,54 @@ class EventWatcher:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int  # what the receiver answered
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A real HTTP server that records what is POSTed to it (a company's load balancer or
+    alerting bridge, in the tests). `answers` are the status codes to give, in order; the last
+    one is given from then on."""
+
+    def __init__(self, address: str, answers: tuple[int, ...] = (200,)) -> None:
+        self.received: list[Received] = []
+        self.answers = list(answers)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                receiver.received.append(Received(self.path, dict(self.headers.items()), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://{address}:{self.server.server_address[1]}/hook"
+
+    def events(self, name: str) -> list[Received]:
+        """What was POSTed as the event `name` and taken (answered 2xx)."""
+        return [r for r in self.received if r.headers.get("X-Slipway-Event") == name and r.status < 300]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @contextlib.contextmanager

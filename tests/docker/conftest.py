@@ -20,7 +20,7 @@ from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
-from tests.helpers import EventWatcher, KillableWorker
+from tests.helpers import EventWatcher, KillableWorker, WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -174,6 +174,44 @@ def watcher(transactional_db: None, lab_hosts: list[Host]) -> Iterator[EventWatc
     process = EventWatcher(_database_url(), TEST_BROKER_URL, lab_hosts)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def receiver(lab: list[fleet.LabHost]) -> Iterator[WebhookReceiver]:
+    """A webhook receiver on the portal's address on the lab's segment (a private address,
+    allowed without ALERT_WEBHOOK_ALLOW, as a company's internal receiver would be)."""
+    server = WebhookReceiver(str(lab[0].config.portal_ip))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def app_running(
+    owner: User, alpha: Team, busybox: BaseImage, remove_apps: list[str]
+) -> Callable[[str, str], Instance]:
+    """Makes an app of one busybox instance running `sh -c SCRIPT` (no health check, 32 MiB)
+    and gives the instance; its containers go afterwards."""
+
+    def make(slug: str, script: str) -> Instance:
+        remove_apps.append(slug)
+        app = services.app_create(
+            user=owner,
+            team=alpha,
+            slug=slug,
+            base_image=busybox,
+            command=["sh", "-c", script],
+            memory_mb=32,
+            cpus="0.2",
+            instances=1,
+            health_check="none",
+        )
+        op = Operation.objects.get(app=app)
+        executor.run_operation(op.pk)
+        op.refresh_from_db()
+        assert op.status == Operation.Status.SUCCEEDED, op.error
+        return Instance.objects.select_related("app", "host").get(app=app)
+
+    return make
 
 
 @pytest.fixture

@@ -4,21 +4,18 @@ the portal's own stops and starts, and the last lines of a container the portal 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 
-import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from apps.accounts.models import Team
 from apps.applications import services
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App
 from apps.events.models import ContainerEvent
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from tests.helpers import app_prints, eventually
+from tests.helpers import EventWatcher, app_prints, eventually
 
 # Waits for a file in its volume, then eats memory until the kernel kills it (awk doubling a
 # string: 32 MiB within milliseconds). Docker restarts it, and it waits again.
@@ -27,32 +24,6 @@ EATER = (
     "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
 )
 CRASHER = "echo starting; sleep 0.5; echo giving up >&2; exit 3"
-
-
-@pytest.fixture
-def app_running(
-    owner: User, alpha: Team, busybox: BaseImage, remove_apps: list[str]
-) -> Callable[[str, str], Instance]:
-    def make(slug: str, script: str) -> Instance:
-        remove_apps.append(slug)
-        app = services.app_create(
-            user=owner,
-            team=alpha,
-            slug=slug,
-            base_image=busybox,
-            command=["sh", "-c", script],
-            memory_mb=32,
-            cpus="0.2",
-            instances=1,
-            health_check="none",
-        )
-        op = Operation.objects.get(app=app)
-        executor.run_operation(op.pk)
-        op.refresh_from_db()
-        assert op.status == Operation.Status.SUCCEEDED, op.error
-        return Instance.objects.select_related("app", "host").get(app=app)
-
-    return make
 
 
 def _api(user: User) -> APIClient:
@@ -66,7 +37,7 @@ def _events(instance: Instance, kind: str) -> list[ContainerEvent]:
 
 
 def test_an_oom_kill_is_recorded_with_the_lines_before_it_and_dockers_restart(
-    watcher: subprocess.Popen[bytes],
+    watcher: EventWatcher,
     app_running: Callable[[str, str], Instance],
     lab: list[fleet.LabHost],
     owner: User,
@@ -107,7 +78,7 @@ def test_an_oom_kill_is_recorded_with_the_lines_before_it_and_dockers_restart(
 
 
 def test_a_crash_loop_is_said_once(
-    watcher: subprocess.Popen[bytes],
+    watcher: EventWatcher,
     app_running: Callable[[str, str], Instance],
     owner: User,
 ) -> None:
@@ -122,7 +93,7 @@ def test_a_crash_loop_is_said_once(
 
 
 def test_the_previous_containers_lines_are_kept_when_the_portal_replaces_it(
-    watcher: subprocess.Popen[bytes], deploy: Callable[..., App], lab: list[fleet.LabHost], owner: User
+    watcher: EventWatcher, deploy: Callable[..., App], lab: list[fleet.LabHost], owner: User
 ) -> None:
     app = deploy("replaced", instances=1)
     instance = Instance.objects.select_related("host", "app").get(app=app)

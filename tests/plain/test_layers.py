@@ -25,6 +25,7 @@ LAYERS = {
     "images": 3,
     "fleet": 3,
     "events": 3,  # container events, the timeline
+    "alerts": 3,  # rules, alerts, webhooks, notifications
     "lab": 4,  # builds on the product; the product never imports it
 }
 PAGES = {"views", "api", "forms", "admin", "urls", "consumers", "routing", "context_processors"}

@@ -29,8 +29,8 @@ def _migrate(targets: Sequence[tuple[str, str | None]]) -> MigrationExecutor:
 @pytest.mark.django_db(transaction=True)
 def test_drains_and_fleet_scenarios_made_under_the_hosts_app_survive_the_move_to_fleet() -> None:
     # The last migrations before Drain and FleetScenario moved from the hosts app to the fleet app.
-    # Apps made after the move (events) depend on it: they are set back to nothing too.
-    before = _before({"hosts": "0007_alter_host_volume_root", "fleet": None, "events": None})
+    # Apps made after the move (events, alerts) depend on it: they are set back to nothing too.
+    before = _before({"hosts": "0007_alter_host_volume_root", "fleet": None, "events": None, "alerts": None})
     old = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
     Host = old.get_model("hosts", "Host")
     OldDrain = old.get_model("hosts", "Drain")

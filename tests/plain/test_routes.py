@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.alerts.models import Alert, Webhook
 from apps.applications import services
 from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.console import services as console
@@ -54,6 +56,8 @@ COMMAND: Kwargs = lambda c: {"slug": c["app"].slug, "name": "reload"}  # noqa: E
 SESSION: Kwargs = lambda c: {"pk": c["exec_session"].pk}  # noqa: E731
 REQUEST: Kwargs = lambda c: {"pk": c["request"].pk}  # noqa: E731
 RELOCATION: Kwargs = lambda c: {"pk": c["relocation"].pk}  # noqa: E731
+ALERT: Kwargs = lambda c: {"pk": c["alert"].pk}  # noqa: E731
+WEBHOOK: Kwargs = lambda c: {"pk": c["webhook"].pk}  # noqa: E731
 
 # The owner (a developer) filed ctx's pending request: only the lead and ops may decide it, only
 # the owner and ops cancel it, and the service explains every refusal (403 or 422 with the message).
@@ -236,6 +240,24 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     ),
     "images:recommend": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
     "activity": ("get", NONE, _signed_in(302, 200)),
+    "alerts:list": ("get", NONE, _signed_in(302, 200)),
+    "alerts:detail": ("get", ALERT, _app_scoped(302, 200)),
+    "alerts:read": ("post", NONE, _signed_in(302, 302)),
+    "alerts:badge": ("get", NONE, _signed_in(302, 200)),
+    "alerts:rules": ("get", NONE, _signed_in(302, 200)),
+    "alerts:webhooks": ("get", NONE, _signed_in(302, 200)),
+    "alerts:webhook": ("get", WEBHOOK, _app_scoped(302, 200)),
+    # Only the team's lead (or ops) removes it; the owner is told so on the list it goes back to.
+    "alerts:webhook-delete": ("post", WEBHOOK, _app_scoped(302, 302)),
+    "alert-list": ("get", NONE, _signed_in(401, 200)),
+    "alert-detail": ("get", ALERT, _app_scoped(401, 200)),
+    "alert-rule-list": ("get", NONE, _signed_in(401, 200)),
+    "alert-rule-reset": ("delete", NONE, _signed_in(401, 400)),  # no team named
+    "webhook-list": ("get", NONE, _signed_in(401, 200)),
+    "webhook-detail": ("get", WEBHOOK, _app_scoped(401, 200)),
+    "webhook-deliveries": ("get", WEBHOOK, _app_scoped(401, 200)),
+    "notification-list": ("get", NONE, _signed_in(401, 200)),
+    "notification-read": ("post", NONE, _signed_in(401, 200)),
     "schema": ("get", NONE, _all(200)),
     "api-docs": ("get", NONE, _all(200)),
 }
@@ -277,6 +299,22 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
         created_by=owner,
     )
     inspection = Inspection.objects.create(relocation=relocation, error="authentication failed")
+    now = timezone.now()
+    alert = Alert.objects.create(
+        kind="oom_kill",
+        key=f"oom_kill:instance:{instance.pk}",
+        team=app.team,
+        app=app,
+        app_slug=app.slug,
+        instance=instance,
+        subject=instance.container_name,
+        summary="slw-web-0 died: exit code 137 (OOM killed)",
+        started_at=now,
+        last_seen_at=now,
+    )
+    webhook = Webhook.objects.create(
+        team=app.team, name="lb", url="http://10.213.0.1:9/hook", topics=["alerts"]
+    )
     return {
         "app": app,
         "exec_session": exec_session,
@@ -288,6 +326,8 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
         "host": hosts[0],
         "retained": RetainedVolume.objects.create(host=hosts[0], app_slug="gone", path="/etc"),
         "image": image,
+        "alert": alert,
+        "webhook": webhook,
         "users": {"owner": owner, "lead": lead, "outsider": outsider, "ops": ops},
     }
 
