@@ -37,6 +37,9 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
         sender.signature("alerts.evaluate", expires=settings.ALERT_INTERVAL),
         name="evaluate alerts",
     )
+    # Old events, resolved alerts, read notifications and finished deliveries go once an hour.
+    sender.add_periodic_task(3600, sender.signature("events.prune"), name="prune events")
+    sender.add_periodic_task(3600, sender.signature("alerts.prune"), name="prune alerts")
     sender.add_periodic_task(
         settings.METRICS_ROLLUP_INTERVAL, sender.signature("metrics.rollup"), name="roll up metrics"
     )

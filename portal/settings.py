@@ -285,12 +285,19 @@ EVENTS_WINDOW = envfloat("EVENTS_WINDOW", 60.0)
 EVENTS_KEEP_LINES = envint("EVENTS_KEEP_LINES", 500)
 CRASH_LOOP_DEATHS = envint("CRASH_LOOP_DEATHS", 3)
 CRASH_LOOP_WINDOW = envint("CRASH_LOOP_WINDOW", 300)
+# Events (with their kept lines), resolved alerts, read notifications and webhook deliveries are
+# kept this many days.
+EVENTS_RETENTION_DAYS = envint("EVENTS_RETENTION_DAYS", 30)
 if not 5 <= EVENTS_WINDOW <= 3600:
     raise ValueError(f"EVENTS_WINDOW={EVENTS_WINDOW}: from 5 to 3600 seconds")
 if not 0 <= EVENTS_KEEP_LINES <= LOG_TAIL_MAX:
     raise ValueError(f"EVENTS_KEEP_LINES={EVENTS_KEEP_LINES}: from 0 to LOG_TAIL_MAX ({LOG_TAIL_MAX})")
+if EVENTS_RETENTION_DAYS < 1:
+    raise ValueError(f"EVENTS_RETENTION_DAYS={EVENTS_RETENTION_DAYS}: at least 1 day")
 if CRASH_LOOP_DEATHS < 2 or CRASH_LOOP_WINDOW < 10:
     raise ValueError("CRASH_LOOP_DEATHS is at least 2 and CRASH_LOOP_WINDOW at least 10 seconds")
+# Prometheus scrapes /metrics with this bearer token; empty: the endpoint is off (404).
+METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 # Alerts (apps.alerts): conditions that last (an instance down, memory near its limit...) are
 # judged every ALERT_INTERVAL seconds; webhooks are POSTed with a deadline of
 # ALERT_WEBHOOK_TIMEOUT seconds, tried ALERT_WEBHOOK_ATTEMPTS times in all, waiting

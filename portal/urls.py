@@ -10,6 +10,7 @@ from apps.applications import views as application_views
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.fleet.api import HostViewSet
+from apps.metrics import views as metrics_views
 from apps.relocations.api import RelocationViewSet
 from apps.resources.api import ResourceRequestViewSet
 
@@ -51,4 +52,5 @@ urlpatterns = [
         name="api-docs",
     ),
     path("healthz", account_views.healthz, name="healthz"),
+    path("metrics", metrics_views.prometheus, name="prometheus"),
 ]

@@ -11,7 +11,7 @@ say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------------------------
 PACKAGES=(docker.io redis-server openssh-server postgresql busybox-static debootstrap chromium
-          lxcfs iproute2 util-linux coreutils python3 python3-venv ca-certificates curl)
+          lxcfs iproute2 util-linux coreutils python3 python3-venv ca-certificates curl prometheus)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -20,6 +20,15 @@ from apps.alerts.models import Alert, Delivery, Kind, Notification, Rule, Webhoo
 from portal.api import Pagination, SlugRelatedField, service_call
 
 
+def _text_param(request: Request, name: str) -> str:
+    """A query parameter as text; a NUL byte is refused (no slug or kind holds one, and
+    PostgreSQL cannot even compare text that does)."""
+    value = request.query_params.get(name, "")
+    if "\x00" in value:
+        raise ValidationError({name: f"A {name} never holds a NUL byte."})
+    return value
+
+
 class AlertSerializer(serializers.ModelSerializer):
     instance = serializers.SerializerMethodField()
     host = serializers.SerializerMethodField()
@@ -77,8 +86,9 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 raise ValidationError({name: f"{value[:40]!r} is not one of {', '.join(allowed)}."})
             if value:
                 rows = rows.filter(**{name: value})
-        if params.get("app"):
-            rows = rows.filter(app_slug=params["app"])
+        app = _text_param(self.request, "app")
+        if app:
+            rows = rows.filter(app_slug=app)
         return rows
 
 
@@ -110,6 +120,8 @@ class RuleViewSet(viewsets.GenericViewSet):
     def _team(self, request: Request, slug: str | None) -> Team | None:
         if not slug:
             return None
+        if "\x00" in slug:
+            raise ValidationError({"team": "A team's slug never holds a NUL byte."})
         team = permissions.teams_of(request.user).filter(slug=slug).first()
         if team is None:
             raise NotFound(f"No team {slug!r} of yours.")

@@ -25,7 +25,17 @@ from django.utils import timezone
 from apps.accounts import permissions
 from apps.accounts.models import Team
 from apps.alerts import delivery, urlcheck
-from apps.alerts.models import DEFAULTS, OPS_ONLY, WITH_THRESHOLD, Alert, Kind, Notification, Rule, Webhook
+from apps.alerts.models import (
+    DEFAULTS,
+    OPS_ONLY,
+    WITH_THRESHOLD,
+    Alert,
+    Delivery,
+    Kind,
+    Notification,
+    Rule,
+    Webhook,
+)
 from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.instances.models import Instance
@@ -121,6 +131,10 @@ def rule_save(*, user: Any, kind: str, team: Team | None, **values: Any) -> Rule
 
 def rule_reset(*, user: Any, kind: str, team: Team) -> None:
     """The team goes back to ops' default for the kind."""
+    if kind not in Kind.values:
+        raise ValidationError(
+            {"kind": f"{kind[:40]!r} is not a kind of alert; kinds: {', '.join(Kind.values)}."}
+        )
     if not permissions.leads_or_ops(user, team.pk):
         raise PermissionDenied(f"Only a lead of {team.slug} (or ops) sets its alert rules.")
     Rule.objects.filter(team=team, kind=kind).delete()
@@ -348,3 +362,13 @@ def mark_read(user: Any, ids: list[int] | None = None) -> int:
     if ids is not None:
         rows = rows.filter(pk__in=ids)
     return rows.update(read_at=timezone.now())
+
+
+def prune(now: datetime | None = None) -> int:
+    """Resolved alerts, read notifications and finished deliveries older than
+    EVENTS_RETENTION_DAYS go; what still fires or waits stays."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.EVENTS_RETENTION_DAYS)
+    gone = Notification.objects.filter(read_at__lt=cutoff).delete()[0]
+    gone += Delivery.objects.filter(created_at__lt=cutoff).exclude(status=Delivery.Status.PENDING).delete()[0]
+    gone += Alert.objects.filter(state=Alert.State.RESOLVED, resolved_at__lt=cutoff).delete()[0]
+    return gone

@@ -20,3 +20,8 @@ def deliver(pk: int) -> None:
 @shared_task(name="alerts.email", ignore_result=True)
 def email(alert_id: int, text: str, emails: list[str]) -> None:
     services.send_email(alert_id, text, emails)
+
+
+@shared_task(name="alerts.prune", ignore_result=True)
+def prune() -> None:
+    services.prune()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import messages
@@ -107,7 +108,7 @@ def rules(request: HttpRequest) -> HttpResponse:
                 for name in ("for_seconds", "repeat_minutes", "threshold_pct"):
                     text = request.POST.get(name, "").strip()
                     if text:
-                        if not text.isdigit():
+                        if not re.fullmatch(r"[0-9]{1,9}", text):
                             raise ValidationError({name: f"{text[:20]!r} is not a whole number."})
                         values[name] = int(text)
                 services.rule_save(user=request.user, kind=kind, team=team, **values)

@@ -20,6 +20,7 @@ from apps.applications import selectors, services
 from apps.applications.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
 from apps.applications.models import App
 from apps.console.services import named_commands
+from apps.console.views import app_logs_context
 from apps.events import selectors as timeline
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
@@ -147,6 +148,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         running_instances=[i for i in context["instances"] if i.state == Instance.State.RUNNING],
         resources=app_resources_context(request.user, app),
         timeline_categories=list(timeline.CATEGORIES.items()),
+        logs_panel=app_logs_context(),
         timeline_slots=[(i.slot, i.container_name) for i in context["instances"]],
     )
     return render(request, "catalog/app_detail.html", context)

@@ -278,7 +278,7 @@ class LogTailConsumer(AsyncWebsocketConsumer):
     the oldest waiting go and the next frame says how many, so a browser that falls behind a
     fast writer costs the portal no memory."""
 
-    stream: gateway.LogStream | None = None
+    streams: list[gateway.LogStream] = []
     closing = False
 
     async def connect(self) -> None:
@@ -286,39 +286,61 @@ class LogTailConsumer(AsyncWebsocketConsumer):
         user = self.scope["user"]
         params = dict(parse_qsl(self.scope.get("query_string", b"").decode(errors="replace")))
         try:
-            instance, query, which = await database_sync_to_async(logs.follow_target)(
-                user, int(self.scope["url_route"]["kwargs"]["pk"]), params
-            )
-            self.stream, batches = await asyncio.to_thread(logs.follow, instance, query, which)
+            first, followed = await self._open(user, params)
         except logs.FollowRefused as refusal:
             await self._end(refusal.code, refusal.message)
             return
         except ValidationError as exc:
             await self._end(Close.HOST_ERROR, " ".join(exc.messages))
             return
-        self.backlog: collections.deque[list[str]] = collections.deque()
+        self.backlog: collections.deque[list[str]] = collections.deque(first)
         self.dropped = 0
         self.ended: str | None = None
+        self.running = len(followed)
         self.wake = asyncio.Event()
+        if first or not followed:
+            self.wake.set()
+        if not followed:
+            self.ended = "Nothing to follow: no instance has a container."
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._read, args=(batches, loop), name="log-follow", daemon=True).start()
+        for label, batches in followed:
+            threading.Thread(
+                target=self._read, args=(batches, loop, label), name="log-follow", daemon=True
+            ).start()
         self.send_task = asyncio.create_task(self._send_batches())
 
-    def _read(self, batches: Any, loop: asyncio.AbstractEventLoop) -> None:
-        """The reading thread: each read from the host goes to the loop as one batch (a fast
+    async def _open(self, user: Any, params: dict[str, str]) -> tuple[list[list[str]], list[tuple[str, Any]]]:
+        """(lines to send first, [(label, batches)] to follow): one instance, no label."""
+        instance, query, which = await database_sync_to_async(logs.follow_target)(
+            user, int(self.scope["url_route"]["kwargs"]["pk"]), params
+        )
+        stream, batches = await asyncio.to_thread(logs.follow, instance, query, which)
+        self.streams = [stream]
+        return [], [("", batches)]
+
+    def _read(self, batches: Any, loop: asyncio.AbstractEventLoop, label: str = "") -> None:
+        """A reading thread: each read from the host goes to the loop as one batch (a fast
         writer would otherwise wake it once per line)."""
         why = "The container's log ended (the container was removed)."
+        tag = [label] if label else []
         try:
             for lines in batches:
                 if lines:
-                    batch = [[line.stream, line.time, line.display()] for line in lines]
+                    batch = [[line.stream, line.time, line.display(), *tag] for line in lines]
                     loop.call_soon_threadsafe(self._take, batch, None)
         except HostError as exc:
             why = str(exc)
         except RuntimeError:
             return  # the event loop is gone
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._take, [], why)
+            loop.call_soon_threadsafe(self._finished, label, why)
+
+    def _finished(self, label: str, why: str) -> None:
+        self.running -= 1
+        if self.running > 0:  # the others go on: this one's end is said among the lines
+            self._take([["stderr", "", f"[slipway: {label}: {why}]", label]], None)
+            return
+        self._take([], why)
 
     def _take(self, batch: list[list[str]], ended: str | None) -> None:
         self.backlog.extend(batch)
@@ -356,5 +378,21 @@ class LogTailConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        if self.stream is not None:
-            await asyncio.to_thread(self.stream.close)
+        for stream in self.streams:
+            await asyncio.to_thread(stream.close)
+
+
+class AppLogTailConsumer(LogTailConsumer):
+    """An app's log, followed: first the last lines of all its instances merged by time, then
+    every instance's new lines as they come, each line's fourth element its instance's name.
+    Instances added later are not followed (the page says to follow again)."""
+
+    async def _open(self, user: Any, params: dict[str, str]) -> tuple[list[list[str]], list[tuple[str, Any]]]:
+        app, query, which = await database_sync_to_async(logs.app_follow_target)(
+            user, self.scope["url_route"]["kwargs"]["slug"], params
+        )
+        opened = await asyncio.to_thread(logs.app_follow, app, query, which)
+        self.streams = opened.streams
+        first = [[line.stream, line.time, line.display(), name] for name, line in opened.snapshot]
+        first += [["stderr", "", f"[slipway: {name}: {why}]", name] for name, why in opened.refused]
+        return first, opened.followed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def parse_query(params: dict[str, str], *, allow_all: bool = True) -> tuple[LogQ
     tail: int | None = None
     if tail_text == "all" and allow_all:
         tail = None
-    elif tail_text.isdigit() and 1 <= int(tail_text) <= most:
+    elif re.fullmatch(r"[0-9]{1,9}", tail_text) and 1 <= int(tail_text) <= most:
         tail = int(tail_text)
     else:
         allowed = f"a number of lines from 1 to {most}" + (', or "all"' if allow_all else "")
@@ -214,13 +215,65 @@ def follow_target(user: Any, instance_pk: int, params: dict[str, str]) -> tuple[
     )
     if instance is None:
         raise FollowRefused(Close.NOT_FOUND, "No such instance.")
+    return (instance, *_follow_query(params))
+
+
+def app_follow_target(user: Any, slug: str, params: dict[str, str]) -> tuple[Any, LogQuery, str]:
+    """Who may follow which app's merged log (its team and ops; another team's app is "not
+    found"), and how."""
+    if not user.is_authenticated:
+        raise FollowRefused(Close.SIGNED_OUT, "Sign in to follow the logs.")
+    app = selectors.apps_visible_to(user).filter(slug=slug).first()
+    if app is None:
+        raise FollowRefused(Close.NOT_FOUND, "No such app.")
+    return (app, *_follow_query(params))
+
+
+def _follow_query(params: dict[str, str]) -> tuple[LogQuery, str]:
     try:
-        query, stream = parse_query(params, allow_all=False)
+        return parse_query(params, allow_all=False)
     except ValidationError as exc:
         raise FollowRefused(
             Close.BAD_REQUEST, " ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         ) from exc
-    return instance, query, stream
+
+
+@dataclass
+class AppFollow:
+    """An app's merged log, followed: the last lines of all its instances merged by time, then
+    each instance's new lines as they come, marked with the instance's name."""
+
+    snapshot: list[tuple[str, LogLine]]
+    streams: list[gateway.LogStream]
+    followed: list[tuple[str, Iterator[list[LogLine]]]]
+    refused: list[tuple[str, str]]  # (instance, why) for instances that cannot be followed
+
+
+def app_follow(app: Any, query: LogQuery, stream: str) -> AppFollow:
+    """Each instance is followed from just after its last line in the snapshot (or from the
+    moment the snapshot was read, for one that had none), so no line shows twice or goes
+    missing between the two."""
+    asked_at = time.time()
+    snapshot = app_read(app, query, stream)
+    last: dict[str, float] = {}
+    for name, line in snapshot:
+        if line.time:
+            last[name] = epoch(line.time)
+    followed: list[tuple[str, Iterator[list[LogLine]]]] = []
+    streams: list[gateway.LogStream] = []
+    refused: list[tuple[str, str]] = []
+    rows = Instance.objects.filter(app=app).select_related("host", "app").order_by("slot")
+    for instance in [i for i in rows if i.container_id]:
+        name = instance.container_name
+        since = last[name] + 1e-6 if name in last else asked_at
+        try:
+            handle, batches = follow(instance, LogQuery(since=since, timestamps=query.timestamps), stream)
+        except ValidationError as exc:
+            refused.append((name, " ".join(exc.messages)))
+            continue
+        streams.append(handle)
+        followed.append((name, batches))
+    return AppFollow(snapshot, streams, followed, refused)
 
 
 class LineSplitter:

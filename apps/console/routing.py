@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.console.consumers import LogTailConsumer, TerminalConsumer
+from apps.console.consumers import AppLogTailConsumer, LogTailConsumer, TerminalConsumer
 
 
 def terminal_path(instance_pk: int) -> str:
@@ -14,4 +14,5 @@ def terminal_path(instance_pk: int) -> str:
 websocket_urlpatterns = [
     path("ws/instances/<int:pk>/terminal/", TerminalConsumer.as_asgi()),
     path("ws/instances/<int:pk>/logs/", LogTailConsumer.as_asgi()),
+    path("ws/apps/<slug:slug>/logs/", AppLogTailConsumer.as_asgi()),
 ]

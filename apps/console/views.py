@@ -125,6 +125,37 @@ def instance_logs(request: HttpRequest, slug: str, slot: int) -> HttpResponse:
     return render(request, "console/instance.html#logs-lines", context, status=status)
 
 
+@login_required
+def app_logs(request: HttpRequest, slug: str) -> HttpResponse:
+    """The app page's logs panel: the last lines of all its instances merged by Docker's time,
+    each marked with its instance; one stream or both, times, a filter."""
+    app = _app(request.user, slug)
+    context: dict[str, Any] = {"app": app}
+    status = 200
+    params = {key: request.GET.get(key, "") for key in ("tail", "stream", "timestamps")}
+    needle = request.GET.get("q", "").strip()
+    try:
+        query, stream = logs.parse_query(params, allow_all=False)
+    except ValidationError as exc:
+        context["logs_error"] = " ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        status = 422
+    else:
+        merged = logs.app_read(app, query, stream)
+        folded = needle.casefold()
+        shown = [(n, line) for n, line in merged if folded in line.text.casefold()] if needle else merged
+        context.update(lines=shown, total=len(merged), needle=needle, timestamps=query.timestamps)
+    return render(request, "console/_app_logs.html#app-logs-lines", context, status=status)
+
+
+def app_logs_context() -> dict[str, Any]:
+    """What the app page's logs panel needs to draw its form."""
+    return {
+        "tail_choices": _tail_choices(),
+        "tail_default": settings.LOG_TAIL_DEFAULT,
+        "log_bound": f"{settings.CONTAINER_LOG_MAX_SIZE}, {settings.CONTAINER_LOG_MAX_FILE} files kept",
+    }
+
+
 def _problem(exc: ValidationError) -> JsonResponse:
     detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
     return JsonResponse({"errors": detail}, status=422)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
@@ -39,9 +41,9 @@ def timeline_response(request: Request, app: App, instance: Instance | None = No
         raise ValidationError(exc.message_dict) from exc
     slot_text = request.query_params.get("slot", "").strip()
     if instance is None and slot_text:
-        instance = (
-            Instance.objects.filter(app=app, slot=int(slot_text)).first() if slot_text.isdigit() else None
-        )
+        # Plain digits only ("²" is a digit to str.isdigit, and a huge number overflows the column).
+        number = re.fullmatch(r"[0-9]{1,9}", slot_text)
+        instance = Instance.objects.filter(app=app, slot=int(slot_text)).first() if number else None
         if instance is None:
             slots = ", ".join(str(s) for s in app.instance_set.values_list("slot", flat=True)) or "none"
             raise ValidationError(

@@ -5,6 +5,7 @@ commands and terminals run in it (apps.console), newest first, in one list."""
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,7 +100,7 @@ def parse_query(params: dict[str, str]) -> Query:
                 errors[name] = f"{text[:40]!r} is not an ISO 8601 time with its zone (2026-12-04T10:00:00Z)."
         times[name] = value
     limit_text = (params.get("limit") or str(DEFAULT_LIMIT)).strip()
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,4}", limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
         errors["limit"] = f"{limit_text[:20]!r} is not a number of entries from 1 to {MAX_LIMIT}."
     if errors:
         raise ValidationError(errors)

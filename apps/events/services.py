@@ -199,3 +199,10 @@ def replaced(
         detail=reason,
         lines=lines,
     )
+
+
+def prune(now: datetime | None = None) -> int:
+    """Events older than EVENTS_RETENTION_DAYS go (their kept lines with them)."""
+    cutoff = (now or datetime.now(tz=UTC)) - timedelta(days=settings.EVENTS_RETENTION_DAYS)
+    deleted, _ = ContainerEvent.objects.filter(time__lt=cutoff).delete()
+    return deleted

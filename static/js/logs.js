@@ -1,4 +1,4 @@
-// The instance page's logs panel: it opens at its newest line after every refresh, and
+// The logs panel of an instance's page (or of an app's, its instances merged): it opens at its newest line after every refresh, and
 // "Follow" keeps it open on the instance's log over a websocket (new lines appended as the app
 // writes them; the server sends them in batches and says how many it had to skip when this
 // page fell behind). "Pause" holds new lines back (up to HELD_MAX) until "Resume".
@@ -26,9 +26,15 @@
   // A refresh replaces the lines: a follow would write into the old ones, so it stops.
   form.addEventListener("htmx:beforeRequest", () => { if (socket) stop("Stopped following: the lines were read again."); });
 
-  function lineElement([stream, time, text]) {
+  function lineElement([stream, time, text, instance]) {
     const span = document.createElement("span");
     span.className = `log-line log-${stream}`;
+    if (instance) { // an app's merged log: which instance wrote it
+      const name = document.createElement("span");
+      name.className = "log-instance";
+      name.textContent = instance;
+      span.append(name, " ");
+    }
     if (form.elements.timestamps.checked && time) {
       const stamp = document.createElement("time");
       stamp.textContent = time;

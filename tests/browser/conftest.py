@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +18,7 @@ from apps.applications.models import BaseImage
 from apps.hosts.models import Host
 from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
-from tests.helpers import EventWatcher
+from tests.helpers import EventWatcher, serve_asgi
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls that the tests
 # make between page actions are still synchronous and safe.
@@ -91,43 +86,10 @@ def watcher(live_lab_hosts: list[Host]) -> Iterator[EventWatcher]:
 def asgi_server(transactional_db: None) -> Iterator[str]:
     """The portal under daphne (as `make up` serves it: websockets too, which pytest-django's
     WSGI live_server lacks), on a free port and the test database; yields its base URL."""
-    from tests.conftest import ROOT, TEST_BROKER_URL, _database_url
+    from tests.conftest import TEST_BROKER_URL, _database_url
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the server keeps Django's async safety checks
-    log = open(settings.VAR_DIR / "test-daphne.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {proc.returncode}; see var/test-daphne.log")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310 - our own http URL
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not answer within 30 s; see var/test-daphne.log") from None
-                time.sleep(0.2)
+    with serve_asgi(_database_url(), TEST_BROKER_URL) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @dataclass

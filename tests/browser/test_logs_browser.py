@@ -93,6 +93,19 @@ def test_a_developer_reads_filters_and_downloads_an_instance_log(
         lines = saved.read_text().splitlines()
         assert len(lines) == 33 and sum(line.endswith(" disk almost full") for line in lines) == 1
         assert lines[-1].endswith(" written while paused")
+
+        # The app page's Logs tab: its instances merged, each line marked, and followed.
+        open_app(page, "logger")
+        page.get_by_role("tab", name="Logs").click()
+        app_panel = page.locator("#logs-lines")
+        expect(app_panel.locator(".log-line").last).to_contain_text("slw-logger-0 written while paused")
+        page.get_by_role("button", name="Follow").click()
+        expect(page.locator("#logs-follow-status")).to_contain_text("Following")
+        write("written for the app page")
+        expect(app_panel.locator(".log-line").last).to_have_text(
+            re.compile(r"^slw-logger-0 written for the app page\s*$")
+        )
+        screenshot("app-logs")
     finally:
         for lab_host in fleet.LabConfig.from_settings().all_hosts():
             fleet.docker(lab_host, "rm", "-f", "slw-logger-0", check=False)

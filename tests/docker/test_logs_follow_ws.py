@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
+from apps.applications.models import App
 from apps.instances.models import Instance
 from apps.lab import fleet
 from portal.asgi import application
@@ -30,14 +31,16 @@ def instance(one_instance: Callable[[str], Instance]) -> Instance:
     return one_instance("tail")
 
 
-def _socket(pk: int, user: User | None, query: str = "") -> WebsocketCommunicator:
+def _socket(
+    pk: int | str, user: User | None, query: str = "", path: str = "instances"
+) -> WebsocketCommunicator:
     headers = [(b"host", b"testserver"), (b"origin", b"http://testserver")]
     if user is not None:
         client = Client()
         client.force_login(user)
         name = settings.SESSION_COOKIE_NAME
         headers.append((b"cookie", f"{name}={client.cookies[name].value}".encode()))
-    return WebsocketCommunicator(application, f"/ws/instances/{pk}/logs/?{query}", headers=headers)
+    return WebsocketCommunicator(application, f"/ws/{path}/{pk}/logs/?{query}", headers=headers)
 
 
 async def _frames_until(
@@ -115,3 +118,37 @@ async def test_the_follow_ends_with_the_container(
     await sync_to_async(fleet.docker)(lab_host, "rm", "-f", instance.container_name)
     frames = await _frames_until(socket, lambda f: bool(f) and "end" in f[-1])
     assert frames[-1]["code"] == 1000 and "ended" in frames[-1]["end"]
+
+
+async def test_an_apps_log_merged_then_every_instances_new_lines_marked_with_it(
+    deploy: Callable[..., App], owner: User, outsider: User, lab: list[fleet.LabHost]
+) -> None:
+    app = await sync_to_async(deploy)("chorus", instances=2)
+    first, second = await sync_to_async(
+        lambda: list(Instance.objects.filter(app=app).select_related("host", "app").order_by("slot"))
+    )()
+    await sync_to_async(app_prints)(lab, first, "echo one says hello")
+    await sync_to_async(app_prints)(lab, second, "echo two says hello")
+    socket = await sync_to_async(_socket)(app.slug, owner, "tail=50", "apps")
+    connected, _ = await socket.connect()
+    assert connected
+    frames = await _frames_until(socket, lambda f: {"one says hello", "two says hello"} <= set(_texts(f)))
+    said = {line[2]: line[3] for frame in frames for line in frame["lines"]}
+    assert said["one says hello"] == first.container_name
+    assert said["two says hello"] == second.container_name
+    # New lines of either instance arrive as they are written, each once, marked with it.
+    await sync_to_async(app_prints)(lab, second, "echo two again")
+    await sync_to_async(app_prints)(lab, first, "echo one again")
+    frames += await _frames_until(socket, lambda f: {"one again", "two again"} <= set(_texts(f)))
+    marked = [(line[2], line[3]) for frame in frames for line in frame["lines"]]
+    assert marked.count(("two again", second.container_name)) == 1
+    assert marked.count(("one again", first.container_name)) == 1
+    assert marked.count(("one says hello", first.container_name)) == 1  # not again from the follow
+    await socket.disconnect()
+
+    refused = await sync_to_async(_socket)(app.slug, outsider, "", "apps")
+    connected, _ = await refused.connect()
+    assert connected
+    answer = json.loads(await refused.receive_from(timeout=10))
+    assert answer["code"] == 4404 and answer["end"] == "No such app."
+    await refused.disconnect()

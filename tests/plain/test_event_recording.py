@@ -6,6 +6,7 @@ twice. And the timeline's query, every bad value refused with what is allowed.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from django.test import override_settings
 
 from apps.applications.models import App, BaseImage
 from apps.events import selectors
+from apps.events import services as events_services
 from apps.events.models import ContainerEvent
 from apps.events.services import Recorder
 from apps.hosts.gateway import DockerEvent
@@ -149,3 +151,13 @@ def test_the_timelines_query_takes_a_zone_written_as_a_query_string_plus() -> No
     query = selectors.parse_query({"before": "2026-12-04T10:00:00 00:00", "category": "deaths", "limit": "5"})
     assert query.before is not None and query.before.utcoffset() is not None
     assert (query.category, query.limit) == ("deaths", 5)
+
+
+@override_settings(EVENTS_KEEP_LINES=0, EVENTS_RETENTION_DAYS=30)
+def test_events_older_than_the_retention_go(instance: Instance) -> None:
+    recorder = Recorder(instance.host)
+    recorder.handle(_event(instance, "start", 0))
+    now = datetime.fromtimestamp(T0 / S, tz=UTC)
+    assert events_services.prune(now + timedelta(days=29)) == 0
+    assert events_services.prune(now + timedelta(days=31)) == 1
+    assert not ContainerEvent.objects.exists()

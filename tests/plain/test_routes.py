@@ -153,6 +153,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     # No container yet: the panel says so, with 422. The follow websocket is tested in
     # tests/docker/test_logs_follow_ws.py.
     "console:logs": ("get", SLOT, _app_scoped(302, 422)),
+    "console:app-logs": ("get", APP, _app_scoped(302, 200)),  # no container yet: no lines
     # The page only; the websocket behind it is tested in tests/docker/test_terminal_ws.py.
     "console:terminal": ("get", SLOT, _app_scoped(302, 200)),
     "console:audit": ("get", APP, _app_scoped(302, 200)),
@@ -259,6 +260,7 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "notification-list": ("get", NONE, _signed_in(401, 200)),
     "notification-read": ("post", NONE, _signed_in(401, 200)),
     "schema": ("get", NONE, _all(200)),
+    "prometheus": ("get", NONE, _all(404)),  # off without METRICS_TOKEN; the token, not a session, opens it
     "api-docs": ("get", NONE, _all(200)),
 }
 
