@@ -26,14 +26,16 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.utils import timezone
 
-from apps.accounts.models import Team
+from apps.accounts.models import Membership, Team
 from apps.alerts import services as alerts
 from apps.alerts.models import Kind, Webhook
 from apps.applications import services
@@ -140,7 +142,7 @@ def bench_events(
     lab: list[fleet.LabHost], by_name: dict[str, fleet.LabHost], user: User, team: Team, rounds: int
 ) -> None:
     """Needs the bench's worker running (it sends the webhooks)."""
-    image = BaseImage.objects.get(name="slipway/busybox")
+    image = BaseImage.objects.get(name="slipway/busybox", tag="1")
     app = services.app_create(
         user=user,
         team=team,
@@ -158,8 +160,10 @@ def bench_events(
     name = instance.container_name
     receiver = Receiver(str(lab[0].config.portal_ip))
     Webhook.objects.create(team=team, name="bench", url=receiver.url, topics=["alerts"])
-    user.set_password("bench-pw")
-    user.save()
+    # A user of the team of its own for the browser: a new password for the bench's user would
+    # end the sessions the rest of the bench signs in with.
+    viewer = User.objects.create_user("bench-viewer", password="bench-pw")  # noqa: S106 - the bench's own
+    Membership.objects.create(team=team, user=viewer, role=Membership.Role.DEVELOPER)
     port = _free_port()
     watcher_argv = [sys.executable, "manage.py", "watch_events"]
     daphne_argv = [
@@ -204,7 +208,7 @@ def _log_first_line(port: int, slug: str, instance: Instance, lab_host: fleet.La
         )
         page = browser.new_page()
         page.goto(f"{base}/login/")
-        page.fill("input[name=username]", "bench")
+        page.fill("input[name=username]", "bench-viewer")
         page.fill("input[name=password]", "bench-pw")
         page.get_by_role("button", name="Sign in").click()
         page.goto(f"{base}/apps/{slug}/instances/{instance.slot}/")
@@ -250,6 +254,7 @@ def _oom_to_alert(
         for _ in range(rounds):
             alerts.resolve(key, "the bench's next round")  # so the next kill fires anew
             _waiting(instance, lab_host)
+            round_start = timezone.now()
             started = time.perf_counter()
             fleet.docker(lab_host, "exec", name, "touch", "/srv/app/eat")
 
@@ -257,6 +262,14 @@ def _oom_to_alert(
             seen = _first(raw, "oom", started, "docker events' oom")
             portal.append(said - started)
             baseline.append(seen - started)
+            # The death after the kill belongs to this round's alert: recorded before the next
+            # round resolves it (it would otherwise fire the next round's alert early).
+            wait_for(
+                partial(_died_since, instance, round_start),
+                30,
+                "the death after the OOM kill recorded",
+                interval=0.05,
+            )
     finally:
         raw.close()
     figure("oom_to_alert", "s", statistics.median(portal), statistics.median(baseline), rounds=rounds)
@@ -268,7 +281,9 @@ def _death_to_restart(instance: Instance, lab_host: fleet.LabHost, name: str, ro
     baseline: list[float] = []
     try:
         for _ in range(rounds):
-            _waiting(instance, lab_host)
+            # Docker doubles its wait before each restart of a container that keeps dying, and
+            # starts again from 100 ms once one has run 10 s: each round starts from there.
+            _waiting(instance, lab_host, settle=10.5)
             known = ContainerEvent.objects.filter(instance=instance, kind="restarted").count()
             started = time.perf_counter()
             # Every process but the container's init: the app is gone, init exits, Docker's
@@ -309,17 +324,25 @@ def _first(follower: Follower, text: str, since: float, what: str) -> float:
     return _until(lambda: follower.first(text, since), 10, what)
 
 
-def _waiting(instance: Instance, lab_host: fleet.LabHost) -> None:
-    """The app is up and waiting for its next round (Docker has restarted it, its loop runs)."""
+def _died_since(instance: Instance, since: datetime) -> bool:
+    return ContainerEvent.objects.filter(
+        instance=instance, kind=ContainerEvent.Kind.DIED, time__gte=since
+    ).exists()
+
+
+def _waiting(instance: Instance, lab_host: fleet.LabHost, settle: float = 0.3) -> None:
+    """The app is up and waiting for its next round (Docker has restarted it, its loop runs),
+    for `settle` seconds."""
 
     def up() -> bool:
+        # Not .State.Running: it is true while Docker waits to restart it ("restarting") too.
         state = fleet.docker(
-            lab_host, "inspect", "-f", "{{.State.Running}}", instance.container_name, check=False
+            lab_host, "inspect", "-f", "{{.State.Status}}", instance.container_name, check=False
         )
-        return state.stdout.strip() == "true"
+        return state.stdout.strip() == "running"
 
     wait_for(up, 60, "the app running again")
-    time.sleep(0.3)  # its loop has started
+    time.sleep(settle)
 
 
 def _answers(url: str) -> bool:

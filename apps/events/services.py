@@ -81,7 +81,8 @@ class Recorder:
             return died
         if event.action == "start":
             restarted = seen.died_ns and event.time_ns - seen.died_ns <= RESTART_GRACE_NS
-            seen.died_ns = seen.stopped_ns = 0  # a stop before this start says nothing of its end
+            # A stop or an OOM kill before this start says nothing of how this run ends.
+            seen.died_ns = seen.stopped_ns = seen.oom_ns = 0
             if restarted:
                 after = f"after exit code {seen.exit_code}" if seen.exit_code is not None else "after a death"
                 return self._record(event, instance, ContainerEvent.Kind.RESTARTED, detail=after)

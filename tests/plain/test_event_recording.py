@@ -78,6 +78,7 @@ def test_deaths_stops_oom_kills_and_restarts_are_told_apart(instance: Instance) 
         _event(instance, "oom", 30),
         _event(instance, "die", 30.01, exitCode="137"),
         _event(instance, "start", 30.2),
+        _event(instance, "die", 31, exitCode="137"),  # killed later, not by the OOM killer
     ]:
         recorder.handle(event)
     assert _kinds(instance) == [
@@ -87,6 +88,7 @@ def test_deaths_stops_oom_kills_and_restarts_are_told_apart(instance: Instance) 
         ("oom", None, True),
         ("died", 137, True),
         ("restarted", None, False),
+        ("died", 137, False),
     ]
     # Docker's other events (an exec, a health check) are not the portal's.
     assert DockerEvent.of(_message(instance, "exec_start: sh -c id", 31)) is None
