@@ -24,6 +24,7 @@ from apps.accounts.models import Team
 from apps.applications import selectors, services
 from apps.applications.models import App, BaseImage, HealthCheck
 from apps.console.api import (
+    APP_LOG_PARAMETERS,
     LOG_PARAMETERS,
     LOG_RENDERERS,
     LOG_RESPONSES,
@@ -389,12 +390,13 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         )
         return Response(ResourceRequestSerializer(qs[:100], many=True).data)
 
-    @extend_schema(parameters=LOG_PARAMETERS[:-1], responses=LOG_RESPONSES)
+    @extend_schema(parameters=APP_LOG_PARAMETERS, responses=LOG_RESPONSES)
     @action(detail=True, methods=["get"], renderer_classes=LOG_RENDERERS)
     def logs(self, request: Request, slug: str | None = None) -> HttpResponseBase:
         """The last lines of all the app's instances merged by time, each line starting with
         its instance's name (`json=1`: objects with instance, stream, time and text). `tail`
-        counts lines in all, at most LOG_TAIL_MAX."""
+        counts lines in all, at most LOG_TAIL_MAX. `follow=1` keeps the response open with
+        every instance's new lines as they are written."""
         return app_logs_response(request, self.get_object())
 
     @extend_schema(parameters=TIMELINE_PARAMETERS_APP, responses=OpenApiTypes.OBJECT)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from django.db.models import QuerySet
@@ -144,6 +145,12 @@ LOG_PARAMETERS = [
     OpenApiParameter("json", bool, description="JSON lines: one object per line with stream, time and text"),
     OpenApiParameter("download", bool, description="As a file to save (Content-Disposition: attachment)"),
     OpenApiParameter(
+        "follow",
+        bool,
+        description="Keep the response open: the last lines, then each new one as it is written "
+        "(chunked), until the client closes it or the container goes; tail is at most LOG_TAIL_MAX",
+    ),
+    OpenApiParameter(
         "previous",
         bool,
         description="The last lines of the previous container (after a death, an OOM kill, a "
@@ -151,12 +158,18 @@ LOG_PARAMETERS = [
     ),
 ]
 LOG_RESPONSES = {(200, "text/plain"): OpenApiTypes.STR}
+# An app's merged logs take the same, but for download and the previous container (one instance's).
+APP_LOG_PARAMETERS = [p for p in LOG_PARAMETERS if p.name not in ("download", "previous")]
 
 
 def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse:
     """GET /instances/{id}/logs/: the lines Docker keeps for the instance's container, oldest
     first, streamed as they are read from the host."""
     params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
+    if logs.is_yes(request.query_params.get("follow", "")):
+        query, stream = service_call(logs.parse_query, params=params, allow_all=False)
+        handle, batches = service_call(logs.follow, instance=instance, query=query, stream=stream)
+        return _followed(request, [], logs.Merged([("", batches)], [handle]), query.timestamps)
     query, stream = service_call(logs.parse_query, params=params)
     if logs.is_yes(request.query_params.get("previous", "")):
         lines: Iterator[logs.LogLine] = iter(
@@ -175,16 +188,58 @@ def logs_response(request: Request, instance: Instance) -> StreamingHttpResponse
     return response
 
 
+def _followed(
+    request: Request, first: list[tuple[str, logs.LogLine]], merged: logs.Merged, timestamps: bool
+) -> StreamingHttpResponse:
+    """`follow=1`: the lines so far, then each new one as it is written, until the client goes
+    (or every followed container does). Each line is text (an app's starts with its instance's
+    name) or, with `json=1`, an object; the end says why in a last `[slipway: ...]` line."""
+    as_json = logs.is_yes(request.query_params.get("json", ""))
+
+    def encode(name: str, line: logs.LogLine) -> str:
+        if as_json:
+            return json.dumps({**({"instance": name} if name else {}), **line.as_dict()}) + "\n"
+        head = f"{name} " if name else ""
+        return f"{head}{line.time} {line.text}\n" if timestamps else f"{head}{line.text}\n"
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield "".join(encode(name, line) for name, line in first).encode()
+            while (item := await asyncio.to_thread(merged.next)) is not None:
+                name, lines, why = item
+                if lines is None:
+                    yield encode(name, logs.LogLine("stderr", "", f"[slipway: {why}]")).encode()
+                elif lines:
+                    yield "".join(encode(name, line) for line in lines).encode()
+        finally:
+            merged.close()  # the client went, or everything ended: the streams from the hosts close
+
+    response = StreamingHttpResponse(
+        body(), content_type="application/x-ndjson" if as_json else "text/plain; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front passes each line on at once
+    return response
+
+
 def _json_lines(lines: Iterator[logs.LogLine]) -> Iterator[bytes]:
     for line in lines:
         yield (json.dumps(line.as_dict()) + "\n").encode()
 
 
-def app_logs_response(request: Request, app: App) -> HttpResponse:
+def app_logs_response(request: Request, app: App) -> HttpResponse | StreamingHttpResponse:
     """GET /apps/{slug}/logs/: the last lines of all the app's instances merged by time, each
     marked with its instance."""
     params = {key: request.query_params.get(key, "") for key in ("tail", "since", "timestamps", "stream")}
     query, stream = service_call(logs.parse_query, params=params, allow_all=False)
+    if logs.is_yes(request.query_params.get("follow", "")):
+        opened = logs.app_follow(app, query, stream)
+        first = [
+            *opened.snapshot,
+            *((name, logs.LogLine("stderr", "", f"[slipway: {why}]")) for name, why in opened.refused),
+        ]
+        return _followed(request, first, logs.Merged(opened.followed, opened.streams), query.timestamps)
     merged = logs.app_read(app, query, stream)
     if logs.is_yes(request.query_params.get("json", "")):
         body = "".join(json.dumps({"instance": name, **line.as_dict()}) + "\n" for name, line in merged)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -274,6 +276,59 @@ def app_follow(app: Any, query: LogQuery, stream: str) -> AppFollow:
         streams.append(handle)
         followed.append((name, batches))
     return AppFollow(snapshot, streams, followed, refused)
+
+
+class Merged:
+    """Followed logs read by a thread each into one bounded queue: a reader that falls behind
+    holds the threads back (and Docker's stream behind them), so nothing piles up in the portal.
+    `close()` ends the reading; `next()` gives (label, lines) or (label, error) ends, and None
+    once every stream has ended or the merge was closed."""
+
+    def __init__(
+        self, followed: list[tuple[str, Iterator[list[LogLine]]]], streams: list[gateway.LogStream]
+    ) -> None:
+        self.queue: queue.Queue[tuple[str, list[LogLine] | None, str]] = queue.Queue(maxsize=64)
+        self.streams = streams
+        self.closed = threading.Event()
+        self.running = len(followed)
+        for label, batches in followed:
+            threading.Thread(target=self._read, args=(label, batches), name="log-merge", daemon=True).start()
+
+    def _read(self, label: str, batches: Iterator[list[LogLine]]) -> None:
+        why = "the container's log ended (the container was removed)"
+        try:
+            for lines in batches:
+                if lines and not self._put((label, lines, "")):
+                    return
+        except HostError as exc:
+            why = str(exc)
+        self._put((label, None, why))
+
+    def _put(self, item: tuple[str, list[LogLine] | None, str]) -> bool:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self) -> tuple[str, list[LogLine] | None, str] | None:
+        """Blocks (in a worker thread) until something comes; polls so a closed merge ends it."""
+        while self.running and not self.closed.is_set():
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item[1] is None:
+                self.running -= 1
+            return item
+        return None
+
+    def close(self) -> None:
+        self.closed.set()
+        for stream in self.streams:
+            stream.close()
 
 
 class LineSplitter:

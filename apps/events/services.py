@@ -9,6 +9,7 @@ of the app's own. A start soon after a death is Docker's restart policy at work.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from apps.applications.models import App
 from apps.console.logs import kept_lines, last_lines
 from apps.events.models import ContainerEvent
 from apps.hosts.gateway import DockerEvent
@@ -104,7 +106,24 @@ class Recorder:
         detail: str = "",
     ) -> ContainerEvent | None:
         if instance is None:
-            return None  # not (or no longer) one of the portal's instances: the reconcile reports it
+            # A container whose row is gone already: the stop of a scale-down or a delete. Kept
+            # (lifecycle webhooks tell a load balancer it is gone); anything else is not one of
+            # the portal's instances, and the reconcile reports it.
+            app = _app_of(event)
+            if kind != ContainerEvent.Kind.STOPPED or app is None:
+                return None
+            return record(
+                None,
+                self.host,
+                app=app,
+                slot=int(event.labels[SLOT_LABEL]),
+                kind=kind,
+                time=_when(event.time_ns),
+                container_id=event.container_id,
+                container_name=event.name,
+                exit_code=event.exit_code,
+                detail=detail + ", removed",
+            )
         kept: list[list[str]] = []
         if lines:
             # The lines written up to that moment, even when read later (the container has
@@ -130,24 +149,37 @@ class Recorder:
 def _instance_of(event: DockerEvent) -> Instance | None:
     labels = event.labels
     rows = Instance.objects.select_related("app", "host")
-    if labels.get(INSTANCE_LABEL, "").isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", labels.get(INSTANCE_LABEL, "")):
         found = rows.filter(pk=int(labels[INSTANCE_LABEL])).first()
         if found is not None:
             return found
-    if labels.get(APP_LABEL) and labels.get(SLOT_LABEL, "").isdigit():
+    if labels.get(APP_LABEL) and re.fullmatch(r"[0-9]{1,9}", labels.get(SLOT_LABEL, "")):
         return rows.filter(app__slug=labels[APP_LABEL], slot=int(labels[SLOT_LABEL])).first()
     return None
 
 
-def record(instance: Instance, host: Host, **fields: Any) -> ContainerEvent | None:
-    """One row; None if it was recorded already (a replayed event)."""
+def _app_of(event: DockerEvent) -> App | None:
+    slug, slot = event.labels.get(APP_LABEL, ""), event.labels.get(SLOT_LABEL, "")
+    if not slug or not re.fullmatch(r"[0-9]{1,9}", slot):
+        return None
+    return App.objects.filter(slug=slug).first()
+
+
+def record(
+    instance: Instance | None, host: Host, *, app: App | None = None, slot: int | None = None, **fields: Any
+) -> ContainerEvent | None:
+    """One row (about the instance, or about an app's slot whose row is gone); None if it was
+    recorded already (a replayed event)."""
+    app = instance.app if instance is not None else app
+    slot = instance.slot if instance is not None else slot
+    assert app is not None and slot is not None
     try:
         with transaction.atomic():
             return ContainerEvent.objects.create(
-                app=instance.app,
-                app_slug=instance.app.slug,
+                app=app,
+                app_slug=app.slug,
                 instance=instance,
-                slot=instance.slot,
+                slot=slot,
                 host=host,
                 host_name=host.name,
                 **fields,

@@ -21,6 +21,8 @@ from rest_framework.test import APIClient
 from apps.alerts import delivery as deliveries
 from apps.alerts import evaluate, services
 from apps.alerts.models import Alert, Delivery, Kind, Notification, Rule
+from apps.applications import services as app_services
+from apps.instances import executor
 from apps.instances.models import Instance
 from apps.lab import fleet
 from tests.helpers import EventWatcher, Received, WebhookReceiver, app_prints, eventually
@@ -106,6 +108,13 @@ def test_an_oom_kill_reaches_the_webhook_signed_with_the_lines_before_it(
     assert [a["kind"] for a in listed] == ["oom_kill"]
     assert _api(outsider).get("/api/v1/alerts/").json()["results"] == []
     assert _api(owner).get("/api/v1/notifications/", {"unread": "1"}).json()["count"] == 1
+
+    # Scaled to nothing: the load balancer hears the container is gone, though its row went first.
+    op = app_services.app_scale(user=owner, app=instance.app, instances=0)
+    executor.run_operation(op.pk)
+    stopped = eventually(lambda: receiver.events("instance.stopped"), 20, "the removal delivered")[0]
+    assert stopped.json["instance"]["name"] == instance.container_name
+    assert stopped.json["instance"]["detail"].endswith("removed")
 
 
 def test_a_crash_loop_is_said_once_and_a_failing_receiver_gets_it_on_a_later_attempt(

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.applications.models import App
 from apps.instances.models import Instance
 from apps.lab import fleet
-from tests.helpers import app_prints
+from tests.conftest import TEST_BROKER_URL, _database_url
+from tests.helpers import app_prints, serve_asgi
 
 
 @pytest.fixture
@@ -133,3 +136,26 @@ def test_the_app_logs_merge_its_instances_by_time_each_line_marked(
     bad = api.get(f"/api/v1/apps/{app.slug}/logs/", {"tail": "all"}, HTTP_ACCEPT="application/json")
     assert bad.status_code == 400 and "from 1 to 10000" in bad.json()["tail"][0]
     assert _api(outsider).get(f"/api/v1/apps/{app.slug}/logs/").status_code == 404
+
+
+def test_the_api_follows_over_http_with_a_token(
+    deploy: Callable[..., App], owner: User, lab: list[fleet.LabHost], transactional_db: None
+) -> None:
+    """`follow=1` through daphne, as a CLI reads it: chunked text with a token, no websocket."""
+    app = deploy("streamer", instances=1)
+    instance = Instance.objects.select_related("host", "app").get(app=app)
+    app_prints(lab, instance, "echo before")
+    token = Token.objects.create(user=owner).key
+    with serve_asgi(_database_url(), TEST_BROKER_URL) as base:
+        for path, prefix in (
+            (f"/api/v1/instances/{instance.pk}/logs/", ""),
+            (f"/api/v1/apps/{app.slug}/logs/", f"{instance.container_name} "),
+        ):
+            request = urllib.request.Request(  # noqa: S310 - our own http URL
+                f"{base}{path}?follow=1&tail=10", headers={"Authorization": f"Token {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=20) as answer:  # noqa: S310 - our own http URL
+                assert answer.headers["Content-Type"].startswith("text/plain")
+                assert answer.readline().decode() == f"{prefix}before\n"
+                app_prints(lab, instance, "echo while followed")
+                assert answer.readline().decode() == f"{prefix}while followed\n"

@@ -163,3 +163,18 @@ def test_events_older_than_the_retention_go(instance: Instance) -> None:
     assert events_services.prune(now + timedelta(days=29)) == 0
     assert events_services.prune(now + timedelta(days=31)) == 1
     assert not ContainerEvent.objects.exists()
+
+
+@override_settings(EVENTS_KEEP_LINES=0)
+def test_the_stop_of_a_container_whose_row_is_gone_is_kept_for_its_app(instance: Instance) -> None:
+    # A scale-down: the worker removed the container and deleted the row before the watcher
+    # read the stop. A load balancer following lifecycle webhooks must hear of it all the same.
+    kill, die = _event(instance, "kill", 1, signal="15"), _event(instance, "die", 1.1, exitCode="143")
+    app, slot = instance.app, instance.slot
+    instance.delete()
+    recorder = Recorder(Host.objects.get(name="h1"))
+    recorder.handle(kill)
+    stopped = recorder.handle(die)
+    assert stopped is not None and stopped.instance is None
+    assert (stopped.app, stopped.slot, stopped.kind, stopped.exit_code) == (app, slot, "stopped", 143)
+    assert stopped.summary == "slw-web-0 stopped (exit code 143), removed"
