@@ -31,6 +31,24 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Apps for the event and alert tests. EATER waits for a file in its volume, then eats memory
+# until the kernel kills it (awk doubling a string: 32 MiB within milliseconds); Docker restarts
+# it, and it waits again. CRASHER dies half a second after each start.
+EATER = (
+    "echo waiting; while [ ! -e /srv/app/eat ]; do sleep 0.1; done; rm /srv/app/eat; "
+    "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
+)
+CRASHER = "echo starting; sleep 0.5; echo giving up >&2; exit 3"
+
+
+def api_client(user: Any) -> Any:
+    """A REST framework client signed in as the user."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
 
 def eventually(check: Callable[[], T | None], seconds: float, what: str, every: float = 0.1) -> T:
     """The first truthy value of `check()` within `seconds`, else an AssertionError saying what
@@ -139,7 +157,7 @@ class EventWatcher:
                 30,
                 "the event watcher holding every host (see var/test-watcher.log)",
             )
-        except AssertionError:
+        except BaseException:  # not up in time, or Redis down: never leave the process behind
             self.stop()
             raise
 

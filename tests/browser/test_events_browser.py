@@ -18,12 +18,7 @@ from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import register_images
 from tests.browser.conftest import login, open_app
-from tests.helpers import EventWatcher, app_prints
-
-EATER = (
-    "echo waiting; while [ ! -e /srv/app/eat ]; do sleep 0.1; done; rm /srv/app/eat; "
-    "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
-)
+from tests.helpers import EATER, EventWatcher, app_prints
 
 
 def test_a_developer_sees_why_an_instance_died_without_reloading(

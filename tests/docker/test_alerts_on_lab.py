@@ -16,7 +16,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 from django.contrib.auth.models import User
 from django.test import override_settings
-from rest_framework.test import APIClient
 
 from apps.alerts import delivery as deliveries
 from apps.alerts import evaluate, services
@@ -25,23 +24,20 @@ from apps.applications import services as app_services
 from apps.instances import executor
 from apps.instances.models import Instance
 from apps.lab import fleet
-from tests.helpers import EventWatcher, Received, WebhookReceiver, app_prints, eventually
-
-EATER = (
-    "echo waiting; while [ ! -e /srv/app/eat ]; do sleep 0.1; done; rm /srv/app/eat; "
-    "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
+from tests.helpers import (
+    CRASHER,
+    EATER,
+    EventWatcher,
+    Received,
+    WebhookReceiver,
+    api_client,
+    app_prints,
+    eventually,
 )
-CRASHER = "echo starting; sleep 0.5; echo giving up >&2; exit 3"
-
-
-def _api(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def _hook(lead: User, receiver: WebhookReceiver, topics: list[str]) -> dict[str, object]:
-    answer = _api(lead).post(
+    answer = api_client(lead).post(
         "/api/v1/webhooks/",
         {"team": "alpha", "name": "lb", "url": receiver.url, "topics": topics},
         format="json",
@@ -50,7 +46,7 @@ def _hook(lead: User, receiver: WebhookReceiver, topics: list[str]) -> dict[str,
     body: dict[str, object] = answer.json()
     assert isinstance(body["secret"], str) and len(body["secret"]) == 64
     # Shown once: never again.
-    assert _api(lead).get(f"/api/v1/webhooks/{body['id']}/").json()["secret"] is None
+    assert api_client(lead).get(f"/api/v1/webhooks/{body['id']}/").json()["secret"] is None
     return body
 
 
@@ -104,10 +100,10 @@ def test_an_oom_kill_reaches_the_webhook_signed_with_the_lines_before_it(
         owner.username,
         lead.username,
     }
-    listed = _api(owner).get("/api/v1/alerts/", {"state": "firing"}).json()["results"]
+    listed = api_client(owner).get("/api/v1/alerts/", {"state": "firing"}).json()["results"]
     assert [a["kind"] for a in listed] == ["oom_kill"]
-    assert _api(outsider).get("/api/v1/alerts/").json()["results"] == []
-    assert _api(owner).get("/api/v1/notifications/", {"unread": "1"}).json()["count"] == 1
+    assert api_client(outsider).get("/api/v1/alerts/").json()["results"] == []
+    assert api_client(owner).get("/api/v1/notifications/", {"unread": "1"}).json()["count"] == 1
 
     # Scaled to nothing: the load balancer hears the container is gone, though its row went first.
     op = app_services.app_scale(user=owner, app=instance.app, instances=0)
@@ -159,7 +155,7 @@ def test_an_instance_stopped_behind_the_portals_back_is_down_then_resolved(
     lead: User,
 ) -> None:
     _hook(lead, receiver, ["alerts"])
-    answer = _api(lead).post(
+    answer = api_client(lead).post(
         "/api/v1/alert-rules/", {"team": "alpha", "kind": "instance_down", "for_seconds": 1}, format="json"
     )
     assert answer.status_code == 200, answer.content

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib.auth.models import User
-from rest_framework.test import APIClient
 
 from apps.applications import services
 from apps.applications.models import App
@@ -15,21 +14,7 @@ from apps.events.models import ContainerEvent
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from tests.helpers import EventWatcher, app_prints, eventually
-
-# Waits for a file in its volume, then eats memory until the kernel kills it (awk doubling a
-# string: 32 MiB within milliseconds). Docker restarts it, and it waits again.
-EATER = (
-    "echo waiting; while [ ! -e /srv/app/eat ]; do sleep 0.1; done; rm /srv/app/eat; "
-    "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
-)
-CRASHER = "echo starting; sleep 0.5; echo giving up >&2; exit 3"
-
-
-def _api(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
+from tests.helpers import CRASHER, EATER, EventWatcher, api_client, app_prints, eventually
 
 
 def _events(instance: Instance, kind: str) -> list[ContainerEvent]:
@@ -61,19 +46,19 @@ def test_an_oom_kill_is_recorded_with_the_lines_before_it_and_dockers_restart(
     assert restarted.time > died.time
 
     # The timeline says it, newest first, to the app's team; another team gets a 404.
-    body = _api(owner).get(f"/api/v1/instances/{instance.pk}/events/", {"category": "deaths"}).json()
+    body = api_client(owner).get(f"/api/v1/instances/{instance.pk}/events/", {"category": "deaths"}).json()
     kinds = [e["kind"] for e in body["results"]]
     assert kinds[0] == "died" and "oom" in kinds, kinds
     assert body["results"][0]["oom"] is True
     assert body["results"][0]["lines"][-1]["text"] == "eating memory"
-    assert _api(outsider).get(f"/api/v1/instances/{instance.pk}/events/").status_code == 404
+    assert api_client(outsider).get(f"/api/v1/instances/{instance.pk}/events/").status_code == 404
 
     # The previous container's lines (`kubectl logs --previous`) are the kept ones.
-    previous = _api(owner).get(f"/api/v1/instances/{instance.pk}/logs/", {"previous": "1", "tail": "2"})
+    previous = api_client(owner).get(f"/api/v1/instances/{instance.pk}/logs/", {"previous": "1", "tail": "2"})
     assert b"".join(previous.streaming_content).decode() == "a line before the end\neating memory\n"  # type: ignore[attr-defined]
 
     # And a marker on the charts, at the moment of the death.
-    markers = _api(owner).get(f"/api/v1/instances/{instance.pk}/metrics/").json()["markers"]
+    markers = api_client(owner).get(f"/api/v1/instances/{instance.pk}/metrics/").json()["markers"]
     assert any(m["kind"] == "oom" and m["t"] == int(died.time.timestamp()) for m in markers), markers
 
 
@@ -110,10 +95,10 @@ def test_the_previous_containers_lines_are_kept_when_the_portal_replaces_it(
     assert kept.container_id == instance.container_id
     assert kept.detail == "replaced by a new container (its settings changed)"
     assert [text for _, _, text in kept.lines][-1] == "said by the first container"
-    previous = _api(owner).get(f"/api/v1/instances/{instance.pk}/logs/", {"previous": "1"})
+    previous = api_client(owner).get(f"/api/v1/instances/{instance.pk}/logs/", {"previous": "1"})
     assert "said by the first container" in b"".join(previous.streaming_content).decode()  # type: ignore[attr-defined]
     # The new container's own logs do not have it.
-    current = _api(owner).get(f"/api/v1/instances/{instance.pk}/logs/")
+    current = api_client(owner).get(f"/api/v1/instances/{instance.pk}/logs/")
     assert "said by the first container" not in b"".join(current.streaming_content).decode()  # type: ignore[attr-defined]
 
     # The portal's own stop and start are lifecycle events, not deaths.
@@ -124,6 +109,6 @@ def test_the_previous_containers_lines_are_kept_when_the_portal_replaces_it(
     assert not _events(instance, "died")
     started = _events(instance, "started")
     assert started and started[-1].container_id == new.container_id
-    entries = _api(owner).get(f"/api/v1/apps/{app.slug}/events/").json()["results"]
+    entries = api_client(owner).get(f"/api/v1/apps/{app.slug}/events/").json()["results"]
     assert [e["kind"] for e in entries][:2] == ["stopped", "stop"], entries
     assert entries[1]["category"] == "changes" and entries[1]["who"] == owner.username

@@ -13,13 +13,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from apps.applications.models import App
 from apps.instances.models import Instance
 from apps.lab import fleet
 from tests.conftest import TEST_BROKER_URL, _database_url
-from tests.helpers import app_prints, serve_asgi
+from tests.helpers import api_client, app_prints, serve_asgi
 
 
 @pytest.fixture
@@ -34,16 +33,10 @@ def printed(deploy: Callable[..., App], lab: list[fleet.LabHost]) -> Instance:
     return instance
 
 
-def _api(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 def test_the_api_gives_the_lines_with_their_streams_times_and_bounds(
     printed: Instance, owner: User, outsider: User, lab: list[fleet.LabHost]
 ) -> None:
-    api = _api(owner)
+    api = api_client(owner)
     url = f"/api/v1/instances/{printed.pk}/logs/"
     text = b"".join(api.get(url).streaming_content).decode()  # type: ignore[attr-defined]
     # Docker reads the two pipes apart: lines keep their order within a stream, not across.
@@ -68,14 +61,14 @@ def test_the_api_gives_the_lines_with_their_streams_times_and_bounds(
     assert bad.status_code == 400
     assert bad.json()["tail"] == ["'lots' is not a number of lines from 1 to 10000, or \"all\"."]
     # Another team's developer does not learn the instance exists.
-    assert _api(outsider).get(url).status_code == 404
+    assert api_client(outsider).get(url).status_code == 404
 
 
 def test_ten_thousand_lines_and_a_download_of_everything(
     printed: Instance, owner: User, lab: list[fleet.LabHost]
 ) -> None:
     app_prints(lab, printed, "seq 1 10000")
-    api = _api(owner)
+    api = api_client(owner)
     url = f"/api/v1/instances/{printed.pk}/logs/"
     tail = b"".join(api.get(url, {"tail": "10000"}).streaming_content).decode().splitlines()  # type: ignore[attr-defined]
     assert tail == [str(n) for n in range(1, 10001)]  # the 3 lines before are past the tail
@@ -118,7 +111,7 @@ def test_the_app_logs_merge_its_instances_by_time_each_line_marked(
     for n in range(3):
         app_prints(lab, first, f"echo zero says {n}")
         app_prints(lab, second, f"echo one says {n}")
-    api = _api(owner)
+    api = api_client(owner)
     text = api.get(f"/api/v1/apps/{app.slug}/logs/").content.decode()
     assert text.splitlines() == [
         f"{name} {who} says {n}"
@@ -135,7 +128,7 @@ def test_the_app_logs_merge_its_instances_by_time_each_line_marked(
     ]
     bad = api.get(f"/api/v1/apps/{app.slug}/logs/", {"tail": "all"}, HTTP_ACCEPT="application/json")
     assert bad.status_code == 400 and "from 1 to 10000" in bad.json()["tail"][0]
-    assert _api(outsider).get(f"/api/v1/apps/{app.slug}/logs/").status_code == 404
+    assert api_client(outsider).get(f"/api/v1/apps/{app.slug}/logs/").status_code == 404
 
 
 def test_the_api_follows_over_http_with_a_token(
