@@ -58,6 +58,7 @@ from apps.resources import services as resources  # noqa: E402
 from apps.resources.models import ResourceRequest  # noqa: E402
 from bench.common import RAW_ADDRESSES, commit, figure, figures, machine, raw_run_args, say, wait_for  # noqa: E402
 from bench.events import bench_events  # noqa: E402
+from bench.releases import bench_releases  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
@@ -220,6 +221,7 @@ def main() -> int:
             )
         figure("resize_apply", "s", statistics.median(portal), statistics.median(raw), rounds=ROUNDS)
         bench_roll(client, app, lab, by_name)
+        bench_releases(client, App.objects.get(pk=app.pk), lab, by_name, ROUNDS)
         scale(0)
         bench_events(lab, by_name, user, team, ROUNDS)
     finally:

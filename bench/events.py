@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 EATER = (
     "echo waiting; while true; do "
-    "if [ -e /srv/app/eat ]; then rm /srv/app/eat; echo eating; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'; fi; "
+    "if [ -e /srv/data/eat ]; then rm /srv/data/eat; echo eating; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'; fi; "
     "sleep 0.05; done"
 )
 
@@ -256,7 +256,7 @@ def _oom_to_alert(
             _waiting(instance, lab_host)
             round_start = timezone.now()
             started = time.perf_counter()
-            fleet.docker(lab_host, "exec", name, "touch", "/srv/app/eat")
+            fleet.docker(lab_host, "exec", name, "touch", "/srv/data/eat")
 
             said = _until(partial(receiver.alert, "oom_kill", started), 30, "the OOM alert at the receiver")
             seen = _first(raw, "oom", started, "docker events' oom")

@@ -247,6 +247,17 @@ HOST_VOLUME_ROOT = envstr("HOST_VOLUME_ROOT", "/srv/slipway/volumes")
 # --- Apps and instances ---
 # Where the app's volume is bound inside every instance.
 APP_VOLUME_MOUNT = envstr("APP_VOLUME_MOUNT", "/srv/app")
+# Where the app's persistent directory (what it writes that must survive deploys) is bound.
+APP_STATE_MOUNT = envstr("APP_STATE_MOUNT", "/srv/data")
+# Releases whose files stay on the hosts and in the portal's storage, per app: the newest N,
+# and always the one running and the one before it. Older ones are pruned after a deploy.
+RELEASES_KEEP = envint("RELEASES_KEEP", 5)
+if RELEASES_KEEP < 2:
+    raise ValueError(
+        f"RELEASES_KEEP={RELEASES_KEEP}: keep at least 2 (the running release and the one before)"
+    )
+# A deploy recreates this many instances at a time unless it is given a batch size.
+DEPLOY_BATCH = envint("DEPLOY_BATCH", 1)
 MIN_MEMORY_MB = envint("MIN_MEMORY_MB", 6)  # Docker refuses less than 6 MiB
 MAX_INSTANCES_PER_APP = envint("MAX_INSTANCES_PER_APP", 50)
 # CPU reservations may exceed a host's cores by this factor (memory is never overcommitted).

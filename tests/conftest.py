@@ -146,7 +146,13 @@ def _worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
     """One real Celery worker process per test module (on the test broker and the test
     database): starting one takes a second or two, and no test here kills it (the fault tests
     start workers of their own for that)."""
-    env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
+    # Webhook retries after 1 s, then 2 s (not 10, 20): the retry test waits for two of them.
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        CELERY_BROKER_URL=TEST_BROKER_URL,
+        ALERT_WEBHOOK_BACKOFF="1",
+    )
     log = open(settings.VAR_DIR / "test-worker.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

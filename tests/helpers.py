@@ -4,12 +4,14 @@ operation to end, to run a Celery worker that a test may kill, and the event wat
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.request
@@ -31,14 +33,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Apps for the event and alert tests. EATER waits for a file in its volume, then eats memory
+# Apps for the event and alert tests. EATER waits for a file in its persistent directory, then eats memory
 # until the kernel kills it (awk doubling a string: 32 MiB within milliseconds); Docker restarts
 # it, and it waits again. CRASHER dies half a second after each start.
 EATER = (
-    "echo waiting; while [ ! -e /srv/app/eat ]; do sleep 0.1; done; rm /srv/app/eat; "
+    "echo waiting; while [ ! -e /srv/data/eat ]; do sleep 0.1; done; rm /srv/data/eat; "
     "echo eating memory; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
 )
 CRASHER = "echo starting; sleep 0.5; echo giving up >&2; exit 3"
+
+
+def archive(files: dict[str, bytes]) -> io.BytesIO:
+    """A gzipped tar of the files (name: content), as an app's release is uploaded."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    buffer.seek(0)
+    buffer.name = "release.tar.gz"
+    return buffer
 
 
 def api_client(user: Any) -> Any:

@@ -21,8 +21,9 @@ from rest_framework.response import Response
 
 from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.applications import selectors, services
+from apps.applications import releases, selectors, services
 from apps.applications.models import App, BaseImage, HealthCheck
+from apps.applications.release_api import ReleaseActions, conflict
 from apps.console.api import (
     APP_LOG_PARAMETERS,
     LOG_PARAMETERS,
@@ -53,11 +54,13 @@ def drf_errors(exc: DjangoValidationError) -> ValidationError:
 
 
 class ServiceErrors:
-    """Turn the services' Django errors into DRF's 400 and 403."""
+    """Turn the services' Django errors into DRF's 400 and 403 (409: another deploy runs)."""
 
     def call(self, fn: Any, **kwargs: Any) -> Any:
         try:
             return fn(**kwargs)
+        except releases.DeployRunning as exc:
+            raise conflict(exc) from exc
         except DjangoValidationError as exc:
             raise drf_errors(exc) from exc
         except DjangoPermissionDenied as exc:
@@ -196,6 +199,9 @@ class AppSerializer(serializers.ModelSerializer):
         allow_blank=True,
         help_text="A specific free address of the pool for the first instance (e.g. a migrated VM's IP).",
     )
+    release = serializers.IntegerField(
+        source="release.number", read_only=True, default=None, help_text="The release the app runs"
+    )
 
     class Meta:
         model = App
@@ -215,14 +221,17 @@ class AppSerializer(serializers.ModelSerializer):
             "address",
             "volume_mount",
             "workdir",
+            "state_paths",
             "health_check",
             "health_path",
             "health_timeout",
+            "release",
             "created_at",
             "updated_at",
         ]
-        # The mount path and working directory are set by a VM move or changed with PATCH.
-        read_only_fields = ["created_at", "updated_at", "volume_mount", "workdir"]
+        # The mount path, working directory and persistent paths are set by a VM move or changed
+        # with PATCH (a new release).
+        read_only_fields = ["created_at", "updated_at", "volume_mount", "workdir", "state_paths"]
         # Uniqueness is checked by the service, with its own message.
         extra_kwargs: dict[str, Any] = {"slug": {"validators": []}}
 
@@ -251,6 +260,15 @@ class AppUpdateSerializer(serializers.Serializer):
     health_timeout = serializers.IntegerField(
         required=False, min_value=1, max_value=600, help_text="Seconds a new instance has to pass the check"
     )
+    state_paths = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False),
+        required=False,
+        help_text="Paths inside the app's files bound from its persistent directory, e.g. logs",
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, max_length=500, help_text="The new release's note"
+    )
+    batch = serializers.IntegerField(required=False, min_value=1, help_text="Instances recreated at a time")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields)
@@ -303,8 +321,9 @@ class UploadSerializer(serializers.Serializer):
     )
 
 
-class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
+class AppViewSet(ServiceErrors, ReleaseActions, viewsets.ModelViewSet):
     serializer_class = AppSerializer
+    operation_serializer = OperationSerializer
     lookup_field = "slug"
     lookup_value_regex = r"[a-z][a-z0-9-]{1,39}"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
@@ -443,16 +462,25 @@ class AppViewSet(ServiceErrors, viewsets.ModelViewSet):
         )
         return Response(AddressSerializer(allocation).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses={202: OperationSerializer})
+    @extend_schema(
+        request={"multipart/form-data": UploadSerializer},
+        responses={202: OperationSerializer, 200: None},
+        deprecated=True,
+        description="Kept for scripts from before releases: the archive becomes the next release "
+        "(POST releases/ does the same and says more). 202 with the deploy; 200 when the app has "
+        "no instances to deploy it to.",
+    )
     @action(detail=True, methods=["post"], parser_classes=[parsers.MultiPartParser])
     def volume(self, request: Request, slug: str | None = None) -> Response:
         app = self.get_object()
         body = UploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["file"]
-        op = self.call(
-            services.volume_upload, user=request.user, app=app, fileobj=upload.file, size=upload.size
+        _, op = self.call(
+            releases.release_create, user=request.user, app=app, fileobj=upload.file, size=upload.size
         )
+        if op is None:
+            return Response(None, status=status.HTTP_200_OK)
         return Response(OperationSerializer(op).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -106,40 +106,16 @@ class AppCreateForm(forms.Form):
             raise ValidationError(exc.message_dict["slug"]) from None
 
 
-class AppEditForm(forms.ModelForm):
-    command = CommandField(required=False, help_text="Leave empty for the base image's default command.")
-    env = EnvField(required=False, label="Environment")
+class StatePathsField(forms.Field):
+    """One path per line; the model's validator says what a persistent path may be."""
 
-    class Meta:
-        model = App
-        fields = ["base_image", "command", "port", "env", "health_check", "health_path", "health_timeout"]
-        labels = {"health_timeout": "Health check timeout (s)"}
+    widget = forms.Textarea(attrs={"rows": 3})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        current = self.instance.base_image_id
-        field = cast(forms.ModelChoiceField, self.fields["base_image"])
-        field.queryset = BaseImage.objects.filter(
-            deprecated=False, withdrawn=False, state=BuildState.PUBLISHED
-        ) | BaseImage.objects.filter(pk=current)
-        field.help_text = "Another version is rolled out one instance at a time, behind the health check."
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
 
-
-class AddressForm(forms.Form):
-    address = forms.CharField(max_length=45, label="Address")
-    slot = forms.IntegerField(
-        required=False, min_value=0, help_text="Empty: the next instance a scale-up makes."
-    )
-
-
-class ScaleForm(forms.Form):
-    instances = forms.IntegerField(min_value=0)
-
-
-class UploadForm(forms.Form):
-    file = forms.FileField(
-        help_text="A tar archive (.tar, .tar.gz, .tgz, .tar.xz) of files for the app volume."
-    )
+    def to_python(self, value: Any) -> list[str]:
+        return [line.strip() for line in str(value or "").splitlines() if line.strip()]
 
 
 class DeleteForm(forms.Form):
@@ -156,3 +132,69 @@ class DeleteForm(forms.Form):
         if value != self.app.slug:
             raise ValidationError(f"Type {self.app.slug} exactly to delete this app; nothing was deleted.")
         return value
+
+
+class AppEditForm(forms.ModelForm):
+    command = CommandField(required=False, help_text="Leave empty for the base image's default command.")
+    env = EnvField(required=False, label="Environment")
+    state_paths = StatePathsField(
+        required=False,
+        label="Persistent paths",
+        help_text="Paths inside the app's files (one per line, like logs) kept in its persistent directory "
+        "across releases.",
+    )
+
+    class Meta:
+        model = App
+        fields = [
+            "base_image",
+            "command",
+            "port",
+            "env",
+            "state_paths",
+            "health_check",
+            "health_path",
+            "health_timeout",
+        ]
+        labels = {"health_timeout": "Health check timeout (s)"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.base_image_id
+        field = cast(forms.ModelChoiceField, self.fields["base_image"])
+        field.queryset = BaseImage.objects.filter(
+            deprecated=False, withdrawn=False, state=BuildState.PUBLISHED
+        ) | BaseImage.objects.filter(pk=current)
+        field.help_text = (
+            "Every change here is a new release, rolled out one instance at a time behind the health check."
+        )
+
+
+class AddressForm(forms.Form):
+    address = forms.CharField(max_length=45, label="Address")
+    slot = forms.IntegerField(
+        required=False, min_value=0, help_text="Empty: the next instance a scale-up makes."
+    )
+
+
+class ScaleForm(forms.Form):
+    instances = forms.IntegerField(min_value=0)
+
+
+class ReleaseForm(forms.Form):
+    file = forms.FileField(
+        label="Archive",
+        help_text="A tar archive (.tar, .tar.gz, .tgz, .tar.xz) of the app's files: the new release.",
+    )
+    note = forms.CharField(required=False, max_length=500, help_text="Optional: what this release is.")
+    batch = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Batch size",
+        help_text="Instances recreated at a time (empty: one).",
+    )
+
+
+class RollbackForm(forms.Form):
+    note = forms.CharField(required=False, max_length=500)
+    batch = forms.IntegerField(required=False, min_value=1)

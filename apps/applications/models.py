@@ -13,6 +13,7 @@ from apps.applications.validators import (
     validate_container_path,
     validate_env,
     validate_health_path,
+    validate_state_paths,
 )
 from apps.hosts.models import Host
 from portal import jobs
@@ -165,6 +166,13 @@ class App(models.Model):
     workdir = models.CharField(
         max_length=200, blank=True, validators=[validate_container_path], help_text="Empty: the image's own"
     )
+    # Paths inside the code (relative to the mount) that are really the app's state, e.g. the
+    # logs/ of an app moved from a VM: each is bound from the app's persistent directory.
+    state_paths = models.JSONField(default=list, blank=True, validators=[validate_state_paths])
+    # The release the app runs, or is being deployed (its fields above are that release's
+    # configuration, which the edit form changes to make the next one). Empty only for apps
+    # made without the release services (fixtures).
+    release = models.ForeignKey("Release", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     memory_mb = models.PositiveIntegerField(default=64)
     cpus = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.25"))
     instances = models.PositiveIntegerField(default=0, help_text="Desired number of running instances.")
@@ -214,6 +222,96 @@ class App(models.Model):
     def volume_path(self, host: Host) -> str:
         """The app's volume directory on a host: computed here, never taken from a user."""
         return f"{host.volume_root.rstrip('/')}/{self.slug}"
+
+    def release_path(self, host: Host, code_number: int) -> str:
+        """Where the files of a release (by the number of the release that brought them) are."""
+        return f"{self.volume_path(host)}/releases/{code_number}"
+
+
+def archive_path(instance: Release, filename: str) -> str:
+    return f"releases/{instance.app.slug}/{instance.number}-{instance.sha256[:12]}.tar"
+
+
+class Release(models.Model):
+    """Everything that makes an instance of the app: its files and its configuration, numbered.
+
+    On a host the files are an immutable directory, `<volume>/releases/<code_number>`, bound
+    read-only into the container; what the app must keep across releases lives in
+    `<volume>/state`, bound read-write. A release that changed only the configuration (an env
+    edit, a base image roll) or restored an older one uses the files of an earlier release
+    (`code_number`), so nothing is copied again."""
+
+    class Source(models.TextChoices):
+        ARCHIVE = "archive", "uploaded archive"
+        EMPTY = "empty", "no files"
+        HOST = "host", "moved from a VM onto a host"
+        VOLUME = "volume", "the app's volume, written in place (before releases)"
+
+    CONFIG_FIELDS = (
+        "base_image",
+        "command",
+        "port",
+        "env",
+        "workdir",
+        "volume_mount",
+        "state_paths",
+        "health_check",
+        "health_path",
+        "health_timeout",
+    )
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="releases")
+    number = models.PositiveIntegerField()
+    # The configuration, as the app had it when the release was made.
+    base_image = models.ForeignKey(BaseImage, on_delete=models.PROTECT, related_name="releases")
+    command = models.JSONField(default=list, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    workdir = models.CharField(max_length=200, blank=True)
+    volume_mount = models.CharField(max_length=200, blank=True)
+    state_paths = models.JSONField(default=list, blank=True)
+    health_check = models.CharField(max_length=10, choices=HealthCheck.choices, default=HealthCheck.TCP)
+    health_path = models.CharField(max_length=200, default="/")
+    health_timeout = models.PositiveIntegerField(default=30)
+    # The files: of this release (code_number == number) or of an earlier one.
+    code_number = models.PositiveIntegerField()
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.EMPTY)
+    archive = models.FileField(upload_to=archive_path, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True, help_text="Bytes of the archive.")
+    files = models.PositiveIntegerField(null=True, blank=True, help_text="Regular files in the archive.")
+    # For files moved from a VM: the host they were first put on; others copy them from there.
+    home = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    note = models.CharField(max_length=500, blank=True)
+    # What changed from the release before, in words (never an env value: they may be secret).
+    changes = models.JSONField(default=list, blank=True)
+    restored_from = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Its files were removed from the hosts and the portal's storage (retention): it can no
+    # longer be deployed or rolled back to; the row stays as history.
+    pruned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["app", "number"], name="one_release_per_number")]
+
+    def __str__(self) -> str:
+        return f"{self.app.slug} release {self.number}"
+
+    @property
+    def kept(self) -> bool:
+        return self.pruned_at is None
+
+    @property
+    def in_volume(self) -> bool:
+        return self.source == self.Source.VOLUME
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self.command or self.base_image.default_command)
 
 
 def upload_path(instance: VolumeUpload, filename: str) -> str:

@@ -27,7 +27,7 @@ def app_list(user: User) -> QuerySet[App]:
     """The app list page and API: counts per state in the same query, whatever the number of apps."""
     return (
         apps_visible_to(user)
-        .select_related("team", "base_image", "ip_pool")
+        .select_related("team", "base_image", "ip_pool", "release")
         .annotate(
             running_count=Count("instance_set", filter=Q(instance_set__state=Instance.State.RUNNING)),
             instance_count=Count(

@@ -6,20 +6,18 @@ and job record), and sends the work to a worker only after commit.
 
 from __future__ import annotations
 
-import hashlib
-import tarfile
 from decimal import Decimal, InvalidOperation
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts import permissions
 from apps.accounts.models import Team, slug_validator
-from apps.applications.models import App, BaseImage, BuildState, RetainedVolume, VolumeUpload
+from apps.applications import releases
+from apps.applications.models import App, BaseImage, BuildState, RetainedVolume
 from apps.applications.quota import check_quota
 from apps.hosts import gateway
 from apps.hosts.models import Host
@@ -29,10 +27,9 @@ from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 from apps.network.services import address_allocate, address_request, default_pool
 
-# Fields whose change recreates the containers (one at a time); the health check fields only
-# change how later rolls and moves judge a new instance. The base image changes by a rolling
-# upgrade of its own (app_upgrade).
-CONTAINER_FIELDS = ("command", "port", "env", "volume_mount", "workdir")
+# Every change of these makes a release, deployed one instance (or batch) at a time behind the
+# health check. A release that changes only the health check recreates nothing: the deploy checks.
+CONTAINER_FIELDS = ("command", "port", "env", "volume_mount", "workdir", "state_paths")
 HEALTH_FIELDS = ("health_check", "health_path", "health_timeout")
 # What the columns hold (DecimalField(5, 2); a 32-bit integer), whatever the hosts have.
 MAX_CPUS = Decimal("999.99")
@@ -170,8 +167,11 @@ def app_create(
         health_path=health_path,
         health_timeout=health_timeout,
     )
-    app.full_clean()
+    app.full_clean(exclude=["release"])
     app.save()
+    # Release 1: the configuration, and no files until the first upload.
+    releases.release_create(user=user, app=app, note="created", check=False)
+    app.refresh_from_db()
     if address:
         address_request(user=user, app=app, address=address, slot=0)
     if instances:
@@ -180,9 +180,9 @@ def app_create(
 
 
 @transaction.atomic
-def app_update(*, user: Any, app: App, **changes: Any) -> App:
-    """Change how the app's containers are made; running instances are recreated one at a time.
-    A new base image version is rolled out by app_upgrade, health check by health check."""
+def app_update(*, user: Any, app: App, note: Any = "", batch: Any = None, **changes: Any) -> App:
+    """Change how the app's containers are made: a new release, deployed rolling (one instance or
+    batch at a time behind the health check, all put back if one fails)."""
     permissions.require_member(user, app.team)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
@@ -190,104 +190,37 @@ def app_update(*, user: Any, app: App, **changes: Any) -> App:
             f"Cannot change {', '.join(sorted(unknown))} here; editable: {', '.join(EDITABLE_FIELDS)}. "
             "Memory and CPU change through a resource request."
         )
-    app = App.objects.select_for_update().get(pk=app.pk)
-    changed = [field for field, value in changes.items() if getattr(app, field) != value]
-    image = changes.get("base_image") if "base_image" in changed else None
-    recreate = [field for field in changed if field in CONTAINER_FIELDS]
-    if image is not None and recreate:
-        raise ValidationError(
-            {
-                "base_image": f"Change the base image on its own, not together with {', '.join(recreate)}: "
-                "it is rolled out one instance at a time behind the health check, and rolled back alone."
-            }
-        )
+    app = App.objects.select_for_update().select_related("base_image").get(pk=app.pk)
+    changed = {field: value for field, value in changes.items() if getattr(app, field) != value}
     if not changed:
         return app
-    if image is not None:
-        # Health check fields changed alongside apply to this very roll.
-        for field in changed:
-            if field != "base_image":
-                setattr(app, field, changes[field])
-        app.full_clean()
-        app.save()
-        app_upgrade(user=user, app=app, base_image=image)
-        return app
-    for field in changed:
-        setattr(app, field, changes[field])
-    app.full_clean()
-    app.save()
-    if recreate and app.instance_set.exclude(desired_state=Instance.Desired.REMOVED).exists():
-        operation_create(
-            app=app,
-            kind=Operation.Kind.REDEPLOY,
-            user=user,
-            summary=f"changed {', '.join(recreate)}; recreate instances",
-        )
+    if "base_image" in changed:
+        _check_image(changed["base_image"], new=False)
+    releases.release_create(user=user, app=app, config=changed, note=note, batch=batch)
+    app.refresh_from_db()
     return app
 
 
 def upgrade_running(app: App) -> Operation | None:
-    return (
-        app.operations.filter(
-            kind=Operation.Kind.UPGRADE, status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
-        )
-        .order_by("created_at")
-        .first()
-    )
+    return releases.deploy_running(app)
 
 
 @transaction.atomic
-def app_upgrade(*, user: Any, app: App, base_image: BaseImage) -> Operation | None:
-    """Pin the app to another version of its base image and roll its instances onto it, one at
-    a time: each new container must pass the app's health check before the next is touched; one
-    that fails is put back on the version it ran and the roll stops. Instances already on the
-    version are only checked. None when there is nothing to roll (the app has no instances)."""
+def app_upgrade(*, user: Any, app: App, base_image: BaseImage, batch: Any = None) -> Operation | None:
+    """Roll the app onto another version of its base image: a release that changes only that,
+    deployed rolling behind the health check. None when there is nothing to roll (the app is on
+    the version and so are its instances, or it has no instances)."""
     permissions.require_member(user, app.team)
-    app = App.objects.select_for_update().select_related("base_image").get(pk=app.pk)
+    app = App.objects.select_for_update().select_related("base_image", "release").get(pk=app.pk)
     _check_image(base_image, new=False)
-    running = upgrade_running(app)
-    if running is not None:
-        raise ValidationError(
-            {"base_image": f"{app.slug} is already being rolled ({running.summary}); wait for it to finish."}
-        )
-    live = list(
-        app.instance_set.exclude(desired_state=Instance.Desired.REMOVED)
-        .select_related("host", "image")
-        .order_by("slot")
-    )
-    behind = [i for i in live if (i.image_id or app.base_image_id) != base_image.pk]
+    live = app.instance_set.exclude(desired_state=Instance.Desired.REMOVED)
+    behind = live.exclude(image=base_image).exists() or live.exclude(release=app.release).exists()
     if base_image.pk == app.base_image_id and not behind:
         return None
-    previous = app.base_image
-    app.base_image = base_image
-    app.save(update_fields=["base_image", "updated_at"])
-    if not live:
-        return None
-    return operation_create(
-        app=app,
-        kind=Operation.Kind.UPGRADE,
-        user=user,
-        params={
-            "from": previous.pk,
-            "from_ref": previous.reference,
-            "to": base_image.pk,
-            "to_ref": base_image.reference,
-            "instances": [
-                {
-                    "id": i.pk,
-                    "name": i.container_name,
-                    "host": i.host.name,
-                    "from": (i.image or previous).reference,
-                    "from_id": i.image_id or previous.pk,
-                    "state": "waiting" if i in behind else "current",
-                    "detail": "",
-                }
-                for i in live
-            ],
-        },
-        summary=f"roll {len(behind)} of {len(live)} instance(s) onto {base_image.reference}"
-        + (f" (from {previous.reference})" if previous.pk != base_image.pk else ""),
-    )
+    if base_image.pk == app.base_image_id:
+        # Instances left behind by a stopped roll: the app's release is deployed again.
+        return releases.release_create(user=user, app=app, note="deploy again", batch=batch)[1]
+    return releases.release_create(user=user, app=app, config={"base_image": base_image}, batch=batch)[1]
 
 
 def apps_upgrade(
@@ -389,6 +322,7 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
                 cpus=app.cpus,
                 address=allocation.address if allocation else None,
                 image=app.base_image,
+                release=app.release,
             )
     elif wanted < current:
         # Highest slots go first, so the remaining ones keep their numbers (and later their IPs).
@@ -491,77 +425,6 @@ def app_delete(*, user: Any, app: App) -> Operation:
     app.instances = 0
     app.save(update_fields=["instances", "updated_at"])
     return operation_create(app=app, kind=Operation.Kind.DELETE, user=user, summary=f"delete app {app.slug}")
-
-
-# --- files into the app volume ----------------------------------------------------------------
-
-
-def _check_tarball(fileobj: IO[bytes]) -> int:
-    """Refuse a tarball that could write outside the volume; return its regular-file count."""
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
-            files = 0
-            for member in tar:
-                name = member.name
-                parts = [p for p in name.split("/") if p not in ("", ".")]
-                if name.startswith("/") or ".." in parts:
-                    raise ValidationError(
-                        f"{name!r}: absolute paths and '..' are not allowed in the tarball."
-                    )
-                if member.isdev() or member.isfifo():
-                    raise ValidationError(f"{name!r}: devices and fifos are not allowed in the tarball.")
-                if member.issym() or member.islnk():
-                    target = member.linkname
-                    base = parts[:-1] if member.issym() else []
-                    resolved: list[str] = []
-                    for part in [*base, *target.split("/")] if not target.startswith("/") else ["/"]:
-                        if part == "/":
-                            resolved = ["/"]
-                            break
-                        if part in ("", "."):
-                            continue
-                        if part == "..":
-                            if not resolved:
-                                resolved = [".."]
-                                break
-                            resolved.pop()
-                        else:
-                            resolved.append(part)
-                    if resolved[:1] in (["/"], [".."]):
-                        raise ValidationError(
-                            f"{name!r}: links must point inside the volume (to {target!r})."
-                        )
-                if member.isfile():
-                    files += 1
-            return files
-    except tarfile.TarError as exc:
-        raise ValidationError(f"Not a readable tar archive (plain, gzip, bzip2 or xz): {exc}") from exc
-    finally:
-        fileobj.seek(0)
-
-
-@transaction.atomic
-def volume_upload(*, user: Any, app: App, fileobj: IO[bytes], size: int) -> Operation:
-    """Keep the tarball and put its files into the app's volume on every host running the app."""
-    permissions.require_member(user, app.team)
-    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
-    if size > limit:
-        raise ValidationError(f"The tarball is {size // 2**20} MiB; at most {settings.MAX_UPLOAD_MB} MiB.")
-    files = _check_tarball(fileobj)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: fileobj.read(1 << 20), b""):
-        digest.update(chunk)
-    fileobj.seek(0)
-    upload = VolumeUpload(app=app, sha256=digest.hexdigest(), size=size, files=files, uploaded_by=user)
-    upload.file.save(f"{upload.sha256}.tar", File(fileobj), save=False)
-    upload.save()
-    return operation_create(
-        app=app,
-        kind=Operation.Kind.UPLOAD,
-        user=user,
-        params={"upload": upload.pk},
-        summary=f"upload {files} files ({size} bytes, sha256 {upload.sha256[:12]})",
-    )
 
 
 # --- base images -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from apps.applications import views
+from apps.applications import release_views, views
 
 app_name = "catalog"
 urlpatterns = [
@@ -10,7 +10,8 @@ urlpatterns = [
     path("<slug:slug>/edit/", views.app_edit, name="edit"),
     path("<slug:slug>/scale/", views.app_scale, name="scale"),
     path("<slug:slug>/upgrade/", views.app_upgrade, name="upgrade"),
-    path("<slug:slug>/upload/", views.app_upload, name="upload"),
+    path("<slug:slug>/releases/", release_views.app_releases, name="releases"),
+    path("<slug:slug>/releases/<int:number>/rollback/", release_views.app_rollback, name="rollback"),
     path("<slug:slug>/addresses/", views.app_address, name="address"),
     path("<slug:slug>/delete/", views.app_delete, name="delete"),
     path("<slug:slug>/activity/", views.app_activity, name="activity"),

@@ -116,3 +116,26 @@ def validate_health_path(value: Any) -> None:
         raise ValidationError(
             "The health check path is at most 200 characters, without spaces, control characters or '#'."
         )
+
+
+def validate_state_paths(value: Any) -> None:
+    """Relative paths inside the app's files, each bound from its persistent directory."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Persistent paths are a list of paths inside the app's files, e.g. logs.")
+    if len(value) > 20:
+        raise ValidationError(f"At most 20 persistent paths (got {len(value)}).")
+    for item in value:
+        clean = posixpath.normpath(item) if item else ""
+        if not item or item.startswith("/") or clean != item or clean.split("/")[0] in ("..", "."):
+            raise ValidationError(
+                f"{item!r}: a persistent path is relative to the app's files, in plain form (like logs or "
+                "data/uploads), without '..' or a leading '/'."
+            )
+        if item.split("/")[0] in ("releases", "state") or "\0" in item or len(item) > 200:
+            raise ValidationError(f"{item!r} cannot be a persistent path.")
+    if len(set(value)) != len(value):
+        raise ValidationError("A persistent path is listed twice.")
+    for item in value:
+        for other in value:
+            if other != item and other.startswith(item + "/"):
+                raise ValidationError(f"{other!r} is inside {item!r}: list only {item!r}.")

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -17,8 +15,9 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.accounts import permissions
 from apps.applications import selectors, services
-from apps.applications.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm, UploadForm
+from apps.applications.forms import AddressForm, AppCreateForm, AppEditForm, DeleteForm, ScaleForm
 from apps.applications.models import App
+from apps.applications.page_context import instances_context, releases_context
 from apps.console.services import named_commands
 from apps.console.views import app_logs_context
 from apps.events import selectors as timeline
@@ -92,38 +91,16 @@ def app_create(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "catalog/app_form.html", context, status=400 if form.errors else 200)
 
 
-def _instances_context(app: App) -> dict[str, Any]:
-    instances = list(app.instance_set.select_related("host", "app__base_image", "image").order_by("slot"))
-    active_ops = app.operations.filter(
-        status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
-    ).exists()
-    settled = not active_ops and all(i.settled for i in instances)
-    by_slot = {i.slot: i for i in instances}
-    operations = list(app.operations.select_related("requested_by")[:10])
-    # The latest rolling upgrade stays in view while it runs and after it stopped on a failure.
-    roll = next((op for op in operations if op.kind == Operation.Kind.UPGRADE), None)
-    if roll is not None and roll.status == Operation.Status.SUCCEEDED and operations[0] != roll:
-        roll = None
-    return {
-        "app": app,
-        "instances": instances,
-        "addresses": [(a, by_slot.get(a.slot or 0)) for a in app.addresses.order_by("slot")],
-        "settled": settled,
-        "running": sum(1 for i in instances if i.state == Instance.State.RUNNING),
-        "operations": operations,
-        "roll": roll,
-        # The base image line above the instances follows a roll too (swapped out of band).
-        "newer_image": selectors.newer_recommended(app),
-        "versions": selectors.versions_to_roll_onto(app),
-    }
-
-
 @login_required
 def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     app = _app_or_404(request, slug)
-    context = _instances_context(app)
+    context = instances_context(app)
     if request.htmx:
         response = render(request, "catalog/app_detail.html#live", context)
+        # The Releases tab follows a deploy started here (an edit, a roll onto another version).
+        response.content += render_to_string(
+            "catalog/_releases.html#releases-live", releases_context(app) | {"oob": True}, request=request
+        ).encode()
         if context["settled"]:
             # Everything is where it should be: tell htmx to stop polling. The Resources card's
             # figures (instances, hosts, usage) changed with it: they come along out of band.
@@ -137,9 +114,7 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         return response
     context.update(
         scale_form=ScaleForm(initial={"instances": app.instances}),
-        upload_form=UploadForm(),
         delete_form=DeleteForm(app=app),
-        uploads=app.uploads.select_related("uploaded_by")[:5],
         address_form=AddressForm(),
         move_targets=Host.objects.filter(state=Host.State.ACTIVE) if permissions.is_ops(request.user) else [],
         volume_mount=app.volume_mount or settings.APP_VOLUME_MOUNT,
@@ -150,13 +125,14 @@ def app_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         timeline_categories=list(timeline.CATEGORIES.items()),
         logs_panel=app_logs_context(),
         timeline_slots=[(i.slot, i.container_name) for i in context["instances"]],
+        **releases_context(app),
     )
     return render(request, "catalog/app_detail.html", context)
 
 
 def _live_or_redirect(request: HtmxHttpRequest, app: App, status: int = 200) -> HttpResponse:
     if request.htmx:
-        return render(request, "catalog/app_detail.html#live", _instances_context(app), status=status)
+        return render(request, "catalog/app_detail.html#live", instances_context(app), status=status)
     return redirect("catalog:detail", slug=app.slug)
 
 
@@ -177,7 +153,7 @@ def app_scale(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         error = "Instances: " + _errors_text(form)
     if error:
         if request.htmx:
-            context = _instances_context(app) | {"error": error}
+            context = instances_context(app) | {"error": error}
             return render(request, "catalog/app_detail.html#live", context, status=422)
         messages.error(request, error)
     app.refresh_from_db()
@@ -209,7 +185,7 @@ def app_upgrade(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             return render(
                 request,
                 "catalog/app_detail.html#live",
-                _instances_context(app) | {"error": error},
+                instances_context(app) | {"error": error},
                 status=422,
             )
         messages.error(request, error)
@@ -230,7 +206,7 @@ def instance_action(request: HtmxHttpRequest, slug: str, pk: int, action: str) -
             return render(
                 request,
                 "catalog/app_detail.html#live",
-                _instances_context(app) | {"error": message},
+                instances_context(app) | {"error": message},
                 status=422,
             )
         messages.error(request, message)
@@ -251,30 +227,13 @@ def app_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             _add_errors(form, exc)
         else:
             messages.success(
-                request, "Saved." + (" Instances are recreated one at a time." if changes else "")
+                request,
+                "Saved." + (" A new release is deployed, one instance at a time." if changes else ""),
             )
             return redirect("catalog:detail", slug=app.slug)
     return render(
         request, "catalog/app_edit.html", {"app": app, "form": form}, status=400 if form.errors else 200
     )
-
-
-@login_required
-@require_POST
-def app_upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    app = _app_or_404(request, slug)
-    form = UploadForm(request.POST, request.FILES)
-    if form.is_valid():
-        upload = form.cleaned_data["file"]
-        try:
-            services.volume_upload(user=request.user, app=app, fileobj=upload.file, size=upload.size)
-        except ValidationError as exc:
-            messages.error(request, "Upload refused: " + " ".join(exc.messages))
-        else:
-            messages.success(request, "Files uploaded; they are being put into the volume on each host.")
-    else:
-        messages.error(request, "Upload refused: " + _errors_text(form))
-    return redirect("catalog:detail", slug=app.slug)
 
 
 @login_required

@@ -30,7 +30,8 @@ def _context() -> dict[str, Any]:
         apps_by_image.setdefault(image_id, []).append(slug)
     rolls = list(
         Operation.objects.filter(
-            kind=Operation.Kind.UPGRADE, status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING]
+            kind__in=[Operation.Kind.UPGRADE, Operation.Kind.RELEASE],
+            status__in=[Operation.Status.QUEUED, Operation.Status.RUNNING],
         ).order_by("created_at")
     )
     for version in versions:

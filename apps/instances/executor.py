@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apps.applications.models import App, RetainedVolume, VolumeUpload
+from apps.applications.models import App, Release, RetainedVolume, VolumeUpload
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import (
@@ -29,11 +29,11 @@ from apps.hosts.transport import (
     HostError,
     HostUnreachable,
 )
-from apps.instances import health
+from apps.instances import codefiles, health
 from apps.instances.address_probe import PROBE_ROUNDS, AddressGate
 from apps.instances.models import Instance, Operation
 from apps.instances.signals import container_replaced
-from apps.instances.spec import instance_spec
+from apps.instances.spec import instance_spec, release_of
 from apps.network.models import IPAllocation
 from portal import jobs
 
@@ -153,22 +153,31 @@ def _finish(op: Operation, status: str, error: str = "") -> None:
 # --- converging instances -----------------------------------------------------------------------
 
 
-def _instances(app: App, only: Instance | None = None) -> list[Instance]:
-    qs = Instance.objects.filter(app=app).select_related("app__base_image", "app__ip_pool", "host", "image")
-    if only is not None:
+def _instances(app: App, only: Instance | list[Instance] | None = None) -> list[Instance]:
+    qs = Instance.objects.filter(app=app).select_related(
+        "app__base_image",
+        "app__ip_pool",
+        "app__release__base_image",
+        "host",
+        "image",
+        "release__base_image",
+    )
+    if isinstance(only, Instance):
         qs = qs.filter(pk=only.pk)
+    elif only is not None:
+        qs = qs.filter(pk__in=[i.pk for i in only])
     return list(qs.order_by("slot"))
 
 
 def _apply(
-    instance: Instance, restart: bool, volumes_ready: Callable[[Host], None], gate: AddressGate
+    instance: Instance, restart: bool, volumes_ready: Callable[[Instance], None], gate: AddressGate
 ) -> Outcome:
     """Docker work for one instance; runs in a pool thread, touches no database."""
     try:
         if instance.desired_state == Instance.Desired.REMOVED:
             gateway.container_remove(instance.host, instance.container_name)
             return Outcome(instance, removed=True)
-        volumes_ready(instance.host)
+        volumes_ready(instance)
         spec = instance_spec(instance)
         if restart and not gate.pending(instance):
             try:
@@ -195,7 +204,7 @@ def _apply(
         return Outcome(instance, state, replaced=retired[-1] if retired else None)
     except AddressInUse as exc:
         return Outcome(instance, error=str(exc), taken=exc)
-    except ContainerFailed as exc:
+    except (ContainerFailed, codefiles.FilesMissing) as exc:
         return Outcome(instance, error=str(exc))
     except HostError as exc:
         return Outcome(instance, error=str(exc), transient=True, unreachable=isinstance(exc, HostUnreachable))
@@ -260,12 +269,12 @@ def _record(outcome: Outcome) -> None:
 def converge(
     app: App,
     *,
-    only: Instance | None = None,
+    only: Instance | list[Instance] | None = None,
     restart: bool = False,
     one_at_a_time: bool = False,
     keep_volumes: bool = False,
 ) -> list[Outcome]:
-    """Make the containers of the app (or of one instance) match the rows; raise if any failed.
+    """Make the containers of the app (or of some instances) match the rows; raise if any failed.
     A host the app leaves has its volume listed for ops, unless `keep_volumes` (the caller
     deals with it)."""
     instances = _instances(app, only)
@@ -395,32 +404,69 @@ def _run(
 
 
 class _VolumeSync:
-    """Before an instance starts on a host, that host's copy of the volume gets the latest upload,
-    or else the files of the app's volume home (a moved VM's), copied host to host.
-    Called from pool threads: one copy per host, the other threads wait for it."""
+    """Before an instance starts on a host, the host gets the files of the instance's release
+    (unpacked from its archive, or copied from a host that has them). For an app from before
+    releases, its volume gets the latest upload, or else the files of the app's volume home (a
+    moved VM's), copied host to host. Called from pool threads: one copy per host and release,
+    the other threads wait for it."""
 
     def __init__(self, app: App, stale: set[int] | None = None) -> None:
         self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
         self.app = app
         self.stale = stale or set()
-        self.done: set[int] = set()
-        self.locks: dict[int, threading.Lock] = {}
+        self.done: set[tuple[int, int]] = set()
+        self.locks: dict[tuple[int, int], threading.Lock] = {}
         self.guard = threading.Lock()
+        self.tars: dict[int, bytes] = {}
+        # Read here, not in the pool threads: the releases' files and where to copy them from.
+        self.codes: dict[int, Release] = {}
+        self.sources: dict[int, list[Host]] = {}
+        for instance in Instance.objects.filter(app=app).select_related("release"):
+            release = instance.release or app.release
+            if release is not None and not release.in_volume and release.code_number not in self.codes:
+                code = codefiles.code_release(release)
+                self.codes[release.code_number] = code
+                if code.source == Release.Source.HOST:
+                    self.sources[code.number] = codefiles.peers(app, code)
 
-    def ready(self, host: Host) -> None:
+    def ready(self, instance: Instance) -> None:
+        host = instance.host
+        release = release_of(instance)
+        if release is not None and not release.in_volume:
+            key = (host.pk, release.pk)
+            with self.guard:
+                lock = self.locks.setdefault(key, threading.Lock())
+            with lock:
+                if key not in self.done:
+                    code = self.codes.get(release.code_number)
+                    if code is None:
+                        raise codefiles.FilesMissing(
+                            f"Release {release.number} changed while it was deployed."
+                        )
+                    codefiles.release_ready(
+                        self.app,
+                        host,
+                        release,
+                        code,
+                        sources=self.sources.get(code.number),
+                        cache=self.tars,
+                    )
+                    self.done.add(key)
+            return
         home = self.app.volume_home
         if self.upload is None and (home is None or home.pk == host.pk):
             return
+        key = (host.pk, 0)
         with self.guard:
-            lock = self.locks.setdefault(host.pk, threading.Lock())
+            lock = self.locks.setdefault(key, threading.Lock())
         with lock:
-            if host.pk in self.done:
+            if key in self.done:
                 return
             if self.upload is not None:
                 volume_put(self.app, host, self.upload, only_if_missing=True)
             elif home is not None:
                 volume_copy(self.app, home, host, again=host.pk in self.stale)
-            self.done.add(host.pk)
+            self.done.add(key)
 
 
 def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: bool = False) -> None:
@@ -560,7 +606,7 @@ def _redeploy(op: Operation) -> None:
     converge(require_app(op), one_at_a_time=True)
 
 
-def _upgrade(op: Operation) -> None:
+def _deploy_release(op: Operation) -> None:
     from apps.instances import rolling  # it builds on converge here
 
     rolling.run(op)
@@ -602,7 +648,9 @@ def _upload(op: Operation) -> None:
 
 
 HANDLERS: dict[str, Callable[[Operation], None]] = {
-    Operation.Kind.UPGRADE: _upgrade,
+    Operation.Kind.RELEASE: _deploy_release,
+    # Rolls queued by a portal from before releases: recreated one at a time on what the rows say.
+    Operation.Kind.UPGRADE: _redeploy,
     Operation.Kind.DEPLOY: _converge_app,
     Operation.Kind.SCALE: _converge_app,
     Operation.Kind.RECONCILE: _converge_app,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apps.applications.models import App, HealthCheck
+from apps.applications.models import App, HealthCheck, Release
 from apps.instances.models import Instance
 
 # One attempt never waits longer than this, so a slow answer does not eat the whole timeout.
@@ -24,7 +24,9 @@ class Check:
     timeout: float
 
     @classmethod
-    def of(cls, app: App) -> Check:
+    def of(cls, app: App | Release) -> Check:
+        """The check of an app as it is configured, or of one of its releases (a deploy judges
+        each new instance by the check of the release it deploys)."""
         return cls(app.health_check, app.health_path or "/", float(app.health_timeout))
 
     def describe(self, address: str, port: int | None) -> str:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App, BaseImage, Release
 from apps.hosts.models import Host
 
 
@@ -33,6 +33,11 @@ class Instance(models.Model):
     # check); empty only on rows from before versions were tracked: the app's version then.
     image = models.ForeignKey(
         BaseImage, null=True, blank=True, on_delete=models.PROTECT, related_name="instances"
+    )
+    # The release this instance runs: it follows the app's release one instance (or batch) at a
+    # time during a deploy, and goes back with a failed one. Empty: the app's release.
+    release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
     )
     container_id = models.CharField(max_length=64, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
@@ -75,7 +80,10 @@ class Instance(models.Model):
 
     @property
     def effective_port(self) -> int | None:
-        """The port the app serves on in this instance: the app's, or its version's default."""
+        """The port the app serves on in this instance: its release's, or that image's default."""
+        release = self.release or self.app.release
+        if release is not None:
+            return release.port or release.base_image.default_port
         return self.app.port or (self.image or self.app.base_image).default_port
 
     @property
@@ -108,6 +116,7 @@ class Operation(models.Model):
         RECONCILE = "reconcile", "Reconcile"
         RESIZE = "resize", "Resize"
         UPGRADE = "upgrade", "Rolling upgrade"
+        RELEASE = "release", "Deploy release"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

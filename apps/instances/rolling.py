@@ -1,24 +1,29 @@
-"""Rolling upgrade: the app's instances onto another base image version, one at a time.
+"""Deploying a release: the app's instances onto it a batch at a time (one by default).
 
-Each instance's container is recreated from the new version in its own slot (same name, static
-address, volume and limits: only the image differs) and must pass the app's health check
-before the next one is touched. One that fails is put back on the version it ran, and the
-roll stops there: the others never left their version, so at least N-1 of N kept serving.
+Each instance's container is recreated from the release in its own slot (same name, static
+address, persistent directory and limits) and must pass the release's health check before the
+next batch is touched. When one fails, every instance this deploy touched is put back on the
+release it ran, a batch at a time behind the same check, and the deploy stops: the app runs the
+release before, and says so.
 
 Progress lives in the operation's params ("instances": one row per instance with its state),
-written as it changes, so the app page shows it live.
+written as it changes, so the app page shows it live. A deploy sent again after its worker died
+goes on from the rows: instances already on the release are only checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
-from apps.applications.models import App, BaseImage
-from apps.instances import health
+from apps.applications.models import App, Release
+from apps.instances import health, retention
 from apps.instances.executor import OperationFailed, converge
 from apps.instances.models import Instance, Operation
 
@@ -34,6 +39,7 @@ CURRENT, GONE, FAILED, ROLLING_BACK, ROLLED_BACK, SKIPPED = (
     "rolled back",
     "not started",
 )
+TOUCHED = {RECREATING, CHECKING, DONE, FAILED}
 
 
 class _Progress:
@@ -51,93 +57,200 @@ class _Progress:
         Operation.objects.filter(pk=self.op.pk).update(params=self.params)
 
 
+def _live(app: App, row: dict[str, Any]) -> Instance | None:
+    return (
+        Instance.objects.filter(pk=row["id"], app=app)
+        .exclude(desired_state=Instance.Desired.REMOVED)
+        .select_related("app__base_image", "app__ip_pool", "host", "image", "release")
+        .first()
+    )
+
+
 def run(op: Operation) -> None:
     app = op.app
     if app is None:
         raise OperationFailed("The app no longer exists.")
-    target = BaseImage.objects.filter(pk=op.params.get("to")).first()
+    target = Release.objects.select_related("base_image").filter(pk=op.params.get("release"), app=app).first()
     if target is None:
-        raise OperationFailed("The version to roll onto no longer exists.")
+        raise OperationFailed("The release to deploy no longer exists.")
     progress = _Progress(op)
-    check = health.Check.of(app)
-    rolled = 0
-    for index, row in enumerate(progress.rows):
-        instance = (
-            Instance.objects.filter(pk=row["id"], app=app)
-            .exclude(desired_state=Instance.Desired.REMOVED)
-            .select_related("app__base_image", "app__ip_pool", "host", "image")
-            .first()
-        )
+    check = health.Check.of(target)
+    batch = max(1, int(op.params.get("batch") or 1))
+    # A re-run (the worker died) takes up the rows it had started as well as those waiting.
+    todo = [row for row in progress.rows if row["state"] in (WAITING, RECREATING, CHECKING)]
+    for start in range(0, len(todo), batch):
+        group = todo[start : start + batch]
+        failures = _deploy_batch(app, target, group, check, progress)
+        if failures:
+            _stop(op, app, target, progress, check, batch, failures)
+    log.info("deployed release %s of %s", target.number, app.slug)
+    retention_after(app)
+
+
+def _deploy_batch(
+    app: App, target: Release, group: list[dict[str, Any]], check: health.Check, progress: _Progress
+) -> list[str]:
+    """Recreate the group's instances on the release and check them; why each failed."""
+    started = time.monotonic()
+    instances: list[tuple[dict[str, Any], Instance]] = []
+    for row in group:
+        instance = _live(app, row)
         if instance is None:
             progress.set(row, GONE, "removed meanwhile")
             continue
-        if instance.image_id == target.pk and row["state"] == CURRENT:
-            continue
-        started = time.monotonic()
         progress.set(row, RECREATING, f"on {instance.host.name}")
-        Instance.objects.filter(pk=instance.pk).update(image=target)
-        why = _recreate(app, instance)
-        serving = instance.desired_state == Instance.Desired.RUNNING
+        instances.append((row, instance))
+    if not instances:
+        return []
+    Instance.objects.filter(pk__in=[i.pk for _, i in instances]).update(
+        release=target, image=target.base_image
+    )
+    why = _recreate(app, [i for _, i in instances])
+    failures = []
+    checks = []
+    for row, instance in instances:
         fresh = _fresh(instance)
-        checked = serving and health.checkable(fresh, check)
-        if not why and checked:
+        problem = why.get(instance.pk, "")
+        serving = fresh.desired_state == Instance.Desired.RUNNING
+        if not problem and serving and health.checkable(fresh, check):
             progress.set(row, CHECKING, check.describe(*health.target(fresh)))
-            why = health.wait_healthy(fresh, check)
-        if not why:
-            took = time.monotonic() - started
-            if checked:
-                detail = f"passed its health check after {took:.1f} s"
-            elif serving:
-                detail = "running (the app has no health check or no port to check)"
-            else:
-                detail = "recreated (stopped, as it was)"
-            progress.set(row, DONE, detail, seconds=round(took, 2))
-            rolled += 1
-            continue
-        progress.set(row, FAILED, why)
-        back = _roll_back(app, instance, row, check, progress)
-        for later in progress.rows[index + 1 :]:
-            if later["state"] == WAITING:
-                later["state"] = SKIPPED
-        progress.save()
-        # The app is pinned to the version it (mostly) runs, so anything new comes up on it.
-        App.objects.filter(pk=app.pk).update(base_image_id=op.params["from"])
-        on_target = sum(1 for r in progress.rows if r["state"] in (DONE, CURRENT))
-        raise OperationFailed(
-            f"{why}. {back} The roll stopped: {on_target} of {len(progress.rows)} instance(s) run "
-            f"{target.reference}; {app.slug} stays on {op.params.get('from_ref')}. Fix the app or the "
-            "version and upgrade again: instances already moved are only checked."
-        )
-    log.info("rolled %s instance(s) of %s onto %s", rolled, app.slug, target.reference)
+            checks.append((row, fresh))
+        elif problem:
+            progress.set(row, FAILED, problem)
+            failures.append(problem)
+        else:
+            detail = (
+                "running (no health check, or no port to check)"
+                if serving
+                else "recreated (stopped, as it was)"
+            )
+            progress.set(row, DONE, detail, seconds=round(time.monotonic() - started, 2))
+    for (row, _fresh_instance), answer in zip(checks, _check_all([f for _, f in checks], check), strict=True):
+        took = round(time.monotonic() - started, 2)
+        if answer:
+            progress.set(row, FAILED, answer, seconds=took)
+            failures.append(answer)
+        else:
+            progress.set(row, DONE, f"passed its health check after {took:.1f} s", seconds=took)
+    return failures
+
+
+def _check_all(instances: list[Instance], check: health.Check) -> list[str]:
+    if len(instances) <= 1:
+        return [health.wait_healthy(i, check) for i in instances]
+    with ThreadPoolExecutor(max_workers=min(8, len(instances)), thread_name_prefix="health") as pool:
+        return list(pool.map(lambda i: health.wait_healthy(i, check), instances))
 
 
 def _fresh(instance: Instance) -> Instance:
-    return Instance.objects.select_related("app__base_image", "host").get(pk=instance.pk)
+    return Instance.objects.select_related("app__base_image", "host", "release__base_image").get(
+        pk=instance.pk
+    )
 
 
-def _recreate(app: App, instance: Instance) -> str:
+def _recreate(app: App, instances: list[Instance]) -> dict[int, str]:
+    """Converge the instances; for each that did not come up, why."""
+    with contextlib.suppress(OperationFailed):  # each instance's row says what went wrong with it
+        converge(app, only=instances)
+    out = {}
+    for instance in instances:
+        fresh = Instance.objects.get(pk=instance.pk)
+        wanted = (
+            Instance.State.RUNNING
+            if fresh.desired_state == Instance.Desired.RUNNING
+            else Instance.State.STOPPED
+        )
+        if fresh.state != wanted:
+            out[instance.pk] = (
+                f"{fresh.container_name} did not start: {fresh.last_error or 'it is ' + fresh.state}"
+            )
+    return out
+
+
+def _stop(
+    op: Operation,
+    app: App,
+    target: Release,
+    progress: _Progress,
+    check: health.Check,
+    batch: int,
+    failures: list[str],
+) -> None:
+    """Put every touched instance back on the release it ran, a batch at a time (failed ones
+    first: they serve nothing now), and make the app run the release before again."""
+    for row in progress.rows:
+        if row["state"] == WAITING:
+            row["state"] = SKIPPED
+    progress.save()
+    touched = [r for r in progress.rows if r["state"] in TOUCHED and r.get("from_id") != target.pk]
+    touched.sort(key=lambda r: r["state"] != FAILED)
+    troubles = []
+    for start in range(0, len(touched), batch):
+        troubles += _roll_back(app, touched[start : start + batch], progress)
+    previous = Release.objects.filter(pk=op.params.get("from"), app=app).first()
+    if previous is not None:
+        _pin(app, previous)
+    back = (
+        f" Putting some back failed too ({'; '.join(troubles)}): ops should look at them."
+        if troubles
+        else f" {len(touched)} instance(s) it had touched run release {op.params.get('from_number')} again."
+        if touched
+        else ""
+    )
+    raise OperationFailed(
+        f"{failures[0]}.{back} The deploy of release {target.number} stopped; {app.slug} stays on release "
+        f"{op.params.get('from_number')}. Fix the release and deploy again."
+    )
+
+
+def _roll_back(app: App, rows: list[dict[str, Any]], progress: _Progress) -> list[str]:
+    pairs = []
+    for row in rows:
+        instance = _live(app, row)
+        previous = (
+            Release.objects.filter(pk=int(row.get("from_id") or 0), app=app)
+            .select_related("base_image")
+            .first()
+        )
+        if instance is None or previous is None:
+            progress.set(row, row["state"], f"{row['detail']}; left as it is (gone meanwhile)")
+            continue
+        progress.set(row, ROLLING_BACK, row["detail"])
+        Instance.objects.filter(pk=instance.pk).update(release=previous, image=previous.base_image)
+        pairs.append((row, instance, previous))
+    if not pairs:
+        return []
+    why = _recreate(app, [i for _, i, _ in pairs])
+    troubles = []
+    for row, instance, previous in pairs:
+        problem = why.get(instance.pk, "")
+        fresh = _fresh(instance)
+        if not problem and fresh.desired_state == Instance.Desired.RUNNING:
+            problem = health.wait_healthy(fresh, health.Check.of(previous))
+        if problem:
+            progress.set(
+                row,
+                FAILED,
+                f"{row['detail']}; putting it back on release {previous.number} failed too: {problem}",
+            )
+            troubles.append(problem)
+        else:
+            progress.set(row, ROLLED_BACK, f"{row['detail']}; back on release {previous.number} and healthy")
+    return troubles
+
+
+@transaction.atomic
+def _pin(app: App, release: Release) -> None:
+    """The app runs this release: its configuration is the release's (what the edit form shows
+    and new instances get)."""
+    fields = {name: getattr(release, name) for name in Release.CONFIG_FIELDS}
+    App.objects.filter(pk=app.pk).update(release=release, updated_at=timezone.now(), **fields)
+
+
+def retention_after(app: App) -> None:
+    """After a deploy: the releases retention no longer keeps lose their files (best effort; a
+    host that cannot be reached keeps them until the next deploy)."""
     try:
-        converge(app, only=instance)
-    except OperationFailed as exc:
-        return f"{instance.container_name} did not start on the new version: {exc}"
-    return ""
-
-
-def _roll_back(
-    app: App, instance: Instance, row: dict[str, Any], check: health.Check, progress: _Progress
-) -> str:
-    """Put the instance back on the version it ran; a sentence saying how that went."""
-    previous = BaseImage.objects.filter(pk=int(row.get("from_id") or 0)).first()
-    if previous is None:
-        return f"Its previous version {row.get('from')} no longer exists, so it was left as it is."
-    detail = row["detail"]
-    progress.set(row, ROLLING_BACK, detail)
-    Instance.objects.filter(pk=instance.pk).update(image=previous)
-    why = _recreate(app, instance)
-    if not why and instance.desired_state == Instance.Desired.RUNNING:
-        why = health.wait_healthy(_fresh(instance), check)
-    if why:
-        progress.set(row, FAILED, f"{detail}; rolling back to {previous.reference} failed too: {why}")
-        return f"Putting it back on {previous.reference} failed too ({why}): ops should look at it."
-    progress.set(row, ROLLED_BACK, f"{detail}; back on {previous.reference} and healthy")
-    return f"{instance.container_name} runs {previous.reference} again and passes its health check."
+        retention.prune(app)
+    except Exception:  # never fail a deploy that succeeded over housekeeping
+        log.exception("pruning releases of %s", app.slug)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+from typing import Any
 
 from django.conf import settings
 
+from apps.applications.models import Release
 from apps.hosts.models import Host
 from apps.hosts.transport import MANAGED_LABEL, ContainerSpec
 from apps.instances.models import Instance
@@ -54,18 +56,46 @@ def lxcfs_binds(host: Host) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def release_of(instance: Instance) -> Release | None:
+    """The release the instance runs: its own, else the app's (a row made before the deploy
+    that sets it); None only for apps made without the release services."""
+    return instance.release or instance.app.release
+
+
+def code_binds(instance: Instance, release: Release | None) -> tuple[tuple[str, str], ...]:
+    """Read-write binds: the persistent directory and the app's state paths inside its files
+    (after the read-only files in Docker's order: a deeper target mounts later)."""
+    if release is None or release.in_volume:
+        app = instance.app
+        return ((app.volume_path(instance.host), app.volume_mount or settings.APP_VOLUME_MOUNT),)
+    volume = instance.app.volume_path(instance.host)
+    mount = release.volume_mount or settings.APP_VOLUME_MOUNT
+    return (
+        (f"{volume}/state", settings.APP_STATE_MOUNT),
+        *((f"{volume}/state/{path}", f"{mount}/{path}") for path in release.state_paths),
+    )
+
+
 def instance_spec(instance: Instance) -> ContainerSpec:
     app = instance.app
     host = instance.host
-    # The instance's own version, with that version's defaults: during a rolling upgrade the
-    # app is pinned to the new one while most instances still run (or go back to) the old.
-    image = instance.image or app.base_image
+    release = release_of(instance)
+    # The instance's own release (or, before releases, its own version): during a deploy most
+    # instances still run (or go back to) the one before.
+    image = release.base_image if release is not None else (instance.image or app.base_image)
+    config: Any = release if release is not None else app
     env = {
-        **app.env,
+        **config.env,
         "SLIPWAY_APP": app.slug,
         "SLIPWAY_SLOT": str(instance.slot),
         "SLIPWAY_INSTANCE": instance.container_name,
     }
+    ro_binds = lxcfs_binds(host)
+    if release is not None and not release.in_volume:
+        env["SLIPWAY_DATA"] = settings.APP_STATE_MOUNT
+        # The release's files, read-only: a release is the same on every host and every time.
+        mount = release.volume_mount or settings.APP_VOLUME_MOUNT
+        ro_binds = ((app.release_path(host, release.code_number), mount), *ro_binds)
     labels = {
         MANAGED_LABEL: "1",
         APP_LABEL: app.slug,
@@ -77,19 +107,19 @@ def instance_spec(instance: Instance) -> ContainerSpec:
     return ContainerSpec(
         name=instance.container_name,
         image=image.reference,
-        command=tuple(app.command or image.default_command),
+        command=tuple(config.command or image.default_command),
         env=tuple(sorted(env.items())),
         labels=tuple(sorted(labels.items())),
         memory_mb=instance.memory_mb,
         nano_cpus=int(instance.cpus * 1_000_000_000),
-        binds=((app.volume_path(host), app.volume_mount or settings.APP_VOLUME_MOUNT),),
-        port=instance.effective_port,
+        binds=code_binds(instance, release),
+        port=config.port or image.default_port,
         # Apps without an IP pool publish their port on the host's own address.
         publish_address=host.address if _is_ip(host.address) and not on_pool else "",
         network=pool.docker_network if on_pool and pool is not None else "",
         ipv4=instance.address if on_pool and instance.address else "",
-        ro_binds=lxcfs_binds(host),
-        workdir=app.workdir,
+        ro_binds=ro_binds,
+        workdir=config.workdir,
         running=instance.desired_state == Instance.Desired.RUNNING,
         pids_limit=settings.CONTAINER_PIDS_LIMIT,
         log_max_size=settings.CONTAINER_LOG_MAX_SIZE,

@@ -48,6 +48,8 @@ FIELDS = (
 MARKED = {
     Operation.Kind.DEPLOY,
     Operation.Kind.REDEPLOY,
+    Operation.Kind.RELEASE,
+    Operation.Kind.UPGRADE,
     Operation.Kind.SCALE,
     Operation.Kind.START,
     Operation.Kind.STOP,

@@ -116,6 +116,12 @@ class PlanForm(forms.Form):
         label="Leave out",
         help_text="Paths inside the app directory not to copy (logs, caches), one per line.",
     )
+    state_paths = LinesField(
+        required=False,
+        label="Persistent paths",
+        help_text="Paths inside the app directory that the app writes and must keep (data, uploads, its own "
+        "logs), one per line: they go to its persistent directory and stay across releases.",
+    )
     command = ArgvField(
         required=False,
         help_text="One argument per line, as the VM runs it. Empty: the base image's default command.",

@@ -15,7 +15,12 @@ from django.core.exceptions import ValidationError
 
 from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.applications.services import parse_limits
-from apps.applications.validators import validate_argv, validate_container_path, validate_env
+from apps.applications.validators import (
+    validate_argv,
+    validate_container_path,
+    validate_env,
+    validate_state_paths,
+)
 from apps.network.models import IPPool
 from apps.network.services import default_pool
 from apps.relocations.models import Relocation
@@ -73,6 +78,7 @@ FIELDS = (
     "base_image",
     "app_dir",
     "exclude",
+    "state_paths",
     "command",
     "workdir",
     "env",
@@ -148,6 +154,7 @@ def suggest(report: dict[str, Any], relocation: Relocation) -> dict[str, Any]:
         "base_image": image.pk if image is not None else None,
         "app_dir": app_dir,
         "exclude": [],
+        "state_paths": [],
         "command": list(main.get("argv") or []),
         "workdir": cwd if cwd and cwd != "/" else "",
         "env": env,
@@ -313,6 +320,24 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
                 )
                 break
             clean_excludes.append(rel)
+    state_paths = data.get("state_paths") or []
+    clean_state: list[str] = []
+    if not isinstance(state_paths, list) or not all(isinstance(x, str) for x in state_paths):
+        errors["state_paths"] = "Persistent paths are a list of paths inside the app directory."
+    else:
+        # Given as on the VM (/srv/shop/logs) or relative to the app directory (logs).
+        prefix = app_dir.rstrip("/") + "/" if isinstance(app_dir, str) else "\0"
+        clean_state = [item[len(prefix) :] if item.startswith(prefix) else item for item in state_paths]
+        try:
+            validate_state_paths(clean_state)
+        except ValidationError as exc:
+            errors["state_paths"] = " ".join(exc.messages)
+        else:
+            both = sorted(set(clean_state) & set(clean_excludes))
+            if both:
+                errors["state_paths"] = (
+                    f"{', '.join(both)} is both left out and persistent; it can only be one of them."
+                )
     workdir = data.get("workdir") or ""
     try:
         validate_container_path(workdir)
@@ -370,6 +395,7 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
         base_image=image.pk,
         app_dir=app_dir,
         exclude=clean_excludes,
+        state_paths=clean_state,
         command=command,
         workdir=workdir,
         env=dict(env),

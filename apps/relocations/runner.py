@@ -20,12 +20,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.applications import releases
 from apps.applications import services as catalog
 from apps.applications.models import App, BaseImage
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandResult, HostError
-from apps.instances import executor, health, placement
+from apps.instances import codefiles, executor, health, placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
 from apps.network.models import IPAllocation
@@ -294,6 +295,7 @@ def _ensure_app(ctx: Context) -> App:
         "cpus": plan["cpus"],
         "volume_mount": plan["app_dir"],
         "workdir": plan["workdir"],
+        "state_paths": plan.get("state_paths") or [],
     }
     # One transaction: a worker killed between making the app and linking it would leave an app
     # the next run cannot claim ("An app named … already exists") and the move could never end.
@@ -332,26 +334,61 @@ def _copy(ctx: Context, step: StepRecorder) -> str:
         relocation.host = host
         Relocation.objects.filter(pk=relocation.pk).update(host=host)
     ctx.host = host
-    # Hosts that later run the app copy its files from here (its other instances, a scale-up).
+    # The app's first release is the VM's files on this host; hosts that later run the app copy
+    # them from here (its other instances, a scale-up).
+    release = releases.release_moved_in(app=app, host=host)
     App.objects.filter(pk=app.pk).update(volume_home=host)
-    step.note(f"to {host.name}:{app.volume_path(host)}")
+    code = app.release_path(host, release.code_number)
+    state = ctx.plan.get("state_paths") or []
+    step.note(f"to {host.name}:{code}")
     result = treecopy.copy_tree(
         vm=ctx.vm,
         source=ctx.plan["app_dir"],
         host_run=lambda argv, **kw: gateway.run(host, argv, **kw),
         host_endpoint=host.endpoint,
-        target=app.volume_path(host),
-        excludes=ctx.plan["exclude"],
+        target=code,
+        excludes=[*ctx.plan["exclude"], *state],
         progress=step.progress,
         on_chunk=ctx.hooks.get("copy_chunk"),
     )
+    kept = _copy_state(ctx, host, state)
+    # The layout (the state paths' mount points) and the mark that says the files are complete.
+    volume = app.volume_path(host)
+    gateway.volume_extract(host, volume, codefiles.layout_tar(release), timeout=60)
+    gateway.volume_write(
+        host, volume, codefiles.marker(release.code_number), codefiles.mark_of(release) + "\n"
+    )
     resumed = result.files - result.sent_files
     return (
-        f"{result.files} files, {_mb(result.size)} to {host.name}:{app.volume_path(host)} in {result.seconds:.1f} s; "
-        f"sha256 of every file verified"
+        f"{result.files} files, {_mb(result.size)} to {host.name}:{code} in {result.seconds:.1f} s "
+        f"(release 1); sha256 of every file verified"
         + (f"; {resumed} already there from an earlier run" if resumed else "")
         + (f"; {result.removed} stale removed" if result.removed else "")
+        + (f"; persistent: {kept}" if kept else "")
     )
+
+
+def _copy_state(ctx: Context, host: Host, paths: list[str]) -> str:
+    """The app's own data on the VM (its persistent paths) into its persistent directory."""
+    assert ctx.app is not None
+    out = []
+    for path in paths:
+        source = f"{ctx.plan['app_dir'].rstrip('/')}/{path}"
+        there = gateway.vm_run(ctx.vm, ["test", "-d", source], timeout=15)
+        if there.exit_code != 0:
+            out.append(f"{path} (not on the VM: starts empty)")
+            continue
+        copied = treecopy.copy_tree(
+            vm=ctx.vm,
+            source=source,
+            host_run=lambda argv, **kw: gateway.run(host, argv, **kw),
+            host_endpoint=host.endpoint,
+            target=f"{ctx.app.volume_path(host)}/state/{path}",
+            excludes=[],
+            progress=lambda done, total: None,
+        )
+        out.append(f"{path} ({copied.files} files)")
+    return ", ".join(out)
 
 
 def _mb(size: int) -> str:

@@ -57,7 +57,7 @@ def test_a_developer_sees_why_an_instance_died_without_reloading(
         expect(timeline.locator(".timeline-entry.kind-started")).to_contain_text("slw-hungry-0 started")
 
         app_prints(lab, instance, "echo the last request")
-        fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/app/eat")
+        fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/data/eat")
 
         # Arrives by itself (the page polls the events API), newest first.
         died = timeline.locator(".timeline-entry.kind-died").first

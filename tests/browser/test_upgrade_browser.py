@@ -79,12 +79,13 @@ def test_ops_publish_a_version_and_the_owner_rolls_the_app_onto_it(
         open_app(page, "upweb")
         expect(page.locator("#newer-image")).to_contain_text("slipway/busybox:2")
         page.get_by_role("button", name="Roll instances").click()
-        panel = page.locator(".roll")
-        expect(panel).to_contain_text("slipway/busybox:1 → slipway/busybox:2")
+        panel = page.locator("#live .roll")
+        # A release that changes only the base image version, deployed instance by instance.
+        expect(panel).to_contain_text("Deploy of release 2 (from 1)")
         # Each instance goes through its steps, shown as they happen, until both are done.
         expect(panel.locator('[data-roll-state="done"]')).to_have_count(2, timeout=90_000)
         expect(panel).to_contain_text("passed its health check")
-        expect(page.locator("#instances td.version")).to_have_text(["2", "2"])
+        expect(page.locator("#instances td.version")).to_have_text(["release 2 · 2", "release 2 · 2"])
         # The pinned version above follows without a reload, and nothing newer is offered.
         expect(page.locator("#base-image")).to_contain_text("slipway/busybox:2")
         expect(page.locator("#newer-image")).to_have_count(0)

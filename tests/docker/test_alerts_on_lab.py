@@ -77,7 +77,7 @@ def test_an_oom_kill_reaches_the_webhook_signed_with_the_lines_before_it(
 
     lab_host = next(h for h in lab if h.name == instance.host.name)
     app_prints(lab, instance, "echo last words")
-    fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/app/eat")
+    fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/data/eat")
 
     firing = eventually(lambda: receiver.events("alert.firing"), 30, "the OOM alert delivered")
     assert len(firing) == 1, [r.json for r in firing]  # the "oom" and the death are one alert

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -14,13 +13,14 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.applications import services
+from apps.applications import releases, services
 from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Finding, Instance, Operation
 from apps.lab import fleet
 from apps.network.models import IPPool
+from tests.helpers import archive
 
 
 def _run(op: Operation) -> Operation:
@@ -53,17 +53,6 @@ def _containers(lab: list[fleet.LabHost], slug: str) -> dict[str, str]:
     return found
 
 
-def _tarball(files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
-
-
 def _get(endpoint: str, path: str = "/") -> bytes:
     deadline = time.monotonic() + 10
     while True:
@@ -88,9 +77,9 @@ def app(owner: User, alpha: Team, busybox: BaseImage, lab_pool: IPPool, remove_a
 def test_deploy_scale_up_and_down_serves_the_volume(
     app: App, owner: User, lab: list[fleet.LabHost], lab_hosts: list[Host]
 ) -> None:
-    tarball = _tarball({"index.html": b"hello from slipway\n", "data/x.txt": b"x"})
-    upload_op = services.volume_upload(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
-    assert _run(upload_op).status == Operation.Status.SUCCEEDED  # no host runs the app yet: nothing to do
+    tarball = archive({"index.html": b"hello from slipway\n", "data/x.txt": b"x"})
+    release, op = releases.release_create(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
+    assert op is None and release.number == 2  # no host runs the app yet: new instances start on it
 
     op = _run(services.app_scale(user=owner, app=app, instances=3))
     assert op.status == Operation.Status.SUCCEEDED, op.error
@@ -103,7 +92,7 @@ def test_deploy_scale_up_and_down_serves_the_volume(
         "slw-shop-2": "running",
     }
     for instance in instances:
-        # Each host got the upload before its first instance started.
+        # Each host got the release's files before its first instance started.
         assert _get(instance.endpoint) == b"hello from slipway\n"
 
     op = _run(services.app_scale(user=owner, app=app, instances=1))
@@ -112,12 +101,14 @@ def test_deploy_scale_up_and_down_serves_the_volume(
     assert _containers(lab, "shop") == {"slw-shop-0": "running"}
 
 
-def test_a_new_upload_reaches_every_host_running_the_app(
+def test_a_new_release_reaches_every_host_running_the_app(
     app: App, owner: User, lab: list[fleet.LabHost]
 ) -> None:
     assert _run(services.app_scale(user=owner, app=app, instances=2)).status == Operation.Status.SUCCEEDED
-    tarball = _tarball({"index.html": b"version 2\n"})
-    op = _run(services.volume_upload(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue())))
+    tarball = archive({"index.html": b"version 2\n"})
+    _, deploy = releases.release_create(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
+    assert deploy is not None
+    op = _run(deploy)
     assert op.status == Operation.Status.SUCCEEDED, op.error
     for instance in Instance.objects.filter(app=app).select_related("host"):
         assert _get(instance.endpoint) == b"version 2\n"
@@ -246,25 +237,24 @@ def test_a_container_that_cannot_start_fails_the_operation_and_leaves_no_orphan(
 ) -> None:
     target = lab_hosts[0]
     busybox.hosts.set([target])
-    # The host's volume root is a file: Docker creates the container, then cannot mount the
-    # app volume when starting it.
-    broken_root = Path(_lab_host(lab, target).state) / "not-a-directory"
-    broken_root.write_text("")
-    good_root = target.volume_root
-    Host.objects.filter(pk=target.pk).update(volume_root=str(broken_root))
+    # Where the release's files go is a dangling link (marked complete): Docker creates the
+    # container, then cannot mount the files when starting it.
+    volume = Path(_lab_host(lab, target).volume_root) / "shop"
+    shutil.rmtree(volume, ignore_errors=True)
+    (volume / "releases").mkdir(parents=True)
+    (volume / "releases" / "1").symlink_to(volume / "gone")
+    (volume / "releases" / ".1.done").write_text("empty\n")
     try:
         op = _run(services.app_scale(user=owner, app=app, instances=1))
         assert op.status == Operation.Status.FAILED
         assert "slw-shop-0 on lab-h1" in op.error and "Docker refused slw-shop-0" in op.error
-        assert "not a directory" in op.error
         instance = Instance.objects.get(app=app)
         assert instance.state == Instance.State.FAILED
         assert _containers(lab, "shop") == {}  # created, failed to start, removed again
         # The owner's failure is not retried by the reconcile behind their back...
         assert "shop" not in reconcile.reconcile().repaired
     finally:
-        Host.objects.filter(pk=target.pk).update(volume_root=good_root)
-        broken_root.unlink()
+        (volume / "releases" / ".1.done").unlink()
     # ...but a retry (here: restart from the page) works once the cause is gone.
     op = _run(services.instance_action(user=owner, instance=instance, action="restart"))
     assert op.status == Operation.Status.SUCCEEDED, op.error
@@ -289,8 +279,9 @@ def test_a_program_that_crashes_is_shown_failed_with_its_last_words(
     assert "config missing" in instance.last_error
     assert "code 3" in instance.last_error or "keeps crashing" in instance.last_error
 
-    services.app_update(user=owner, app=app, command=["sleep", "300"])
-    op = _run(Operation.objects.get(app=app, kind=Operation.Kind.REDEPLOY))
+    # Fixed by a release (sleep listens on no port: it has no health check to pass).
+    services.app_update(user=owner, app=app, command=["sleep", "300"], health_check="none")
+    op = _run(Operation.objects.get(app=app, kind=Operation.Kind.RELEASE))
     assert op.status == Operation.Status.SUCCEEDED, op.error
     assert _containers(lab, "shop") == {"slw-shop-0": "running"}
 

@@ -20,7 +20,7 @@ from apps.fleet import drain as draining
 from apps.fleet import spread
 from apps.fleet.models import DRAIN, Drain
 from apps.hosts.models import Host
-from apps.instances import placement, reconcile
+from apps.instances import executor, placement, reconcile
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from portal import jobs
@@ -37,8 +37,15 @@ def _answers(address: str) -> bytes | None:
 
 
 @pytest.fixture
-def web(deploy: Callable[..., App]) -> App:
-    return deploy("drainweb")
+def web(deploy: Callable[..., App], owner: User) -> App:
+    """Two instances serving their host's persistent directory: what each wrote on its host."""
+    app = deploy("drainweb")
+    services.app_update(user=owner, app=app, command=["httpd", "-f", "-p", "8080", "-h", "/srv/data"])
+    op = Operation.objects.filter(app=app, kind=Operation.Kind.RELEASE).get()
+    executor.run_operation(op.pk)
+    op.refresh_from_db()
+    assert op.status == Operation.Status.SUCCEEDED, op.error
+    return app
 
 
 def test_draining_a_host_moves_its_instances_with_their_address_and_files(
@@ -48,9 +55,9 @@ def test_draining_a_host_moves_its_instances_with_their_address_and_files(
     assert {i.host_id for i in instances.values()} == {h.pk for h in lab_hosts}  # spread over both
     leaving = instances[0].host
     by_name = {h.name: h for h in lab}
-    # Each instance's host holds its own copy of the volume; the leaving one has a page of its own.
+    # Each instance's host holds its own persistent directory; the leaving one has a page of its own.
     for instance in instances.values():
-        page = by_name[instance.host.name].volume_root / "drainweb" / "index.html"
+        page = by_name[instance.host.name].volume_root / "drainweb" / "state" / "index.html"
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(f"served from {instance.host.name}\n")
     # Just started: each answers once its gratuitous ARP has reached the segment.

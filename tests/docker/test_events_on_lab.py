@@ -31,7 +31,7 @@ def test_an_oom_kill_is_recorded_with_the_lines_before_it_and_dockers_restart(
     instance = app_running("eater", EATER)
     lab_host = next(h for h in lab if h.name == instance.host.name)
     app_prints(lab, instance, "echo a line before the end")
-    fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/app/eat")
+    fleet.docker(lab_host, "exec", instance.container_name, "touch", "/srv/data/eat")
 
     died = eventually(lambda: _events(instance, "died"), 20, "the death recorded")[0]
     assert died.oom and died.exit_code == 137, (died.oom, died.exit_code)
@@ -84,7 +84,7 @@ def test_the_previous_containers_lines_are_kept_when_the_portal_replaces_it(
     instance = Instance.objects.select_related("host", "app").get(app=app)
     app_prints(lab, instance, "echo said by the first container")
     services.app_update(user=owner, app=app, env={"COLOUR": "blue"})
-    op = Operation.objects.get(app=app, kind=Operation.Kind.REDEPLOY)
+    op = Operation.objects.get(app=app, kind=Operation.Kind.RELEASE)
     executor.run_operation(op.pk)
     op.refresh_from_db()
     assert op.status == Operation.Status.SUCCEEDED, op.error

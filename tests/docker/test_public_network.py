@@ -14,7 +14,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
-from apps.applications import services
+from apps.applications import releases, services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
@@ -69,7 +69,7 @@ def web(owner: User, alpha: Team, busybox: BaseImage, lab_pool: IPPool, remove_a
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
     buffer.seek(0)
-    _run(services.volume_upload(user=owner, app=app, fileobj=buffer, size=len(buffer.getvalue())))
+    releases.release_create(user=owner, app=app, fileobj=buffer, size=len(buffer.getvalue()))
     return app
 
 
@@ -111,7 +111,7 @@ def test_an_address_survives_restart_stop_start_recreate_daemon_restart_and_a_mo
     assert _fetch(address)
 
     services.app_update(user=owner, app=web, env={"RECREATED": "1"})  # a new spec: recreated
-    _run(Operation.objects.get(app=web, kind=Operation.Kind.REDEPLOY))
+    _run(Operation.objects.get(app=web, kind=Operation.Kind.RELEASE))
     instance.refresh_from_db()
     assert _on_host(lab, instance.host, instance.container_name) == address
     assert _fetch(address)

@@ -254,6 +254,11 @@ def test_the_vm_moves_into_a_container_on_its_own_ip_through_the_worker(
         lab_host, "inspect", "-f", "{{.NetworkSettings.Networks.public.IPAddress}}", instance.container_name
     )
     assert ip.stdout.strip() == SERVICE_ADDRESS
+    # The VM's files are the app's release 1, read-only in the container.
+    assert app.release is not None and (app.release.number, app.release.source) == (1, "host")
+    assert (lab_host.volume_root / "notes" / "releases" / "1" / "notes.ini").is_file()
+    written = fleet.docker(lab_host, "exec", instance.container_name, "touch", f"{vm.app_dir}/x", check=False)
+    assert "Read-only file system" in written.stderr
     # The VM: its service stopped, the address given up, its files as they were.
     assert vm_exec(vm, "/etc/init.d/notes", "status", check=False).returncode != 0
     assert f" {SERVICE_ADDRESS}/" not in _vm_addresses(vm)
@@ -392,14 +397,20 @@ def test_a_copy_that_answers_differently_after_the_cutover_is_rolled_back(
 ) -> None:
     vm = served
     before = _get(SERVICE_ADDRESS)
-    relocation = _planned(_inspect_inline(_register(vm, owner, alpha), owner), owner)
+    # Its data directory is the app's state: kept in its persistent directory, writable.
+    relocation = _planned(_inspect_inline(_register(vm, owner, alpha), owner), owner, state_paths=["data"])
 
     def lose_a_file(ctx: runner.Context) -> None:
-        # After the cutover, one data file goes missing in the container's volume: the index differs.
+        # After the cutover, one data file goes missing in the container's persistent directory:
+        # the index differs.
         instance = ctx.instance
         assert instance is not None
         lab_host = next(h for h in lab if h.name == instance.host.name)
         victim = sorted(p.name for p in vm.inside(f"{vm.app_dir}/data").iterdir())[0]
+        # The VM's data went to the app's persistent directory, not into its release's files.
+        volume = lab_host.volume_root / "notes"
+        assert (volume / "state" / "data" / victim).is_file()
+        assert not (volume / "releases" / "1" / "data" / victim).exists()
         fleet.docker(lab_host, "exec", instance.container_name, "rm", f"{vm.app_dir}/data/{victim}")
 
     relocation = _run_inline(relocation, owner, verify=lose_a_file)

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Team
-from apps.applications import services
+from apps.applications import releases, services
 from apps.applications.models import App, BaseImage, BuildState
 from apps.hosts.models import Host
 from apps.images import publish
@@ -25,6 +25,7 @@ from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.network.models import IPPool
+from tests.helpers import archive
 
 V2_RECIPE = """# slipway/busybox, version 2: what v1 has, and its version in the environment
 FROM scratch
@@ -97,15 +98,13 @@ def _web(owner: User, alpha: Team, busybox: BaseImage, lab: list[fleet.LabHost],
     app = services.app_create(
         user=owner, team=alpha, slug=slug, base_image=busybox, memory_mb=32, cpus="0.1", health_timeout=5
     )
+    # The app's files: release 2, which its instances start on.
+    page = archive({"index.html": f"{slug} content\n".encode()})
+    releases.release_create(user=owner, app=app, fileobj=page, size=len(page.getvalue()))
     op = services.app_scale(user=owner, app=app, instances=3)
     executor.run_operation(op.pk)
     op.refresh_from_db()
     assert op.status == Operation.Status.SUCCEEDED, op.error
-    # Each host's copy of the volume holds the same page: the app's files.
-    for lab_host in lab:
-        page = lab_host.volume_root / slug / "index.html"
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(f"{slug} content\n")
     return app
 
 
@@ -190,7 +189,7 @@ def test_rolling_upgrade_moves_every_instance_keeping_address_and_files(
     thread.start()
     try:
         op = services.app_upgrade(user=owner, app=app, base_image=v2)
-        assert op is not None and op.kind == Operation.Kind.UPGRADE
+        assert op is not None and op.kind == Operation.Kind.RELEASE
         op = _wait(op)
     finally:
         stop.set()
@@ -233,7 +232,7 @@ def test_a_version_failing_the_health_check_stops_after_one_instance_and_leaves_
         op.refresh_from_db()
         assert op.status == Operation.Status.FAILED
         assert "did not pass its health check within 5 s" in op.error, op.error
-        assert "stays on slipway/busybox:1" in op.error and "runs slipway/busybox:1 again" in op.error
+        assert "rollbad stays on release 2" in op.error and "run release 2 again" in op.error
         assert [row["state"] for row in op.params["instances"]] == [
             "rolled back",
             "not started",

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
-from apps.applications import services
+from apps.applications import releases, services
 from apps.applications.forms import CommandField
 from apps.applications.models import App, BaseImage
 from apps.applications.validators import parse_env_text, validate_argv, validate_env
@@ -235,9 +235,9 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     [
         (_member("/etc/passwd"), "absolute paths and '..' are not allowed"),
         (_member("a/../../etc/passwd"), "absolute paths and '..' are not allowed"),
-        (_member("evil", tarfile.SYMTYPE, "/run/docker.sock"), "links must point inside the volume"),
-        (_member("d/evil", tarfile.SYMTYPE, "../../etc"), "links must point inside the volume"),
-        (_member("hard", tarfile.LNKTYPE, "../x"), "links must point inside the volume"),
+        (_member("evil", tarfile.SYMTYPE, "/run/docker.sock"), "links must point inside the archive"),
+        (_member("d/evil", tarfile.SYMTYPE, "../../etc"), "links must point inside the archive"),
+        (_member("hard", tarfile.LNKTYPE, "../x"), "links must point inside the archive"),
         (_member("dev", tarfile.CHRTYPE), "devices and fifos are not allowed"),
     ],
 )
@@ -247,26 +247,46 @@ def test_an_upload_that_could_escape_the_volume_is_refused(
     app = _create(owner, alpha, image)
     tarball = _tar(member)
     with pytest.raises(ValidationError, match=message):
-        services.volume_upload(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
-    assert not app.uploads.exists()
+        releases.release_create(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
+    # Nothing half-made: release 1 (made with the app) is all there is.
+    assert list(app.releases.values_list("number", flat=True)) == [1]
     assert not Operation.objects.exists()
 
 
 def test_an_upload_that_is_not_a_tarball_is_refused(owner: User, alpha: Team, image: BaseImage) -> None:
     app = _create(owner, alpha, image)
     with pytest.raises(ValidationError, match="Not a readable tar archive"):
-        services.volume_upload(user=owner, app=app, fileobj=io.BytesIO(b"hello"), size=5)
+        releases.release_create(user=owner, app=app, fileobj=io.BytesIO(b"hello"), size=5)
 
 
-def test_a_good_upload_is_kept_with_its_checksum(
+def test_an_archive_that_would_hide_or_block_a_persistent_path_is_refused(
+    owner: User, alpha: Team, image: BaseImage
+) -> None:
+    app = _create(owner, alpha, image)
+    services.app_update(user=owner, app=app, state_paths=["logs"])
+    under = _tar(_member("logs/old.log"))
+    with pytest.raises(ValidationError, match="under the persistent path logs"):
+        releases.release_create(user=owner, app=app, fileobj=under, size=len(under.getvalue()))
+    blocking = _tar(_member("logs"))
+    with pytest.raises(ValidationError, match="not a directory, but the persistent path logs is bound there"):
+        releases.release_create(user=owner, app=app, fileobj=blocking, size=len(blocking.getvalue()))
+
+
+def test_a_good_upload_is_kept_with_its_checksum_as_the_next_release(
     owner: User, alpha: Team, image: BaseImage, settings: object
 ) -> None:
     app = _create(owner, alpha, image)
     tarball = _tar(_member("index.html"), _member("d/link", tarfile.SYMTYPE, "../index.html"))
-    op = services.volume_upload(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
-    upload = app.uploads.get()
-    assert upload.files == 1
-    assert len(upload.sha256) == 64
-    assert op.params == {"upload": upload.pk}
-    assert op.kind == Operation.Kind.UPLOAD
+    release, op = releases.release_create(user=owner, app=app, fileobj=tarball, size=len(tarball.getvalue()))
+    assert op is None  # no instances: new ones start on it
+    assert release.number == 2
+    assert release.files == 1
+    assert len(release.sha256) == 64
+    assert release.source == "archive" and release.code_number == 2
+    assert release.archive.read() == tarball.getvalue()
+    assert release.changes == [
+        f"files: 1 files, {len(tarball.getvalue())} bytes (sha256 {release.sha256[:12]})"
+    ]
+    app.refresh_from_db()
+    assert app.release == release
     assert Decimal(app.cpus) == Decimal("0.25")

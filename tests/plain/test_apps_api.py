@@ -74,7 +74,9 @@ def test_patch_changes_the_command_and_redeploys_but_refuses_limits(owner: User,
     response = api.patch("/api/v1/apps/web/", {"command": ["sleep", "60"], "env": {"A": "1"}}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["command"] == ["sleep", "60"]
-    assert Operation.objects.filter(kind=Operation.Kind.REDEPLOY).count() == 1
+    deploy = Operation.objects.get(kind=Operation.Kind.RELEASE)
+    assert deploy.params["number"] == 2
+    assert deploy.summary == "deploy release 2: command (the image's default) → sleep 60; env added: A"
     refused = api.patch("/api/v1/apps/web/", {"memory_mb": 512}, format="json")
     assert refused.status_code == 400
     assert "resource request" in str(refused.json()["memory_mb"])
@@ -156,9 +158,9 @@ def test_token_auth_works_and_anonymous_is_refused(owner: User, image: BaseImage
     assert anonymous.get("/api/v1/base-images/").json()["results"][0]["reference"] == "slipway/busybox:1"
 
 
-def test_a_tarball_goes_in_through_the_api(owner: User, image: BaseImage) -> None:
+def test_an_archive_becomes_a_release_through_the_api(owner: User, image: BaseImage) -> None:
     api = _client(owner)
-    _new_app(api, image)
+    _new_app(api, image, instances=1)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         info = tarfile.TarInfo("index.html")
@@ -166,14 +168,38 @@ def test_a_tarball_goes_in_through_the_api(owner: User, image: BaseImage) -> Non
         tar.addfile(info, io.BytesIO(b"hi"))
     buffer.seek(0)
     buffer.name = "site.tar"
-    response = api.post("/api/v1/apps/web/volume/", {"file": buffer}, format="multipart")
+    response = api.post(
+        "/api/v1/apps/web/releases/", {"file": buffer, "note": "first page"}, format="multipart"
+    )
     assert response.status_code == 202, response.content
-    assert response.json()["kind"] == "upload"
+    body = response.json()
+    assert body["release"]["number"] == 2
+    assert body["release"]["note"] == "first page"
+    assert body["release"]["archive"]["files"] == 1
+    assert body["release"]["current"] is True
+    assert body["operation"]["kind"] == "release"
+    assert [row["from"] for row in body["operation"]["params"]["instances"]] == [1]
+    # While that deploy has not ended, another is refused with 409 naming it.
+    buffer.seek(0)
+    busy = api.post("/api/v1/apps/web/releases/", {"file": buffer}, format="multipart")
+    assert busy.status_code == 409, busy.content
+    assert busy.json()["operation"] == body["operation"]["id"]
+    assert "Release 2 of web is being deployed" in busy.json()["detail"]
+    rollback = api.post("/api/v1/apps/web/rollback/", {}, format="json")
+    assert rollback.status_code == 409
+    Operation.objects.filter(pk=body["operation"]["id"]).update(status=Operation.Status.SUCCEEDED)
     bad = io.BytesIO(b"not a tar")
     bad.name = "x.tar"
-    refused = api.post("/api/v1/apps/web/volume/", {"file": bad}, format="multipart")
+    refused = api.post("/api/v1/apps/web/releases/", {"file": bad}, format="multipart")
     assert refused.status_code == 400
     assert "Not a readable tar archive" in str(refused.json())
+    listed = api.get("/api/v1/apps/web/releases/").json()["results"]
+    assert [r["number"] for r in listed] == [2, 1]
+    # The old upload endpoint makes a release too.
+    buffer.seek(0)
+    old = api.post("/api/v1/apps/web/volume/", {"file": buffer}, format="multipart")
+    assert old.status_code == 202, old.content
+    assert old.json()["kind"] == "release"
 
 
 def test_the_schema_describes_the_api(owner: User) -> None:

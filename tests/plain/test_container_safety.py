@@ -74,9 +74,13 @@ def test_the_create_call_carries_only_allow_listed_host_settings(web: App, hosts
         assert host_config.get("NetworkMode") not in ("host", "none") and "container:" not in str(
             host_config.get("NetworkMode")
         )
-        # The only read-write bind is the app's own volume directory, under the host's root.
+        # The app's persistent directory read-write and its release's files read-only, both
+        # under the host's volume root: nothing else.
         root = instance.host.volume_root.rstrip("/")
-        assert host_config["Binds"] == [f"{root}/web:/srv/app:rw"]
+        assert host_config["Binds"] == [
+            f"{root}/web/state:/srv/data:rw",
+            f"{root}/web/releases/1:/srv/app:ro",
+        ]
         assert "User" not in args or args["User"] in ("", None)
 
 

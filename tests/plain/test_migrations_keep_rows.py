@@ -30,7 +30,16 @@ def _migrate(targets: Sequence[tuple[str, str | None]]) -> MigrationExecutor:
 def test_drains_and_fleet_scenarios_made_under_the_hosts_app_survive_the_move_to_fleet() -> None:
     # The last migrations before Drain and FleetScenario moved from the hosts app to the fleet app.
     # Apps made after the move (events, alerts) depend on it: they are set back to nothing too.
-    before = _before({"hosts": "0007_alter_host_volume_root", "fleet": None, "events": None, "alerts": None})
+    before = _before(
+        {
+            "hosts": "0007_alter_host_volume_root",
+            "fleet": None,
+            "events": None,
+            "alerts": None,
+            "catalog": "0009_retainedvolume_reason",
+            "instances": "0007_operation_heartbeat",
+        }
+    )
     old = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
     Host = old.get_model("hosts", "Host")
     OldDrain = old.get_model("hosts", "Drain")
@@ -53,3 +62,36 @@ def test_drains_and_fleet_scenarios_made_under_the_hosts_app_survive_the_move_to
     # Admin history and permissions point at the model where it lives now.
     assert NewContentType.objects.filter(app_label="fleet", model="drain").exists()
     assert not NewContentType.objects.filter(app_label="hosts", model="drain").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_apps_from_before_releases_become_release_1_written_in_their_volume() -> None:
+    before = _before({"catalog": "0009_retainedvolume_reason", "instances": "0007_operation_heartbeat"})
+    old = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
+    Team = old.get_model("accounts", "Team")
+    Image = old.get_model("catalog", "BaseImage")
+    Host = old.get_model("hosts", "Host")
+    OldApp = old.get_model("catalog", "App")
+    OldInstance = old.get_model("instances", "Instance")
+    team = Team.objects.create(slug="old-team", name="Old")
+    image = Image.objects.create(name="slipway/busybox", tag="1", runtime="busybox", default_port=8080)
+    host = Host.objects.create(name="old-host", address="10.213.0.98")
+    app = OldApp.objects.create(
+        slug="legacy", team=team, base_image=image, command=["httpd"], env={"A": "1"}, volume_home=host
+    )
+    OldInstance.objects.create(app=app, slot=0, host=host, memory_mb=64, cpus="0.25", image=image)
+
+    new = _migrate(_latest()).loader.project_state(_latest()).apps
+    App = new.get_model("catalog", "App")
+    Instance = new.get_model("instances", "Instance")
+    migrated = App.objects.get(slug="legacy")
+    release = migrated.release
+    assert (release.number, release.source, release.code_number) == (1, "volume", 1)
+    assert (release.command, release.env, release.base_image_id, release.home_id) == (
+        ["httpd"],
+        {"A": "1"},
+        image.pk,
+        host.pk,
+    )
+    # Its instance runs it: nothing is recreated by the upgrade (the volume stays bound as before).
+    assert Instance.objects.get(app=migrated).release_id == release.pk

@@ -1,6 +1,7 @@
-"""Rolling upgrades without hosts: what the owner and ops may ask for and what they are told, the
-health check against real local sockets, the progress on the app page, the images page and the
-API. The roll itself on the lab fleet: tests/docker/test_rolling_upgrade_on_lab.py."""
+"""Rolling onto another base image version (a release that changes only that) without hosts: what
+the owner and ops may ask for and what they are told, the health check against real local
+sockets, the progress on the app page, the images page and the API. The roll itself on the lab
+fleet: tests/docker/test_rolling_upgrade_on_lab.py; releases: tests/plain/test_releases.py."""
 
 from __future__ import annotations
 
@@ -44,38 +45,45 @@ def test_an_upgrade_pins_the_new_version_and_lists_every_instance(
     owner: User, web: App, image: BaseImage, v2: BaseImage
 ) -> None:
     op = services.app_upgrade(user=owner, app=web, base_image=v2)
-    assert op is not None and op.kind == Operation.Kind.UPGRADE
-    assert op.summary == "roll 3 of 3 instance(s) onto slipway/busybox:2 (from slipway/busybox:1)"
+    assert op is not None and op.kind == Operation.Kind.RELEASE
+    assert op.summary == "deploy release 2: base image slipway/busybox:1 → slipway/busybox:2"
     assert [(r["name"], r["state"], r["from"]) for r in op.params["instances"]] == [
-        (f"slw-web-{slot}", "waiting", "slipway/busybox:1") for slot in range(3)
+        (f"slw-web-{slot}", "waiting", 1) for slot in range(3)
     ]
     web.refresh_from_db()
-    assert web.base_image == v2
-    # Until the worker gets to them, the instances still run (and would be recreated on) v1.
-    assert set(Instance.objects.filter(app=web).values_list("image", flat=True)) == {image.pk}
-    with pytest.raises(ValidationError, match="web is already being rolled"):
+    assert web.base_image == v2 and web.release is not None and web.release.number == 2
+    # Until the worker gets to them, the instances still run (and would be recreated on) release 1.
+    assert set(Instance.objects.filter(app=web).values_list("image", "release__number")) == {(image.pk, 1)}
+    with pytest.raises(ValidationError, match="Release 2 of web is being deployed"):
         services.app_upgrade(user=owner, app=web, base_image=image)
 
 
-def test_changing_the_image_goes_through_the_roll_and_not_with_other_changes(
+def test_changing_the_image_with_other_settings_is_one_release_rolled_and_rolled_back_as_one(
     owner: User, web: App, v2: BaseImage
 ) -> None:
-    with pytest.raises(ValidationError) as caught:
-        services.app_update(user=owner, app=web, base_image=v2, command=["httpd", "-f"])
-    assert caught.value.message_dict["base_image"] == [
-        "Change the base image on its own, not together with command: it is rolled out one instance at a "
-        "time behind the health check, and rolled back alone."
-    ]
-    services.app_update(user=owner, app=web, base_image=v2, health_check="http", health_path="/ok")
+    services.app_update(user=owner, app=web, base_image=v2, command=["httpd", "-f"], health_path="/ok")
     web.refresh_from_db()
-    assert (web.base_image, web.health_check, web.health_path) == (v2, "http", "/ok")
-    assert web.operations.filter(kind=Operation.Kind.UPGRADE).count() == 1
-    assert not web.operations.filter(kind=Operation.Kind.REDEPLOY).exists()
+    assert (web.base_image, web.command, web.health_path) == (v2, ["httpd", "-f"], "/ok")
+    deploy = web.operations.get(kind=Operation.Kind.RELEASE)
+    assert deploy.params["number"] == 2
+    # (The path alone does not change a TCP check, so it is not said.)
+    assert web.release is not None
+    assert web.release.changes == [
+        "base image slipway/busybox:1 → slipway/busybox:2",
+        "command (the image's default) → httpd -f",
+    ]
 
 
-def test_health_settings_alone_recreate_nothing_and_are_checked(owner: User, web: App) -> None:
+def test_health_settings_alone_make_a_release_that_is_checked_and_bad_ones_are_refused(
+    owner: User, web: App
+) -> None:
     services.app_update(user=owner, app=web, health_check="none", health_timeout=60)
-    assert not web.operations.exclude(kind=Operation.Kind.SCALE).exists()
+    web.refresh_from_db()
+    assert web.release is not None
+    assert web.release.changes == ["health check TCP within 30 s → none"]
+    with pytest.raises(ValidationError, match="Release 2 of web is being deployed"):
+        services.app_update(user=owner, app=web, health_timeout=61)
+    Operation.objects.filter(kind=Operation.Kind.RELEASE).update(status=Operation.Status.SUCCEEDED)
     with pytest.raises(ValidationError) as caught:
         services.app_update(user=owner, app=web, health_path="no slash", health_timeout=0)
     assert "the health check path starts with '/'" in str(caught.value.message_dict["health_path"])
@@ -94,7 +102,8 @@ def test_unpublished_and_withdrawn_versions_cannot_be_rolled_onto(
     with pytest.raises(ValidationError, match="slipway/busybox:2 is withdrawn and takes no new instances"):
         services.app_upgrade(user=owner, app=web, base_image=BaseImage.objects.get(pk=v2.pk))
     web.refresh_from_db()
-    assert web.base_image == image and not web.operations.filter(kind=Operation.Kind.UPGRADE).exists()
+    assert web.base_image == image and not web.operations.filter(kind=Operation.Kind.RELEASE).exists()
+    assert list(web.releases.values_list("number", flat=True)) == [1]
 
 
 def test_ops_roll_every_app_on_older_versions_and_owners_may_not(
@@ -108,10 +117,9 @@ def test_ops_roll_every_app_on_older_versions_and_owners_may_not(
     empty.refresh_from_db()
     assert empty.base_image == v2  # nothing to roll: only the pin moves
     started, refused = services.apps_upgrade(user=ops, target=image, apps=[web])
-    assert started == [] and refused == [
-        "web: web is already being rolled (roll 3 of 3 instance(s) onto "
-        "slipway/busybox:2 (from slipway/busybox:1)); wait for it to finish."
-    ]
+    assert started == [] and len(refused) == 1
+    assert refused[0].startswith("web: Release 2 of web is being deployed (operation ")
+    assert refused[0].endswith("Wait for it to finish, then try again: nothing was changed.")
 
 
 # --- the health check, against real sockets on 127.0.0.1 -----------------------------------------
@@ -154,7 +162,8 @@ def test_waiting_for_an_instance_gives_up_after_the_timeout_with_what_it_tried(
 ) -> None:
     instance = Instance.objects.select_related("app__base_image", "host", "image").get(app=web, slot=0)
     instance.address = "127.0.0.1"
-    instance.app.port = server
+    assert instance.release is not None
+    instance.release.port = server
     assert health.wait_healthy(instance, health.Check("http", "/ok", 2)) == ""
     clock = iter(range(0, 100, 1))
     why = health.wait_healthy(
@@ -183,11 +192,11 @@ def test_the_app_page_offers_the_roll_and_shows_it_per_instance(
     response = client.post("/apps/web/upgrade/", {"base_image": v2.pk}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     live = response.content.decode()
-    assert "Rolling upgrade</strong> slipway/busybox:1 → slipway/busybox:2" in live
+    assert "Deploy of release 2 (from 1)</strong>" in live
     assert live.count('data-roll-state="waiting"') == 3
-    # The activity keeps each roll's steps per instance.
+    # The activity keeps each deploy's steps per instance.
     activity = client.get("/apps/web/activity/").content.decode()
-    assert "slw-web-2 (" in activity and "was slipway/busybox:1): waiting" in activity
+    assert "<li>slw-web-2 (h1, was 1): waiting</li>" in activity
     refused = client.post("/apps/web/upgrade/", {"base_image": "x"}, HTTP_HX_REQUEST="true")
     assert refused.status_code == 422
     assert (
@@ -203,7 +212,7 @@ def test_the_api_rolls_an_app_and_reports_the_instances_version(
     api.force_authenticate(owner)
     response = api.post("/api/v1/apps/web/upgrade/", {"base_image": "slipway/busybox:2"}, format="json")
     assert response.status_code == 202, response.data
-    assert response.data["kind"] == "upgrade" and len(response.data["params"]["instances"]) == 3
+    assert response.data["kind"] == "release" and len(response.data["params"]["instances"]) == 3
     assert {i["image"] for i in api.get("/api/v1/apps/web/instances/").data} == {"slipway/busybox:1"}
     again = api.post("/api/v1/apps/web/upgrade/", {"base_image": "slipway/busybox:9"}, format="json")
     assert again.status_code == 400
@@ -225,7 +234,7 @@ def test_ops_publish_and_roll_from_the_images_page(
     assert "slipway/busybox:3 not published" in text and "line 2: RUN is not supported" in text
     response = client.post(f"/images/{v2.pk}/roll/", follow=True)
     assert "Rolling 1 app(s) onto slipway/busybox:2: web." in response.content.decode()
-    assert web.operations.filter(kind=Operation.Kind.UPGRADE).count() == 1
+    assert web.operations.filter(kind=Operation.Kind.RELEASE).count() == 1
     # Developers see the catalog but have no buttons.
     client.force_login(owner)
     assert "Publish</button>" not in client.get("/images/").content.decode()

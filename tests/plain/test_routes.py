@@ -81,7 +81,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     # Empty POSTs: members get the form error back as a message and a redirect.
     "catalog:scale": ("post", APP, _app_scoped(302, 302)),
     "catalog:upgrade": ("post", APP, _app_scoped(302, 302)),
-    "catalog:upload": ("post", APP, _app_scoped(302, 302)),
+    "catalog:releases": ("post", APP, _app_scoped(302, 302)),
+    "catalog:rollback": ("post", lambda c: {"slug": c["app"].slug, "number": 1}, _app_scoped(302, 302)),
     "catalog:address": ("post", APP, _app_scoped(302, 302)),
     "catalog:delete": ("post", APP, _app_scoped(302, 302)),
     "catalog:instance-action": (
@@ -135,6 +136,9 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "app-instances": ("get", APP, _app_scoped(401, 200)),
     "app-operations": ("get", APP, _app_scoped(401, 200)),
     "app-volume": ("post", APP, _app_scoped(401, 400)),
+    "app-releases": ("get", APP, _app_scoped(401, 200)),
+    # ctx's app has only release 1: nothing earlier to roll back to (said with 400).
+    "app-rollback": ("post", APP, _app_scoped(401, 400)),
     "app-addresses": ("get", APP, _app_scoped(401, 200)),
     "app-metrics": ("get", APP, _app_scoped(401, 200)),
     "app-commands": ("get", APP, _app_scoped(401, 200)),
