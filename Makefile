@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-sqlite test-sqlite-db test-postgres lint setup lab bench bench-scale
+.PHONY: up down test test-sqlite test-sqlite-db test-postgres test-plain-both test-postgres-lab lint setup lab bench bench-scale
 
 setup:
 	@scripts/setup.sh
@@ -33,10 +33,23 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy .
 
-# Everything on PostgreSQL (the production database), then on SQLite the plain tests that use
-# the database; tests that touch no database, the lab and the browser run once.
+# Everything on PostgreSQL (the production database), and on SQLite the plain tests that use the
+# database; tests that touch no database, the lab and the browser run once. The plain tests on
+# both databases run side by side (CPU work, nothing shared, two cores), then the lab and browser
+# tests on their own, since their timings would suffer from the company.
 test: export WITH_POSTGRES=1
-test: setup lab lint test-postgres test-sqlite-db
+test: setup lab lint test-plain-both test-postgres-lab
+
+test-plain-both:
+	@mkdir -p var/log; \
+	SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 $(PY) -m pytest tests/plain $(PYTEST_ARGS) \
+		> var/log/test-sqlite-db.log 2>&1 & lite=$$!; \
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/plain $(PYTEST_ARGS); pg=$$?; \
+	wait $$lite; sq=$$?; echo "== the plain tests that use the database, on SQLite (var/log/test-sqlite-db.log):"; \
+	cat var/log/test-sqlite-db.log; test $$pg -eq 0 -a $$sq -eq 0
+
+test-postgres-lab:
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli $(PYTEST_ARGS)
 
 test-sqlite:
 	$(PY) -m pytest $(PYTEST_ARGS)

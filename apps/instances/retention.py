@@ -26,11 +26,8 @@ log = logging.getLogger(__name__)
 def kept_numbers(app: App) -> set[int]:
     numbers = list(app.releases.filter(pruned_at=None).order_by("-number").values_list("number", flat=True))
     keep = set(numbers[: settings.RELEASES_KEEP])
-    current = (
-        Release.objects.filter(pk=app.release_id).values_list("number", flat=True).first()
-        if app.release_id is not None
-        else None
-    )
+    # Read now: the caller's row may be from before the deploy that changed it.
+    current = App.objects.filter(pk=app.pk).values_list("release__number", flat=True).first()
     if current is not None:
         keep.add(current)
         before = [n for n in numbers if n < current]

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App, BaseImage, Release
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 
@@ -55,6 +55,15 @@ class Command(BaseCommand):
                 for n in range(apps)
             ]
         )
+        # Each its release 1 (no files), as app_create makes it.
+        releases = Release.objects.bulk_create(
+            [
+                Release(app=app, number=1, base_image=image, code_number=1, changes=["no files yet"])
+                for app in created
+            ]
+        )
+        for app, release in zip(created, releases, strict=True):
+            app.release = release
         # Every app gets one instance, the rest are spread at random (some apps get many).
         counts = [1] * apps if instances >= apps else [0] * apps
         for _ in range(instances - sum(counts)):
@@ -72,9 +81,10 @@ class Command(BaseCommand):
                         memory_mb=app.memory_mb,
                         cpus=app.cpus,
                         image_id=app.base_image_id,
+                        release=app.release,
                         state=rng.choice(states),
                     )
                 )
-        App.objects.bulk_update(created, ["instances"])
+        App.objects.bulk_update(created, ["instances", "release"])
         Instance.objects.bulk_create(rows, batch_size=1000)
         self.stdout.write(f"{apps} apps with {len(rows)} instances in team {team.slug}")
