@@ -201,7 +201,8 @@ def release_create(
         release.code_number = number
         release.sha256, release.size, release.files = digest.hexdigest(), size, files
         release.archive.save(f"{number}.tar", File(fileobj), save=False)
-        changes.insert(0, f"files: {files} files, {_size(size)} (sha256 {release.sha256[:12]})")
+        counted = f"{files} file" + ("" if files == 1 else "s")
+        changes.insert(0, f"files: {counted}, {_size(size)} (sha256 {release.sha256[:12]})")
     elif moved_to is not None:
         release.source = Release.Source.HOST
         release.code_number = number

@@ -23,7 +23,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.applications.models import App, Release
-from apps.instances import health, retention
+from apps.hosts.models import Host
+from apps.hosts.transport import HostError
+from apps.instances import codefiles, health, retention
 from apps.instances.executor import OperationFailed, converge
 from apps.instances.models import Instance, Operation
 
@@ -78,6 +80,7 @@ def run(op: Operation) -> None:
     batch = max(1, int(op.params.get("batch") or 1))
     # A re-run (the worker died) takes up the rows it had started as well as those waiting.
     todo = [row for row in progress.rows if row["state"] in (WAITING, RECREATING, CHECKING)]
+    _stage(app, target, todo)
     for start in range(0, len(todo), batch):
         group = todo[start : start + batch]
         failures = _deploy_batch(app, target, group, check, progress)
@@ -85,6 +88,29 @@ def run(op: Operation) -> None:
             _stop(op, app, target, progress, check, batch, failures)
     log.info("deployed release %s of %s", target.number, app.slug)
     retention_after(app)
+
+
+def _stage(app: App, target: Release, rows: list[dict[str, Any]]) -> None:
+    """The release's files onto every host of the deploy at once, before the first instance is
+    touched (each instance would otherwise wait for its host's copy in turn). Best effort: a
+    host that fails here is tried again, and reported, when its instance is recreated."""
+    if target.in_volume or not rows:
+        return
+    hosts = list(Host.objects.filter(instances__in=[row["id"] for row in rows]).distinct())
+    code = codefiles.code_release(target)
+    sources = codefiles.peers(app, code) if code.source == Release.Source.HOST else []
+    cache: dict[int, bytes] = {}
+    if code.source == Release.Source.ARCHIVE and code.archive:
+        cache[target.pk] = codefiles.layout_tar(target, code)  # once, not per host
+
+    def ready(host: Host) -> None:
+        try:
+            codefiles.release_ready(app, host, target, code, sources=sources, cache=cache)
+        except (HostError, codefiles.FilesMissing) as exc:
+            log.warning("release %s of %s not staged on %s: %s", target.number, app.slug, host.name, exc)
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(hosts))), thread_name_prefix="stage") as pool:
+        list(pool.map(ready, hosts))
 
 
 def _deploy_batch(

@@ -285,7 +285,7 @@ def test_a_good_upload_is_kept_with_its_checksum_as_the_next_release(
     assert release.source == "archive" and release.code_number == 2
     assert release.archive.read() == tarball.getvalue()
     assert release.changes == [
-        f"files: 1 files, {len(tarball.getvalue())} bytes (sha256 {release.sha256[:12]})"
+        f"files: 1 file, {len(tarball.getvalue())} bytes (sha256 {release.sha256[:12]})"
     ]
     app.refresh_from_db()
     assert app.release == release
