@@ -143,6 +143,9 @@ class AppEditForm(forms.ModelForm):
         help_text="Paths inside the app's files (one per line, like logs) kept in its persistent directory "
         "across releases.",
     )
+    note = forms.CharField(
+        required=False, max_length=500, help_text="Optional: why, shown with the new release."
+    )
 
     class Meta:
         model = App

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from apps.applications.models import App, Release
 from apps.hosts import gateway, treecopy
 from apps.hosts.models import Host
-from apps.hosts.transport import HostError
+from apps.hosts.transport import CommandFailed, HostError
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,16 @@ def release_ready(
     in the executor's pool threads, which do not touch the database. `cache` keeps the tar to
     unpack per release, for the other hosts of one run."""
     volume = app.volume_path(host)
-    gateway.run(host, ["mkdir", "-p", volume], timeout=10)
-    done = gateway.volume_read(host, volume, marker(code.number))
+    try:
+        # The common case costs one round trip to the agent: the files are there.
+        done = gateway.volume_read(host, volume, marker(code.number))
+    except CommandFailed:
+        done = None  # no directory for the app on this host yet (or not one the agent accepts)
     if done is not None and done.strip() == mark_of(code):
         if release.state_paths:
             gateway.volume_extract(host, volume, layout_tar(release), timeout=60)
         return ""
+    gateway.run(host, ["mkdir", "-p", volume], timeout=10)
     # Not there, half there (a worker died while unpacking), or another app's of the same name
     # left there: made anew. The layout first, so `releases` is a directory of ours (not a
     # link an app from before releases put there) before anything under it is removed.

@@ -25,9 +25,10 @@ from django.utils import timezone
 from apps.applications.models import App, Release
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
-from apps.instances import codefiles, health, retention
+from apps.instances import codefiles, health
 from apps.instances.executor import OperationFailed, converge
 from apps.instances.models import Instance, Operation
+from portal import jobs
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +275,7 @@ def _pin(app: App, release: Release) -> None:
 
 
 def retention_after(app: App) -> None:
-    """After a deploy: the releases retention no longer keeps lose their files (best effort; a
-    host that cannot be reached keeps them until the next deploy)."""
-    try:
-        retention.prune(app)
-    except Exception:  # never fail a deploy that succeeded over housekeeping
-        log.exception("pruning releases of %s", app.slug)
+    """After a deploy: the releases retention no longer keeps lose their files, in a task of its
+    own, so the deploy is done without waiting for it (best effort: a lost task, or a host that
+    cannot be reached, leaves them until the next deploy)."""
+    jobs.send("instances.prune_releases", app.pk)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from apps.instances import executor, reconcile
+from apps.applications.models import App
+from apps.instances import executor, reconcile, retention
 
 
 @shared_task(name="instances.run_operation", ignore_result=True)
@@ -15,3 +16,11 @@ def run_operation(op_id: int) -> None:
 @shared_task(name="instances.reconcile", ignore_result=True)
 def reconcile_all() -> None:
     reconcile.reconcile()
+
+
+@shared_task(name="instances.prune_releases", ignore_result=True)
+def prune_releases(app_id: int) -> None:
+    """After a deploy, off its critical path: the next deploy does it again if this one is lost."""
+    app = App.objects.filter(pk=app_id).first()
+    if app is not None:
+        retention.prune(app)

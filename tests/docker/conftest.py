@@ -20,6 +20,7 @@ from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
+from tests.docker import releases_support
 from tests.helpers import EventWatcher, KillableWorker, WebhookReceiver
 
 
@@ -221,3 +222,47 @@ def own_worker(transactional_db: None) -> Iterator[KillableWorker]:
     process = KillableWorker(TEST_BROKER_URL, _database_url())
     yield process
     process.stop()
+
+
+@pytest.fixture
+def site(
+    owner: User,
+    alpha: Team,
+    busybox: BaseImage,
+    lab_pool: IPPool,
+    lab: list[fleet.LabHost],
+    remove_apps: list[str],
+) -> Iterator[Callable[[str, int], App]]:
+    """An app whose release 2 (its first upload) serves `A` on N instances, with an HTTP health
+    check on that page."""
+    made: list[str] = []
+
+    def make(slug: str, instances: int) -> App:
+        remove_apps.append(slug)
+        made.append(slug)
+        for lab_host in lab:
+            shutil.rmtree(lab_host.volume_root / slug, ignore_errors=True)
+        app = services.app_create(
+            user=owner,
+            team=alpha,
+            slug=slug,
+            base_image=busybox,
+            memory_mb=32,
+            cpus="0.1",
+            health_check="http",
+            health_path="/index.html",
+            health_timeout=5,
+        )
+        release, op = releases_support.ship(owner, app, {"index.html": b"A\n"})
+        assert op is None and release.number == 2  # no instances yet: they start on it
+        assert (
+            releases_support.run(services.app_scale(user=owner, app=app, instances=instances)).status
+            == "succeeded"
+        )
+        releases_support.all_serve(app, b"A\n")
+        return app
+
+    yield make
+    for slug in made:
+        for lab_host in lab:
+            shutil.rmtree(lab_host.volume_root / slug, ignore_errors=True)

@@ -208,3 +208,36 @@ def test_the_api_lists_releases_and_rolls_back_with_clear_errors(owner: User, we
     assert body["operation"]["kind"] == "release" and body["operation"]["params"]["number"] == 3
     again = api.post("/api/v1/apps/web/rollback/", {}, format="json")
     assert again.status_code == 409 and again.json()["operation"] == body["operation"]["id"]
+
+
+def test_the_edit_page_makes_a_release_with_its_note_and_says_why_it_cannot(owner: User, web: App) -> None:
+    client = Client()
+    client.force_login(owner)
+    form = {
+        "base_image": web.base_image_id,
+        "command": "",
+        "port": "8080",
+        "env": "MODE=fast",
+        "state_paths": "logs\ndata/uploads",
+        "health_check": "tcp",
+        "health_path": "/",
+        "health_timeout": "30",
+        "note": "faster",
+    }
+    response = client.post("/apps/web/edit/", form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    web.refresh_from_db()
+    assert web.release is not None
+    assert (web.release.number, web.release.note, web.state_paths) == (2, "faster", ["logs", "data/uploads"])
+    assert web.release.changes == ["env added: MODE", "persistent paths none → logs, data/uploads"]
+    # While that deploys, another edit is refused on the form with the deploy it waits for.
+    refused = client.post("/apps/web/edit/", {**form, "env": "MODE=slow"})
+    assert refused.status_code == 400
+    assert "Release 2 of web is being deployed" in refused.content.decode()
+    _done()
+    bad = client.post("/apps/web/edit/", {**form, "state_paths": "../etc"})
+    assert (
+        bad.status_code == 400
+        and "a persistent path is relative to the app&#x27;s files" in bad.content.decode()
+    )
+    assert web.releases.count() == 2
