@@ -168,7 +168,12 @@ def release_create(
     release `restore`d, or files moved from a VM onto `moved_to`, or else the files of the release
     the app runs. `config`: fields that change. `check`: refuse while another deploy runs."""
     permissions.require_member(user, app.team)
-    app = App.objects.select_for_update().select_related("base_image", "release__base_image").get(pk=app.pk)
+    # The app's row only: PostgreSQL locks no row of a join's nullable side (the release).
+    app = (
+        App.objects.select_for_update(of=("self",))
+        .select_related("base_image", "release__base_image")
+        .get(pk=app.pk)
+    )
     if check:
         _refuse_if_deploying(app)
     text = _note(note)

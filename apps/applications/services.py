@@ -201,17 +201,13 @@ def app_update(*, user: Any, app: App, note: Any = "", batch: Any = None, **chan
     return app
 
 
-def upgrade_running(app: App) -> Operation | None:
-    return releases.deploy_running(app)
-
-
 @transaction.atomic
 def app_upgrade(*, user: Any, app: App, base_image: BaseImage, batch: Any = None) -> Operation | None:
     """Roll the app onto another version of its base image: a release that changes only that,
     deployed rolling behind the health check. None when there is nothing to roll (the app is on
     the version and so are its instances, or it has no instances)."""
     permissions.require_member(user, app.team)
-    app = App.objects.select_for_update().select_related("base_image", "release").get(pk=app.pk)
+    app = App.objects.select_for_update(of=("self",)).select_related("base_image", "release").get(pk=app.pk)
     _check_image(base_image, new=False)
     live = app.instance_set.exclude(desired_state=Instance.Desired.REMOVED)
     behind = live.exclude(image=base_image).exists() or live.exclude(release=app.release).exists()
