@@ -40,16 +40,21 @@ lint:
 test: export WITH_POSTGRES=1
 test: setup lab lint test-plain-both test-postgres-lab
 
+# The CLI's own tests (its client against the portal under daphne, no lab) ride along on SQLite.
+CLI_PLAIN = tests/cli/test_cli.py tests/cli/test_cli_parts.py
+
 test-plain-both:
 	@mkdir -p var/log; \
-	SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 $(PY) -m pytest tests/plain $(PYTEST_ARGS) \
+	( SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 $(PY) -m pytest tests/plain $(PYTEST_ARGS) \
+	  && SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS) ) \
 		> var/log/test-sqlite-db.log 2>&1 & lite=$$!; \
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/plain $(PYTEST_ARGS); pg=$$?; \
-	wait $$lite; sq=$$?; echo "== the plain tests that use the database, on SQLite (var/log/test-sqlite-db.log):"; \
+	wait $$lite; sq=$$?; \
+	echo "== on SQLite: the plain tests that use the database, and the CLI's (var/log/test-sqlite-db.log):"; \
 	cat var/log/test-sqlite-db.log; test $$pg -eq 0 -a $$sq -eq 0
 
 test-postgres-lab:
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py $(PYTEST_ARGS)
 
 test-sqlite:
 	$(PY) -m pytest $(PYTEST_ARGS)

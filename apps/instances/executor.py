@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apps.applications.models import App, Release, RetainedVolume, VolumeUpload
-from apps.hosts import gateway, treecopy
+from apps.applications.models import App, RetainedVolume, VolumeUpload
+from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import (
     SPEC_LABEL,
@@ -29,18 +28,15 @@ from apps.hosts.transport import (
     HostError,
     HostUnreachable,
 )
-from apps.instances import codefiles, health
+from apps.instances import codefiles, health, volumes
 from apps.instances.address_probe import PROBE_ROUNDS, AddressGate
 from apps.instances.models import Instance, Operation
 from apps.instances.signals import container_replaced
-from apps.instances.spec import instance_spec, release_of
+from apps.instances.spec import instance_spec
 from apps.network.models import IPAllocation
 from portal import jobs
 
 log = logging.getLogger(__name__)
-
-UPLOAD_MARKER = ".slipway-upload"
-COPY_MARKER = ".slipway-copied"
 
 
 class OperationFailed(Exception):
@@ -290,12 +286,12 @@ def converge(
     left = RetainedVolume.objects.filter(
         app_slug=app.slug, host__in=placed, reason=RetainedVolume.Reason.LEFT, purged_at=None
     )
-    volumes = _VolumeSync(app, stale=set(left.values_list("host_id", flat=True)))
+    files = volumes.FilesSync(app, stale=set(left.values_list("host_id", flat=True)))
     left.delete()
     # Whether the hosts the app leaves hold its files is asked now, alongside the removals
     # (one SSH round trip each, as long as a removal itself), not after them.
     going = [h for pk, h in leaving.items() if pk not in placed and pk != app.volume_home_id]
-    asked = {} if keep_volumes else _ask_volumes(app, going)
+    asked = {} if keep_volumes else volumes.ask_volumes(app, going)
     outcomes: list[Outcome] = []
     pending = instances
     # New addresses are checked on the segment while their containers are created; one found in
@@ -303,7 +299,7 @@ def converge(
     for _ in range(PROBE_ROUNDS):
         gate = AddressGate(pending)
         again: list[Instance] = []
-        for outcome in _run(pending, restart, volumes, gate, one_at_a_time):
+        for outcome in _run(pending, restart, files, gate, one_at_a_time):
             why = gate.settle(outcome.instance, outcome.taken)
             if outcome.taken is not None and not why:
                 again.append(outcome.instance)
@@ -334,173 +330,27 @@ def converge(
     if keep_volumes:
         return outcomes
     # The files an instance wrote on a host it left may matter to someone: listed, not removed.
-    volumes_left(app, list(leaving.values()), remove=False, asked=asked)
+    volumes.volumes_left(app, list(leaving.values()), remove=False, asked=asked)
     return outcomes
 
 
-def _has_volume(app: App, host: Host) -> bool:
-    return gateway.run(host, ["test", "-d", app.volume_path(host)], timeout=10).ok
-
-
-def _ask_volumes(app: App, hosts: list[Host]) -> dict[int, Future[bool]]:
-    """Start asking each host whether it holds the app's volume, in threads of their own."""
-    if not hosts:
-        return {}
-    pool = ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="volume-ask")
-    asked = {host.pk: pool.submit(_has_volume, app, host) for host in hosts}
-    pool.shutdown(wait=False)
-    return asked
-
-
-def volumes_left(
-    app: App, hosts: list[Host], *, remove: bool, asked: dict[int, Future[bool]] | None = None
-) -> None:
-    """The app's volume on hosts that run none of its instances any more is removed (a move's
-    source, whose files went with the instance), or listed under Retained volumes for ops (after
-    a scale-down, or when removing failed), so nothing stays on a host's disk unlisted. The
-    volume home keeps its copy: it is where new hosts copy the app's files from. `asked`: the
-    answers of `_ask_volumes`, started earlier, for the hosts it covers."""
-    asked = asked or {}
-    for host in hosts:
-        if app.volume_home_id == host.pk or Instance.objects.filter(app=app, host=host).exists():
-            continue
-        path = app.volume_path(host)
-        try:
-            if remove:
-                result = gateway.run(host, ["rm", "-rf", "--one-file-system", "--", path], timeout=120)
-                if result.ok:
-                    continue
-                log.warning(
-                    "volume of %s on %s stays: %s",
-                    app.slug,
-                    host.name,
-                    result.stderr.decode(errors="replace")[-300:],
-                )
-            elif not (asked[host.pk].result() if host.pk in asked else _has_volume(app, host)):
-                continue  # the app never had files there
-        except HostError as exc:
-            log.warning("volume of %s on %s: %s", app.slug, host.name, exc)
-        RetainedVolume.objects.get_or_create(
-            host=host,
-            app_slug=app.slug,
-            purged_at=None,
-            defaults={"path": path, "team": app.team, "reason": RetainedVolume.Reason.LEFT},
-        )
-
-
 def _run(
-    instances: list[Instance], restart: bool, volumes: _VolumeSync, gate: AddressGate, one_at_a_time: bool
+    instances: list[Instance],
+    restart: bool,
+    files: volumes.FilesSync,
+    gate: AddressGate,
+    one_at_a_time: bool,
 ) -> Iterator[Outcome]:
     """Outcomes as they come: one instance after another, or all at once in a thread pool."""
     if one_at_a_time:
         for instance in instances:
-            yield _apply(instance, restart, volumes.ready, gate)
+            yield _apply(instance, restart, files.ready, gate)
         return
     workers = max(1, min(settings.OPERATION_PARALLELISM, len(instances)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_apply, instance, restart, volumes.ready, gate) for instance in instances]
+        futures = [pool.submit(_apply, instance, restart, files.ready, gate) for instance in instances]
         for future in as_completed(futures):
             yield future.result()
-
-
-class _VolumeSync:
-    """Before an instance starts on a host, the host gets the files of the instance's release
-    (unpacked from its archive, or copied from a host that has them). For an app from before
-    releases, its volume gets the latest upload, or else the files of the app's volume home (a
-    moved VM's), copied host to host. Called from pool threads: one copy per host and release,
-    the other threads wait for it."""
-
-    def __init__(self, app: App, stale: set[int] | None = None) -> None:
-        self.upload = VolumeUpload.objects.filter(app=app).order_by("-created_at").first()
-        self.app = app
-        self.stale = stale or set()
-        self.done: set[tuple[int, int]] = set()
-        self.locks: dict[tuple[int, int], threading.Lock] = {}
-        self.guard = threading.Lock()
-        self.tars: dict[int, bytes] = {}
-        # Read here, not in the pool threads: the releases' files and where to copy them from.
-        self.codes: dict[int, Release] = {}
-        self.sources: dict[int, list[Host]] = {}
-        for instance in Instance.objects.filter(app=app).select_related("release"):
-            release = instance.release or app.release
-            if release is not None and not release.in_volume and release.code_number not in self.codes:
-                code = codefiles.code_release(release)
-                self.codes[release.code_number] = code
-                if code.source == Release.Source.HOST:
-                    self.sources[code.number] = codefiles.peers(app, code)
-
-    def ready(self, instance: Instance) -> None:
-        host = instance.host
-        release = release_of(instance)
-        if release is not None and not release.in_volume:
-            key = (host.pk, release.pk)
-            with self.guard:
-                lock = self.locks.setdefault(key, threading.Lock())
-            with lock:
-                if key not in self.done:
-                    code = self.codes.get(release.code_number)
-                    if code is None:
-                        raise codefiles.FilesMissing(
-                            f"Release {release.number} changed while it was deployed."
-                        )
-                    codefiles.release_ready(
-                        self.app,
-                        host,
-                        release,
-                        code,
-                        sources=self.sources.get(code.number),
-                        cache=self.tars,
-                    )
-                    self.done.add(key)
-            return
-        home = self.app.volume_home
-        if self.upload is None and (home is None or home.pk == host.pk):
-            return
-        key = (host.pk, 0)
-        with self.guard:
-            lock = self.locks.setdefault(key, threading.Lock())
-        with lock:
-            if key in self.done:
-                return
-            if self.upload is not None:
-                volume_put(self.app, host, self.upload, only_if_missing=True)
-            elif home is not None:
-                volume_copy(self.app, home, host, again=host.pk in self.stale)
-            self.done.add(key)
-
-
-def volume_put(app: App, host: Host, upload: VolumeUpload, *, only_if_missing: bool = False) -> None:
-    """Extract the upload into the app's volume on the host, then mark it. The host's agent does
-    both and follows no symlink the app made in its volume (`conf -> /etc`, a linked marker)."""
-    path = app.volume_path(host)
-    if only_if_missing:
-        seen = gateway.volume_read(host, path, UPLOAD_MARKER)
-        if seen is not None and seen.strip() == upload.sha256:
-            return
-    gateway.run(host, ["mkdir", "-p", path], timeout=10)
-    with upload.file.open("rb") as handle:
-        data = handle.read()
-    gateway.volume_extract(host, path, data, timeout=120)
-    gateway.volume_write(host, path, UPLOAD_MARKER, f"{upload.sha256}\n")
-
-
-def volume_copy(app: App, source: Host, target: Host, *, again: bool = False) -> None:
-    """Copy the app's volume from its home host to another host, once (then marked), or `again`
-    over what an earlier copy left there."""
-    path = app.volume_path(target)
-    if not again and gateway.volume_read(target, path, COPY_MARKER) is not None:
-        return
-    treecopy.copy_tree(
-        vm=source.endpoint,
-        source=app.volume_path(source),
-        host_run=lambda argv, **kw: gateway.run(target, argv, **kw),
-        host_endpoint=target.endpoint,
-        target=path,
-        excludes=[COPY_MARKER, UPLOAD_MARKER],
-        progress=lambda done, total: None,
-        source_on_host=True,
-    )
-    gateway.volume_write(target, path, COPY_MARKER, f"copied from {source.name}\n")
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -540,7 +390,7 @@ def _move(op: Operation) -> None:
     synced = False
     if source is not None and source.pk != target.pk:
         try:
-            volume_sync(app, source, target)
+            volumes.volume_sync(app, source, target)
             synced = True
         except HostError as exc:
             # The source may be the reason for the move (unreachable): the target then gets the
@@ -560,7 +410,7 @@ def _move(op: Operation) -> None:
                 f"Cannot remove {op.instance.container_name} from {source.name}: {exc}"
             ) from exc
     if synced and source is not None:
-        volume_sync(app, source, target)  # what changed while the old container ran on
+        volumes.volume_sync(app, source, target)  # what changed while the old container ran on
         if app.volume_home_id == source.pk:
             App.objects.filter(pk=app.pk).update(volume_home=target)
             app.volume_home = target
@@ -568,38 +418,15 @@ def _move(op: Operation) -> None:
     if retired is not None and source is not None:
         retired.announce(op.instance, source, f"moved from {source.name} to {target.name}")
     if synced and source is not None:
-        volumes_left(app, [source], remove=True)  # its files went with the instance
+        volumes.volumes_left(app, [source], remove=True)  # its files went with the instance
     elif source is not None:
-        volumes_left(app, [source], remove=False)
+        volumes.volumes_left(app, [source], remove=False)
     moved = _instances(app, op.instance)
     if moved and moved[0].desired_state == Instance.Desired.RUNNING:
         # A drain moves the next instance only once this one serves again.
         why = health.wait_healthy(moved[0])
         if why:
             raise OperationFailed(f"Moved to {target.name}, but {why}")
-
-
-def volume_sync(app: App, source: Host, target: Host) -> None:
-    """Make the app's volume on target what it is on source (resumable, checksummed), and mark it
-    so the target does not take the volume home's files over it later."""
-    path = app.volume_path(target)
-    if not _has_volume(app, source):
-        return  # nothing there to carry over
-    treecopy.copy_tree(
-        vm=source.endpoint,
-        source=app.volume_path(source),
-        host_run=lambda argv, **kw: gateway.run(target, argv, **kw),
-        host_endpoint=target.endpoint,
-        target=path,
-        excludes=[COPY_MARKER],
-        progress=lambda done, total: None,
-        source_on_host=True,
-    )
-    try:
-        gateway.volume_write(target, path, COPY_MARKER, f"moved from {source.name}\n")
-    except HostError as exc:
-        # As before, the copy stands without its marker (the app may have put a directory there).
-        log.warning("volume of %s on %s: no marker: %s", app.slug, target.name, exc)
 
 
 def _redeploy(op: Operation) -> None:
@@ -640,7 +467,7 @@ def _upload(op: Operation) -> None:
     errors = []
     for host in hosts:
         try:
-            volume_put(app, host, upload)
+            volumes.volume_put(app, host, upload)
         except HostError as exc:
             errors.append(str(exc))
     if errors:

@@ -33,7 +33,7 @@ from apps.applications.models import App, BaseImage, VolumeUpload
 from apps.hosts import agent, treecopy
 from apps.hosts.models import Host
 from apps.hosts.transport import CommandResult, Endpoint, HostError, ssh
-from apps.instances import executor
+from apps.instances import volumes
 from hostagent import safefs, serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_an_upload_does_not_write_through_a_symlinked_directory_the_app_made(
     (volume / "conf").symlink_to(outside)  # what `ln -s /etc conf` in the container leaves
     before = _listing(outside)
 
-    executor.volume_put(
+    volumes.volume_put(
         shop, hosts[0], _upload(shop, owner, _tarball({"conf/cron.d/x": b"* * * * * root sh\n"}))
     )
 
@@ -205,17 +205,17 @@ def test_the_upload_marker_is_not_written_through_a_symlink(
 ) -> None:
     volume = Path(shop.volume_path(hosts[0]))
     volume.mkdir(parents=True)
-    (volume / executor.UPLOAD_MARKER).symlink_to(outside / "passwd")
+    (volume / volumes.UPLOAD_MARKER).symlink_to(outside / "passwd")
     upload = _upload(shop, owner, _tarball({"index.html": b"hi\n"}))
 
-    executor.volume_put(shop, hosts[0], upload)
+    volumes.volume_put(shop, hosts[0], upload)
 
     assert (outside / "passwd").read_text() == "root:x:0:0\n"
-    marker = volume / executor.UPLOAD_MARKER
+    marker = volume / volumes.UPLOAD_MARKER
     assert not marker.is_symlink() and marker.read_text() == f"{upload.sha256}\n"
     # Once there, the marker says this upload is in place: a second put is skipped.
     (volume / "index.html").unlink()
-    executor.volume_put(shop, hosts[0], upload, only_if_missing=True)
+    volumes.volume_put(shop, hosts[0], upload, only_if_missing=True)
     assert not (volume / "index.html").exists()
 
 
@@ -229,15 +229,15 @@ def test_a_volume_copy_between_hosts_stays_inside_the_target_volume(
     (source / "etc").symlink_to("/etc")  # not followed on either end, copied as a link
     target.mkdir(parents=True)
     (target / "conf").symlink_to(outside)  # planted by an earlier instance on the target
-    (target / executor.COPY_MARKER).symlink_to(outside / "passwd")
+    (target / volumes.COPY_MARKER).symlink_to(outside / "passwd")
     before = _listing(outside)
 
-    executor.volume_sync(shop, hosts[0], hosts[1])
+    volumes.volume_sync(shop, hosts[0], hosts[1])
 
     assert _listing(outside) == before, "the copy wrote outside the volume"
     assert (target / "conf/app.ini").read_text() == "port=8080\n"
     assert os.readlink(target / "current") == "conf" and os.readlink(target / "etc") == "/etc"
-    marker = target / executor.COPY_MARKER
+    marker = target / volumes.COPY_MARKER
     assert not marker.is_symlink() and marker.read_text() == f"moved from {hosts[0].name}\n"
 
 
