@@ -194,7 +194,7 @@ class ReleaseForm(forms.Form):
         required=False,
         min_value=1,
         label="Batch size",
-        help_text="Instances recreated at a time (empty: one).",
+        help_text="Instances recreated at a time, for this deploy or a rollback below (empty: one).",
     )
 
 

@@ -309,10 +309,6 @@ class Release(models.Model):
     def in_volume(self) -> bool:
         return self.source == self.Source.VOLUME
 
-    @property
-    def argv(self) -> list[str]:
-        return list(self.command or self.base_image.default_command)
-
 
 def upload_path(instance: VolumeUpload, filename: str) -> str:
     return f"uploads/{instance.app.slug}/{instance.sha256}.tar"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
 
 from apps.applications import releases, selectors
 from apps.applications.forms import ReleaseForm
@@ -47,12 +46,7 @@ def instances_context(app: App) -> dict[str, Any]:
 
 
 def releases_context(app: App) -> dict[str, Any]:
-    running = Q(instances__desired_state=Instance.Desired.RUNNING, instances__state=Instance.State.RUNNING)
-    listed = list(
-        app.releases.select_related("created_by", "base_image")
-        .annotate(serving=Count("instances", filter=running))
-        .order_by("-number")[:SHOWN]
-    )
+    listed = list(selectors.release_list(app)[:SHOWN])
     deploying = releases.deploy_running(app)
     # The latest deploy stays in view while it runs and after it stopped on a failure.
     last = app.operations.filter(kind=Operation.Kind.RELEASE).select_related("requested_by").first()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import parsers, serializers, status
 from rest_framework.decorators import action
@@ -14,9 +13,8 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.applications import releases
+from apps.applications import releases, selectors
 from apps.applications.models import App, Release
-from apps.instances.models import Instance
 
 
 class Conflict(APIException):
@@ -96,15 +94,6 @@ class ReleaseSerializer(serializers.ModelSerializer):
         return sorted(release.env or {})
 
 
-def releases_of(app: App) -> QuerySet[Release]:
-    running = Q(instances__desired_state=Instance.Desired.RUNNING, instances__state=Instance.State.RUNNING)
-    return (
-        app.releases.select_related("created_by", "base_image", "app")
-        .annotate(serving=Count("instances", filter=running))
-        .order_by("-number")
-    )
-
-
 class ReleaseCreateSerializer(serializers.Serializer):
     file = serializers.FileField(
         required=False,
@@ -142,7 +131,7 @@ class ReleaseActions:
     operation_serializer: Any
 
     def _deployed(self, release: Release, op: Any) -> Response:
-        release = releases_of(release.app).get(pk=release.pk)
+        release = selectors.release_list(release.app).get(pk=release.pk)
         body = {
             "release": ReleaseSerializer(release).data,
             "operation": self.operation_serializer(op).data if op is not None else None,
@@ -166,7 +155,7 @@ class ReleaseActions:
     def releases(self, request: Request, slug: str | None = None) -> Response:
         app: App = self.get_object()  # type: ignore[attr-defined]
         if request.method == "GET":
-            page = self.paginate_queryset(releases_of(app))  # type: ignore[attr-defined]
+            page = self.paginate_queryset(selectors.release_list(app))  # type: ignore[attr-defined]
             return self.get_paginated_response(ReleaseSerializer(page, many=True).data)  # type: ignore[attr-defined,no-any-return]
         body = ReleaseCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

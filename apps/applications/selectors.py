@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from apps.accounts import permissions
-from apps.applications.models import App, BaseImage, BuildState
+from apps.applications.models import App, BaseImage, BuildState, Release
 from apps.instances.models import Instance, Operation
 
 # request.user: a User or AnonymousUser (typed loosely: django-stubs narrows lookups to User).
@@ -82,4 +82,14 @@ def image_usage() -> QuerySet[BaseImage]:
             filter=~Q(instances__desired_state=Instance.Desired.REMOVED),
             distinct=True,
         ),
+    )
+
+
+def release_list(app: App) -> QuerySet[Release]:
+    """The app's releases, newest first, each with `serving`: its instances running now."""
+    running = Q(instances__desired_state=Instance.Desired.RUNNING, instances__state=Instance.State.RUNNING)
+    return (
+        app.releases.select_related("created_by", "base_image", "app")
+        .annotate(serving=Count("instances", filter=running))
+        .order_by("-number")
     )

@@ -157,6 +157,7 @@ def test_the_releases_tab_lists_deploys_and_rolls_back(owner: User, outsider: Us
     client.force_login(owner)
     page = client.get("/apps/web/").content.decode()
     assert 'data-tab="releases"' in page and 'id="release-form"' in page
+    assert 'hx-include="#release-form [name=batch]"' in page  # a rollback takes the batch size too
     assert 'data-release="2"' in page and "first page" in page and re.search(r"1 file, \d+\xa0bytes", page)
     # While release 2 is being deployed, the list polls, and a rollback is refused with why.
     live = client.get("/apps/web/releases/", HTTP_HX_REQUEST="true")
@@ -167,8 +168,9 @@ def test_the_releases_tab_lists_deploys_and_rolls_back(owner: User, outsider: Us
     _done()
     live = client.get("/apps/web/releases/", HTTP_HX_REQUEST="true")
     assert live.status_code == 286  # nothing deploying: polling stops
-    response = client.post("/apps/web/releases/1/rollback/", HTTP_HX_REQUEST="true")
+    response = client.post("/apps/web/releases/1/rollback/", {"batch": "2"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
+    assert Operation.objects.get(params__number=3).params["batch"] == 2
     text = response.content.decode()
     assert "Deploy of release 3 (from 2)" in text and "rollback to release 1" in text
     # The Overview's instances and current release come along, out of band.
