@@ -317,6 +317,12 @@ METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 # in ALERT_WEBHOOK_ALLOW (comma-separated, e.g. 127.0.0.0/8 for a receiver on the portal's host).
 ALERT_INTERVAL = envfloat("ALERT_INTERVAL", 15.0)
 ALERT_WEBHOOK_TIMEOUT = envfloat("ALERT_WEBHOOK_TIMEOUT", 5.0)
+# Exactly one beat sends the periodic tasks: the one holding a lock in Redis, which expires this
+# many seconds after its holder stops renewing it (portal/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.beat:SingleBeatScheduler"
+BEAT_LOCK_TTL = envfloat("BEAT_LOCK_TTL", 60.0)
+if not 1 <= BEAT_LOCK_TTL <= 3600:
+    raise ValueError(f"BEAT_LOCK_TTL={BEAT_LOCK_TTL}: from 1 to 3600 seconds")
 ALERT_WEBHOOK_ATTEMPTS = envint("ALERT_WEBHOOK_ATTEMPTS", 6)
 ALERT_WEBHOOK_BACKOFF = envfloat("ALERT_WEBHOOK_BACKOFF", 10.0)
 ALERT_WEBHOOK_ALLOW = envlist("ALERT_WEBHOOK_ALLOW", [])
