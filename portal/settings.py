@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 
 from portal.env import envbool, envfloat, envint, envlist, envstr
 
@@ -31,6 +32,35 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+
+def _secrets_keys() -> list[str]:
+    """Fernet keys for apps' secret variables, newest first: the first seals, any opens
+    (docs/operations.md, rotating). Out of the box one key is made under var/; in production it
+    comes from the environment (SECRETS_KEYS or SECRETS_KEYS_FILE) and is backed up with the
+    database, which cannot be read without it."""
+    configured = envstr("SECRETS_KEYS", "")
+    if configured:
+        keys = [key.strip() for key in configured.split(",") if key.strip()]
+    else:
+        path = VAR_DIR / "secrets_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Fernet.generate_key().decode())
+            path.chmod(0o600)
+        keys = [path.read_text().strip()]
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ValueError(
+                f"SECRETS_KEYS: key {number} of {len(keys)} is not a Fernet key (44 characters of "
+                "url-safe base64; `manage.py rotate_secrets --new-key` prints one)"
+            ) from None
+    return keys
+
+
+SECRETS_KEYS = _secrets_keys()
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])

@@ -98,6 +98,13 @@ class AppAdmin(ReadOnlyAdmin):
     list_filter = ["team", "base_image"]
     search_fields = ["slug"]
     list_select_related = ["team", "base_image"]
+    # Sealed values are no use to read, and only names are ever shown.
+    exclude = ["secrets"]
+    readonly_fields = ["secret_names"]
+
+    @admin.display(description="Secret variables")
+    def secret_names(self, app: App) -> str:
+        return ", ".join(sorted(app.secrets or {})) or "none"
 
 
 @admin.register(VolumeUpload)

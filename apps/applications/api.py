@@ -21,7 +21,7 @@ from rest_framework.response import Response
 
 from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.applications import releases, selectors, services
+from apps.applications import releases, secret_env, selectors, services
 from apps.applications.models import App, BaseImage, HealthCheck
 from apps.applications.release_api import ReleaseActions, conflict
 from apps.console.api import (
@@ -171,6 +171,32 @@ class BaseImageField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)  # type: ignore[no-any-return]
 
 
+class SecretsField(serializers.Field):
+    """Secret variables: written as NAME: "value" (null deletes one on PATCH), read back as
+    NAME: "********". The values never leave the portal again (apps/applications/secret_env.py)."""
+
+    default_error_messages = {
+        "invalid": 'Secrets are an object of NAME: "value" pairs (null deletes one).',
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "help_text",
+            'Secret variables, NAME: "value"; read back masked as "********". On PATCH only the names '
+            "given change (null deletes one).",
+        )
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> dict[str, str]:
+        return secret_env.masked(value)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        # Values are checked by the service (a string, or null to delete), with the names.
+        return dict(data)
+
+
 class AppSerializer(serializers.ModelSerializer):
     team = SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
     base_image = BaseImageField(queryset=BaseImage.objects.all(), help_text="An id, or name:tag")
@@ -181,6 +207,7 @@ class AppSerializer(serializers.ModelSerializer):
     env = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
     )
+    secrets = SecretsField(required=False)
     memory_mb = serializers.IntegerField(required=False, default=64)
     cpus = serializers.DecimalField(
         max_digits=5, decimal_places=2, required=False, default=Decimal("0.25"), coerce_to_string=False
@@ -213,6 +240,7 @@ class AppSerializer(serializers.ModelSerializer):
             "command",
             "port",
             "env",
+            "secrets",
             "memory_mb",
             "cpus",
             "instances",
@@ -250,6 +278,12 @@ class AppUpdateSerializer(serializers.Serializer):
     port = serializers.IntegerField(required=False, allow_null=True)
     env = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    secrets = SecretsField(required=False)
+    make_secret = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Names of plain variables (env) to mark secret, with their value",
     )
     volume_mount = serializers.CharField(
         required=False, allow_blank=True, help_text="Where the app's files appear; empty: the default"

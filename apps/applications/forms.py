@@ -52,7 +52,99 @@ class EnvField(forms.CharField):
         return value
 
 
-class AppCreateForm(forms.Form):
+class SecretFields:
+    """Secret variables on a form: a row per secret the app has (a new value replaces it, a box
+    deletes it; the value is never shown), empty rows for new ones, and on the edit form boxes
+    that mark plain variables secret. `clean_secrets` leaves `secrets` (NAME: value, or None to
+    delete) and `make_secret` in cleaned_data for the service, which checks the names."""
+
+    NEW_ROWS = 3
+    fields: dict[str, forms.Field]
+    cleaned_data: dict[str, Any]
+    add_error: Any
+
+    def add_secret_fields(self, existing: list[str], plain: list[str]) -> None:
+        self.secret_names = existing
+        for name in existing:
+            self.fields[f"secret_value__{name}"] = forms.CharField(
+                required=False,
+                strip=False,
+                label=f"New value of {name}",
+                widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+            )
+            self.fields[f"secret_delete__{name}"] = forms.BooleanField(required=False, label=f"Delete {name}")
+        for row in range(self.NEW_ROWS):
+            self.fields[f"new_secret_name_{row}"] = forms.CharField(
+                required=False, label="Name", widget=forms.TextInput(attrs={"placeholder": "NAME"})
+            )
+            self.fields[f"new_secret_value_{row}"] = forms.CharField(
+                required=False,
+                strip=False,
+                label="Value",
+                widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+            )
+        if plain:
+            self.fields["make_secret"] = forms.MultipleChoiceField(
+                required=False,
+                choices=[(name, name) for name in plain],
+                widget=forms.CheckboxSelectMultiple,
+                label="Mark secret",
+                help_text="These plain variables become secret, with their value.",
+            )
+
+    def is_secret_field(self, name: str) -> bool:
+        return name.startswith(("secret_value__", "secret_delete__", "new_secret_")) or name == "make_secret"
+
+    @property
+    def plain_fields(self) -> list[Any]:
+        return [self[name] for name in self.fields if not self.is_secret_field(name)]  # type: ignore[index]
+
+    @property
+    def secret_rows(self) -> list[tuple[str, Any, Any]]:
+        return [
+            (name, self[f"secret_value__{name}"], self[f"secret_delete__{name}"])  # type: ignore[index]
+            for name in self.secret_names
+        ]
+
+    @property
+    def new_secret_rows(self) -> list[tuple[Any, Any]]:
+        return [
+            (self[f"new_secret_name_{row}"], self[f"new_secret_value_{row}"])  # type: ignore[index]
+            for row in range(self.NEW_ROWS)
+        ]
+
+    def clean_secrets(self) -> None:
+        data = self.cleaned_data
+        changes: dict[str, str | None] = {}
+        for name in self.secret_names:
+            value = data.pop(f"secret_value__{name}", "")
+            if data.pop(f"secret_delete__{name}", False):
+                if value:
+                    self.add_error(
+                        f"secret_delete__{name}", f"Either a new value for {name} or delete it, not both."
+                    )
+                changes[name] = None
+            elif value:
+                changes[name] = value
+        for row in range(self.NEW_ROWS):
+            name = data.pop(f"new_secret_name_{row}", "").strip()
+            value = data.pop(f"new_secret_value_{row}", "")
+            if not name and not value:
+                continue
+            if not name:
+                self.add_error(f"new_secret_name_{row}", "Name the secret whose value you typed.")
+            elif name in changes or name in self.secret_names:
+                self.add_error(
+                    f"new_secret_name_{row}",
+                    f"{name} is already a secret: type its new value in its own row above.",
+                )
+            else:
+                changes[name] = value
+        data["secrets"] = changes
+        data["make_secret"] = list(data.get("make_secret") or [])
+
+
+class AppCreateForm(SecretFields, forms.Form):
     slug = forms.CharField(
         max_length=40, help_text="Lowercase letters, digits and '-', 2-40 characters, starting with a letter."
     )
@@ -86,6 +178,7 @@ class AppCreateForm(forms.Form):
         self.fields["base_image"].queryset = base_images_for_new_apps()  # type: ignore[attr-defined]
         self.fields["memory_mb"].min_value = settings.MIN_MEMORY_MB  # type: ignore[attr-defined]
         self.fields["instances"].max_value = settings.MAX_INSTANCES_PER_APP  # type: ignore[attr-defined]
+        self.add_secret_fields([], [])
         # With one choice there is nothing to choose: one team, the one recommended version.
         teams = list(permissions.teams_of(user)[:2])
         if len(teams) == 1:
@@ -97,6 +190,12 @@ class AppCreateForm(forms.Form):
             self.fields["base_image"].initial = recommended[0]
         elif len(only) == 1:
             self.fields["base_image"].initial = only[0]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        self.clean_secrets()
+        self.cleaned_data.pop("make_secret", None)
+        return self.cleaned_data
 
     def clean_slug(self) -> str:
         # The service's own check, here too, so every error shows in one round.
@@ -134,7 +233,7 @@ class DeleteForm(forms.Form):
         return value
 
 
-class AppEditForm(forms.ModelForm):
+class AppEditForm(SecretFields, forms.ModelForm):
     command = CommandField(required=False, help_text="Leave empty for the base image's default command.")
     env = EnvField(required=False, label="Environment")
     state_paths = StatePathsField(
@@ -171,6 +270,12 @@ class AppEditForm(forms.ModelForm):
         field.help_text = (
             "Every change here is a new release, rolled out one instance at a time behind the health check."
         )
+        self.add_secret_fields(sorted(self.instance.secrets or {}), sorted(self.instance.env or {}))
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        self.clean_secrets()
+        return self.cleaned_data
 
 
 class AddressForm(forms.Form):

@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from apps.accounts.models import Team, slug_validator
+from apps.applications.secret_env import validate_sealed
 from apps.applications.validators import (
     validate_argv,
     validate_container_path,
@@ -145,6 +146,9 @@ class App(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     env = models.JSONField(default=dict, blank=True, validators=[validate_env])
+    # Secret variables: name -> Fernet token (apps/applications/secret_env.py). Opened only to
+    # make a container; everywhere else only the names are shown.
+    secrets = models.JSONField(default=dict, blank=True, validators=[validate_sealed])
     # Where the app's files appear in the container (empty: settings.APP_VOLUME_MOUNT). A moved
     # VM app keeps its old path, so its command and config need no rewriting.
     volume_mount = models.CharField(
@@ -252,6 +256,7 @@ class Release(models.Model):
         "command",
         "port",
         "env",
+        "secrets",
         "workdir",
         "volume_mount",
         "state_paths",
@@ -267,6 +272,8 @@ class Release(models.Model):
     command = models.JSONField(default=list, blank=True)
     port = models.PositiveIntegerField(null=True, blank=True)
     env = models.JSONField(default=dict, blank=True)
+    # Sealed, as the app's: a rollback brings back the values the release ran with.
+    secrets = models.JSONField(default=dict, blank=True)
     workdir = models.CharField(max_length=200, blank=True)
     volume_mount = models.CharField(max_length=200, blank=True)
     state_paths = models.JSONField(default=list, blank=True)

@@ -49,6 +49,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
     instances = serializers.SerializerMethodField(help_text="Instances running it now")
     kept = serializers.BooleanField(read_only=True, help_text="False: pruned, its files are gone")
     env_names = serializers.SerializerMethodField(help_text="The environment's names (values are not listed)")
+    secret_names = serializers.SerializerMethodField(help_text="Its secret variables' names")
 
     class Meta:
         model = Release
@@ -62,6 +63,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "command",
             "port",
             "env_names",
+            "secret_names",
             "workdir",
             "state_paths",
             "health_check",
@@ -92,6 +94,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
     def get_env_names(self, release: Release) -> list[str]:
         return sorted(release.env or {})
+
+    def get_secret_names(self, release: Release) -> list[str]:
+        return sorted(release.secrets or {})
 
 
 class ReleaseCreateSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.accounts import permissions
+from apps.applications import secret_env
 from apps.applications.archives import check_archive
 from apps.applications.models import App, Release
 from apps.hosts.models import Host
@@ -120,6 +121,10 @@ def describe(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     for label, names in (("env added", added), ("env removed", removed), ("env changed", changed)):
+        if names:
+            out.append(f"{label}: {', '.join(names)}")
+    added, removed, changed = secret_env.changed_names(old.get("secrets") or {}, new.get("secrets") or {})
+    for label, names in (("secret added", added), ("secret removed", removed), ("secret changed", changed)):
         if names:
             out.append(f"{label}: {', '.join(names)}")
     for field, label in (

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from apps.accounts import permissions
 from apps.accounts.models import Team, slug_validator
-from apps.applications import releases
-from apps.applications.models import App, BaseImage, BuildState, RetainedVolume
+from apps.applications import releases, secret_env
+from apps.applications.models import App, BaseImage, BuildState, Release, RetainedVolume
 from apps.applications.quota import check_quota
 from apps.hosts import gateway
 from apps.hosts.models import Host
@@ -137,6 +137,7 @@ def app_create(
     command: list[str] | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    secrets: dict[str, Any] | None = None,
     memory_mb: Any = 64,
     cpus: Any = "0.25",
     instances: int = 0,
@@ -158,6 +159,7 @@ def app_create(
         command=command or [],
         port=port,
         env=env or {},
+        secrets=secret_env.secrets_apply(sealed={}, changes=secrets or {}, env=env or {}),
         memory_mb=memory,
         cpus=cpu,
         instances=0,
@@ -184,13 +186,19 @@ def app_update(*, user: Any, app: App, note: Any = "", batch: Any = None, **chan
     """Change how the app's containers are made: a new release, deployed rolling (one instance or
     batch at a time behind the health check, all put back if one fails)."""
     permissions.require_member(user, app.team)
-    unknown = set(changes) - set(EDITABLE_FIELDS)
+    unknown = set(changes) - {*EDITABLE_FIELDS, "secrets", "make_secret"}
     if unknown:
         raise ValidationError(
-            f"Cannot change {', '.join(sorted(unknown))} here; editable: {', '.join(EDITABLE_FIELDS)}. "
-            "Memory and CPU change through a resource request."
+            f"Cannot change {', '.join(sorted(unknown))} here; editable: {', '.join(EDITABLE_FIELDS)}, "
+            "secrets, make_secret. Memory and CPU change through a resource request."
         )
     app = App.objects.select_for_update().select_related("base_image").get(pk=app.pk)
+    secret_changes = changes.pop("secrets", None)
+    make_secret = changes.pop("make_secret", None)
+    if secret_changes is not None or make_secret or "env" in changes:
+        changes["env"], changes["secrets"] = _env_and_secrets(
+            app, changes.get("env", app.env), secret_changes or {}, make_secret or []
+        )
     changed = {field: value for field, value in changes.items() if getattr(app, field) != value}
     if not changed:
         return app
@@ -199,6 +207,30 @@ def app_update(*, user: Any, app: App, note: Any = "", batch: Any = None, **chan
     releases.release_create(user=user, app=app, config=changed, note=note, batch=batch)
     app.refresh_from_db()
     return app
+
+
+def _env_and_secrets(
+    app: App, env: Any, secret_changes: Any, make_secret: Any
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The app's plain and sealed variables after an edit: `make_secret` names move from the
+    plain ones to the secrets with their value; `secret_changes` set (a string) or delete (None)."""
+    if not isinstance(make_secret, list) or not all(isinstance(name, str) for name in make_secret):
+        raise ValidationError({"make_secret": "A list of names of plain variables to mark secret."})
+    if not isinstance(env, dict):
+        raise ValidationError({"env": 'Environment must be an object of NAME: "value" pairs.'})
+    plain = dict(env)
+    moved = {}
+    for name in make_secret:
+        if name not in plain:
+            raise ValidationError(
+                {
+                    "make_secret": f"{name} is not a plain variable of {app.slug}, so it cannot be marked secret."
+                }
+            )
+        moved[name] = plain.pop(name)
+    if moved and isinstance(secret_changes, dict):
+        secret_changes = {**moved, **secret_changes}
+    return plain, secret_env.secrets_apply(sealed=app.secrets, changes=secret_changes, env=plain)
 
 
 @transaction.atomic
@@ -471,3 +503,18 @@ def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
             volume.purge_error = result.stderr.decode(errors="replace")[-500:]
     volume.save(update_fields=["purged_at", "purge_error"])
     return volume
+
+
+@transaction.atomic
+def secrets_rotate() -> tuple[int, int, int]:
+    """Every sealed value of every app and release, sealed again with the first key. All or
+    nothing: one value no key opens stops it with its name, and nothing is written."""
+    rows: dict[type[App] | type[Release], int] = {App: 0, Release: 0}
+    values = 0
+    for model in rows:
+        for row in model.objects.select_for_update().only("pk", "secrets").order_by("pk"):
+            if row.secrets:
+                model.objects.filter(pk=row.pk).update(secrets=secret_env.rotate(row.secrets))
+                rows[model] += 1
+                values += len(row.secrets)
+    return rows[App], rows[Release], values

@@ -220,7 +220,13 @@ def app_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     # service must compare the new values with the app as it is.
     form = AppEditForm(request.POST or None, instance=App.objects.get(pk=app.pk))
     if request.method == "POST" and form.is_valid():
-        changes = {field: form.cleaned_data[field] for field in form.changed_data}
+        changes = {
+            field: form.cleaned_data[field] for field in form.changed_data if not form.is_secret_field(field)
+        }
+        # Only names with a new value or deleted: the others keep their sealed values.
+        for name in ("secrets", "make_secret"):
+            if form.cleaned_data[name]:
+                changes[name] = form.cleaned_data[name]
         try:
             services.app_update(user=request.user, app=app, **changes)
         except ValidationError as exc:
