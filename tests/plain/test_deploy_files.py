@@ -1,0 +1,135 @@
+"""The production files in deploy/ hold together: the env file example names only settings the
+portal reads and passes Django's deploy checks, nginx takes uploads as large as the portal does
+and its configuration loads, and systemd finds nothing wrong with the units. (They serve the
+portal for real in tests/browser/test_production_browser.py.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy_support import (
+    DEPLOY,
+    NGINX,
+    ROOT,
+    env_example,
+    nginx_conf,
+    render_site,
+    self_signed,
+    unit_command,
+)
+from tests.plain.test_docs_settings import settings_read
+
+UNITS = ["slipway-web.service", "slipway-worker@.service", "slipway-beat.service", "slipway-events.service"]
+
+
+def _settings_name(name: str) -> str:
+    return name.removesuffix("_FILE")
+
+
+def test_the_env_example_sets_only_settings_the_portal_reads() -> None:
+    names = {_settings_name(name) for name in env_example(commented=True)}
+    assert {
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "SLIPWAY_HTTPS",
+        "SECURE_PROXY_SSL_HEADER",
+        "ALLOWED_HOSTS",
+    } <= names
+    unknown = sorted(names - settings_read())
+    assert not unknown, f"deploy/slipway.env.example sets variables portal/settings.py never reads: {unknown}"
+
+
+def _deploy_check(tmp_path: Path, **override: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py check --deploy` with the example's settings, its secret files made here."""
+    (tmp_path / "secret_key").write_text("x" * 60 + "-a-long-random-production-key\n")
+    (tmp_path / "database_url").write_text("postgres://slipway:pw@127.0.0.1:5432/slipway\n")
+    env = env_example()
+    env.update(
+        SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        DATABASE_URL_FILE=str(tmp_path / "database_url"),
+        SLIPWAY_VAR_DIR=str(tmp_path / "var"),
+        **override,
+    )
+    env = {k: v for k, v in env.items() if v != "-"}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_env_example_passes_djangos_deploy_checks(tmp_path: Path) -> None:
+    result = _deploy_check(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_without_https_the_same_settings_fail_the_deploy_checks(tmp_path: Path) -> None:
+    result = _deploy_check(tmp_path, SLIPWAY_HTTPS="-", SECURE_HSTS_SECONDS="-")
+    assert result.returncode != 0
+    for check in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert check in result.stderr, result.stderr
+
+
+def test_nginx_takes_an_upload_as_large_as_the_portal_allows() -> None:
+    site = (DEPLOY / "nginx" / "slipway.conf").read_text()
+    [limit] = re.findall(r"^\s*client_max_body_size (\d+)m;", site, re.MULTILINE)
+    allowed = int(env_example()["MAX_UPLOAD_MB"])
+    # The archive, plus the form around it; not far past it either.
+    assert allowed < int(limit) <= allowed + 16
+
+
+def test_the_nginx_site_loads_in_debians_nginx(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    site = tmp_path / "slipway.conf"
+    site.write_text(
+        render_site(
+            http_port=1080,
+            https_port=1443,
+            upstream_port=18000,
+            cert=cert,
+            key=key,
+            static_root=tmp_path / "static",
+        )
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_conf(tmp_path, site))
+    result = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    # A site that says something nginx does not know is refused: the check can fail.
+    site.write_text(site.read_text().replace("client_max_body_size", "client_max_body"))
+    result = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and 'unknown directive "client_max_body"' in result.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_finds_nothing_wrong_with_the_unit(unit: str, tmp_path: Path) -> None:
+    # As installed (/etc/systemd/system), with this checkout for /srv/slipway and its env file.
+    env_file = tmp_path / "slipway.env"
+    env_file.write_text("")
+    text = (DEPLOY / unit).read_text()
+    text = text.replace("/srv/slipway/.venv/bin/", f"{Path(sys.executable).parent}/")
+    text = text.replace("/srv/slipway", str(ROOT)).replace("/etc/slipway/slipway.env", str(env_file))
+    name = unit.replace("@.", "@1.")  # a template is verified as one of its instances
+    (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / name)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    assert "User=slipway" in text and f"EnvironmentFile={env_file}" in text
+    # The program it starts is one of the venv's.
+    argv = unit_command(unit, **({"worker%i@%%h": "worker1@%h"} if "@" in unit else {}))
+    assert Path(argv[0]).exists(), argv
