@@ -11,6 +11,7 @@ from pathlib import Path
 import dj_database_url
 from cryptography.fernet import Fernet
 
+from portal import signin
 from portal.env import envbool, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -154,6 +155,63 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Company sign-in (docs/sign-in.md). The directory is asked first when LDAP_SERVER_URI is set;
+# local accounts (ModelBackend: the demo users, a break-glass admin) always work. OIDC adds a
+# "Sign in with ..." button when OIDC_RP_CLIENT_ID is set. Each maps groups to ops and team roles.
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# The group mappings (portal.signin.GroupMap); they grant nothing while their sign-in is off.
+SIGNIN_LDAP_GROUPS = SIGNIN_OIDC_GROUPS = signin.NOTHING
+LDAP_SERVER_URI = envstr("LDAP_SERVER_URI", "")
+# An open terminal of a directory user rereads their groups at each recheck; while the directory
+# cannot be reached it keeps the access last read for this long, then closes.
+LDAP_OUTAGE_GRACE = envfloat("LDAP_OUTAGE_GRACE", 300.0)
+if LDAP_SERVER_URI:
+    AUTHENTICATION_BACKENDS.insert(0, "apps.accounts.directory.DirectoryBackend")
+    # AUTH_LDAP_* (django-auth-ldap's settings) and SIGNIN_LDAP_GROUPS (the group mapping).
+    globals().update(
+        signin.ldap_settings(
+            server_uri=LDAP_SERVER_URI,
+            bind_dn=envstr("LDAP_BIND_DN", ""),
+            bind_password=envstr("LDAP_BIND_PASSWORD", ""),
+            user_search_base=envstr("LDAP_USER_SEARCH_BASE", ""),
+            user_filter=envstr("LDAP_USER_FILTER", "(uid=%(user)s)"),
+            group_search_base=envstr("LDAP_GROUP_SEARCH_BASE", ""),
+            group_type=envstr("LDAP_GROUP_TYPE", "groupOfNames"),
+            start_tls=envbool("LDAP_START_TLS", False),
+            ca_file=envstr("LDAP_TLS_CA_FILE", ""),
+            timeout=envfloat("LDAP_TIMEOUT", 5.0),
+            ops_groups=envstr("LDAP_OPS_GROUPS", ""),
+            team_groups=envstr("LDAP_TEAM_GROUPS", ""),
+        )
+    )
+    if LDAP_OUTAGE_GRACE < 0:
+        raise ValueError(f"LDAP_OUTAGE_GRACE={LDAP_OUTAGE_GRACE}: 0 or more seconds")
+OIDC_RP_CLIENT_ID = envstr("OIDC_RP_CLIENT_ID", "")
+# The sign-in button says "Sign in with <this>".
+OIDC_PROVIDER_NAME = envstr("OIDC_PROVIDER_NAME", "single sign-on")
+# The claims that name the user and list their groups.
+OIDC_USERNAME_CLAIM = envstr("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = envstr("OIDC_GROUPS_CLAIM", "groups")
+if OIDC_RP_CLIENT_ID:
+    AUTHENTICATION_BACKENDS.append("apps.accounts.oidc.OIDCBackend")
+    # OIDC_* (mozilla-django-oidc's settings) and SIGNIN_OIDC_GROUPS (the group mapping).
+    globals().update(
+        signin.oidc_settings(
+            client_id=OIDC_RP_CLIENT_ID,
+            client_secret=envstr("OIDC_RP_CLIENT_SECRET", ""),
+            authorization_endpoint=envstr("OIDC_OP_AUTHORIZATION_ENDPOINT", ""),
+            token_endpoint=envstr("OIDC_OP_TOKEN_ENDPOINT", ""),
+            user_endpoint=envstr("OIDC_OP_USER_ENDPOINT", ""),
+            jwks_endpoint=envstr("OIDC_OP_JWKS_ENDPOINT", ""),
+            sign_algo=envstr("OIDC_RP_SIGN_ALGO", "RS256"),
+            scopes=envstr("OIDC_RP_SCOPES", "openid email profile"),
+            username_claim=OIDC_USERNAME_CLAIM,
+            groups_claim=OIDC_GROUPS_CLAIM,
+            ops_groups=envstr("OIDC_OPS_GROUPS", ""),
+            team_groups=envstr("OIDC_TEAM_GROUPS", ""),
+        )
+    )
 
 LANGUAGE_CODE = "en-us"
 FORMAT_MODULE_PATH = ["portal.formats"]  # one date format everywhere, with its zone

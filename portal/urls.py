@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from apps.accounts import signin_views
 from apps.accounts import views as account_views
 from apps.alerts.api import AlertViewSet, NotificationViewSet, RuleViewSet, WebhookViewSet
 from apps.applications import views as application_views
@@ -30,7 +31,9 @@ router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", signin_views.SignInView.as_view(), name="login"),
+    path("login/oidc/", signin_views.oidc_start, name="oidc-start"),
+    path("login/oidc/callback/", signin_views.oidc_callback, name="oidc-callback"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/token/", account_views.token_page, name="token"),
     path("account/token/create/", account_views.token_create, name="token-create"),

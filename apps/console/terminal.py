@@ -15,12 +15,13 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user
+from django.contrib.auth import BACKEND_SESSION_KEY, get_user
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from apps.accounts import directory
 from apps.applications.selectors import apps_visible_to
 from apps.console.models import ExecSession
 from apps.console.services import check_rate, check_running, session_open
@@ -44,6 +45,7 @@ class Close(enum.IntEnum):
     NOT_RUNNING = 4409
     TOO_MANY = 4429
     HOST_ERROR = 4502
+    DIRECTORY_UNREACHABLE = 4503
 
 
 class Refused(Exception):
@@ -98,7 +100,8 @@ def terminal_attach(instance: Instance) -> gateway.TtyExec:
 def terminal_check(*, session_key: str | None, user_pk: int, instance_pk: int) -> Refused | None:
     """Whether an open terminal may go on: its user is still signed in with the same session
     (logout deletes it from the session store; a password change or a deactivated account
-    makes it invalid), may still see the app, and the instance still exists."""
+    makes it invalid), may still see the app, and the instance still exists. A user signed in
+    through the company directory has their groups reread first (docs/sign-in.md)."""
     request = HttpRequest()
     # A fresh read of the store: the session object in the websocket's scope is the copy
     # loaded at the handshake and still says signed in after a logout.
@@ -106,6 +109,11 @@ def terminal_check(*, session_key: str | None, user_pk: int, instance_pk: int) -
     user = get_user(request) if session_key else None
     if user is None or not user.is_authenticated or user.pk != user_pk:
         return Refused(Close.SIGNED_OUT, "You signed out, so the terminal was closed.")
+    unreachable = directory.recheck(
+        user, backend=request.session.get(BACKEND_SESSION_KEY), every=float(settings.TERMINAL_RECHECK)
+    )
+    if unreachable:
+        return Refused(Close.DIRECTORY_UNREACHABLE, unreachable)
     if not _instances_for(user).filter(pk=instance_pk).exists():
         return Refused(
             Close.FORBIDDEN,

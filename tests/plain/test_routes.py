@@ -68,6 +68,9 @@ _DECIDE_API = {"anonymous": 401, "outsider": 404, "owner": 403, "lead": 200, "op
 MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "home": ("get", NONE, _signed_in(302, 200)),
     "login": ("get", NONE, _all(200)),
+    # OIDC is off unless configured (tests/plain/test_oidc_signin.py turns it on).
+    "oidc-start": ("get", NONE, _all(404)),
+    "oidc-callback": ("get", NONE, _all(404)),
     "logout": ("post", NONE, _all(302)),
     "healthz": ("get", NONE, _all(200)),
     "token": ("get", NONE, _signed_in(302, 200)),

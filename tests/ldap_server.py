@@ -1,0 +1,222 @@
+"""A real directory for the sign-in tests: Debian's slapd on 127.0.0.1 and a free port, with
+its own configuration and mdb database in a temporary directory, loaded with slapadd before it
+starts and stopped by its pid.
+
+The directory (suffix dc=slipway,dc=test):
+
+| user | password | groups |
+|---|---|---|
+| alice | alice-pw | alpha-devs |
+| bob | bob-pw | alpha-devs, alpha-leads |
+| carol | carol-pw | ops |
+| dave | dave-pw | unmapped (a group the mapping does not name) |
+| erin | erin-pw | beta-devs (team beta does not exist until someone is given a role in it) |
+| dev | directory-dev-pw | alpha-leads (the demo's local `dev` has the same name) |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ldap
+
+from portal import signin
+
+SUFFIX = "dc=slipway,dc=test"
+ADMIN_DN = f"cn=admin,{SUFFIX}"
+ADMIN_PW = "admin-secret"
+# The portal reads the directory as a service account, as it would in a company.
+SERVICE_DN = f"cn=slipway,ou=services,{SUFFIX}"
+SERVICE_PW = "service-secret"
+PEOPLE = f"ou=people,{SUFFIX}"
+GROUPS = f"ou=groups,{SUFFIX}"
+USERS = {
+    "alice": ("alice-pw", ["alpha-devs"]),
+    "bob": ("bob-pw", ["alpha-devs", "alpha-leads"]),
+    "carol": ("carol-pw", ["ops"]),
+    "dave": ("dave-pw", ["unmapped"]),
+    "erin": ("erin-pw", ["beta-devs"]),
+    "dev": ("directory-dev-pw", ["alpha-leads"]),
+}
+GROUP_NAMES = ["alpha-devs", "alpha-leads", "beta-devs", "ops", "unmapped"]
+
+CONFIG = """\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {dir}/slapd.pid
+database mdb
+maxsize 16777216
+suffix "{suffix}"
+rootdn "{admin}"
+rootpw {admin_pw}
+directory {dir}/data
+access to attrs=userPassword by anonymous auth by self write by * none
+access to * by users read by * none
+"""
+
+
+def group_dn(name: str) -> str:
+    return f"cn={name},{GROUPS}"
+
+
+def user_dn(name: str) -> str:
+    return f"uid={name},{PEOPLE}"
+
+
+def _ldif() -> str:
+    entries = [
+        f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Slipway test\ndc: slipway",
+        f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people",
+        f"dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups",
+        f"dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services",
+        f"dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
+        f"cn: slipway\nuserPassword: {SERVICE_PW}",
+    ]
+    for name, (password, _) in USERS.items():
+        entries.append(
+            f"dn: {user_dn(name)}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name.title()} Tester\n"
+            f"givenName: {name.title()}\nsn: Tester\nmail: {name}@example.test\nuserPassword: {password}"
+        )
+    for group in GROUP_NAMES:
+        members = [user_dn(name) for name, (_, groups) in USERS.items() if group in groups]
+        # groupOfNames needs a member: the service account stands in for an empty group.
+        lines = "\n".join(f"member: {dn}" for dn in members or [SERVICE_DN])
+        entries.append(f"dn: {group_dn(group)}\nobjectClass: groupOfNames\ncn: {group}\n{lines}")
+    return "\n\n".join(entries) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Directory:
+    uri: str
+    pid: int
+
+    def _admin(self) -> Any:
+        conn = ldap.initialize(self.uri)
+        conn.simple_bind_s(ADMIN_DN, ADMIN_PW)
+        return conn
+
+    def remove_member(self, group: str, user: str) -> None:
+        conn = self._admin()
+        try:
+            [(_, attrs)] = conn.search_s(group_dn(group), ldap.SCOPE_BASE, attrlist=["member"])
+            members = [m for m in attrs["member"] if m.decode().lower() != user_dn(user).lower()]
+            # groupOfNames needs a member: the service account stands in for an empty group.
+            conn.modify_s(group_dn(group), [(ldap.MOD_REPLACE, "member", members or [SERVICE_DN.encode()])])
+        finally:
+            conn.unbind_s()
+
+    def add_member(self, group: str, user: str) -> None:
+        conn = self._admin()
+        try:
+            with contextlib.suppress(ldap.TYPE_OR_VALUE_EXISTS):
+                conn.modify_s(group_dn(group), [(ldap.MOD_ADD, "member", [user_dn(user).encode()])])
+        finally:
+            conn.unbind_s()
+
+    def reset(self) -> None:
+        """Every group's members as in the table above (tests change them)."""
+        conn = self._admin()
+        try:
+            for group in GROUP_NAMES:
+                members = [user_dn(n) for n, (_, groups) in USERS.items() if group in groups] or [SERVICE_DN]
+                conn.modify_s(group_dn(group), [(ldap.MOD_REPLACE, "member", [m.encode() for m in members])])
+        finally:
+            conn.unbind_s()
+
+    def settings(self, **overrides: str) -> dict[str, Any]:
+        """The portal's settings for this directory, made by the code that makes them from the
+        environment (portal.signin), with the mapping the tests use."""
+        values: dict[str, Any] = {
+            "server_uri": self.uri,
+            "bind_dn": SERVICE_DN,
+            "bind_password": SERVICE_PW,
+            "user_search_base": PEOPLE,
+            "user_filter": "(uid=%(user)s)",
+            "group_search_base": GROUPS,
+            "group_type": "groupOfNames",
+            "start_tls": False,
+            "ca_file": "",
+            "timeout": 2.0,
+            "ops_groups": group_dn("ops"),
+            "team_groups": (
+                f"{group_dn('alpha-devs')} => alpha:developer; {group_dn('alpha-leads')} => alpha:lead\n"
+                f"{group_dn('beta-devs')} => beta:developer"
+            ),
+        } | overrides
+        return signin.ldap_settings(**values) | {
+            "LDAP_SERVER_URI": values["server_uri"],
+            "AUTHENTICATION_BACKENDS": [
+                "apps.accounts.directory.DirectoryBackend",
+                "django.contrib.auth.backends.ModelBackend",
+            ],
+        }
+
+
+@contextlib.contextmanager
+def running_slapd() -> Iterator[Directory]:
+    """slapd started for the caller and stopped (by its pid) afterwards, even on failure."""
+    workdir = Path(tempfile.mkdtemp(prefix="slipway-slapd-"))
+    proc: subprocess.Popen[bytes] | None = None
+    log = (workdir / "slapd.log").open("wb")
+    try:
+        (workdir / "data").mkdir()
+        conf = workdir / "slapd.conf"
+        conf.write_text(CONFIG.format(dir=workdir, suffix=SUFFIX, admin=ADMIN_DN, admin_pw=ADMIN_PW))
+        (workdir / "data.ldif").write_text(_ldif())
+        subprocess.run(
+            ["/usr/sbin/slapadd", "-q", "-f", str(conf), "-l", str(workdir / "data.ldif")],
+            check=True,
+            capture_output=True,
+        )
+        port = _free_port()
+        uri = f"ldap://127.0.0.1:{port}/"
+        # -d 0: in the foreground, so the pid is slapd's own and ours to stop.
+        proc = subprocess.Popen(
+            ["/usr/sbin/slapd", "-h", uri, "-f", str(conf), "-d", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        directory = Directory(uri=uri, pid=proc.pid)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                directory._admin().unbind_s()
+                break
+            except ldap.SERVER_DOWN:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"slapd did not start: {(workdir / 'slapd.log').read_text()}"
+                    ) from None
+                time.sleep(0.05)
+        yield directory
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
