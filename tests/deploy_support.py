@@ -75,7 +75,7 @@ def nginx_conf(prefix: Path, site: Path) -> str:
 user root;
 worker_processes 1;
 pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
+error_log stderr info;
 events {{ worker_connections 256; }}
 http {{
     include /etc/nginx/mime.types;
