@@ -366,6 +366,19 @@ def _converge_app(op: Operation) -> None:
     converge(require_app(op))
 
 
+def _reconcile(op: Operation) -> None:
+    """The instances the reconcile found needing repair, only those (a row made before the
+    reconcile named them: the whole app)."""
+    app = require_app(op)
+    ids = op.params.get("instances")
+    if ids is None:
+        converge(app)
+        return
+    only = list(Instance.objects.filter(app=app, pk__in=ids))
+    if only:  # none left: removed meanwhile
+        converge(app, only=only)
+
+
 def _converge_instance(op: Operation) -> None:
     app = require_app(op)
     if op.instance is None:
@@ -480,7 +493,7 @@ HANDLERS: dict[str, Callable[[Operation], None]] = {
     Operation.Kind.UPGRADE: _redeploy,
     Operation.Kind.DEPLOY: _converge_app,
     Operation.Kind.SCALE: _converge_app,
-    Operation.Kind.RECONCILE: _converge_app,
+    Operation.Kind.RECONCILE: _reconcile,
     Operation.Kind.START: _converge_instance,
     Operation.Kind.STOP: _converge_instance,
     Operation.Kind.RESTART: _converge_instance,

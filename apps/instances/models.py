@@ -175,6 +175,11 @@ class Finding(models.Model):
         UNKNOWN_CONTAINER = "unknown_container", "Unknown container with Slipway labels"
         FOREIGN_ADDRESS = "foreign_address", "Address in use that Slipway did not give out"
         IDLE_ADDRESS = "idle_address", "Allocated address that no container holds"
+        # Signs that the fleet moved on past the database (restored from a backup): reported,
+        # never acted on (apps.instances.ahead, docs/backup.md).
+        NEWER_CONTAINER = "newer_container", "Container newer than the database"
+        ELSEWHERE = "elsewhere", "Instance's container runs on another host"
+        HELD = "held", "Repair held: the app's containers are newer than the database"
 
     # Empty for a finding about an address no host holds.
     host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.CASCADE, related_name="findings")

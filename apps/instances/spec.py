@@ -11,12 +11,16 @@ from django.conf import settings
 from apps.applications import secret_env
 from apps.applications.models import Release
 from apps.hosts.models import Host
-from apps.hosts.transport import MANAGED_LABEL, ContainerSpec
+from apps.hosts.transport import MANAGED_LABEL, STAMP_PREFIX, ContainerSpec
 from apps.instances.models import Instance
 
 APP_LABEL = "io.slipway.app"
 SLOT_LABEL = "io.slipway.slot"
 INSTANCE_LABEL = "io.slipway.instance"
+# The id of the release row the container was made from. Ids only grow, so a container whose
+# release the database has not given out yet was made after the database's last write: it was
+# restored from a backup (apps.instances.ahead).
+RELEASE_STAMP = STAMP_PREFIX + "release"
 
 
 def _is_ip(value: str) -> bool:
@@ -105,6 +109,8 @@ def instance_spec(instance: Instance) -> ContainerSpec:
         SLOT_LABEL: str(instance.slot),
         INSTANCE_LABEL: str(instance.pk),
     }
+    if release is not None:
+        labels[RELEASE_STAMP] = str(release.pk)
     pool = app.ip_pool
     on_pool = pool is not None and bool(instance.address)
     return ContainerSpec(

@@ -150,7 +150,7 @@ class ContainerSpec:
             self.publish_address,
             self.network,
             self.ipv4,
-            repr(tuple(item for item in self.labels if item[0] != SPEC_LABEL)),
+            repr(tuple(item for item in self.labels if not _left_out(item[0]))),
         ]
         if self.ro_binds:  # only then, so containers made before LXCFS keep their digest
             parts.append(repr(self.ro_binds))
@@ -161,6 +161,14 @@ class ContainerSpec:
 
 SPEC_LABEL = "io.slipway.spec"
 MANAGED_LABEL = "io.slipway.managed"
+# Labels that say what a container was made from, not what it is (the release it was made
+# for): left out of the digest, so a container is adopted whatever stamps it carries, and the
+# stamps of containers made before them are never a reason to recreate one.
+STAMP_PREFIX = "io.slipway.stamp."
+
+
+def _left_out(label: str) -> bool:
+    return label == SPEC_LABEL or label.startswith(STAMP_PREFIX)
 
 
 @dataclass(frozen=True)

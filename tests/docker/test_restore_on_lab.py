@@ -1,0 +1,168 @@
+"""A database dump from before the fleet moved on, restored (docs/backup.md): the reconcile
+reports every difference as a finding on the hosts' pages, and no instance that runs is stopped,
+removed or re-created."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils.html import escape
+
+from apps.applications import services
+from apps.applications.models import App
+from apps.hosts.models import Host
+from apps.instances import reconcile
+from apps.instances.models import Finding, Instance, Operation
+from apps.lab import fleet
+from tests.helpers import run_op
+
+
+def _dump(path: Path) -> None:
+    """What docs/backup.md says to take: `pg_dump -Fc` (on SQLite, the file through its backup API)."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        with sqlite3.connect(db["NAME"]) as source, sqlite3.connect(path) as copy:
+            source.backup(copy)
+        return
+    subprocess.run(["pg_dump", "-Fc", "-f", str(path), *_pg(db)], check=True, env=_pg_env(db), timeout=60)
+
+
+def _restore(path: Path) -> None:
+    """`pg_restore --clean` into the database the portal runs on (nothing else holds it open)."""
+    db = connection.settings_dict
+    connection.close()
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        with sqlite3.connect(path) as copy, sqlite3.connect(db["NAME"]) as target:
+            copy.backup(target)
+        return
+    subprocess.run(
+        ["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", *_pg(db), str(path)],
+        check=True,
+        env=_pg_env(db),
+        timeout=60,
+    )
+
+
+def _pg(db: dict) -> list[str]:  # type: ignore[type-arg]
+    return [
+        "-h",
+        db["HOST"] or "127.0.0.1",
+        "-p",
+        str(db["PORT"] or 5432),
+        "-U",
+        db["USER"],
+        "-d",
+        db["NAME"],
+    ]
+
+
+def _pg_env(db: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {**os.environ, "PGPASSWORD": db["PASSWORD"] or ""}
+
+
+def _containers(lab: list[fleet.LabHost], *slugs: str) -> dict[str, tuple[str, str, str]]:
+    """name -> (host, container id, status) of the apps' containers on every lab host."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for lab_host in lab:
+        for slug in slugs:
+            listed = fleet.docker(
+                lab_host,
+                "ps",
+                "-a",
+                "--no-trunc",
+                "--filter",
+                f"label=io.slipway.app={slug}",
+                "--format",
+                "{{.Names}} {{.ID}} {{.State}}",
+            ).stdout.split("\n")
+            for line in filter(None, listed):
+                name, container_id, state = line.split()
+                assert name not in seen, f"{name} runs twice: {seen[name]} and on {lab_host.name}"
+                seen[name] = (lab_host.name, container_id, state)
+    return seen
+
+
+def _ok(op: Operation) -> None:
+    op = run_op(op)
+    assert op.status == Operation.Status.SUCCEEDED, op.error
+
+
+def test_a_dump_from_before_the_fleet_moved_on_is_restored_and_the_reconcile_reports_without_touching_what_runs(
+    deploy: Callable[..., App],
+    owner: User,
+    ops: User,
+    lab: list[fleet.LabHost],
+    lab_hosts: list[Host],
+    remove_apps: list[str],
+    transactional_db: None,
+    tmp_path: Path,
+) -> None:
+    web = deploy("rstweb", 2)
+    zero = Instance.objects.select_related("host").get(app=web, slot=0)
+    one = Instance.objects.select_related("host").get(app=web, slot=1)
+    dump = tmp_path / "slipway.dump"
+    _dump(dump)
+
+    # An hour of work later: slot 0 moved to the other host, a release, a third instance, an app.
+    there = next(h for h in lab_hosts if h.pk != zero.host_id)
+    _ok(services.instance_move(user=ops, instance=zero, host=there))
+    services.app_update(user=owner, app=web, command=["httpd", "-f", "-p", "8080", "-h", "/srv/data"])
+    _ok(Operation.objects.get(app=web, kind=Operation.Kind.RELEASE))
+    _ok(services.app_scale(user=owner, app=web, instances=3))
+    deploy("rstnew", 1)
+    before = _containers(lab, "rstweb", "rstnew")
+    assert sorted(before) == ["slw-rstnew-0", "slw-rstweb-0", "slw-rstweb-1", "slw-rstweb-2"]
+    assert {state for _, _, state in before.values()} == {"running"}
+    assert before["slw-rstweb-0"][0] == there.name
+
+    _restore(dump)
+    assert not App.objects.filter(slug="rstnew").exists()
+    assert Instance.objects.get(app__slug="rstweb", slot=0).host_id == zero.host_id
+
+    report = reconcile.reconcile()
+    # Whatever it queued runs, as a worker would run it.
+    for op in Operation.objects.filter(status=Operation.Status.QUEUED):
+        run_op(op)
+    assert report.repaired == {}
+    assert report.held == [f"{zero.host.name}: slw-rstweb-0 was missing; re-create"]
+    assert _containers(lab, "rstweb", "rstnew") == before  # same ids, all running, where they were
+
+    found = {(f.host_id, f.kind, f.subject): f.detail for f in Finding.objects.filter(resolved_at=None)}
+    hosts = {h.name: h.pk for h in lab_hosts}
+    elsewhere = found[(there.pk, Finding.Kind.ELSEWHERE, "slw-rstweb-0")]
+    assert f"the database places it on {zero.host.name}" in elsewhere
+    held = found[(zero.host_id, Finding.Kind.HELD, "slw-rstweb-0")]
+    assert held == f"slw-rstweb-0 was missing; re-create: not done, as it runs on {there.name}."
+    released = found[(hosts[before["slw-rstweb-1"][0]], Finding.Kind.NEWER_CONTAINER, "slw-rstweb-1")]
+    assert "made from release id" in released and one.container_name == "slw-rstweb-1"
+    scaled = found[(hosts[before["slw-rstweb-2"][0]], Finding.Kind.NEWER_CONTAINER, "slw-rstweb-2")]
+    assert "made for instance id" in scaled
+    unknown = found[(hosts[before["slw-rstnew-0"][0]], Finding.Kind.UNKNOWN_CONTAINER, "slw-rstnew-0")]
+    assert "rstnew/0" in unknown
+
+    # Ops read them on the hosts' pages.
+    client = Client()
+    client.force_login(ops)
+    for host in lab_hosts:
+        page = client.get(reverse("hosts:detail", args=[host.pk])).content.decode()
+        for host_id, kind, subject in found:
+            if host_id == host.pk and subject.startswith("slw-rst"):
+                assert subject in page and escape(Finding.Kind(kind).label) in page, (host.name, subject)
+
+    # The next sweep says the same, and still touches nothing.
+    again = reconcile.reconcile()
+    assert (again.repaired, sorted(again.held), sorted(again.ahead)) == (
+        {},
+        report.held,
+        sorted(report.ahead),
+    )
+    assert not Operation.objects.filter(status=Operation.Status.QUEUED).exists()
+    assert _containers(lab, "rstweb", "rstnew") == before
