@@ -8,7 +8,7 @@ import runpy
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,10 @@ from django.urls import reverse
 from apps.accounts import directory as directory_signin
 from apps.accounts.grants import NO_ACCESS
 from apps.accounts.models import Membership, Team
+from apps.applications import services
+from apps.applications.models import BaseImage
+from apps.console.terminal import Close, terminal_check
+from apps.instances.models import Instance
 from tests.ldap_server import Directory, group_dn, running_slapd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,6 +250,47 @@ def test_a_user_signed_in_with_a_local_password_is_not_rechecked(settings: Any, 
         # Even a session that says "directory": an account with a local password is local.
         assert directory_signin.recheck(owner, backend=backend, every=60) is None
     assert _roles("owner") == {"alpha": "developer"}
+
+
+@pytest.fixture
+def alpha_instance(owner: User, image: BaseImage) -> Instance:
+    app = services.app_create(
+        user=owner, team=owner.memberships.get().team, slug="web", base_image=image, instances=1
+    )
+    return Instance.objects.get(app=app)
+
+
+def _terminal_check_of(username: str, password: str, instance: Instance) -> Callable[[], Any]:
+    client, response = _sign_in(username, password)
+    assert response.status_code == 302
+    user = User.objects.get(username=username)
+    return lambda: terminal_check(
+        session_key=client.session.session_key, user_pk=user.pk, instance_pk=instance.pk
+    )
+
+
+def test_an_open_terminal_is_closed_when_the_directory_takes_the_team_away(
+    ldap_on: Directory, alpha_instance: Instance
+) -> None:
+    check = _terminal_check_of("alice", "alice-pw", alpha_instance)
+    assert check() is None
+    ldap_on.remove_member("alpha-devs", "alice")
+    cache.clear()  # the next recheck's interval
+    refusal = check()
+    assert refusal is not None and refusal.code == Close.FORBIDDEN
+
+
+def test_an_open_terminal_is_closed_with_its_own_message_once_an_outage_outlasts_the_grace(
+    settings: Any, alpha_instance: Instance
+) -> None:
+    check = _terminal_check_of("alice", "alice-pw", alpha_instance)
+    settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:9/"
+    settings.LDAP_OUTAGE_GRACE = 0
+    refusal = check()
+    assert refusal is not None and refusal.code == Close.DIRECTORY_UNREACHABLE == 4503
+    assert (
+        refusal.message == "The company directory could not be reached for 0 s, so the terminal was closed."
+    )
 
 
 # --- the settings, at start-up ----------------------------------------------------------------
