@@ -4,10 +4,12 @@ than run on the older record (the lab test tests/docker/test_restore_on_lab.py r
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.utils import timezone
 
 from apps.applications import services
@@ -138,3 +140,13 @@ def test_lost_operations_of_apps_ahead_of_the_database_are_failed_and_others_sen
     assert operations_requeue_stale(60, None, 60) == 1  # the other app's, as before
     waiting.refresh_from_db()
     assert waiting.status == Operation.Status.QUEUED
+
+
+def test_the_reconcile_command_says_what_it_found_and_exits_0_when_the_fleet_is_not_ahead(
+    web: App, hosts: list[Host]
+) -> None:
+    out = io.StringIO()
+    call_command("reconcile", "--findings", stdout=out)  # the hosts' port refuses: unreachable
+    printed = out.getvalue()
+    assert "unreachable: h1:" in printed and "unreachable: h2:" in printed
+    assert "newer than the database" not in printed and "held:" not in printed
