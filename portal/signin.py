@@ -253,6 +253,7 @@ def oidc_settings(
         "OIDC_TIMEOUT": 10,
         "OIDC_AUTHENTICATION_CALLBACK_URL": "oidc-callback",
         "OIDC_USE_PKCE": True,
-        "LOGIN_REDIRECT_URL_FAILURE": "login",
+        # Used as it is (not resolved as a URL name): a path.
+        "LOGIN_REDIRECT_URL_FAILURE": "/login/",
         "SIGNIN_OIDC_GROUPS": groups,
     }
