@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Only for migration accounts.0003, which turns its old single tokens into named ones
+    # (apps.accounts.tokens) and must still read its table on a database made before them.
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files
@@ -277,7 +279,8 @@ EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Named tokens with a scope and an expiry: `Authorization: Token <key>` or `Bearer <key>`.
+        "apps.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -286,6 +289,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "portal.api.Pagination",
     "PAGE_SIZE": 100,
 }
+# API tokens (apps/accounts/tokens.py): the longest life a new one may have, and how long the
+# single tokens from before named tokens keep working after the upgrade that converts them.
+API_TOKEN_MAX_DAYS = envint("API_TOKEN_MAX_DAYS", 365)
+LEGACY_TOKEN_DAYS = envint("LEGACY_TOKEN_DAYS", 90)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Slipway API",
     "DESCRIPTION": "Self-service portal for a private Docker fleet.",

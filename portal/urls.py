@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from apps.accounts import signin_views
 from apps.accounts import views as account_views
+from apps.accounts.api import ApiTokenViewSet
 from apps.alerts.api import AlertViewSet, NotificationViewSet, RuleViewSet, WebhookViewSet
 from apps.applications import views as application_views
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
@@ -28,6 +29,7 @@ router.register("alerts", AlertViewSet, basename="alert")
 router.register("alert-rules", RuleViewSet, basename="alert-rule")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("tokens", ApiTokenViewSet, basename="api-token")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -37,7 +39,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/token/", account_views.token_page, name="token"),
     path("account/token/create/", account_views.token_create, name="token-create"),
-    path("account/token/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("account/token/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
     path("activity/", application_views.activity, name="activity"),
     path("apps/", include("apps.console.urls")),
     path("apps/", include("apps.applications.urls")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
+from apps.accounts import tokens
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from portal.celery import app as celery_app
@@ -64,6 +66,17 @@ def api_client(user: Any) -> Any:
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+_token_names = itertools.count(1)
+
+
+def api_token(user: Any, scope: str = "write", days: int = 30) -> str:
+    """The key of a new API token of the user (a name of its own each time)."""
+    created = tokens.api_token_create(
+        user=user, name=f"test {next(_token_names)}", scope=scope, expires_at=tokens.expires_after(days)
+    )
+    return created.key
 
 
 def eventually(check: Callable[[], T | None], seconds: float, what: str, every: float = 0.1) -> T:

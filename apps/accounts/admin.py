@@ -1,6 +1,14 @@
-from django.contrib import admin
+from __future__ import annotations
 
-from apps.accounts.models import Membership, Team
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework.authtoken.models import TokenProxy
+
+from apps.accounts import tokens
+from apps.accounts.models import ApiToken, Membership, Team
 
 
 class MembershipInline(admin.TabularInline):
@@ -33,3 +41,58 @@ class TeamAdmin(admin.ModelAdmin):
     ]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
+
+
+# DRF's single tokens were converted into named ones (migration 0003): their admin has nothing to show.
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Everyone's tokens for ops: who has which, when each was used and from where; revoke with
+    the action. Never the key (only its first characters are stored in the clear)."""
+
+    list_display = [
+        "name",
+        "user",
+        "scope",
+        "prefix",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "last_used_from",
+        "revoked_at",
+    ]
+    list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ["name", "user__username", "prefix"]
+    list_select_related = ["user"]
+    fields = readonly_fields = (
+        "user",
+        "name",
+        "scope",
+        "prefix",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "last_used_from",
+        "revoked_at",
+        "revoked_by",
+    )
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a key is shown once to its owner: made on the API tokens page or the API
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked rows stay, with when and by whom
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        done = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            tokens.api_token_revoke(user=request.user, token=token)
+            done += 1
+        self.message_user(
+            request, f"Revoked {done} token{'s' if done != 1 else ''}; they stopped working at once."
+        )

@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from rest_framework.authtoken.models import Token
 
-from apps.accounts import permissions
+from apps.accounts import permissions, tokens
+from apps.accounts.forms import ApiTokenForm
 from apps.hosts.models import Host
-from portal.http import AuthedHttpRequest
+from portal.http import AuthedHttpRequest, HtmxHttpRequest
+
+
+class AuthedHtmxRequest(AuthedHttpRequest, HtmxHttpRequest):
+    """Behind login_required and django-htmx."""
 
 
 @login_required
@@ -31,27 +39,58 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+def _tokens_context(user: Any, form: ApiTokenForm | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "tokens": tokens.api_tokens_of(user).select_related("revoked_by"),
+        "form": form or ApiTokenForm(),
+        "max_days": settings.API_TOKEN_MAX_DAYS,
+        **extra,
+    }
+
+
 @login_required
 def token_page(request: AuthedHttpRequest) -> HttpResponse:
-    """Create, rotate and revoke the user's API token. The key is shown once, right after creation."""
-    token = Token.objects.filter(user=request.user).first()
-    new_key = request.session.pop("new_token_key", None)
-    return render(request, "accounts/token.html", {"token": token, "new_key": new_key})
+    """The user's API tokens: list, create (the key shown once), revoke."""
+    return render(request, "accounts/token.html", _tokens_context(request.user))
 
 
 @login_required
 @require_POST
-def token_create(request: AuthedHttpRequest) -> HttpResponse:
-    Token.objects.filter(user=request.user).delete()
-    token = Token.objects.create(user=request.user)
-    request.session["new_token_key"] = token.key
-    messages.success(request, "New token created; any older token stopped working.")
-    return redirect("token")
+def token_create(request: AuthedHtmxRequest) -> HttpResponse:
+    form = ApiTokenForm(request.POST)
+    created = None
+    if form.is_valid():
+        try:
+            created = tokens.api_token_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                scope=form.cleaned_data["scope"],
+                expires_at=form.cleaned_data["expires_at"],
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+    # The key goes straight into this answer (never into the session store), and only here.
+    context = _tokens_context(request.user, form=None if created else form, created=created)
+    template = "accounts/token.html#tokens" if request.htmx else "accounts/token.html"
+    return render(request, template, context, status=201 if created else 422)
 
 
 @login_required
 @require_POST
-def token_revoke(request: AuthedHttpRequest) -> HttpResponse:
-    deleted, _ = Token.objects.filter(user=request.user).delete()
-    messages.success(request, "Token revoked." if deleted else "You had no token.")
-    return redirect("token")
+def token_revoke(request: AuthedHtmxRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(tokens.api_tokens_of(request.user), pk=pk)
+    error = notice = ""
+    try:
+        tokens.api_token_revoke(user=request.user, token=token)
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
+    else:
+        notice = f"Revoked {token.name!r} ({token.prefix}…): it stopped working at once."
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, notice)
+        return redirect("token")
+    context = _tokens_context(request.user, error=error, notice=notice)
+    return render(request, "accounts/token.html#token-list", context, status=422 if error else 200)

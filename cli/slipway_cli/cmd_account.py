@@ -1,4 +1,4 @@
-"""slipway login / logout."""
+"""slipway login / logout / tokens."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from slipway_cli import config, output
 from slipway_cli.client import ApiError, Client
+from slipway_cli.common import JsonOption, connect, wants_json
 from slipway_cli.errors import AUTH, USAGE, CliError
 
 
@@ -61,6 +62,34 @@ def logout() -> None:
         output.warning(f"{config.TOKEN_VARIABLE} is still set in this shell.")
 
 
+def tokens(as_json: JsonOption = False) -> None:
+    """Your API tokens: name, scope, state, expiry and last use (never a key; make and revoke
+    them on the portal's API tokens page)."""
+    with connect() as client:
+        listed = client.get_all("tokens/")
+    if wants_json(as_json):
+        output.print_json(listed)
+        return
+    output.table(
+        ["ID", "NAME", "SCOPE", "KEY", "STATE", "EXPIRES", "LAST USED", "FROM"],
+        (
+            [
+                t.get("id"),
+                t.get("name"),
+                t.get("scope"),
+                f"{t.get('prefix')}…",
+                t.get("state"),
+                output.when(t.get("expires_at")),
+                output.when(t.get("last_used_at")),
+                t.get("last_used_from"),
+            ]
+            for t in listed
+        ),
+        empty="No tokens.",
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Account")(login)
     app.command(rich_help_panel="Account")(logout)
+    app.command(rich_help_panel="Account")(tokens)

@@ -48,9 +48,10 @@ def test_the_token_page_shows_a_curl_line_that_works_as_it_is(
     page.fill("input[name=username]", "dev")
     page.fill("input[name=password]", "pw-dev")
     page.click("button[type=submit]")
-    page.get_by_role("link", name="API token").click()
+    page.get_by_role("link", name="API tokens").click()
     expect(page.locator("#api-example")).to_contain_text('curl -H "Authorization: Token <your token>"')
-    page.get_by_role("button", name="Create a token").click()
+    page.fill("input[name=name]", "docs example")  # read only, 30 days: the defaults
+    page.get_by_role("button", name="Create token").click()
     example = page.locator("#token-example").inner_text()
     match = re.fullmatch(r'curl -H "Authorization: Token (\w+)" (\S+)', example.strip())
     assert match, example

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.docker.conftest import (  # noqa: F401 - fixtures for the lab tests of this folder
@@ -26,7 +25,7 @@ from tests.docker.conftest import (  # noqa: F401 - fixtures for the lab tests o
     one_instance,
     remove_apps,
 )
-from tests.helpers import serve_asgi
+from tests.helpers import api_token, serve_asgi
 
 # The tree's own package, whether or not `pip install -e ./cli` ran: the tests are of this code.
 CLI_SOURCE = Path(settings.BASE_DIR) / "cli"
@@ -98,8 +97,9 @@ def config_file(cli_env: dict[str, str]) -> Path:
     return Path(cli_env["XDG_CONFIG_HOME"]) / "slipway" / "config.json"
 
 
-def token_of(user: User) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+def token_of(user: User, scope: str = "write") -> str:
+    """The key of a new API token of the user."""
+    return api_token(user, scope=scope)
 
 
 @pytest.fixture

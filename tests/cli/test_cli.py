@@ -7,13 +7,15 @@ import json
 import socket
 import stat
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
 
-from apps.accounts.models import Team
+from apps.accounts import tokens
+from apps.accounts.models import ApiToken, Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
@@ -73,7 +75,8 @@ def test_login_refuses_a_bad_token_with_the_apis_message(
 ) -> None:
     ran = slipway("login", portal, "--token", "0" * 40)
     assert ran.code == 3
-    assert "refused the token: Invalid token." in ran.err
+    assert "refused the token: Invalid token: no token has this key" in ran.err
+    assert f"Make one at {portal}/account/token/" in ran.err
     assert not config_file.exists()
 
 
@@ -124,10 +127,52 @@ def test_a_token_revoked_after_login_exits_3(
     slipway: Slipway, portal: str, as_user: Callable[[User], str], owner: User
 ) -> None:
     as_user(owner)
-    Token.objects.filter(user=owner).delete()
+    for token in ApiToken.objects.filter(user=owner):
+        tokens.api_token_revoke(user=owner, token=token)
     ran = slipway("apps")
     assert ran.code == 3
-    assert "Invalid token." in ran.err and f"slipway login {portal}" in ran.err
+    assert "was revoked on" in ran.err and f"slipway login {portal}" in ran.err
+
+
+def test_an_expired_token_exits_3_saying_it_expired(
+    slipway: Slipway, portal: str, as_user: Callable[[User], str], owner: User
+) -> None:
+    as_user(owner)
+    ApiToken.objects.filter(user=owner).update(expires_at=timezone.now() - timedelta(hours=1))
+    ran = slipway("apps")
+    assert ran.code == 3
+    assert "expired on" in ran.err and f"Make a new one at {portal}/account/token/" in ran.err
+    assert f"slipway login {portal}" in ran.err
+
+
+def test_a_read_only_token_lists_but_a_write_exits_1_with_the_apis_message(
+    slipway: Slipway, portal: str, owner: User, alpha: Team, image: BaseImage
+) -> None:
+    before = _app(owner, alpha, image, "cli-read").instances
+    ran = slipway("login", portal, "--token", token_of(owner, scope="read"))
+    assert ran.code == 0, ran.err
+    assert [a["slug"] for a in json.loads(slipway("apps", "--json").out)] == ["cli-read"]
+    ran = slipway("scale", "cli-read", "2")
+    assert ran.code == 1
+    assert (
+        "is read-only: it may read (GET, HEAD, OPTIONS) but not POST /api/v1/apps/cli-read/scale/" in ran.err
+    )
+    assert App.objects.get(slug="cli-read").instances == before
+
+
+def test_tokens_lists_the_users_tokens_and_never_a_key(
+    slipway: Slipway, as_user: Callable[[User], str], owner: User, outsider: User
+) -> None:
+    key = as_user(owner)
+    tokens.api_token_create(user=outsider, name="theirs", scope="read", expires_at=tokens.expires_after(7))
+    ran = slipway("tokens", "--json")
+    assert ran.code == 0, ran.err
+    (listed,) = json.loads(ran.out)
+    assert (listed["scope"], listed["state"], listed["prefix"]) == ("write", "active", key[:12])
+    assert listed["last_used_at"] is not None and listed["last_used_from"] == "127.0.0.1"
+    table = slipway("tokens").out
+    assert f"{key[:12]}…" in table and "active" in table and "theirs" not in table
+    assert key not in ran.out + table
 
 
 def test_apps_lists_the_teams_apps_as_json_and_as_a_table(

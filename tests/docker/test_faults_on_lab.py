@@ -39,7 +39,7 @@ from apps.network.models import IPPool
 from apps.resources import services as resources
 from apps.resources.models import ResourceRequest
 from tests.conftest import ROOT, TEST_BROKER_URL, _database_url
-from tests.helpers import KillableWorker, eventually, finished, frozen
+from tests.helpers import KillableWorker, api_token, eventually, finished, frozen
 
 MiB = 1024 * 1024
 
@@ -287,7 +287,6 @@ def test_a_change_submitted_while_redis_is_down_is_kept_and_runs_when_it_is_back
     faulty: Callable[[str], App], owner: User, lab: list[fleet.LabHost], portal_on: Callable[[str], str]
 ) -> None:
     import requests
-    from rest_framework.authtoken.models import Token
 
     app = faulty("noredis")
     port = _free_port()
@@ -304,7 +303,7 @@ def test_a_change_submitted_while_redis_is_down_is_kept_and_runs_when_it_is_back
         METRICS_INTERVAL="3600",
         METRICS_ROLLUP_INTERVAL="3600",
     )
-    token = Token.objects.create(user=owner).key
+    token = api_token(owner)
     try:
         redis.terminate()
         redis.wait(timeout=10)

@@ -12,13 +12,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from apps.applications.models import App
 from apps.instances.models import Instance
 from apps.lab import fleet
 from tests.conftest import TEST_BROKER_URL, _database_url
-from tests.helpers import api_client, app_prints, serve_asgi
+from tests.helpers import api_client, api_token, app_prints, serve_asgi
 
 
 @pytest.fixture
@@ -138,7 +137,7 @@ def test_the_api_follows_over_http_with_a_token(
     app = deploy("streamer", instances=1)
     instance = Instance.objects.select_related("host", "app").get(app=app)
     app_prints(lab, instance, "echo before")
-    token = Token.objects.create(user=owner).key
+    token = api_token(owner, scope="read")  # following a log only reads
     with serve_asgi(_database_url(), TEST_BROKER_URL) as base:
         for path, prefix in (
             (f"/api/v1/instances/{instance.pk}/logs/", ""),

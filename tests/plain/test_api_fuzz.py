@@ -37,13 +37,13 @@ from django.db import close_old_connections
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import TestPhase
 
+from apps.accounts import tokens
 from apps.accounts.models import Team
 from apps.applications import services as catalog
 from apps.applications.models import App, BaseImage, BuildState
@@ -57,6 +57,7 @@ from apps.relocations import services as relocation_services
 from apps.relocations.models import Inspection, Relocation
 from apps.resources import services as resources
 from portal.wsgi import application
+from tests.helpers import api_token
 
 OFFERED_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBnXmNkpgxW4gB8KXW2Jb0f6bjXXh3bH3YkQnVnYkq7W"
 # What an inspection finds on a VM with a small Python app: enough for a plan to be suggested.
@@ -422,6 +423,13 @@ def fleet(
             "/api/v1/resource-requests/": [resize.pk],
             "/api/v1/relocations/": [r.pk for r in relocations],
             "/api/v1/exec-sessions/": [audit.pk],
+            # The owner's, ops' and another user's: revoked, or a 404.
+            "/api/v1/tokens/": [
+                tokens.api_token_create(
+                    user=user, name="fuzzed", scope="read", expires_at=tokens.expires_after(7)
+                ).token.pk
+                for user in (owner, ops, outsider)
+            ],
         }
     )
     try:
@@ -453,10 +461,11 @@ def test_no_input_makes_the_api_answer_500(
     _in_test_transaction: None,
 ) -> None:
     user = fleet.ops if role == "ops" else fleet.owner
-    token, _ = Token.objects.get_or_create(user=user)
+    # A token of its own per call: an earlier call may have revoked one (DELETE /tokens/{id}/).
+    key = api_token(user)
     _aim_at_rows(case)
     server_errors.clear()
-    response = case.call(headers={"Authorization": f"Token {token.key}"})
+    response = case.call(headers={"Authorization": f"Token {key}"})
     try:
         case.validate_response(response, checks=[not_a_server_error])
     except FailureGroup as failure:

@@ -7,12 +7,12 @@ import tarfile
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Team
 from apps.applications.models import App, BaseImage
 from apps.instances.models import Instance, Operation
+from tests.helpers import api_token
 
 
 def _client(user: User | None = None) -> APIClient:
@@ -150,10 +150,10 @@ def test_ops_see_every_app_and_leads_their_teams(
 
 
 def test_token_auth_works_and_anonymous_is_refused(owner: User, image: BaseImage) -> None:
-    token = Token.objects.create(user=owner)
+    token = api_token(owner)
     anonymous = APIClient()
     assert anonymous.get("/api/v1/apps/").status_code == 401
-    anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert anonymous.get("/api/v1/apps/").status_code == 200
     assert anonymous.get("/api/v1/base-images/").json()["results"][0]["reference"] == "slipway/busybox:1"
 

@@ -12,9 +12,11 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.accounts import tokens
 from apps.alerts.models import Alert, Webhook
 from apps.applications import services
 from apps.applications.models import App, BaseImage, RetainedVolume
+from apps.audit.models import AuditEntry
 from apps.console import services as console
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
@@ -58,6 +60,12 @@ REQUEST: Kwargs = lambda c: {"pk": c["request"].pk}  # noqa: E731
 RELOCATION: Kwargs = lambda c: {"pk": c["relocation"].pk}  # noqa: E731
 ALERT: Kwargs = lambda c: {"pk": c["alert"].pk}  # noqa: E731
 WEBHOOK: Kwargs = lambda c: {"pk": c["webhook"].pk}  # noqa: E731
+TOKEN: Kwargs = lambda c: {"pk": c["token"].pk}  # noqa: E731
+
+
+def _own(anon: int, owner: int) -> dict[str, int]:
+    return {"anonymous": anon, "outsider": 404, "owner": owner, "lead": 404, "ops": 404}
+
 
 # The owner (a developer) filed ctx's pending request: only the lead and ops may decide it, only
 # the owner and ops cancel it, and the service explains every refusal (403 or 422 with the message).
@@ -74,8 +82,9 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "logout": ("post", NONE, _all(302)),
     "healthz": ("get", NONE, _all(200)),
     "token": ("get", NONE, _signed_in(302, 200)),
-    "token-create": ("post", NONE, _signed_in(302, 302)),
-    "token-revoke": ("post", NONE, _signed_in(302, 302)),
+    "token-create": ("post", NONE, _signed_in(302, 422)),  # empty form: what each field needs
+    # ctx's token is the owner's: everyone else's own tokens are all they see (ops: in the admin).
+    "token-revoke": ("post", TOKEN, _own(302, 302)),
     "catalog:list": ("get", NONE, _signed_in(302, 200)),
     "catalog:create": ("get", NONE, _signed_in(302, 200)),
     "catalog:detail": ("get", APP, _app_scoped(302, 200)),
@@ -266,9 +275,15 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "webhook-deliveries": ("get", WEBHOOK, _app_scoped(401, 200)),
     "notification-list": ("get", NONE, _signed_in(401, 200)),
     "notification-read": ("post", NONE, _signed_in(401, 200)),
+    "api-token-list": ("get", NONE, _signed_in(401, 200)),
+    "api-token-detail": ("delete", TOKEN, _own(401, 204)),
     "schema": ("get", NONE, _all(200)),
     "prometheus": ("get", NONE, _all(404)),  # off without METRICS_TOKEN; the token, not a session, opens it
     "api-docs": ("get", NONE, _all(200)),
+    "audit:list": ("get", NONE, _ops_page(200)),
+    "audit:export": ("get", lambda c: {"fmt": "csv"}, _ops_page(200)),
+    "audit-entry-list": ("get", NONE, _ops_api(200)),
+    "audit-entry-detail": ("get", lambda c: {"pk": c["audit"].pk}, _ops_api(200)),
 }
 
 
@@ -334,9 +349,13 @@ def ctx(owner: User, lead: User, outsider: User, ops: User, image: BaseImage, ho
         "operation": Operation.objects.get(app=app),
         "host": hosts[0],
         "retained": RetainedVolume.objects.create(host=hosts[0], app_slug="gone", path="/etc"),
+        "audit": AuditEntry.objects.order_by("id").first(),
         "image": image,
         "alert": alert,
         "webhook": webhook,
+        "token": tokens.api_token_create(
+            user=owner, name="laptop", scope="write", expires_at=tokens.expires_after(30)
+        ).token,
         "users": {"owner": owner, "lead": lead, "outsider": outsider, "ops": ops},
     }
 
