@@ -17,6 +17,8 @@ The directory (suffix dc=slipway,dc=test):
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -30,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import ldap
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from portal import signin
 
@@ -65,6 +71,9 @@ suffix "{suffix}"
 rootdn "{admin}"
 rootpw {admin_pw}
 directory {dir}/data
+TLSCACertificateFile {dir}/ca.pem
+TLSCertificateFile {dir}/server.pem
+TLSCertificateKeyFile {dir}/server.key
 access to attrs=userPassword by anonymous auth by self write by * none
 access to * by users read by * none
 """
@@ -106,10 +115,46 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _certificates(workdir: Path) -> None:
+    """A CA and a certificate it signs for 127.0.0.1, so StartTLS can be tested for real."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("Slipway test CA", ca_key, "Slipway test CA", ca_key, ca=True)
+    server = cert("127.0.0.1", server_key, "Slipway test CA", ca_key, ca=False)
+    (workdir / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (workdir / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (workdir / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 @dataclass
 class Directory:
     uri: str
     pid: int
+    # The CA that signed slapd's certificate (StartTLS).
+    ca_file: str
 
     def _admin(self) -> Any:
         conn = ldap.initialize(self.uri)
@@ -144,7 +189,7 @@ class Directory:
         finally:
             conn.unbind_s()
 
-    def settings(self, **overrides: str) -> dict[str, Any]:
+    def settings(self, **overrides: Any) -> dict[str, Any]:
         """The portal's settings for this directory, made by the code that makes them from the
         environment (portal.signin), with the mapping the tests use."""
         values: dict[str, Any] = {
@@ -184,6 +229,7 @@ def running_slapd() -> Iterator[Directory]:
         conf = workdir / "slapd.conf"
         conf.write_text(CONFIG.format(dir=workdir, suffix=SUFFIX, admin=ADMIN_DN, admin_pw=ADMIN_PW))
         (workdir / "data.ldif").write_text(_ldif())
+        _certificates(workdir)
         subprocess.run(
             ["/usr/sbin/slapadd", "-q", "-f", str(conf), "-l", str(workdir / "data.ldif")],
             check=True,
@@ -197,7 +243,7 @@ def running_slapd() -> Iterator[Directory]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        directory = Directory(uri=uri, pid=proc.pid)
+        directory = Directory(uri=uri, pid=proc.pid, ca_file=str(workdir / "ca.pem"))
         deadline = time.monotonic() + 10
         while True:
             try:

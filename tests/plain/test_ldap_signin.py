@@ -171,6 +171,21 @@ def test_local_accounts_sign_in_while_the_directory_cannot_be_reached(settings: 
     _refused_with(response, directory_signin.UNREACHABLE)
 
 
+def test_start_tls_with_the_directorys_ca_signs_in_and_an_untrusted_certificate_does_not(
+    ldap_on: Directory, settings: Any, alpha: Team
+) -> None:
+    for name, value in ldap_on.settings(start_tls=True, ca_file=ldap_on.ca_file).items():
+        setattr(settings, name, value)
+    _, response = _sign_in("alice", "alice-pw")
+    assert response.status_code == 302
+
+    # The system's CAs do not know the test CA: the connection is refused before any password.
+    for name, value in ldap_on.settings(start_tls=True).items():
+        setattr(settings, name, value)
+    _, response = _sign_in("bob", "bob-pw")
+    _refused_with(response, directory_signin.UNREACHABLE)
+
+
 # --- the recheck an open terminal makes ------------------------------------------------------
 
 
