@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -43,3 +44,11 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         settings.METRICS_ROLLUP_INTERVAL, sender.signature("metrics.rollup"), name="roll up metrics"
     )
+
+
+@task_prerun.connect
+def _audit_origin(**kwargs: object) -> None:
+    # What a task changes comes from the worker, unless the task says otherwise (the reconcile).
+    from apps.audit.context import Origin, set_origin  # the app registry is ready once tasks run
+
+    set_origin(Origin("worker"))

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "channels",
+    "apps.audit",
     "apps.accounts",
     "apps.hosts",
     "apps.applications",
@@ -111,6 +112,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Where each change comes from (page, API, CLI, admin), for the audit trail.
+    "apps.audit.context.AuditOriginMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -255,6 +258,9 @@ SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
 _proxy_ssl_header = envstr("SECURE_PROXY_SSL_HEADER", "")
 if _proxy_ssl_header:
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+# Behind our own proxy, which appends the client's address to X-Forwarded-For: the audit trail
+# records that address instead of the proxy's (only then: a client can send the header itself).
+USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR", False)
 # Stated rather than left to Django's defaults: nothing here is framed, and no page needs to send
 # its address elsewhere or keep a handle on a window it opened.
 X_FRAME_OPTIONS = "DENY"

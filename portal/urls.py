@@ -9,6 +9,7 @@ from apps.accounts import views as account_views
 from apps.accounts.api import ApiTokenViewSet
 from apps.alerts.api import AlertViewSet, NotificationViewSet, RuleViewSet, WebhookViewSet
 from apps.applications import views as application_views
+from apps.audit.api import AuditEntryViewSet
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.fleet.api import HostViewSet
@@ -30,6 +31,7 @@ router.register("alert-rules", RuleViewSet, basename="alert-rule")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("tokens", ApiTokenViewSet, basename="api-token")
+router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -48,6 +50,7 @@ urlpatterns = [
     path("resources/", include("apps.resources.urls")),
     path("relocations/", include("apps.relocations.urls")),
     path("alerts/", include("apps.alerts.urls")),
+    path("audit/", include("apps.audit.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

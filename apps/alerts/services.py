@@ -37,6 +37,7 @@ from apps.alerts.models import (
     Webhook,
 )
 from apps.applications.models import App
+from apps.audit import services as audit
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 
@@ -126,6 +127,16 @@ def rule_save(*, user: Any, kind: str, team: Team | None, **values: Any) -> Rule
             rule.threshold_pct = DEFAULTS[kind][0]
         rule.updated_by = user
         rule.save()
+        audit.record(
+            "alert-rule.save",
+            f"{kind} alerts{' of ' + team.slug if team else ' (default)'}: "
+            + ", ".join(f"{field} {value}" for field, value in sorted(values.items())),
+            actor=user,
+            object_type="alert rule",
+            object_id=rule.pk,
+            object_repr=f"{kind} ({team.slug if team else 'default'})",
+            team=team,
+        )
     return rule
 
 
@@ -137,7 +148,15 @@ def rule_reset(*, user: Any, kind: str, team: Team) -> None:
         )
     if not permissions.leads_or_ops(user, team.pk):
         raise PermissionDenied(f"Only a lead of {team.slug} (or ops) sets its alert rules.")
-    Rule.objects.filter(team=team, kind=kind).delete()
+    if Rule.objects.filter(team=team, kind=kind).delete()[0]:
+        audit.record(
+            "alert-rule.reset",
+            f"{kind} alerts of {team.slug} back to the default",
+            actor=user,
+            object_type="alert rule",
+            object_repr=f"{kind} ({team.slug})",
+            team=team,
+        )
 
 
 # --- alerts -------------------------------------------------------------------------------
@@ -328,9 +347,17 @@ def webhook_create(*, user: Any, team: Team | None, name: str, url: str, topics:
         errors["url"] = " ".join(exc.messages)
     if errors:
         raise ValidationError(errors)
-    return Webhook.objects.create(
+    webhook = Webhook.objects.create(
         team=team, name=name, url=url.strip(), topics=sorted(set(topics)), created_by=user
     )
+    audit.record(
+        "webhook.create",
+        f"webhook {name} for {', '.join(webhook.topics)}",
+        actor=user,
+        obj=webhook,
+        team=team,
+    )
+    return webhook
 
 
 def webhooks_visible_to(user: Any) -> QuerySet[Webhook]:
@@ -344,6 +371,7 @@ def webhook_delete(*, user: Any, webhook: Webhook) -> None:
         permissions.require_ops(user, "remove a webhook of the whole fleet")
     elif not permissions.leads_or_ops(user, webhook.team_id):
         raise PermissionDenied("Only a lead of the team (or ops) removes its webhooks.")
+    audit.record("webhook.delete", f"remove webhook {webhook.name}", actor=user, obj=webhook)
     webhook.delete()
 
 

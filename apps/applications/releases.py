@@ -24,6 +24,7 @@ from apps.accounts import permissions
 from apps.applications import secret_env
 from apps.applications.archives import check_archive
 from apps.applications.models import App, Release
+from apps.audit import services as audit
 from apps.hosts.models import Host
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
@@ -167,6 +168,7 @@ def release_create(
     note: Any = "",
     batch: Any = None,
     check: bool = True,
+    audited: bool = True,
 ) -> tuple[Release, Operation | None]:
     """Make the app's next release and deploy it (None when the app has no instances to deploy
     it to: new ones start on it). Its files are `fileobj` (an archive), or the files of the
@@ -236,7 +238,17 @@ def release_create(
     release.save()
     app.release = release
     app.save()
-    return release, _deploy(user=user, app=app, release=release, previous=current, batch=size_of_batch)
+    operation = _deploy(user=user, app=app, release=release, previous=current, batch=size_of_batch)
+    if operation is None and audited:
+        # No instance to deploy to: no operation says so, the audit row does.
+        audit.record(
+            "app.release",
+            f"release {release.number} of {app.slug}: {'; '.join(release.changes)}",
+            actor=user,
+            obj=app,
+            data={"release": release.number},
+        )
+    return release, operation
 
 
 def _authed(user: Any) -> bool:

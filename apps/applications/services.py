@@ -19,6 +19,7 @@ from apps.accounts.models import Team, slug_validator
 from apps.applications import releases, secret_env
 from apps.applications.models import App, BaseImage, BuildState, Release, RetainedVolume
 from apps.applications.quota import check_quota
+from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
@@ -172,7 +173,14 @@ def app_create(
     app.full_clean(exclude=["release"])
     app.save()
     # Release 1: the configuration, and no files until the first upload.
-    releases.release_create(user=user, app=app, note="created", check=False)
+    releases.release_create(user=user, app=app, note="created", check=False, audited=False)
+    audit.record(
+        "app.create",
+        f"create app {slug} on {base_image.reference}",
+        actor=user,
+        obj=app,
+        data={"env_names": sorted(app.env), "secret_names": sorted(app.secrets)},
+    )
     app.refresh_from_db()
     if address:
         address_request(user=user, app=app, address=address, slot=0)
@@ -490,6 +498,7 @@ def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
     if refusal:
         volume.purge_error = refusal
         volume.save(update_fields=["purge_error"])
+        audit.record("volume.purge", f"purge {volume.path} on {volume.host.name}: {refusal}", obj=volume)
         return volume
     try:
         result = gateway.run(volume.host, ["rm", "-rf", "--one-file-system", "--", expected], timeout=120)
@@ -502,6 +511,12 @@ def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
         else:
             volume.purge_error = result.stderr.decode(errors="replace")[-500:]
     volume.save(update_fields=["purged_at", "purge_error"])
+    audit.record(
+        "volume.purge",
+        f"purge {volume.path} on {volume.host.name}"
+        + (": done" if volume.purged_at else f": failed, {volume.purge_error[:200]}"),
+        obj=volume,
+    )
     return volume
 
 
@@ -517,4 +532,9 @@ def secrets_rotate() -> tuple[int, int, int]:
                 model.objects.filter(pk=row.pk).update(secrets=secret_env.rotate(row.secrets))
                 rows[model] += 1
                 values += len(row.secrets)
+    audit.record(
+        "secrets.rotate",
+        f"sealed {values} secret value(s) of {rows[App]} app(s) and {rows[Release]} release(s) again",
+        data={"apps": rows[App], "releases": rows[Release], "values": values},
+    )
     return rows[App], rows[Release], values

@@ -25,6 +25,7 @@ from django.utils import timezone
 from apps.accounts import permissions
 from apps.applications.models import App
 from apps.applications.validators import validate_argv
+from apps.audit import services as audit
 from apps.console.models import ExecSession, NamedCommand
 from apps.hosts import gateway
 from apps.hosts.transport import HostError
@@ -195,6 +196,17 @@ def session_open(
         instance.host.name,
         json.dumps(argv) if kind != ExecSession.Kind.TERMINAL else "terminal",
     )
+    terminal = kind == ExecSession.Kind.TERMINAL
+    audit.record(
+        "terminal.open" if terminal else "exec.run",
+        f"terminal in {instance.container_name}"
+        if terminal
+        else f"run {shlex.join(argv)[:300]} in {instance.container_name}",
+        actor=user,
+        obj=instance,
+        team=app.team,
+        data={"session": session.pk, **({"name": name} if name else {})},
+    )
     return session
 
 
@@ -326,6 +338,13 @@ def named_command_save(*, user: Any, app: App, name: str, argv: Any, description
         name=command.name,
         defaults={"argv": words, "description": command.description, "created_by": user},
     )
+    audit.record(
+        "command.save",
+        f"command {saved.name} of {app.slug}: {shlex.join(words)[:300]}",
+        actor=user,
+        obj=saved,
+        team=app.team,
+    )
     return saved
 
 
@@ -336,3 +355,11 @@ def named_command_delete(*, user: Any, app: App, name: str) -> None:
     deleted, _ = NamedCommand.objects.filter(app=app, name=name).delete()
     if not deleted:
         raise ValidationError({"name": f"{app.slug} has no command {name!r}."})
+    audit.record(
+        "command.delete",
+        f"remove command {name} of {app.slug}",
+        actor=user,
+        object_type="named command",
+        object_repr=f"{app.slug}: {name}",
+        team=app.team,
+    )

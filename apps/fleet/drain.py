@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from apps.accounts import permissions
 from apps.applications.services import instance_move
+from apps.audit import services as audit
 from apps.fleet.models import DRAIN, Drain
 from apps.hosts.models import Host
 from apps.instances import executor, placement
@@ -50,6 +51,9 @@ def host_drain(*, user: Any, host: Host) -> Drain:
         except IntegrityError:
             raise ValidationError(f"{host.name} is being drained already.") from None
         jobs.start(DRAIN, drain.pk)
+        audit.record(
+            "host.drain", f"drain {host.name} ({drain.total} instances to move)", actor=user, obj=host
+        )
     return drain
 
 
@@ -65,6 +69,7 @@ def host_activate(*, user: Any, host: Host) -> Host:
         )
         host.state = Host.State.ACTIVE
         host.save(update_fields=["state"])
+        audit.record("host.activate", f"{host.name} takes instances again", actor=user, obj=host)
     return host
 
 

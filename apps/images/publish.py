@@ -19,6 +19,7 @@ from django.db.models import Q
 
 from apps.accounts import permissions
 from apps.applications.models import BaseImage, BuildState
+from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
@@ -90,6 +91,7 @@ def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
     image.load_progress = {}
     image.save(update_fields=["state", "build_error", "load_progress", "recommended", "digest"])
     jobs.start(PUBLISH, image.pk)
+    audit.record("image.publish", f"publish {image.reference} to the hosts", actor=user, obj=image)
     return image
 
 

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from apps.accounts import permissions
 from apps.applications.models import BaseImage, BuildState
+from apps.audit import services as audit
 from apps.images.publish import check_recipe
 
 
@@ -60,6 +61,7 @@ def version_create(
     if errors:
         raise ValidationError(errors)
     image.save()
+    audit.record("image.version", f"new version {image.reference} (draft)", actor=user, obj=image)
     return image
 
 
@@ -96,4 +98,5 @@ def version_recommend(*, user: Any, image: BaseImage) -> BaseImage:
     BaseImage.objects.filter(name=image.name, recommended=True).exclude(pk=image.pk).update(recommended=False)
     image.recommended = True
     image.save(update_fields=["recommended"])
+    audit.record("image.recommend", f"recommend {image.reference}", actor=user, obj=image)
     return image

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from apps.accounts import permissions
+from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts import services as host_services
 from apps.hosts.models import Host, HostEvent
@@ -103,13 +104,28 @@ def address_request(*, user: Any, app: App, address: str, slot: int | None = Non
     if holder is not None:
         raise ValidationError({"address": f"{normalized} is already allocated."})
     try:
-        return _create(pool, normalized, app, slot, requested=True)
+        allocation = _create(pool, normalized, app, slot, requested=True)
     except IntegrityError:
         raise ValidationError({"address": f"{normalized} is already allocated."}) from None
+    audit.record(
+        "address.reserve",
+        f"reserve {normalized} for slot {slot} of {app.slug}",
+        actor=user,
+        obj=allocation,
+        team=app.team,
+    )
+    return allocation
 
 
 def address_release(*, app: App, slot: int) -> None:
-    IPAllocation.objects.filter(app=app, slot=slot).delete()
+    for allocation in IPAllocation.objects.filter(app=app, slot=slot):
+        audit.record(
+            "address.release",
+            f"release {allocation.address} of slot {slot} of {app.slug}",
+            obj=allocation,
+            team=app.team,
+        )
+        allocation.delete()
 
 
 def address_hold_foreign(*, pool: IPPool, address: str, held_by: str) -> IPAllocation | None:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.accounts import permissions
 from apps.accounts.models import Team
 from apps.applications.services import app_delete
+from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.transport import NOT_A_FINGERPRINT, Endpoint, HostError, fingerprint, fingerprint_in
 from apps.network.models import IPAllocation
@@ -77,7 +78,7 @@ def relocation_register(
         offered = gateway.fetch_host_key(str(ip), port_number)
     except HostError as exc:
         raise ValidationError({"address": f"Cannot reach SSH on {ip}:{port_number}: {exc}"}) from exc
-    return Relocation.objects.create(
+    relocation = Relocation.objects.create(
         team=team,
         name=name,
         address=str(ip),
@@ -86,6 +87,10 @@ def relocation_register(
         offered_key=offered,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
+    audit.record(
+        "relocation.register", f"register VM {name} at {ip}:{port_number}", actor=user, obj=relocation
+    )
+    return relocation
 
 
 def relocation_confirm_key(*, user: Any, relocation: Relocation, fingerprint_seen: str) -> Relocation:
@@ -184,6 +189,13 @@ def relocation_plan(*, user: Any, relocation: Relocation, plan: dict[str, Any]) 
         Relocation.State.PLANNED if relocation.state != Relocation.State.ROLLED_BACK else relocation.state
     )
     relocation.save(update_fields=["plan", "planned_at", "state", "kept_address", "updated_at"])
+    audit.record(
+        "relocation.plan",
+        f"plan the move of {relocation.name} into app {clean['app_slug']}",
+        actor=user,
+        obj=relocation,
+        data={"app": clean["app_slug"], "env_names": sorted(clean.get("env") or {})},
+    )
     return relocation
 
 
@@ -248,6 +260,9 @@ def relocation_run(*, user: Any, relocation: Relocation) -> Relocation:
         for i, name in enumerate(Step.ORDER)
     )
     jobs.start(RELOCATION_RUN, relocation.pk)
+    audit.record(
+        "relocation.run", f"move {relocation.name} (attempt {relocation.attempt})", actor=user, obj=relocation
+    )
     return relocation
 
 
@@ -269,6 +284,7 @@ def relocation_cancel(*, user: Any, relocation: Relocation) -> Relocation:
     relocation.state = Relocation.State.CANCELLED
     relocation.finished_at = timezone.now()
     relocation.save(update_fields=["state", "kept_address", "finished_at", "updated_at"])
+    audit.record("relocation.cancel", f"cancel the move of {relocation.name}", actor=user, obj=relocation)
     return relocation
 
 
@@ -286,6 +302,9 @@ def relocation_rollback(*, user: Any, relocation: Relocation) -> Relocation:
     relocation.save(update_fields=["state", "updated_at"])
     # The run picks up the rollback where it stopped (its step is not done).
     jobs.start(RELOCATION_RUN, relocation.pk)
+    audit.record(
+        "relocation.rollback", f"roll back the move of {relocation.name} again", actor=user, obj=relocation
+    )
     return relocation
 
 

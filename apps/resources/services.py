@@ -24,6 +24,7 @@ from apps.accounts import permissions
 from apps.applications.models import App
 from apps.applications.quota import check_quota
 from apps.applications.services import parse_limits
+from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
@@ -144,6 +145,14 @@ def _within_step(app: App, memory: int, cpus: Decimal) -> bool:
 
 def _event(request: ResourceRequest, action: str, user: Any = None, detail: str = "") -> None:
     ResourceEvent.objects.create(request=request, user=user, action=action, detail=detail[:2000])
+    audit.record(
+        f"resize.{action.replace(' ', '-')}",
+        f"{action} resize of {request.app.slug} to {request.change_text}"
+        + (f": {detail[:200]}" if detail else ""),
+        actor=user,
+        obj=request,
+        team=request.app.team,
+    )
 
 
 @transaction.atomic
