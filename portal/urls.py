@@ -9,8 +9,8 @@ from apps.accounts import views as account_views
 from apps.accounts.api import ApiTokenViewSet
 from apps.alerts.api import AlertViewSet, NotificationViewSet, RuleViewSet, WebhookViewSet
 from apps.applications import views as application_views
-from apps.audit.api import AuditEntryViewSet
 from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet, OperationViewSet
+from apps.audit.api import AuditEntryViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.fleet.api import HostViewSet
 from apps.metrics import views as metrics_views
