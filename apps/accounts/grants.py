@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from apps.accounts.models import Membership, Team
+from apps.audit import services as audit
 from portal.signin import GroupMap
 
 log = logging.getLogger(__name__)
@@ -68,4 +69,12 @@ def grants_apply(*, user: Any, groups: set[str], mapping: GroupMap, via: str) ->
             changes.append(f"{role} of {slug}")
     if changes:
         log.info("%s (through %s): %s", user.username, via, ", ".join(changes))
+        audit.record(
+            "user.grants",
+            f"{user.username} through {via}: {', '.join(changes)}",
+            object_type="user",
+            object_id=user.pk,
+            object_repr=user.username,
+            data={"via": via},
+        )
     return bool(ops or roles or Membership.objects.filter(user=user).exists())

@@ -27,6 +27,7 @@ from django.utils.dateformat import format as date_format
 
 from apps.accounts import permissions
 from apps.accounts.models import ApiToken
+from apps.audit import services as audit
 
 KEY_START = "slw_"
 KEY_ALPHABET = string.ascii_letters + string.digits
@@ -173,6 +174,13 @@ def api_token_create(
     )
     token.full_clean()
     token.save()
+    audit.record(
+        "token.create",
+        f"API token {name!r} ({token.get_scope_display()}, until {moment(expires_at)}) for {user.get_username()}",
+        actor=user,
+        obj=token,
+        object_repr=f"{user.get_username()}: {name} ({token.prefix}…)",
+    )
     return Created(token, key)
 
 
@@ -187,6 +195,13 @@ def api_token_revoke(*, user: Any, token: ApiToken) -> ApiToken:
     token.revoked_at = timezone.now()
     token.revoked_by = user
     token.save(update_fields=["revoked_at", "revoked_by"])
+    audit.record(
+        "token.revoke",
+        f"revoke API token {token.name!r} of {token.user.get_username()}",
+        actor=user,
+        obj=token,
+        object_repr=f"{token.user.get_username()}: {token.name} ({token.prefix}…)",
+    )
     return token
 
 

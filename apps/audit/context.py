@@ -4,7 +4,7 @@ terminal's consumer), per task (the worker) or around the reconcile, and read by
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -44,7 +44,7 @@ def set_origin(origin: Origin) -> None:
     _origin.set(origin)
 
 
-def client_address(meta: dict[str, object]) -> str | None:
+def client_address(meta: Mapping[str, object]) -> str | None:
     """The client's address: the peer, or behind our own proxy (USE_X_FORWARDED_FOR) the address
     it appended last to X-Forwarded-For (earlier ones are whatever the client sent)."""
     if settings.USE_X_FORWARDED_FOR:

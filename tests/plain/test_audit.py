@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
+from apps.accounts import grants, tokens
 from apps.accounts.models import Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage
@@ -19,6 +20,7 @@ from apps.audit import services as audit
 from apps.audit.context import Origin, acting, client_address, request_source
 from apps.audit.models import AuditEntry
 from apps.instances.models import Instance
+from portal.signin import GroupMap
 
 SECRET = "do-not-log-me-7731"
 
@@ -233,3 +235,15 @@ def test_only_ops_see_the_trail(request: pytest.FixtureRequest, who: str, trail:
     assert client.get("/audit/").status_code == 302
     assert client.get("/audit/export.csv").status_code == 302
     assert client.get("/api/v1/audit/").status_code == 403
+
+
+def test_token_changes_and_directory_grants_are_rows(owner: User, alpha: Team) -> None:
+    made = tokens.api_token_create(user=owner, name="ci", scope="read", expires_at=tokens.expires_after(7))
+    tokens.api_token_revoke(user=owner, token=made.token)
+    created, revoked = _rows(action="token.create")[0], _rows(action="token.revoke")[0]
+    assert created.object_repr == revoked.object_repr == f"owner: ci ({made.token.prefix}…)"
+    assert made.key not in created.summary + created.object_repr + json.dumps(created.data)
+    mapping = GroupMap(ops=frozenset(), teams=(("leads", "alpha", "lead"),))
+    grants.grants_apply(user=owner, groups={"leads"}, mapping=mapping, via="LDAP")
+    [grant] = _rows(action="user.grants")
+    assert grant.summary == "owner through LDAP: lead of alpha"
