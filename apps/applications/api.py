@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -171,6 +171,8 @@ class BaseImageField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)  # type: ignore[no-any-return]
 
 
+# Described for the schema: drf-spectacular cannot tell a custom field's shape (check --deploy warned).
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string", "nullable": True}})
 class SecretsField(serializers.Field):
     """Secret variables: written as NAME: "value" (null deletes one on PATCH), read back as
     NAME: "********". The values never leave the portal again (apps/applications/secret_env.py)."""

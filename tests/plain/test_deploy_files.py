@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.deploy_support import (
     DEPLOY,
@@ -49,9 +50,11 @@ def _deploy_check(tmp_path: Path, **override: str) -> subprocess.CompletedProces
     """`manage.py check --deploy` with the example's settings, its secret files made here."""
     (tmp_path / "secret_key").write_text("x" * 60 + "-a-long-random-production-key\n")
     (tmp_path / "database_url").write_text("postgres://slipway:pw@127.0.0.1:5432/slipway\n")
+    (tmp_path / "secrets_keys").write_text(Fernet.generate_key().decode() + "\n")
     env = env_example()
     env.update(
         SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        SECRETS_KEYS_FILE=str(tmp_path / "secrets_keys"),
         DATABASE_URL_FILE=str(tmp_path / "database_url"),
         SLIPWAY_VAR_DIR=str(tmp_path / "var"),
         **override,
