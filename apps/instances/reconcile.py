@@ -21,6 +21,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.applications.models import App
+from apps.audit.context import acting
+from apps.audit.models import Source
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import MANAGED_LABEL, ContainerState, HostError
@@ -81,6 +83,13 @@ def _active_apps() -> set[int]:
 
 
 def reconcile() -> Report:
+    # Each change it makes (an instance started again, an operation sent again) is an audit row
+    # saying the reconcile made it.
+    with acting(Source.RECONCILE):
+        return _reconcile()
+
+
+def _reconcile() -> Report:
     hosts = list(Host.objects.exclude(host_key="").exclude(state=Host.State.PENDING))
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
         listings = list(pool.map(_listing, hosts))

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from apps.accounts.models import Team
 from apps.applications import releases, services
 from apps.applications.models import App, BaseImage, RetainedVolume
+from apps.audit.models import AuditEntry
 from apps.hosts.models import Host
 from apps.instances import executor, reconcile
 from apps.instances.models import Finding, Instance, Operation
@@ -221,6 +222,9 @@ def test_reconcile_brings_back_killed_and_removed_containers_and_reports_unknown
     assert "ghost" in finding.detail
 
     op = Operation.objects.get(app=app, kind=Operation.Kind.RECONCILE)
+    # The repair is the reconcile's change in the audit trail, made by no person.
+    row = AuditEntry.objects.get(action="app.reconcile", data__operation=op.pk)
+    assert (row.source, row.actor, row.object_repr) == ("reconcile", None, "shop")
     assert _run(op).status == Operation.Status.SUCCEEDED, op.error
     assert _containers(lab, "shop") == {"slw-shop-0": "running", "slw-shop-1": "running"}
 
