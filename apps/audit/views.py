@@ -66,7 +66,8 @@ def audit_page(request: HtmxHttpRequest) -> HttpResponse:
         "choices": choices(),
     }
     template = "audit/audit.html#rows" if request.htmx and not request.htmx.boosted else "audit/audit.html"
-    return render(request, template, context, status=400 if errors else 200)
+    # 422: htmx swaps it in (base.html's responseHandling), so the message shows where the rows were.
+    return render(request, template, context, status=422 if errors else 200)
 
 
 def _record(row: AuditEntry) -> dict[str, Any]:

@@ -194,7 +194,7 @@ def test_bad_filters_say_what_they_take(ops: User, trail: None, query: dict[str,
     client = Client()
     client.force_login(ops)
     page = client.get("/audit/", query)
-    assert page.status_code == 400 and message in page.content.decode().replace("&#x27;", "'")
+    assert page.status_code == 422 and message in page.content.decode().replace("&#x27;", "'")
     api = client.get("/api/v1/audit/", query)
     assert api.status_code == 400 and message in str(api.json())
     export = client.get("/audit/export.csv", query)
