@@ -328,6 +328,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
+# Exactly one beat sends the periodic tasks: the one holding a lock in Redis, which expires this
+# many seconds after its holder stops renewing it (portal/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.beat:SingleBeatScheduler"
+BEAT_LOCK_TTL = envfloat("BEAT_LOCK_TTL", 60.0)
+if not 1 <= BEAT_LOCK_TTL <= 3600:
+    raise ValueError(f"BEAT_LOCK_TTL={BEAT_LOCK_TTL}: from 1 to 3600 seconds")
 HOST_PROBE_INTERVAL = envfloat("HOST_PROBE_INTERVAL", 30.0)
 
 # --- Hosts and transports ---
@@ -418,12 +424,6 @@ METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 # in ALERT_WEBHOOK_ALLOW (comma-separated, e.g. 127.0.0.0/8 for a receiver on the portal's host).
 ALERT_INTERVAL = envfloat("ALERT_INTERVAL", 15.0)
 ALERT_WEBHOOK_TIMEOUT = envfloat("ALERT_WEBHOOK_TIMEOUT", 5.0)
-# Exactly one beat sends the periodic tasks: the one holding a lock in Redis, which expires this
-# many seconds after its holder stops renewing it (portal/beat.py).
-CELERY_BEAT_SCHEDULER = "portal.beat:SingleBeatScheduler"
-BEAT_LOCK_TTL = envfloat("BEAT_LOCK_TTL", 60.0)
-if not 1 <= BEAT_LOCK_TTL <= 3600:
-    raise ValueError(f"BEAT_LOCK_TTL={BEAT_LOCK_TTL}: from 1 to 3600 seconds")
 ALERT_WEBHOOK_ATTEMPTS = envint("ALERT_WEBHOOK_ATTEMPTS", 6)
 ALERT_WEBHOOK_BACKOFF = envfloat("ALERT_WEBHOOK_BACKOFF", 10.0)
 ALERT_WEBHOOK_ALLOW = envlist("ALERT_WEBHOOK_ALLOW", [])
