@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-sqlite test-sqlite-db test-postgres test-plain-both test-postgres-lab lint setup lab bench bench-scale
+.PHONY: up down test test-together test-sqlite test-sqlite-db test-postgres test-plain-both test-postgres-lab lint setup lab bench bench-scale
 
 setup:
 	@scripts/setup.sh
@@ -34,14 +34,29 @@ lint:
 	.venv/bin/mypy .
 
 # Everything on PostgreSQL (the production database), and on SQLite the plain tests that use the
-# database; tests that touch no database, the lab and the browser run once. The plain tests on
-# both databases run side by side (CPU work, nothing shared, two cores), then the lab and browser
-# tests on their own, since their timings would suffer from the company.
+# database; tests that touch no database, the lab and the browser run once. The lab, browser and
+# CLI-on-lab tests (their own test database and broker) start at once; beside them, at a lower
+# CPU priority so the lab's timings keep theirs, the plain tests on PostgreSQL (a test database
+# and broker database of their own), then on SQLite, then the CLI's own tests.
 test: export WITH_POSTGRES=1
-test: setup lab lint test-plain-both test-postgres-lab
+test: setup lab lint test-together
 
 # The CLI's own tests (its client against the portal under daphne, no lab) ride along on SQLite.
 CLI_PLAIN = tests/cli/test_cli.py tests/cli/test_cli_parts.py
+PLAIN_PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway_plain
+PLAIN_BROKER = redis://127.0.0.1:6379/14
+
+test-together:
+	@mkdir -p var/log; \
+	( export TEST_BROKER_URL=$(PLAIN_BROKER); \
+	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 10 $(PY) -m pytest tests/plain $(PYTEST_ARGS); a=$$?; \
+	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 10 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
+	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 10 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
+	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py $(PYTEST_ARGS); lab=$$?; \
+	wait $$plain; pl=$$?; \
+	echo "== the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
+	cat var/log/test-plain.log; test $$lab -eq 0 -a $$pl -eq 0
 
 test-plain-both:
 	@mkdir -p var/log; \
