@@ -19,6 +19,7 @@ from rest_framework.request import Request
 
 from apps.accounts import tokens
 from apps.accounts.models import ApiToken
+from apps.audit.context import client_address
 
 KEYWORDS = (b"token", b"bearer")
 
@@ -44,7 +45,8 @@ class ApiTokenAuthentication(BaseAuthentication):
                 "Invalid token header: a key is letters, digits and '_' only."
             ) from None
         try:
-            token = tokens.api_token_check(key, address=request.META.get("REMOTE_ADDR") or None)
+            # Behind our proxy (USE_X_FORWARDED_FOR), the client's address as the proxy saw it.
+            token = tokens.api_token_check(key, address=client_address(request.META))
         except tokens.TokenRefused as refused:
             raise exceptions.AuthenticationFailed(refused.explain(token_page(request))) from None
         if token.scope == ApiToken.Scope.READ and request.method not in SAFE_METHODS:

@@ -431,3 +431,11 @@ def test_single_tokens_from_before_named_tokens_keep_working_until_they_expire()
     )
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now())
     assert "expired on" in api.get("/api/v1/apps/").json()["detail"]
+
+
+def test_behind_our_proxy_last_use_is_the_address_the_proxy_saw(owner: User) -> None:
+    made = _make(owner)
+    headers = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 10.0.0.9"}
+    with override_settings(USE_X_FORWARDED_FOR=True):
+        assert _keyed(made.key, **headers).get("/api/v1/apps/").status_code == 200
+    assert ApiToken.objects.get(pk=made.token.pk).last_used_from == "10.0.0.9"
