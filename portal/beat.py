@@ -24,21 +24,11 @@ import redis
 from celery.beat import PersistentScheduler
 from django.conf import settings
 
+from portal import leases
+
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "slipway:beat:lock"
-# Taken if free, kept (expiry renewed) if ours; one round trip, so two beats never both hold it.
-_HOLD = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 def describe(holder: str) -> str:
@@ -54,8 +44,8 @@ class BeatLock:
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.ttl_ms = int(ttl * 1000)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._hold = self.redis.register_script(_HOLD)
-        self._release = self.redis.register_script(_RELEASE)
+        self._hold = self.redis.register_script(leases.HOLD)
+        self._release = self.redis.register_script(leases.RELEASE)
 
     def hold(self) -> bool:
         return bool(self._hold(keys=[LOCK_KEY], args=[self.owner, self.ttl_ms]))

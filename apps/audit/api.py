@@ -11,7 +11,7 @@ from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
 from apps.audit.models import AuditEntry, Source
-from apps.audit.selectors import audit_entries
+from apps.audit.selectors import FIELDS, audit_entries
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
@@ -20,20 +20,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = [
-            "id",
-            "at",
-            "actor",
-            "source",
-            "address",
-            "action",
-            "object_type",
-            "object_id",
-            "object_repr",
-            "team",
-            "summary",
-            "data",
-        ]
+        fields = list(FIELDS)
         read_only_fields = fields
 
 

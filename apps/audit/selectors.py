@@ -14,6 +14,21 @@ from django.utils import timezone
 from apps.audit.models import AuditEntry, Source
 
 FILTERS = ("q", "actor", "action", "object_type", "object_id", "source", "team", "since", "until")
+# What a row shows outside the portal (the API, the exports), in this order.
+FIELDS = (
+    "id",
+    "at",
+    "actor",
+    "source",
+    "address",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "team",
+    "summary",
+    "data",
+)
 
 
 def _moment(name: str, text: str, *, end: bool) -> dt.datetime:

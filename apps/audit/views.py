@@ -15,24 +15,10 @@ from django.shortcuts import render
 from django.utils.http import urlencode
 
 from apps.audit.models import AuditEntry
-from apps.audit.selectors import FILTERS, audit_entries, choices
+from apps.audit.selectors import FIELDS, FILTERS, audit_entries, choices
 from portal.http import HtmxHttpRequest
 
 PAGE = 100
-COLUMNS = (
-    "id",
-    "at",
-    "actor",
-    "source",
-    "address",
-    "action",
-    "object_type",
-    "object_id",
-    "object_repr",
-    "team",
-    "summary",
-    "data",
-)
 
 
 def _filters(request: HtmxHttpRequest) -> dict[str, str]:
@@ -111,10 +97,10 @@ def audit_export(request: HtmxHttpRequest, fmt: str) -> HttpResponse | Streaming
         writer = csv.writer(_Echo())
 
         def lines() -> Iterator[str]:
-            yield writer.writerow(COLUMNS)
+            yield writer.writerow(FIELDS)
             for item in records():
                 item["data"] = json.dumps(item["data"], sort_keys=True)
-                yield writer.writerow([item[c] if item[c] is not None else "" for c in COLUMNS])
+                yield writer.writerow([item[c] if item[c] is not None else "" for c in FIELDS])
 
         response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     else:

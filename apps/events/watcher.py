@@ -25,22 +25,11 @@ from apps.events.services import Recorder
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
+from portal import leases
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "slipway:events:host:{}"
-# Taken if free, kept if ours; one round trip, so two watchers never both think they hold it.
-_HOLD = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 HOSTS_EVERY = 10.0  # new hosts are watched within this many seconds
 LEASE_RETRY = 5.0
 
@@ -54,8 +43,8 @@ class Leases:
     def __init__(self, url: str | None = None) -> None:
         self.redis = redis.Redis.from_url(url or settings.CELERY_BROKER_URL)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._hold = self.redis.register_script(_HOLD)
-        self._release = self.redis.register_script(_RELEASE)
+        self._hold = self.redis.register_script(leases.HOLD)
+        self._release = self.redis.register_script(leases.RELEASE)
 
     def hold(self, host_id: int) -> bool:
         return bool(self._hold(keys=[LEASE_KEY.format(host_id)], args=[self.owner, int(lease_ttl() * 1000)]))
