@@ -59,7 +59,7 @@ def request_source(path: str, user_agent: str) -> str:
     if path.startswith("/admin/"):
         return Source.ADMIN
     if path.startswith("/api/"):
-        # The slipway CLI says so in its User-Agent (cli/slipway_cli/client.py).
+        # The slipway CLI says so in its User-Agent ("slipway-cli/<version>").
         return Source.CLI if user_agent.startswith("slipway-cli/") else Source.API
     return Source.PAGE
 

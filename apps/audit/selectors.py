@@ -51,7 +51,11 @@ def audit_entries(filters: Mapping[str, Any]) -> QuerySet[AuditEntry]:
     cannot read with ValidationError naming the filter and what it takes."""
     rows = AuditEntry.objects.all()
     values = {name: str(filters.get(name) or "").strip() for name in FILTERS}
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = {
+        name: "A filter never holds a NUL character." for name, value in values.items() if "\x00" in value
+    }
+    if errors:
+        raise ValidationError(errors)
     if values["q"]:
         text = values["q"]
         rows = rows.filter(

@@ -188,6 +188,7 @@ def test_ops_filter_the_trail_on_the_page_and_the_api(
             "'fax' is not a source; one of: page, api, cli, admin, worker, reconcile, system.",
         ),
         ({"since": "2026-02-02", "until": "2026-02-01"}, "The end is before the start."),
+        ({"q": "a\x00b"}, "A filter never holds a NUL character."),
     ],
 )
 def test_bad_filters_say_what_they_take(ops: User, trail: None, query: dict[str, str], message: str) -> None:
