@@ -7,3 +7,6 @@ class FleetConfig(AppConfig):
 
     name = "apps.fleet"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from apps.fleet import receivers  # noqa: F401 - host events into the audit trail

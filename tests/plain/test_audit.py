@@ -19,6 +19,7 @@ from apps.applications.models import App, BaseImage
 from apps.audit import services as audit
 from apps.audit.context import Origin, acting, client_address, request_source
 from apps.audit.models import AuditEntry
+from apps.hosts.models import Host, HostEvent
 from apps.instances.models import Instance
 from portal.signin import GroupMap
 
@@ -248,3 +249,10 @@ def test_token_changes_and_directory_grants_are_rows(owner: User, alpha: Team) -
     grants.grants_apply(user=owner, groups={"leads"}, mapping=mapping, via="LDAP")
     [grant] = _rows(action="user.grants")
     assert grant.summary == "owner through LDAP: lead of alpha"
+
+
+def test_a_host_event_is_a_row_about_its_host(ops: User, hosts: list[Host]) -> None:
+    HostEvent.objects.create(host=hosts[0], user=ops, action="checks overridden", detail="disk is fine")
+    [row] = _rows(action="host.checks-overridden")
+    assert (row.actor_name, row.object_type, row.object_repr) == ("ops", "host", str(hosts[0]))
+    assert row.summary == f"checks overridden on {hosts[0].name}: disk is fine"

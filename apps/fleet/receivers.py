@@ -1,5 +1,6 @@
 """Each host event (a key pinned, a network fixed, checks overridden, an agent installed) is
-also a row of the one audit trail."""
+also a row of the one audit trail. Connected here, above the floor: apps/hosts imports no other
+app, so the trail listens for its events instead of being called by it."""
 
 from __future__ import annotations
 
