@@ -103,7 +103,7 @@ def secrets_apply(
         raise ValidationError({"secrets": errors})
     for name, value in plain.items():
         current = result.get(name)
-        if current is None or _opens_to(current, value) is False:
+        if current is None or not _opens_to(current, value):
             result[name] = seal(value)
     both = sorted(set(result) & set(env))
     if both:
