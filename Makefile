@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway
 
-.PHONY: up down test test-together test-sqlite test-sqlite-db test-postgres test-plain-both test-postgres-lab lint setup lab bench bench-scale
+.PHONY: up down test test-together test-sqlite test-sqlite-db test-postgres test-postgres-lab lint setup lab bench bench-scale
 
 setup:
 	@scripts/setup.sh
@@ -53,20 +53,10 @@ test-together:
 	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 10 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 10 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
 	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py $(PYTEST_ARGS); lab=$$?; \
+	$(MAKE) --no-print-directory test-postgres-lab; lab=$$?; \
 	wait $$plain; pl=$$?; \
 	echo "== the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
 	cat var/log/test-plain.log; test $$lab -eq 0 -a $$pl -eq 0
-
-test-plain-both:
-	@mkdir -p var/log; \
-	( SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 $(PY) -m pytest tests/plain $(PYTEST_ARGS) \
-	  && SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS) ) \
-		> var/log/test-sqlite-db.log 2>&1 & lite=$$!; \
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/plain $(PYTEST_ARGS); pg=$$?; \
-	wait $$lite; sq=$$?; \
-	echo "== on SQLite: the plain tests that use the database, and the CLI's (var/log/test-sqlite-db.log):"; \
-	cat var/log/test-sqlite-db.log; test $$pg -eq 0 -a $$sq -eq 0
 
 test-postgres-lab:
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py $(PYTEST_ARGS)
