@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -198,6 +199,14 @@ def epoch(time: str) -> float:
     return datetime.fromisoformat(f"{head}.{rest[:6]}+00:00").timestamp()
 
 
+def just_after(time: str) -> Decimal:
+    """One nanosecond after Docker's RFC 3339 time, exactly: Docker's `since` keeps a line
+    written at or after it, so a follow from here starts with the next line."""
+    head, _, rest = _sortable(time).removesuffix("Z").partition(".")
+    seconds = int(datetime.fromisoformat(f"{head}+00:00").timestamp())
+    return Decimal(seconds) + (Decimal(int(rest[:9])) + 1) / Decimal(10**9)
+
+
 class FollowRefused(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -257,17 +266,17 @@ def app_follow(app: Any, query: LogQuery, stream: str) -> AppFollow:
     missing between the two."""
     asked_at = time.time()
     snapshot = app_read(app, query, stream)
-    last: dict[str, float] = {}
+    last: dict[str, Decimal] = {}
     for name, line in snapshot:
         if line.time:
-            last[name] = epoch(line.time)
+            last[name] = just_after(line.time)
     followed: list[tuple[str, Iterator[list[LogLine]]]] = []
     streams: list[gateway.LogStream] = []
     refused: list[tuple[str, str]] = []
     rows = Instance.objects.filter(app=app).select_related("host", "app").order_by("slot")
     for instance in [i for i in rows if i.container_id]:
         name = instance.container_name
-        since = last[name] + 1e-6 if name in last else asked_at
+        since = last.get(name, asked_at)
         try:
             handle, batches = follow(instance, LogQuery(since=since, timestamps=query.timestamps), stream)
         except ValidationError as exc:

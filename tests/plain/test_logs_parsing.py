@@ -99,3 +99,12 @@ def test_a_good_query_is_read_as_meant() -> None:
 def test_docker_times_sort_as_times_though_docker_drops_trailing_zeros() -> None:
     times = ["2026-12-04T10:00:01.93655Z", "2026-12-04T10:00:01.936555626Z", "2026-12-04T10:00:01Z"]
     assert sorted(times, key=logs._sortable) == [times[2], times[0], times[1]]
+
+
+def test_a_follow_starts_one_nanosecond_after_the_last_line_exactly() -> None:
+    # A line this close to the next microsecond came back twice when the follow started from
+    # a float: near 1.8e9 a float is only good to about 0.24 µs.
+    since = logs.just_after("2026-12-04T10:00:01.936555999Z")
+    assert f"{since:.9f}" == "1796378401.936556000"
+    assert f"{logs.just_after('2026-12-04T10:00:01.93655Z'):.9f}" == "1796378401.936550001"
+    assert f"{logs.just_after('2026-12-04T10:00:01Z'):.9f}" == "1796378401.000000001"

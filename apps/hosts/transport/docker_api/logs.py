@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from docker.client import DockerClient
@@ -25,7 +26,9 @@ CHUNK = 64 * 1024
 @dataclass(frozen=True)
 class LogQuery:
     tail: int | None = None  # the last N lines; None: everything Docker has
-    since: float | None = None  # unix time; only lines written from then on
+    # Unix time; only lines written from then on. A Decimal keeps Docker's nanoseconds exactly
+    # (a float near 1.8e9 is only good to about 0.24 µs, enough to show a line twice).
+    since: float | Decimal | None = None
     until: float | None = None  # unix time; only lines written before it
     timestamps: bool = False  # each line prefixed with Docker's RFC 3339 time and a space
 
