@@ -459,6 +459,11 @@ MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Base image versions the portal built from their recipes (docker load archives), and the root
 # filesystems recipes ADD (shared with the lab, which builds the same ones).
 IMAGE_ARCHIVE_DIR = Path(envstr("SLIPWAY_IMAGE_DIR", str(VAR_DIR / "images")))
+# With a registry configured (the Registry page), publishing pushes there and hosts pull: this
+# many hosts at once; the portal's own requests to the registry (the check at save time, each
+# request of a push) are answered within REGISTRY_TIMEOUT.
+REGISTRY_PULL_PARALLEL = envint("REGISTRY_PULL_PARALLEL", 8)
+REGISTRY_TIMEOUT = envfloat("REGISTRY_TIMEOUT", 30.0)
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -505,6 +510,8 @@ LAB_STATE_DIR = Path(envstr("LAB_STATE_DIR", "/var/lib/slipway-lab"))
 LAB_RUN_DIR = Path(envstr("LAB_RUN_DIR", "/run/slipway-lab"))
 LAB_IMAGE_CACHE = Path(envstr("LAB_IMAGE_CACHE", "/var/cache/slipway"))
 ROOTFS_CACHE = LAB_IMAGE_CACHE
+# The lab's registry (Debian's docker-registry, TLS) listens on the bridge's portal address.
+LAB_REGISTRY_PORT = envint("LAB_REGISTRY_PORT", 5443)
 
 LOGGING = {
     "version": 1,

@@ -13,6 +13,7 @@ from apps.applications.api import AppViewSet, BaseImageViewSet, InstanceViewSet,
 from apps.audit.api import AuditEntryViewSet
 from apps.console.api import ExecSessionViewSet
 from apps.fleet.api import HostViewSet
+from apps.images.api import RegistryView
 from apps.metrics import views as metrics_views
 from apps.relocations.api import RelocationViewSet
 from apps.resources.api import ResourceRequestViewSet
@@ -52,6 +53,7 @@ urlpatterns = [
     path("alerts/", include("apps.alerts.urls")),
     path("audit/", include("apps.audit.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/registry/", RegistryView.as_view(), name="image-registry"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(

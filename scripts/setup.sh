@@ -12,7 +12,7 @@ say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 # --- Debian packages --------------------------------------------------------------------------
 PACKAGES=(docker.io redis-server openssh-server postgresql busybox-static debootstrap chromium
           lxcfs iproute2 util-linux coreutils python3 python3-venv ca-certificates curl prometheus
-          nginx slapd ldap-utils
+          nginx slapd ldap-utils docker-registry
           # python-ldap (under django-auth-ldap) is built from source: its headers and a compiler.
           libldap2-dev libsasl2-dev python3-dev gcc)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)

@@ -314,6 +314,45 @@ def image_load(host: Host, archive: str, on_progress: Callable[[int, int], None]
     return docker_api.image_load(docker(host), archive, host.name, on_progress)
 
 
+def image_pull(
+    host: Host, reference: str, auth: dict[str, str], on_progress: Callable[[int, int], None] | None = None
+) -> str:
+    """Pull host:port/name:tag from a registry; the image ID the host has under it then. The
+    credentials in `auth` go only into this pull's request (never `docker login`, never a file on
+    the host, never a log); on_progress(bytes down, bytes in all) as layers come."""
+    return docker_api.image_pull(docker(host), reference, auth, host.name, on_progress)
+
+
+def image_tag(host: Host, image: str, reference: str) -> None:
+    """Name the image (an ID or another reference) `reference` too, as `docker tag` does."""
+    docker_api.image_tag(docker(host), image, reference, host.name)
+
+
+def image_untag(host: Host, reference: str) -> None:
+    docker_api.image_untag(docker(host), reference, host.name)
+
+
+# Where Docker looks for the CA of a registry it pulls from (per host:port, read at each pull).
+DOCKER_CERTS_DIR = "/etc/docker/certs.d"
+
+
+def registry_trust(host: Host, hostport: str, ca_pem: str) -> bool:
+    """Make the host's Docker trust `ca_pem` for the registry at host:port (its certs.d file,
+    written in one rename); False when it had it already."""
+    directory = f"{DOCKER_CERTS_DIR}/{hostport}"
+    path = f"{directory}/ca.crt"
+    have = run(host, ["cat", "--", path], timeout=15)
+    if have.ok and have.stdout.decode(errors="replace") == ca_pem:
+        return False
+    _must(host, ["mkdir", "-p", "--", directory], f"create {directory}")
+    # Named after the host: the lab's hosts share one /etc and write it at once.
+    part = f"{path}.{host.name}.part"
+    _require_pinned(host)
+    ssh.put_file(host.endpoint, part, ca_pem.encode(), mode=0o644)
+    _must(host, ["mv", "-f", "--", part, path], f"put {path} in place")
+    return True
+
+
 def announce(host: Host, pid: int, address: str) -> None:
     """Gratuitous ARP for an address from inside a container on the host, so the segment learns
     at once where the address lives now (after a move, or when an address changed hands)."""

@@ -23,7 +23,7 @@ from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
-from apps.images import imagebuild, recipe, rootfs
+from apps.images import distribute, imagebuild, recipe, rootfs
 from portal import jobs
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,14 @@ def _run(image: BaseImage) -> None:
     for host in hosts:
         progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
     _save_progress(image, progress)
-    failed = []
-    for host in hosts:
-        error = _load(image, host, built, progress)
-        if error:
-            failed.append(f"{host.name}: {error}")
+    if hosts and distribute.active():  # a registry: pushed once, pulled by every host at once
+        failed = distribute.through_registry(image, built, hosts, progress)
+    else:
+        failed = []
+        for host in hosts:
+            error = _load(image, host, built, progress)
+            if error:
+                failed.append(f"{host.name}: {error}")
     if not hosts:
         failed.append("no active host to load it onto")
     if failed:
@@ -241,6 +244,9 @@ def load_missing(host: Host) -> list[tuple[str, bool]]:
             continue
         progress = dict(image.load_progress or {})
         progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
-        error = _load(image, host, built, progress)
+        if distribute.active():
+            error = "; ".join(distribute.through_registry(image, built, [host], progress))
+        else:
+            error = _load(image, host, built, progress)
         said.append((f"{image.reference}: {'failed: ' + error if error else 'loaded'}", not error))
     return said

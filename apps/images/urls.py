@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.images import views
+from apps.images import registry_views, views
 
 app_name = "images"
 urlpatterns = [
@@ -9,4 +9,5 @@ urlpatterns = [
     path("<int:pk>/roll/", views.image_roll, name="roll"),
     path("<int:pk>/new-version/", views.image_new_version, name="new-version"),
     path("<int:pk>/recommend/", views.image_recommend, name="recommend"),
+    path("registry/", registry_views.registry_page, name="registry"),
 ]

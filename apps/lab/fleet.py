@@ -702,9 +702,11 @@ def _ensure_sshd(host: LabHost, log: Log) -> None:
 
 
 def down(config: LabConfig, log: Log = print, purge: bool = False) -> None:
-    from apps.lab.vm import vms_down  # vm.py builds on this module
+    from apps.lab.registry import stop as registry_stop  # registry.py and vm.py build on this module
+    from apps.lab.vm import vms_down
 
     vms_down(config, log, purge=purge)
+    registry_stop(config)  # it listens on the bridge's address
     for host in config.existing_hosts():
         log(f"{host.name}: removing")
         _remove_host(host, purge=purge)

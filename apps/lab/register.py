@@ -12,8 +12,10 @@ from apps.fleet import prepare
 from apps.hosts import gateway, services
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError, fingerprint
+from apps.images import registry_settings
 from apps.lab.fleet import LabConfig, LabHost, Log
 from apps.lab.images import IMAGES, archive, recipe_text
+from apps.lab.registry import LabRegistry
 from apps.network.models import IPPool
 
 
@@ -128,3 +130,20 @@ def prepare_lab_hosts(hosts: list[Host], log: Log = print) -> list[Host]:
         )
         out.append(host)
     return out
+
+
+def register_registry(config: LabConfig, log: Log = print) -> None:
+    """Publish through the lab's registry, set as ops would on the registry page (URL, the
+    generated credentials, the lab CA) and checked the same way before it is saved."""
+    lab_registry = LabRegistry.of(config)
+    username, password = lab_registry.credentials()
+    row = registry_settings.registry_set(
+        user=None,
+        url=lab_registry.url,
+        username=username,
+        password=password,
+        clear_password=False,
+        ca_pem=lab_registry.ca_pem(),
+        enabled=True,
+    )
+    log(f"registry {row.url}: publishing goes through it (user {row.username})")

@@ -247,6 +247,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     "base-image-publish": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(400)),
     "base-image-roll": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(202)),
     "images:list": ("get", NONE, _signed_in(302, 200)),
+    "images:registry": ("get", NONE, _ops_page(200)),
+    "image-registry": ("get", NONE, _ops_api(200)),
     "images:publish": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
     "images:roll": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
     # Only ops make versions: others get 403 with the reason; the form itself for ops.

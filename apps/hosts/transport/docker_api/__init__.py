@@ -5,8 +5,9 @@ opened on the portal's pinned, authenticated connection (never docker-py's own p
 client, which reads ~/.ssh and the system known_hosts). HTTP keep-alive reuses the
 channels, so after the first call a request costs a round trip, not a new SSH session.
 
-`client` makes those connections, `containers` ensures containers and images, `exec` runs
-processes in containers; this module names what the rest of apps.hosts uses.
+`client` makes those connections, `containers` ensures containers and images, `images` pulls
+and tags images, `exec` runs processes in containers; this module names what the rest of
+apps.hosts uses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from apps.hosts.transport.docker_api.containers import (
 )
 from apps.hosts.transport.docker_api.events import DockerEvent, container_events
 from apps.hosts.transport.docker_api.exec import ExecResult, TtyExec, exec_run, exec_start, tty_open
+from apps.hosts.transport.docker_api.images import image_pull, image_tag, image_untag
 from apps.hosts.transport.docker_api.logs import LogQuery, LogStream, container_logs, open_logs
 from apps.hosts.transport.docker_api.networks import network_ensure
 
@@ -51,6 +53,9 @@ __all__ = [
     "image_id",
     "image_load",
     "image_present",
+    "image_pull",
+    "image_tag",
+    "image_untag",
     "network_ensure",
     "open_logs",
     "tty_open",

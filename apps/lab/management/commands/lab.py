@@ -4,8 +4,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.lab import fleet, netns, vm
-from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
+from apps.lab import fleet, netns, registry, vm
+from apps.lab.register import (
+    prepare_lab_hosts,
+    register_hosts,
+    register_images,
+    register_pool,
+    register_registry,
+)
 
 
 class Command(BaseCommand):
@@ -23,6 +29,11 @@ class Command(BaseCommand):
             "--no-register", action="store_true", help="do not register the hosts in the portal"
         )
         parser.add_argument(
+            "--registry",
+            action="store_true",
+            help="with up: publish base images through the lab registry (default: SSH streaming)",
+        )
+        parser.add_argument(
             "--purge", action="store_true", help="with down: also delete the hosts' disks (images, volumes)"
         )
 
@@ -37,8 +48,11 @@ class Command(BaseCommand):
                 # Registered, the hosts get their base images from Prepare, as real servers do.
                 lab_hosts = fleet.up(config, log, load_images=options["no_register"])
                 vm.vm_up(vm.demo_vm(config), log)
+                registry.up(config, log)
                 if not options["no_register"]:
                     hosts = register_hosts(lab_hosts, log)
+                    if options["registry"]:
+                        register_registry(config, log)
                     register_images(config.images, log)
                     register_pool(config, hosts, log)
                     prepare_lab_hosts(hosts, log)
@@ -70,6 +84,11 @@ class Command(BaseCommand):
                 f"lxcfs {'up' if row.lxcfs else 'DOWN'}  images: {images}"
             )
         self._print_vm_status(vm.demo_vm(config))
+        lab_registry = registry.LabRegistry.of(config)
+        self.stdout.write(
+            f"registry {lab_registry.url} {'up' if registry.status(config) else 'DOWN'} "
+            f"(CA {lab_registry.ca_cert}, user and password in {lab_registry.credentials_file})"
+        )
         return all(row.healthy for row in rows)
 
     def _print_vm_status(self, legacy: vm.LegacyVM) -> None:
