@@ -13,6 +13,8 @@ say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 PACKAGES=(docker.io redis-server openssh-server postgresql busybox-static debootstrap chromium
           lxcfs iproute2 util-linux coreutils python3 python3-venv ca-certificates curl prometheus
           nginx slapd ldap-utils docker-registry
+          # Base images from Debian's packages are built with mmdebstrap (apps/images/rootfs.py).
+          mmdebstrap
           # python-ldap (under django-auth-ldap) is built from source: its headers and a compiler.
           libldap2-dev libsasl2-dev python3-dev gcc)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
@@ -24,6 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing with apt: ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Recipes' packages are checked against apt's lists (apps/images/packages.py): have some.
+if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+  say "fetching apt's package lists"
+  apt-get update -q
 fi
 
 # --- Python virtualenv with exact pins ----------------------------------------------------------

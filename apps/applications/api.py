@@ -92,6 +92,8 @@ class BaseImageSerializer(serializers.ModelSerializer):
             "digest",
             "size",
             "recipe",
+            "build_step",
+            "build_log",
             "load_progress",
             "build_error",
             "hosts",
@@ -630,6 +632,14 @@ class BaseImageViewSet(ServiceErrors, viewsets.ReadOnlyModelViewSet):
         `state` and `load_progress` by GETting the version."""
         image = self.call(publish.image_publish, user=request.user, image=self.get_object())
         return Response(BaseImageSerializer(image).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: BaseImageSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Ops: stop the version's build or load in progress (its `build_error` says who
+        cancelled it and at which step)."""
+        image = self.call(publish.image_cancel, user=request.user, image=self.get_object())
+        return Response(BaseImageSerializer(image).data)
 
     @extend_schema(request=RollSerializer, responses={202: RollResultSerializer})
     @action(detail=True, methods=["post"])

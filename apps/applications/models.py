@@ -72,7 +72,10 @@ class BaseImage(jobs.JobRecord):
     # registered without a recipe (imported on the hosts by other means) count as published.
     recipe = models.TextField(
         blank=True,
-        help_text="FROM scratch, ADD <rootfs> /, then ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER.",
+        help_text=(
+            "FROM debian:<release> with PACKAGES, or FROM scratch with ADD <rootfs> /; then ENV, CMD, "
+            "ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
+        ),
     )
     state = models.CharField(max_length=12, choices=BuildState.choices, default=BuildState.PUBLISHED)
     # Docker's image ID, the same on every host: the digest of the image's config.
@@ -81,6 +84,10 @@ class BaseImage(jobs.JobRecord):
     # Per host: {"state": loading|loaded|failed, "done": bytes, "total": bytes, "error": ...}.
     load_progress = models.JSONField(default=dict, blank=True)
     build_error = models.TextField(blank=True)
+    # While a version builds: the step it is at, in words, and the last lines of the build's
+    # log (kept after a failure, so the page shows why).
+    build_step = models.CharField(max_length=120, blank=True)
+    build_log = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

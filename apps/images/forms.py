@@ -4,6 +4,7 @@ from django import forms
 
 from apps.applications.forms import CommandField
 from apps.applications.models import BaseImage
+from apps.images.starters import Starter
 
 
 class VersionForm(forms.Form):
@@ -13,7 +14,10 @@ class VersionForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     recipe = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "code"}),
-        help_text="FROM scratch, ADD <rootfs> /, then ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER.",
+        help_text=(
+            "FROM debian:<release> with PACKAGES, or FROM scratch with ADD <rootfs> /; then ENV, CMD, "
+            "ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
+        ),
     )
     default_command = CommandField(
         required=False, help_text="What an app runs unless it says otherwise, as words: httpd -f -p 8080"
@@ -33,5 +37,30 @@ class VersionForm(forms.Form):
                 "default_command": image.default_command,
                 "default_port": image.default_port,
                 "reload_command": image.reload_command,
+            }
+        )
+
+
+class ImageForm(VersionForm):
+    """A new base image: its name and runtime, then what a version has."""
+
+    name = forms.CharField(max_length=100, help_text="A Docker repository name, e.g. slipway/java-tomcat.")
+    runtime = forms.CharField(
+        max_length=40, help_text="What it runs, shown to developers: jvm, node, python, ..."
+    )
+    field_order = ["name", "tag", "runtime", "description", "recipe", "default_command", "default_port"]
+
+    @classmethod
+    def from_starter(cls, starter: Starter | None) -> ImageForm:
+        if starter is None:
+            return cls(initial={"tag": "1", "recipe": "FROM debian:bookworm\nPACKAGES \n"})
+        return cls(
+            initial={
+                "name": starter.name,
+                "tag": starter.tag,
+                "runtime": starter.runtime,
+                "description": starter.description,
+                "recipe": starter.recipe,
+                "default_port": starter.port,
             }
         )

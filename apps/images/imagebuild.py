@@ -110,7 +110,11 @@ def image_config(recipe: Recipe, reference: str, diff_id: str, architecture: str
         "history": [
             {
                 "created": CREATED,
-                "created_by": f"ADD {recipe.rootfs} /",
+                "created_by": (
+                    f"FROM debian:{recipe.release} PACKAGES {' '.join(recipe.packages)}".rstrip()
+                    if recipe.release
+                    else f"ADD {recipe.rootfs} /"
+                ),
                 "comment": "built by the Slipway portal from a recipe",
             }
         ],
@@ -168,6 +172,21 @@ def build(
             tmp.unlink(missing_ok=True)
             raise
     return Built(path=out, digest=f"sha256:{config_hex}", size=out.stat().st_size, layer_diff_id=diff_id)
+
+
+def archive_digest(path: Path) -> str:
+    """The image ID of a `docker load` archive built here ("" when there is none, or it is not
+    one): the digest its manifest names for its config."""
+    try:
+        with tarfile.open(path) as archive:
+            member = archive.extractfile("manifest.json")
+            manifest = json.loads(member.read()) if member else None
+    except (OSError, tarfile.TarError, KeyError, ValueError):
+        return ""
+    if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
+        return ""
+    config = str(manifest[0].get("Config", ""))
+    return f"sha256:{config.removesuffix('.json')}" if re.fullmatch(r"[0-9a-f]{64}\.json", config) else ""
 
 
 def _canonical(document: Any) -> bytes:

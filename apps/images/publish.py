@@ -23,7 +23,7 @@ from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
-from apps.images import distribute, imagebuild, recipe, rootfs
+from apps.images import distribute, imagebuild, packages, recipe, rootfs
 from portal import jobs
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ PUBLISH = jobs.register(
     )
 )
 
-# How often a host's load progress is written while bytes flow (the page polls it).
+# How often a host's load progress, or a build's step and log, is written (the page polls it).
 PROGRESS_EVERY = 0.5
+# The last lines of a build's log kept on its row (the page shows them; a failure keeps them).
+LOG_LINES = 60
 
 
 def rootfs_names() -> list[str]:
@@ -54,13 +56,22 @@ def _rootfs(name: str) -> Path:
 
 
 def check_recipe(image: BaseImage) -> recipe.Recipe:
-    """The parsed recipe, or a ValidationError on the recipe field listing every problem."""
+    """The parsed recipe, or a ValidationError on the recipe field listing every problem: its
+    grammar, then its Debian release and packages against the distribution's lists."""
     if not image.recipe.strip():
         raise ValidationError({"recipe": f"{image.reference} has no recipe to build from; {recipe.ALLOWED}"})
     try:
-        return recipe.parse(image.recipe, rootfs_names())
+        parsed = recipe.parse(image.recipe, rootfs_names())
     except recipe.RecipeError as exc:
         raise ValidationError({"recipe": exc.errors}) from exc
+    if parsed.release:
+        try:
+            said = packages.problems(parsed.release, parsed.packages)
+        except packages.ListsUnavailable as exc:
+            said = [f"The packages cannot be checked: {exc}"]
+        if said:
+            raise ValidationError({"recipe": said})
+    return parsed
 
 
 def target_hosts() -> list[Host]:
@@ -88,8 +99,20 @@ def image_publish(*, user: Any, image: BaseImage) -> BaseImage:
         image.digest = ""
     image.state = BuildState.BUILDING
     image.build_error = ""
+    image.build_step = "waiting for a worker"
+    image.build_log = ""
     image.load_progress = {}
-    image.save(update_fields=["state", "build_error", "load_progress", "recommended", "digest"])
+    image.save(
+        update_fields=[
+            "state",
+            "build_error",
+            "build_step",
+            "build_log",
+            "load_progress",
+            "recommended",
+            "digest",
+        ]
+    )
     jobs.start(PUBLISH, image.pk)
     audit.record("image.publish", f"publish {image.reference} to the hosts", actor=user, obj=image)
     return image
@@ -108,19 +131,108 @@ def run(image_id: int) -> None:
 BUILD_ERRORS = (ValidationError, ValueError, OSError, KeyError, RuntimeError)
 
 
-def _build(image: BaseImage) -> imagebuild.Built:
-    """The version's `docker load` archive, built from its recipe (byte for byte the same each time)."""
+@transaction.atomic
+def image_cancel(*, user: Any, image: BaseImage) -> BaseImage:
+    """Ops: stop a version being built or loaded. The worker sees the row leave its state
+    within a second and stops the build (its processes too); hosts that loaded it keep it. A
+    version published before goes back to published, a new one to failed ("cancelled")."""
+    permissions.require_ops(user, "cancel base image builds")
+    image = BaseImage.objects.select_for_update().get(pk=image.pk)
+    if image.state not in (BuildState.BUILDING, BuildState.LOADING):
+        raise ValidationError(
+            f"{image.reference} is {image.get_state_display().lower()}: only a build or load in progress can be cancelled."
+        )
+    step = image.build_step or image.get_state_display().lower()
+    image.state = BuildState.PUBLISHED if image.digest and image.hosts.exists() else BuildState.FAILED
+    image.build_error = f"Cancelled by {user.get_username()} while {step}."
+    image.build_step = ""
+    image.save(update_fields=["state", "build_error", "build_step"])
+    audit.record("image.cancel", f"cancel the publish of {image.reference}", actor=user, obj=image)
+    return image
+
+
+class _BuildLog:
+    """A build's step and last lines, written to its row at most every PROGRESS_EVERY seconds;
+    it also tells the build when the row was cancelled (it left the building state)."""
+
+    def __init__(self, image: BaseImage, *, watch: bool = True) -> None:
+        self.image = image
+        self.watch = watch  # False: a rebuild for a host that lacks a published version
+        self.lines: list[str] = []
+        self.step = ""
+        self.written = 0.0
+        self.stopped = False
+
+    def __call__(self, line: str) -> None:
+        self.lines = [*self.lines[-(LOG_LINES - 1) :], line[:500]]
+        step = rootfs.step_of(line)
+        if step:
+            self.set_step(step)
+        elif time.monotonic() - self.written >= PROGRESS_EVERY:
+            self.flush()
+
+    def set_step(self, step: str) -> None:
+        self.step = step
+        self.flush()
+
+    def flush(self) -> None:
+        self.written = time.monotonic()
+        if not self.watch:
+            return
+        fields: dict[str, Any] = {"build_log": "\n".join(self.lines)}
+        if self.step:
+            fields["build_step"] = self.step
+        if not BaseImage.objects.filter(pk=self.image.pk, state=BuildState.BUILDING).update(**fields):
+            self.stopped = True
+
+    def cancelled(self) -> bool:
+        if not self.stopped and time.monotonic() - self.written >= PROGRESS_EVERY:
+            self.flush()
+        return self.stopped
+
+
+def _build(image: BaseImage, log: _BuildLog | None = None) -> imagebuild.Built:
+    """The version's `docker load` archive, built from its recipe (byte for byte the same each
+    time: a Debian tree is built once per set of packages and kept; the same packages give the
+    same bytes, see rootfs.debian_tar)."""
+    log = log or _BuildLog(image, watch=False)
     parsed = check_recipe(image)
     out = archive_path(image)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return imagebuild.build(parsed, _rootfs(parsed.rootfs), image.reference, out)
+    kept = imagebuild.archive_digest(out)
+    if image.digest and kept == image.digest and image.state != BuildState.BUILDING:
+        # This worker built it before: the very image the hosts have, whatever the mirror has now.
+        return imagebuild.Built(path=out, digest=kept, size=out.stat().st_size, layer_diff_id="")
+    if parsed.release:
+        known = packages.release(parsed.release)
+        tree = rootfs.debian_tar(
+            parsed.release,
+            known.deb_lines,
+            parsed.packages,
+            Path(settings.ROOTFS_CACHE),
+            log,
+            log.cancelled,
+        )
+    else:
+        tree = _rootfs(parsed.rootfs)
+    log.set_step("making the image")
+    return imagebuild.build(parsed, tree, image.reference, out)
 
 
 def _run(image: BaseImage) -> None:
+    build_log = _BuildLog(image)
     try:
-        built = _build(image)
+        built = _build(image, build_log)
+    except rootfs.Cancelled:
+        return  # the row says so already (image_cancel)
     except BUILD_ERRORS as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        if isinstance(exc, rootfs.BuildFailed):
+            errors = [line for line in str(exc).splitlines() if line.startswith("E: ")]
+            message = (
+                errors[0][3:] if errors else "it stopped with an error"
+            ) + " (the log's last lines are below)"
+        build_log.flush()
         _fail(image, f"Build failed: {message}")
         return
     if image.digest and image.digest != built.digest:
@@ -131,9 +243,10 @@ def _run(image: BaseImage) -> None:
             "make the change a new version (a new tag).",
         )
         return
-    BaseImage.objects.filter(pk=image.pk).update(
-        state=BuildState.LOADING, digest=built.digest, size=built.size
-    )
+    if not BaseImage.objects.filter(pk=image.pk, state=BuildState.BUILDING).update(
+        state=BuildState.LOADING, digest=built.digest, size=built.size, build_step="loading onto the hosts"
+    ):
+        return  # cancelled as the build ended
     progress: dict[str, dict[str, Any]] = {}
     hosts = target_hosts()
     for host in hosts:
@@ -144,6 +257,8 @@ def _run(image: BaseImage) -> None:
     else:
         failed = []
         for host in hosts:
+            if not BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).exists():
+                return  # cancelled: the hosts loaded so far keep it
             error = _load(image, host, built, progress)
             if error:
                 failed.append(f"{host.name}: {error}")
@@ -152,7 +267,9 @@ def _run(image: BaseImage) -> None:
     if failed:
         _fail(image, "Not loaded everywhere: " + "; ".join(failed), digest=built.digest)
         return
-    BaseImage.objects.filter(pk=image.pk).update(state=BuildState.PUBLISHED, build_error="")
+    BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).update(
+        state=BuildState.PUBLISHED, build_error="", build_step=""
+    )
     log.info("published %s (%s) on %d host(s)", image.reference, built.digest, len(hosts))
     prune_archives()
 
@@ -215,10 +332,13 @@ def _fail(image: BaseImage, message: str, digest: str = "") -> None:
     # A version published before (it kept its digest) stays usable where it is loaded: only
     # this attempt failed.
     state = BuildState.PUBLISHED if image.digest else BuildState.FAILED
-    fields: dict[str, Any] = {"state": state, "build_error": message[:4000]}
+    fields: dict[str, Any] = {"state": state, "build_error": message[:4000], "build_step": ""}
     if digest:
         fields["digest"] = digest
-    BaseImage.objects.filter(pk=image.pk).update(**fields)
+    # Only a run still in progress ends so: a cancelled one says so already.
+    BaseImage.objects.filter(pk=image.pk, state__in=[BuildState.BUILDING, BuildState.LOADING]).update(
+        **fields
+    )
 
 
 def load_missing(host: Host) -> list[tuple[str, bool]]:

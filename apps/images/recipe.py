@@ -1,6 +1,12 @@
 """Base image recipes: the small Dockerfile subset the portal builds images from without a
 Docker engine or a registry (see imagebuild). Every message says what is wrong and what is
-allowed, with the line it is on; all problems of a recipe are reported at once."""
+allowed, with the line it is on; all problems of a recipe are reported at once.
+
+A recipe starts either from a Debian release with the packages it needs (`FROM debian:bookworm`,
+`PACKAGES openjdk-17-jre-headless tomcat10`: the root filesystem is installed from Debian's
+packages, see rootfs.debian_tar) or from one of the portal's built-in root filesystems
+(`FROM scratch`, `ADD busybox /`). Whether the release and the packages exist is checked
+against the distribution's lists elsewhere (packages.py): this module is only the grammar."""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from dataclasses import dataclass
 MAX_CHARS = 20_000
 MAX_LINES = 200
 
-ALLOWED = "Allowed: FROM scratch, ADD <rootfs> /, ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
+ALLOWED = (
+    "Allowed: FROM debian:<release> with PACKAGES, or FROM scratch with ADD <rootfs> /; then ENV, CMD, "
+    "ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
+)
 # The portal labels every image with its own reference (so each version has its own digest).
 RESERVED_LABEL = "io.slipway.image"
 
@@ -21,6 +30,10 @@ LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
 USER = re.compile(rf"{USER_PART}(?::{USER_PART})?")
 PORT = re.compile(r"(\d{1,5})(?:/([A-Za-z]+))?")
+# Debian Policy 5.6.1 (package names) and 5.6.12 (versions), with an optional exact version pin.
+PACKAGE = re.compile(r"([a-z0-9][a-z0-9+.-]+)(?:=([0-9][A-Za-z0-9.+~:-]*))?")
+RELEASE = re.compile(r"[a-z][a-z0-9-]{1,31}")
+MAX_PACKAGES = 100
 # Docker continues a line that ends in a backslash, trailing blanks allowed.
 CONTINUATION = re.compile(r"\\[ \t]*$")
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -29,7 +42,8 @@ VARIABLE_START = re.compile(r"[{A-Za-z0-9_]")
 
 # Why the instructions a Dockerfile may hold are not in a recipe, for the message.
 UNSUPPORTED = {
-    "RUN": "the portal builds images without a Docker engine",
+    "RUN": "the portal builds images without a Docker engine; to install Debian packages, list them "
+    "after FROM debian:<release> with PACKAGES name ...",
     "COPY": "there is no build context; the image's files come from the root filesystem (ADD <rootfs> /)",
     "ARG": "recipes have no build arguments; write values out",
     "VOLUME": "the portal attaches volumes per app",
@@ -51,7 +65,9 @@ class RecipeError(ValueError):
 
 @dataclass(frozen=True)
 class Recipe:
-    rootfs: str
+    rootfs: str = ""  # a built-in root filesystem (FROM scratch), or
+    release: str = ""  # a Debian release the root filesystem is installed from
+    packages: tuple[str, ...] = ()  # "name" or "name=version", sorted, for that release
     env: tuple[tuple[str, str], ...] = ()
     cmd: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
@@ -74,6 +90,8 @@ def parse(text: str, rootfs_names: Iterable[str]) -> Recipe:
 def changes(recipe: Recipe) -> list[str]:
     """The same settings as `docker import --change` lines (for reference and comparison)."""
     lines = [f"ENV {key}={_quote(value)}" for key, value in recipe.env]
+    if recipe.release:
+        lines.insert(0, f"FROM debian:{recipe.release}")
     if recipe.entrypoint is not None:
         lines.append(f"ENTRYPOINT {json.dumps(list(recipe.entrypoint))}")
     if recipe.cmd is not None:
@@ -100,7 +118,10 @@ class _Parser:
         self.errors: list[tuple[int, str]] = []
         self.first_line: int | None = None  # where the first instruction is
         self.add_line: int | None = None
+        self.packages_line: int | None = None
         self.rootfs = ""
+        self.release = ""
+        self.packages: list[str] = []
         self.env: dict[str, str] = {}
         self.cmd: tuple[str, ...] | None = None
         self.entrypoint: tuple[str, ...] | None = None
@@ -111,6 +132,7 @@ class _Parser:
         self.handlers: dict[str, Callable[[int, str], None]] = {
             "FROM": self._do_from,
             "ADD": self._do_add,
+            "PACKAGES": self._do_packages,
             "ENV": self._do_env,
             "CMD": self._do_cmd,
             "ENTRYPOINT": self._do_entrypoint,
@@ -138,7 +160,10 @@ class _Parser:
             if self.first_line is None:
                 self.first_line = line
                 if instruction != "FROM":
-                    self.error(line, f"the recipe must start with FROM scratch (found {instruction} first).")
+                    self.error(
+                        line,
+                        f"the recipe must start with FROM debian:<release> or FROM scratch (found {instruction} first).",
+                    )
             handler = self.handlers.get(instruction)
             if handler is not None:
                 try:
@@ -152,15 +177,30 @@ class _Parser:
         if self.first_line is None:
             self.error(
                 1,
-                "the recipe is empty: it needs FROM scratch, then ADD with " + self.rootfs_hint,
+                "the recipe is empty: it needs FROM debian:<release> (e.g. FROM debian:bookworm) with "
+                "PACKAGES, or FROM scratch, then ADD with " + self.rootfs_hint,
             )
-        elif self.add_line is None:
+        elif self.release and self.add_line is not None:
+            self.error(
+                self.add_line,
+                f"ADD is for FROM scratch: a recipe FROM debian:{self.release} gets its files from Debian's "
+                "packages; list them with PACKAGES name ...",
+            )
+        elif not self.release and self.packages_line is not None:
+            self.error(
+                self.packages_line,
+                "PACKAGES needs a Debian release to install from: start with FROM debian:<release>, "
+                "e.g. FROM debian:bookworm.",
+            )
+        elif not self.release and self.add_line is None and not self._from_failed:
             self.error(max(len(physical), 1), f"the recipe ends without ADD: it needs {self.rootfs_hint}")
         if self.errors:
             self.errors.sort(key=lambda item: item[0])
             raise RecipeError([message for _, message in self.errors])
         return Recipe(
             rootfs=self.rootfs,
+            release=self.release,
+            packages=tuple(sorted(self.packages)),
             env=tuple(self.env.items()),
             cmd=self.cmd,
             entrypoint=self.entrypoint,
@@ -190,21 +230,56 @@ class _Parser:
                     f"contains the control character U+{ord(found.group()):04X}; a recipe is plain text.",
                 )
 
+    _from_failed = False  # a bad FROM is the one message: no "ends without ADD" after it
+
     def _do_from(self, line: int, args: str) -> None:
         if line != self.first_line:
             raise _Bad(
                 f"must come once, as the first instruction (the recipe starts on line {self.first_line})."
             )
+        self._from_failed = True
+        allowed = "Allowed: FROM debian:<release> (e.g. FROM debian:bookworm) or FROM scratch."
         words = _words(args)
         if not words:
-            raise _Bad("needs scratch: FROM scratch.")
-        if words[0] != "scratch" and not words[0].startswith("--"):
+            raise _Bad(f"needs a base. {allowed}")
+        if words[0].startswith("--") or len(words) > 1:
+            raise _Bad(f"takes one word (no --platform, no AS name). {allowed}")
+        base = words[0]
+        if base.startswith("debian:"):
+            release = base.removeprefix("debian:")
+            if not RELEASE.fullmatch(release):
+                raise _Bad(f"{base} does not name a Debian release by its code name. {allowed}")
+            self.release = release
+        elif base != "scratch":
             raise _Bad(
-                f"{words[0]} is not supported: the portal builds images from scratch, without a registry. "
-                "Allowed: FROM scratch."
+                f"{base} is not supported: the portal builds images from Debian's packages or its own "
+                f"root filesystems, not from another image. {allowed}"
             )
-        if words != ["scratch"]:
-            raise _Bad("takes only scratch (no --platform, no AS name): FROM scratch.")
+        self._from_failed = False
+
+    def _do_packages(self, line: int, args: str) -> None:
+        example = "e.g. PACKAGES openjdk-17-jre-headless tomcat10, or name=version to pin one"
+        if self.packages_line is None:
+            self.packages_line = line
+        words = _words(args)
+        if not words:
+            raise _Bad(f"needs at least one Debian package name, {example}.")
+        for word in words:
+            match = PACKAGE.fullmatch(word)
+            if not match:
+                raise _Bad(
+                    f"{word!r} is not a Debian package name (lowercase letters, digits and '+', '-', '.', "
+                    f"starting with a letter or digit, at least two characters), {example}."
+                )
+            name = match.group(1)
+            if any(p.partition("=")[0] == name for p in self.packages):
+                raise _Bad(f"lists {name} twice; list each package once.")
+            self.packages.append(word)
+        if len(self.packages) > MAX_PACKAGES:
+            raise _Bad(
+                f"lists {len(self.packages)} packages; at most {MAX_PACKAGES} are allowed (their dependencies "
+                "come with them)."
+            )
 
     def _do_add(self, line: int, args: str) -> None:
         if self.add_line is not None:

@@ -1,19 +1,28 @@
-"""Root filesystems that base image recipes ADD, built from Debian's packages on the portal's
-machine without any image registry: Debian's static busybox (seconds), or a debootstrap
-minbase with extra packages (about a minute, then cached)."""
+"""Root filesystems that base images are made of, built from Debian's packages on the portal's
+machine without any image registry: for `FROM scratch` recipes, Debian's static busybox
+(seconds) or a debootstrap minbase with python3 (about a minute, then cached); for
+`FROM debian:<release>` recipes, the release with the recipe's packages (debian_tar)."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
+import json
 import os
 import re
+import selectors
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from apps.images import reproducible
 
 BUSYBOX = "/bin/busybox"
 # The root filesystems a recipe may ADD, by name.
@@ -171,3 +180,157 @@ def rootfs_tar(key: str, cache: Path, log: Callable[[str], None]) -> Path:
     if key == "debian-python":
         return debian_python_tar(cache, log)
     raise KeyError(f"unknown root filesystem {key!r}; known: {list(NAMES)}")
+
+
+# A Debian root filesystem is made with mmdebstrap: apt resolves the packages (so a dependency
+# problem is apt's own message), and with SOURCE_DATE_EPOCH fixed the same packages give the same
+# bytes (reproducible.py fixes what package scripts stamp with the clock).
+MMDEBSTRAP = "mmdebstrap"
+SOURCE_DATE_EPOCH = 0
+# Bumped when the way a tree is made changes, so a cached tree made the old way is not reused.
+BUILDER = "mmdebstrap-minbase-2"
+# The steps a build goes through, as mmdebstrap reports them, in words for the Base images page.
+STEPS = (
+    ("running apt-get update", "reading the package lists"),
+    ("downloading packages", "downloading packages"),
+    ("extracting archives", "unpacking the essential packages"),
+    ("installing essential packages", "installing the essential packages"),
+    ("installing remaining packages", "installing the recipe's packages"),
+    ("running --customize-hook", "making the tree reproducible"),
+    ("creating tarball", "packing the root filesystem"),
+)
+
+
+class Cancelled(Exception):
+    """The build was stopped because it was cancelled."""
+
+
+class BuildFailed(RuntimeError):
+    """mmdebstrap failed; the message is its last lines."""
+
+
+def debian_key(deb_lines: list[str], packages: tuple[str, ...]) -> str:
+    """What a Debian tree is made of, as a name: the same sources and packages, the same tree."""
+    inputs = {"builder": BUILDER, "sources": sorted(deb_lines), "packages": sorted(packages)}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def debian_tar(
+    release: str,
+    deb_lines: list[str],
+    packages: tuple[str, ...],
+    cache: Path,
+    log: Callable[[str], None],
+    cancelled: Callable[[], bool] = lambda: False,
+    *,
+    reuse: bool = True,
+) -> Path:
+    """The root filesystem of `release` with `packages` (and what they depend on), built once
+    per set of inputs and kept in `cache`. `log` gets every line of the build as it comes;
+    `cancelled` is asked twice a second and stops the build (Cancelled) when it says so."""
+    out = cache / f"debian-{release}-{debian_key(deb_lines, packages)}.tar"
+    if reuse and out.exists():
+        log(f"reusing the root filesystem built before from the same packages ({out.name})")
+        return out
+    if not shutil.which(MMDEBSTRAP):
+        raise RuntimeError(f"{MMDEBSTRAP} is not installed on the worker: apt-get install mmdebstrap")
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{out.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build of the same tree at a time
+        if reuse and out.exists():
+            return out
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        hook = f'{sys.executable} {reproducible.__file__} "$1"'
+        argv = [
+            MMDEBSTRAP,
+            "--verbose",
+            "--variant=minbase",
+            "--mode=auto",
+            "--format=tar",
+            f"--include={','.join(packages)}" if packages else "--include=ca-certificates",
+            '--aptopt=Acquire::Languages "none"',
+            # Documentation and translations are large and nothing in a container reads them;
+            # the copyright files stay (licences travel with the software).
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            # Some packages' scripts link their manual pages with update-alternatives.
+            '--essential-hook=mkdir -p "$1/usr/share/man/man1"',
+            f"--customize-hook={hook}",
+            release,
+            str(tmp),
+            *deb_lines,
+        ]
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "LC_ALL": "C.UTF-8"}
+        try:
+            tail = _run_logged(argv, env, log, cancelled)
+            if tail is not None:
+                raise BuildFailed("\n".join(tail))
+            tmp.rename(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
+
+
+def _run_logged(
+    argv: list[str], env: dict[str, str], log: Callable[[str], None], cancelled: Callable[[], bool]
+) -> list[str] | None:
+    """Run `argv` in its own process group, passing each output line to `log`; None when it
+    succeeded, else its last lines. Cancelled (after stopping the whole group) when asked."""
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # so a cancel stops apt and dpkg under it too
+    )
+    assert process.stdout is not None
+    tail: list[str] = []
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            if cancelled():
+                _stop(process)
+                raise Cancelled()
+            if not selector.select(timeout=0.5):
+                continue
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip("\r")
+                tail = [*tail[-59:], line]
+                log(line)
+    if buffer:
+        tail.append(buffer.decode(errors="replace"))
+        log(tail[-1])
+    return None if process.wait() == 0 else tail
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """TERM the build's process group (mmdebstrap then unmounts and removes its temporary
+    tree), KILL it if it has not ended in 20 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def step_of(line: str) -> str | None:
+    """The build step a line of mmdebstrap's output starts, in words, or None."""
+    if line.startswith("I: "):
+        for marker, words in STEPS:
+            if marker in line:
+                return words
+    return None

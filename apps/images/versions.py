@@ -42,14 +42,62 @@ def version_create(
     """A draft version of `base`'s image: checked in full (tag, recipe, commands) before anything
     is saved, so a refused one leaves nothing behind."""
     permissions.require_ops(user, "make base image versions")
+    image = _draft(
+        base.name, tag, base.runtime, recipe, description, default_command, default_port, reload_command
+    )
+    errors = problems(base, image)
+    _save(user, image, errors, "image.version", f"new version {image.reference} (draft)")
+    return image
+
+
+def image_create(
+    *,
+    user: Any,
+    name: str,
+    tag: str,
+    runtime: str,
+    recipe: str,
+    description: str = "",
+    default_command: list[str] | None = None,
+    default_port: int | None = None,
+    reload_command: list[str] | None = None,
+) -> BaseImage:
+    """A new base image (its first version, a draft), e.g. from a ready-made recipe (starters):
+    checked in full before anything is saved. A name that exists already is refused: its next
+    version is made from one of its versions (New version)."""
+    permissions.require_ops(user, "make base images")
+    image = _draft(
+        name.strip(), tag, runtime.strip(), recipe, description, default_command, default_port, reload_command
+    )
+    errors = problems(image, image)
+    if image.name and BaseImage.objects.filter(name=image.name).exists():
+        errors["name"] = [
+            f"{image.name} exists already: make its next version from one of its versions (New version), "
+            "or pick another name."
+        ]
+        errors.pop("tag", None)
+    _save(user, image, errors, "image.create", f"new image {image.reference} (draft)")
+    return image
+
+
+def _draft(
+    name: str,
+    tag: str,
+    runtime: str,
+    recipe: str,
+    description: str,
+    default_command: list[str] | None,
+    default_port: int | None,
+    reload_command: list[str] | None,
+) -> BaseImage:
     if not recipe.strip():
         raise ValidationError(
             {"recipe": "A version made here needs a recipe: the portal builds it from that."}
         )
-    image = BaseImage(
-        name=base.name,
+    return BaseImage(
+        name=name,
         tag=tag.strip(),
-        runtime=base.runtime,
+        runtime=runtime,
         description=description,
         recipe=recipe,
         default_command=default_command or [],
@@ -57,12 +105,13 @@ def version_create(
         reload_command=reload_command or [],
         state=BuildState.DRAFT,
     )
-    errors = problems(base, image)
+
+
+def _save(user: Any, image: BaseImage, errors: dict[str, list[str]], action: str, summary: str) -> None:
     if errors:
         raise ValidationError(errors)
     image.save()
-    audit.record("image.version", f"new version {image.reference} (draft)", actor=user, obj=image)
-    return image
+    audit.record(action, summary, actor=user, obj=image)
 
 
 def problems(base: BaseImage, image: BaseImage) -> dict[str, list[str]]:

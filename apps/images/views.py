@@ -3,8 +3,10 @@ ops publish versions and roll many apps onto one from here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,7 +20,8 @@ from apps.accounts import permissions
 from apps.applications import selectors, services
 from apps.applications.models import App, BaseImage, BuildState
 from apps.images import publish, versions
-from apps.images.forms import VersionForm
+from apps.images.forms import ImageForm, VersionForm
+from apps.images.starters import STARTERS
 from apps.instances.models import Operation
 from portal.http import HtmxHttpRequest
 
@@ -57,6 +60,20 @@ def image_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "catalog/images.html", context)
 
 
+def _answer(request: HtmxHttpRequest, *, done: str = "", refused: str = "") -> HttpResponse:
+    """After Publish or Cancel: from the page (htmx), the live table again with what happened
+    above it (422 when refused), so it updates in place and polls while work goes on; without
+    JavaScript, the message and the page."""
+    if request.htmx:
+        context = {**_context(), "notice": refused or done, "refused": bool(refused)}
+        return render(request, "catalog/images.html#images-live", context, status=422 if refused else 200)
+    if refused:
+        messages.error(request, refused)
+    else:
+        messages.success(request, done)
+    return redirect("images:list")
+
+
 @login_required
 @require_POST
 def image_publish(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -64,12 +81,55 @@ def image_publish(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     try:
         publish.image_publish(user=request.user, image=image)
     except ValidationError as exc:
-        messages.error(request, f"{image.reference} not published: " + " ".join(exc.messages))
+        return _answer(request, refused=f"{image.reference} not published: " + " ".join(exc.messages))
     except PermissionDenied as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Building {image.reference}; it is loaded onto the hosts next.")
-    return redirect("images:list")
+        return _answer(request, refused=str(exc))
+    return _answer(request, done=f"Building {image.reference}; it is loaded onto the hosts next.")
+
+
+@login_required
+@require_POST
+def image_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    image = get_object_or_404(BaseImage, pk=pk)
+    try:
+        publish.image_cancel(user=request.user, image=image)
+    except ValidationError as exc:
+        return _answer(request, refused=" ".join(exc.messages))
+    except PermissionDenied as exc:
+        return _answer(request, refused=str(exc))
+    return _answer(request, done=f"Cancelled the publish of {image.reference}.")
+
+
+def _made(request: HtmxHttpRequest, form: forms.Form, make: Callable[[], BaseImage]) -> HttpResponse | None:
+    """A draft made from a valid form: to its row on the Base images page; None (the form
+    holds the service's problems, each on its field) when it was refused."""
+    try:
+        image = make()
+    except ValidationError as exc:
+        for field, problems in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, problems)
+        return None
+    messages.success(request, f"{image.reference} is a draft: Publish builds it and loads it onto the hosts.")
+    return redirect(f"{reverse('images:list')}#version-{image.pk}")
+
+
+@login_required
+def image_new(request: HtmxHttpRequest) -> HttpResponse:
+    """Ops: a new base image, blank or from a ready-made recipe (Java, Node.js, Python)."""
+    if not permissions.is_ops(request.user):
+        raise PermissionDenied("Only ops make base images.")
+    key = request.GET.get("starter", "")
+    starter = STARTERS.get(key)
+    form = ImageForm(request.POST) if request.method == "POST" else ImageForm.from_starter(starter)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            made = _made(request, form, lambda: versions.image_create(user=request.user, **form.cleaned_data))
+            if made:
+                return made
+        status = 422
+    context = {"form": form, "starters": STARTERS.values(), "starter": starter}
+    return render(request, "catalog/image_new.html", context, status=status)
 
 
 @login_required
@@ -109,16 +169,13 @@ def image_new_version(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         if form.is_valid():
-            try:
-                image = versions.version_create(user=request.user, base=base, **form.cleaned_data)
-            except ValidationError as exc:
-                for field, problems in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
-            else:
-                messages.success(
-                    request, f"{image.reference} is a draft: Publish builds it and loads it onto the hosts."
-                )
-                return redirect(f"{reverse('images:list')}#version-{image.pk}")
+            made = _made(
+                request,
+                form,
+                lambda: versions.version_create(user=request.user, base=base, **form.cleaned_data),
+            )
+            if made:
+                return made
         else:
             # The tag and recipe are checked too, so every problem shows in one round.
             draft = BaseImage(

@@ -60,7 +60,7 @@ def test_ops_publish_a_version_and_the_owner_rolls_the_app_onto_it(
         v2 = BaseImage.objects.get(name=image.name, tag="2")
         assert v2.state == BuildState.DRAFT and v2.default_command == image.default_command
         row.get_by_role("button", name="Publish").click()
-        expect(page.locator(".messages")).to_contain_text("Building slipway/busybox:2")
+        expect(page.locator("#images-notice")).to_contain_text("Building slipway/busybox:2")
         # The page follows the build and the loads onto both hosts until it is published.
         expect(page.locator('tr[data-version="slipway/busybox:2"]')).to_contain_text(
             "published", timeout=120_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.images.recipe import ALLOWED, MAX_CHARS, MAX_LINES, Recipe, RecipeError, changes, parse
+from apps.images.recipe import ALLOWED, MAX_CHARS, MAX_LINES, UNSUPPORTED, Recipe, RecipeError, changes, parse
 
 ROOTFS = ("busybox", "debian-python")
 
@@ -96,9 +96,7 @@ def test_continuation_lines_are_joined_and_skip_comments_and_blank_lines() -> No
         "RUN true\n"
     )
     # The instruction is reported on the line it starts on.
-    assert errors_of(text) == [
-        f"line 11: RUN is not supported: the portal builds images without a Docker engine. {ALLOWED}"
-    ]
+    assert errors_of(text) == [f"line 11: RUN is not supported: {UNSUPPORTED['RUN']}. {ALLOWED}"]
     recipe = parse(text.replace("RUN true\n", ""), ROOTFS)
     assert recipe.rootfs == "busybox"
     assert recipe.env == (("A", "1"), ("B", "2"), ("C", "3"))
@@ -111,8 +109,9 @@ def test_a_backslash_on_the_last_line_ends_the_recipe() -> None:
 
 def test_run_is_refused_with_what_is_allowed() -> None:
     assert errors_of("FROM scratch\nADD busybox /\nRUN apk add curl\n") == [
-        "line 3: RUN is not supported: the portal builds images without a Docker engine. Allowed: FROM scratch, "
-        "ADD <rootfs> /, ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
+        "line 3: RUN is not supported: the portal builds images without a Docker engine; to install Debian "
+        "packages, list them after FROM debian:<release> with PACKAGES name .... Allowed: FROM debian:<release> "
+        "with PACKAGES, or FROM scratch with ADD <rootfs> /; then ENV, CMD, ENTRYPOINT, WORKDIR, LABEL, EXPOSE, USER."
     ]
 
 
@@ -142,19 +141,23 @@ def test_an_unknown_instruction_is_named() -> None:
     ]
 
 
-def test_from_must_be_scratch_and_come_first_and_once() -> None:
-    assert errors_of("FROM debian:bookworm\nADD busybox /\n") == [
-        "line 1: FROM debian:bookworm is not supported: the portal builds images from scratch, without a "
-        "registry. Allowed: FROM scratch."
+def test_from_must_be_debian_or_scratch_and_come_first_and_once() -> None:
+    allowed = "Allowed: FROM debian:<release> (e.g. FROM debian:bookworm) or FROM scratch."
+    assert errors_of("FROM ubuntu:22.04\nADD busybox /\n") == [
+        "line 1: FROM ubuntu:22.04 is not supported: the portal builds images from Debian's packages or its own "
+        f"root filesystems, not from another image. {allowed}"
+    ]
+    assert errors_of("FROM debian:Bookworm!\n") == [
+        f"line 1: FROM debian:Bookworm! does not name a Debian release by its code name. {allowed}"
     ]
     assert errors_of("FROM scratch AS base\nADD busybox /\n") == [
-        "line 1: FROM takes only scratch (no --platform, no AS name): FROM scratch."
+        f"line 1: FROM takes one word (no --platform, no AS name). {allowed}"
     ]
     assert errors_of("FROM --platform=linux/arm64 scratch\nADD busybox /\n") == [
-        "line 1: FROM takes only scratch (no --platform, no AS name): FROM scratch."
+        f"line 1: FROM takes one word (no --platform, no AS name). {allowed}"
     ]
     assert errors_of("ENV A=1\nFROM scratch\nADD busybox /\n") == [
-        "line 1: the recipe must start with FROM scratch (found ENV first).",
+        "line 1: the recipe must start with FROM debian:<release> or FROM scratch (found ENV first).",
         "line 2: FROM must come once, as the first instruction (the recipe starts on line 1).",
     ]
     assert errors_of("FROM scratch\nADD busybox /\nFROM scratch\n") == [
@@ -192,12 +195,14 @@ def test_a_second_add_is_refused() -> None:
 def test_missing_from_and_add_are_reported() -> None:
     hint = "one of the root filesystems the portal builds (busybox, debian-python), e.g. ADD busybox /"
     assert errors_of("FROM scratch\nENV A=1\n\n") == [f"line 3: the recipe ends without ADD: it needs {hint}"]
-    assert errors_of("# only a comment\n\n") == [
-        f"line 1: the recipe is empty: it needs FROM scratch, then ADD with {hint}"
-    ]
-    assert errors_of("") == [f"line 1: the recipe is empty: it needs FROM scratch, then ADD with {hint}"]
+    empty = (
+        "line 1: the recipe is empty: it needs FROM debian:<release> (e.g. FROM debian:bookworm) with PACKAGES, "
+        f"or FROM scratch, then ADD with {hint}"
+    )
+    assert errors_of("# only a comment\n\n") == [empty]
+    assert errors_of("") == [empty]
     assert errors_of("ADD busybox /\n") == [
-        "line 1: the recipe must start with FROM scratch (found ADD first)."
+        "line 1: the recipe must start with FROM debian:<release> or FROM scratch (found ADD first)."
     ]
 
 
@@ -351,4 +356,50 @@ def test_changes_are_docker_import_lines_that_read_back_the_same() -> None:
         "ENV SLIPWAY_IMAGE_VERSION=2",
         'CMD ["/bin/sh"]',
         "LABEL io.slipway.base-image=busybox",
+    ]
+
+
+def test_a_debian_release_with_packages() -> None:
+    recipe = parse(
+        "FROM debian:bookworm\n"
+        "PACKAGES tomcat10 \\\n"
+        "  openjdk-17-jre-headless=17.0.19+10-1~deb12u2\n"
+        "PACKAGES libtcnative-1\n"
+        'CMD ["/usr/share/tomcat10/bin/catalina.sh", "run"]\n',
+        ROOTFS,
+    )
+    assert (recipe.release, recipe.rootfs) == ("bookworm", "")
+    # Sorted: the same packages in another order are the same image.
+    assert recipe.packages == ("libtcnative-1", "openjdk-17-jre-headless=17.0.19+10-1~deb12u2", "tomcat10")
+    assert changes(recipe)[0] == "FROM debian:bookworm"
+    # A release alone is a minimal Debian.
+    assert parse("FROM debian:trixie\n", ROOTFS).packages == ()
+
+
+def test_packages_and_add_each_need_their_own_from() -> None:
+    assert errors_of("FROM debian:bookworm\nADD busybox /\n") == [
+        "line 2: ADD is for FROM scratch: a recipe FROM debian:bookworm gets its files from Debian's packages; "
+        "list them with PACKAGES name ..."
+    ]
+    assert errors_of("FROM scratch\nADD busybox /\nPACKAGES curl\n") == [
+        "line 3: PACKAGES needs a Debian release to install from: start with FROM debian:<release>, "
+        "e.g. FROM debian:bookworm."
+    ]
+
+
+def test_bad_package_names_are_named() -> None:
+    example = "e.g. PACKAGES openjdk-17-jre-headless tomcat10, or name=version to pin one"
+    assert errors_of("FROM debian:bookworm\nPACKAGES Tomcat10 nodejs\n") == [
+        "line 2: PACKAGES 'Tomcat10' is not a Debian package name (lowercase letters, digits and '+', '-', '.', "
+        f"starting with a letter or digit, at least two characters), {example}."
+    ]
+    assert errors_of("FROM debian:bookworm\nPACKAGES\n") == [
+        f"line 2: PACKAGES needs at least one Debian package name, {example}."
+    ]
+    assert errors_of("FROM debian:bookworm\nPACKAGES curl\nPACKAGES curl=7.88.1-10\n") == [
+        "line 3: PACKAGES lists curl twice; list each package once."
+    ]
+    many = " ".join(f"p{i:03d}" for i in range(101))
+    assert errors_of(f"FROM debian:bookworm\nPACKAGES {many}\n") == [
+        "line 2: PACKAGES lists 101 packages; at most 100 are allowed (their dependencies come with them)."
     ]

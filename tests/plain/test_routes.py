@@ -246,6 +246,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
     # ctx's image has no recipe: ops are told so; nobody else may publish or roll.
     "base-image-publish": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(400)),
     "base-image-roll": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(202)),
+    # ctx's image is not being built: ops are told so.
+    "base-image-cancel": ("post", lambda c: {"pk": c["image"].pk}, _ops_api(400)),
     "images:list": ("get", NONE, _signed_in(302, 200)),
     "images:registry": ("get", NONE, _ops_page(200)),
     "image-registry": ("get", NONE, _ops_api(200)),
@@ -258,6 +260,8 @@ MATRIX: dict[str, tuple[str, Kwargs, dict[str, int]]] = {
         {"anonymous": 302, "outsider": 403, "owner": 403, "lead": 403, "ops": 200},
     ),
     "images:recommend": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
+    "images:cancel": ("post", lambda c: {"pk": c["image"].pk}, _signed_in(302, 302)),
+    "images:new": ("get", NONE, {"anonymous": 302, "outsider": 403, "owner": 403, "lead": 403, "ops": 200}),
     "activity": ("get", NONE, _signed_in(302, 200)),
     "alerts:list": ("get", NONE, _signed_in(302, 200)),
     "alerts:detail": ("get", ALERT, _app_scoped(302, 200)),
