@@ -126,7 +126,13 @@ def test_saving_is_refused_for_an_unreachable_untrusted_or_wrong_registry(
     ip = registry_up.config.portal_ip
 
     def refused(field: str, **given: str) -> str:
-        fields: dict[str, Any] = {"url": registry_up.url, "username": username, "password": password, "ca_pem": ca, **given}
+        fields: dict[str, Any] = {
+            "url": registry_up.url,
+            "username": username,
+            "password": password,
+            "ca_pem": ca,
+            **given,
+        }
         with pytest.raises(ValidationError) as caught:
             registry_settings.registry_save(user=ops, **fields)
         return " ".join(caught.value.message_dict[field])
