@@ -1,7 +1,8 @@
 """The ready-made runtimes on the lab fleet, as ops and developers use them: the Java image (JRE 17
 and Tomcat 10 from Debian) is made from its ready-made recipe, built and published to both hosts;
 the example WAR of docs/runtimes.md is deployed through a release, scaled to 2, and rolled onto a
-version with a newer JRE; the Node.js and Python examples answer their health checks.
+version with a newer JRE, published through the lab's registry (pushed once, pulled by both hosts,
+the digest checked on each); the Node.js and Python examples answer their health checks.
 
 The trees are built with mmdebstrap from the distribution's packages (tests/builds builds them
 first, beside the lab tests, and checks the builds themselves; here they are reused when there)."""
@@ -21,9 +22,10 @@ from apps.accounts.models import Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage, BuildState
 from apps.hosts.models import Host
-from apps.images import publish, starters, versions
+from apps.images import publish, registry_settings, starters, versions
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
+from apps.lab import registry as lab_registry
 from apps.network.models import IPPool
 from tests.docker import releases_support
 from tests.helpers import eventually
@@ -53,9 +55,10 @@ def _publish(ops: User, image: BaseImage, lab: list[fleet.LabHost]) -> BaseImage
 def images(lab: list[fleet.LabHost]) -> Iterator[list[BaseImage]]:
     made: list[BaseImage] = []
     yield made
+    hostport = lab_registry.LabRegistry.of(lab[0].config).hostport
     for image in made:
         for lab_host in lab:
-            fleet.docker(lab_host, "rmi", "-f", image.reference, check=False)
+            fleet.docker(lab_host, "rmi", "-f", image.reference, f"{hostport}/{image.reference}", check=False)
 
 
 def _app(
@@ -127,12 +130,20 @@ def test_the_java_example_war_deploys_scales_and_rolls_onto_a_newer_jre(
         assert f"Hello from {instance.container_name} " in said and "Apache Tomcat/10" in said
         assert _get(str(instance.address), 8080, "/health") == "ok\n"
 
+    # The new version goes out through the registry: pushed once, pulled by both hosts.
+    registry = lab_registry.up(lab[0].config, log=lambda _: None)
+    username, password = registry.credentials()
+    registry_settings.registry_save(
+        user=ops, url=registry.url, username=username, password=password, ca_pem=registry.ca_pem()
+    )
     v2 = versions.version_create(
         user=ops, base=v1, tag="17-test-2", recipe=java_recipe(), default_port=java.port
     )
     images.append(v2)
     v2 = _publish(ops, v2, lab)
     assert v2.digest != v1.digest
+    for name, row in v2.load_progress.items():
+        assert (row["state"], row["note"]) == ("loaded", f"pulled from {registry.hostport}"), name
     started, refused = services.apps_upgrade(user=ops, target=v2, apps=[app])
     assert refused == [] and len(started) == 1
     rolled = releases_support.run(started[0])
