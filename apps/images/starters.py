@@ -47,6 +47,9 @@ JAVA = Starter(
     recipe=f"""# Java 17 and Tomcat 10 from Debian: serves every WAR in the app's release (ROOT.war at /).
 FROM debian:bookworm
 PACKAGES openjdk-17-jre-headless tomcat10
+# Tomcat's package makes its user with systemd's sysusers and tmpfiles: the standalone tools do
+# that without the whole of systemd, which a container never runs.
+PACKAGES systemd-standalone-sysusers systemd-standalone-tmpfiles
 # The JVM sizes its heap from the instance's memory limit; urandom keeps start-up quick.
 ENV CATALINA_HOME=/usr/share/tomcat10 \\
     CATALINA_BASE=/tmp/catalina \\
