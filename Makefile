@@ -36,7 +36,7 @@ lint:
 # Everything on PostgreSQL (the production database), and on SQLite the plain tests that use the
 # database; tests that touch no database, the lab and the browser run once. The lab, browser and
 # CLI-on-lab tests (their own test database and broker) start at once; beside them, at a lower
-# CPU priority so the lab's timings keep theirs, the plain tests on PostgreSQL (a test database
+# CPU priority (nice 19) so the lab's timings keep theirs, the plain tests on PostgreSQL (a test database
 # and broker database of their own), then on SQLite, then the CLI's own tests. The plain lane
 # starts with the Debian image builds (tests/builds): the trees they build are the ones the
 # runtime tests on the lab reuse later (the lab lane reaches them minutes in).
@@ -51,9 +51,9 @@ PLAIN_BROKER = redis://127.0.0.1:6379/14
 test-together:
 	@mkdir -p var/log; \
 	( export TEST_BROKER_URL=$(PLAIN_BROKER); \
-	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 10 $(PY) -m pytest tests/builds tests/plain $(PYTEST_ARGS); a=$$?; \
-	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 10 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
-	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 10 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
+	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/builds tests/plain $(PYTEST_ARGS); a=$$?; \
+	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
+	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 19 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
 	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
 	$(MAKE) --no-print-directory test-postgres-lab; lab=$$?; \
 	wait $$plain; pl=$$?; \
