@@ -38,7 +38,8 @@ lint:
 # CLI-on-lab tests (their own test database and broker) start at once; beside them, at a lower
 # CPU priority (nice 19) so the lab's timings keep theirs, the plain tests on PostgreSQL (a test database
 # and broker database of their own), then on SQLite, then the CLI's own tests. The plain lane
-# starts with the Debian image builds (tests/builds): the trees they build are the ones the
+# starts with the Debian image builds (tests/builds, a run of their own: pytest-django would
+# put these database-free tests after the others): the trees they build are the ones the
 # runtime tests on the lab reuse later (the lab lane reaches them minutes in).
 test: export WITH_POSTGRES=1
 test: setup lab lint test-together
@@ -51,13 +52,14 @@ PLAIN_BROKER = redis://127.0.0.1:6379/14
 test-together:
 	@mkdir -p var/log; \
 	( export TEST_BROKER_URL=$(PLAIN_BROKER); \
-	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/builds tests/plain $(PYTEST_ARGS); a=$$?; \
+	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/builds $(PYTEST_ARGS); d=$$?; \
+	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); a=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 19 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
-	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
+	  test $$d -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
 	$(MAKE) --no-print-directory test-postgres-lab; lab=$$?; \
 	wait $$plain; pl=$$?; \
-	echo "== the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
+	echo "== the Debian image builds, the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
 	cat var/log/test-plain.log; test $$lab -eq 0 -a $$pl -eq 0
 
 test-postgres-lab:
