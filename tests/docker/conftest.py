@@ -6,17 +6,14 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
-from apps.hosts.transport import fingerprint
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
@@ -33,34 +30,11 @@ def lab() -> list[fleet.LabHost]:
     return fleet.up(fleet.LabConfig.from_settings(), log=lambda _: None)
 
 
-# The lab's host rows as this session's last real registration left them (keys pinned after the
-# out-of-band check, probed over SSH). Each test has a database of its own, and registering two
-# hosts from scratch costs four SSH connections; a later test gets the same rows back without
-# them, as long as each host still offers the key pinned then (a lab host rebuilt from nothing
-# has a new one, and is registered for real again). Tests of registering and probing call the
-# services themselves.
-_REGISTERED: dict[str, dict[str, Any]] = {}
-
-
 @pytest.fixture
 def lab_hosts(lab: list[fleet.LabHost], db: None) -> list[Host]:
     """The lab hosts registered in the test database, keys confirmed and probed."""
-    if (
-        set(_REGISTERED) == {h.name for h in lab}
-        and not Host.objects.exists()
-        and all(fingerprint(_REGISTERED[h.name]["host_key"]) == fingerprint(h.host_public_key()) for h in lab)
-    ):
-        now = timezone.now()
-        return [Host.objects.create(**_REGISTERED[h.name], last_seen=now, last_checked=now) for h in lab]
     hosts = register_hosts(lab, log=lambda _: None)
     assert all(h.state == Host.State.ACTIVE for h in hosts), [(h.name, h.last_error) for h in hosts]
-    _REGISTERED.clear()
-    for host in hosts:
-        _REGISTERED[host.name] = {
-            field.attname: getattr(host, field.attname)
-            for field in Host._meta.concrete_fields
-            if field.attname not in ("id", "created_at", "last_seen", "last_checked")
-        }
     return hosts
 
 
