@@ -135,7 +135,8 @@ BUILD_ERRORS = (ValidationError, ValueError, OSError, KeyError, RuntimeError)
 def image_cancel(*, user: Any, image: BaseImage) -> BaseImage:
     """Ops: stop a version being built or loaded. The worker sees the row leave its state
     within a second and stops the build (its processes too); hosts that loaded it keep it. A
-    version published before goes back to published, a new one to failed ("cancelled")."""
+    version some host has (published before, or loaded onto a host before the cancel) stays
+    published there; one no host has is failed ("cancelled")."""
     permissions.require_ops(user, "cancel base image builds")
     image = BaseImage.objects.select_for_update().get(pk=image.pk)
     if image.state not in (BuildState.BUILDING, BuildState.LOADING):

@@ -60,17 +60,26 @@ def image_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "catalog/images.html", context)
 
 
-def _answer(request: HtmxHttpRequest, *, done: str = "", refused: str = "") -> HttpResponse:
-    """After Publish or Cancel: from the page (htmx), the live table again with what happened
-    above it (422 when refused), so it updates in place and polls while work goes on; without
-    JavaScript, the message and the page."""
+def _act(
+    request: HtmxHttpRequest, call: Callable[[], object], *, done: str, refused: str = ""
+) -> HttpResponse:
+    """Publish or Cancel: from the page (htmx), the live table again with what happened above it
+    (422 when the service refused, with its reason after `refused`), so it updates in place and
+    polls while work goes on; without JavaScript, the message and the page."""
+    try:
+        call()
+    except ValidationError as exc:
+        return _answer(request, refused + " ".join(exc.messages), failed=True)
+    except PermissionDenied as exc:
+        return _answer(request, str(exc), failed=True)
+    return _answer(request, done, failed=False)
+
+
+def _answer(request: HtmxHttpRequest, notice: str, *, failed: bool) -> HttpResponse:
     if request.htmx:
-        context = {**_context(), "notice": refused or done, "refused": bool(refused)}
-        return render(request, "catalog/images.html#images-live", context, status=422 if refused else 200)
-    if refused:
-        messages.error(request, refused)
-    else:
-        messages.success(request, done)
+        context = {**_context(), "notice": notice, "refused": failed}
+        return render(request, "catalog/images.html#images-live", context, status=422 if failed else 200)
+    (messages.error if failed else messages.success)(request, notice)
     return redirect("images:list")
 
 
@@ -78,26 +87,23 @@ def _answer(request: HtmxHttpRequest, *, done: str = "", refused: str = "") -> H
 @require_POST
 def image_publish(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = get_object_or_404(BaseImage, pk=pk)
-    try:
-        publish.image_publish(user=request.user, image=image)
-    except ValidationError as exc:
-        return _answer(request, refused=f"{image.reference} not published: " + " ".join(exc.messages))
-    except PermissionDenied as exc:
-        return _answer(request, refused=str(exc))
-    return _answer(request, done=f"Building {image.reference}; it is loaded onto the hosts next.")
+    return _act(
+        request,
+        lambda: publish.image_publish(user=request.user, image=image),
+        done=f"Building {image.reference}; it is loaded onto the hosts next.",
+        refused=f"{image.reference} not published: ",
+    )
 
 
 @login_required
 @require_POST
 def image_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = get_object_or_404(BaseImage, pk=pk)
-    try:
-        publish.image_cancel(user=request.user, image=image)
-    except ValidationError as exc:
-        return _answer(request, refused=" ".join(exc.messages))
-    except PermissionDenied as exc:
-        return _answer(request, refused=str(exc))
-    return _answer(request, done=f"Cancelled the publish of {image.reference}.")
+    return _act(
+        request,
+        lambda: publish.image_cancel(user=request.user, image=image),
+        done=f"Cancelled the publish of {image.reference}.",
+    )
 
 
 def _made(request: HtmxHttpRequest, form: forms.Form, make: Callable[[], BaseImage]) -> HttpResponse | None:

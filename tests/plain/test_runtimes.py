@@ -67,10 +67,8 @@ def test_ops_make_an_image_from_a_ready_made_recipe_and_refusals_name_the_proble
     bad = java.recipe.replace("tomcat10", "tomcat99")
     with pytest.raises(ValidationError) as caught:
         versions.image_create(user=ops, recipe=bad, **fields)
-    assert caught.value.message_dict["recipe"] == [
-        "tomcat99 is not a package in Debian bookworm (checked against "
-        + caught.value.message_dict["recipe"][0].split("(checked against ", 1)[1]
-    ]
+    (said,) = caught.value.message_dict["recipe"]
+    assert said.startswith("tomcat99 is not a package in Debian bookworm (checked against apt's lists")
     assert not BaseImage.objects.filter(name=java.name).exists()
     image = versions.image_create(user=ops, recipe=java.recipe, **fields)
     assert (image.state, image.reference, image.default_port) == (
