@@ -2,10 +2,12 @@
 self-signed certificate in front of daphne, two Celery workers and a beat, each started with its
 systemd unit's command line (deploy/), on PostgreSQL, with SLIPWAY_HTTPS=1 and the proxy header.
 Chromium goes through https: signs in, scales an app (instances appear without a reload), opens
-the terminal (a websocket through nginx) and follows a command's output as it is printed."""
+the terminal (a websocket through nginx) and follows a command's output as it is printed. A
+client's own X-Forwarded-Proto and X-Forwarded-For are not believed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,9 +29,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from playwright.sync_api import Browser, Page, expect
 
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import ApiToken, Membership, Team
 from apps.applications import services
 from apps.applications.models import App
+from apps.audit.models import AuditEntry, Source
 from apps.hosts.models import Host
 from apps.instances.models import Instance
 from apps.lab import fleet
@@ -38,7 +41,7 @@ from portal.beat import LOCK_KEY
 from tests.browser.conftest import login, open_app
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.deploy_support import NGINX, nginx_conf, render_site, self_signed, unit_command
-from tests.helpers import end, eventually
+from tests.helpers import api_token, end, eventually
 
 SLUG = "prodweb"
 
@@ -205,6 +208,33 @@ def test_plain_http_is_sent_to_https_and_static_files_come_from_nginx(site: Site
     request = urllib.request.Request(f"{site.http}/healthz", headers={"X-Forwarded-Proto": "https"})  # noqa: S310
     with CLIENT.open(request, timeout=10) as response:
         assert "Strict-Transport-Security" not in response.headers
+
+
+def test_a_client_cannot_claim_another_address_through_nginx(site: Site, transactional_db: None) -> None:
+    """nginx hands daphne its peer's address alone: a client that sends X-Forwarded-For itself
+    is still recorded by the address it came from, in the audit trail and as its token's last
+    use (daphne takes the header's first address, so a forged one passed on would be believed)."""
+    user = User.objects.create_user("caller", "caller@example.invalid", "pw-caller")
+    key = api_token(user)
+    made = AuditEntry.objects.filter(action="token.create").count()
+    request = urllib.request.Request(  # noqa: S310 - our own URL
+        f"{site.base}/api/v1/tokens/",
+        data=json.dumps({"name": "through nginx", "scope": "read", "expires_in_days": 7}).encode(),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "X-Forwarded-For": "6.6.6.6",
+        },
+        method="POST",
+    )
+    with CLIENT.open(request, timeout=10) as response:
+        assert response.status == 201
+    entry = AuditEntry.objects.filter(action="token.create").first()  # newest first
+    assert entry is not None and AuditEntry.objects.filter(action="token.create").count() == made + 1
+    assert "through nginx" in entry.summary and entry.source == Source.API
+    assert entry.address == "127.0.0.1"
+    used = ApiToken.objects.get(user=user, name__startswith="test ")
+    assert used.last_used_from == "127.0.0.1"
 
 
 @pytest.fixture
