@@ -299,6 +299,11 @@ REST_FRAMEWORK = {
 # single tokens from before named tokens keep working after the upgrade that converts them.
 API_TOKEN_MAX_DAYS = envint("API_TOKEN_MAX_DAYS", 365)
 LEGACY_TOKEN_DAYS = envint("LEGACY_TOKEN_DAYS", 90)
+# Below a day no token could be made (or an old one would die at the upgrade); past ten years is
+# no expiry at all, and far enough out a date cannot be written.
+for _name, _days in (("API_TOKEN_MAX_DAYS", API_TOKEN_MAX_DAYS), ("LEGACY_TOKEN_DAYS", LEGACY_TOKEN_DAYS)):
+    if not 1 <= _days <= 3650:
+        raise ValueError(f"{_name}={_days}: a whole number of days from 1 to 3650 (ten years)")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Slipway API",
     "DESCRIPTION": "Self-service portal for a private Docker fleet.",

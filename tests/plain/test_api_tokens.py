@@ -1,16 +1,21 @@
 """Named API tokens: several per user, each with a scope and an expiry, the key shown once and only
 its hash kept; refused keys say why; read-only tokens only read, on every write path; last use
 recorded without a write per request; the page, the API, the admin; old single tokens converted
-by the migration and still working until they expire."""
+by the migration and still working until they expire; the lifetimes' settings checked at start-up."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import runpy
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client, override_settings
@@ -439,3 +444,42 @@ def test_behind_our_proxy_last_use_is_the_address_the_proxy_saw(owner: User) -> 
     with override_settings(USE_X_FORWARDED_FOR=True):
         assert _keyed(made.key, **headers).get("/api/v1/apps/").status_code == 200
     assert ApiToken.objects.get(pk=made.token.pk).last_used_from == "10.0.0.9"
+
+
+# --- the lifetimes' settings, at start-up ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("API_TOKEN_MAX_DAYS", "0"),
+        ("API_TOKEN_MAX_DAYS", "-30"),
+        ("API_TOKEN_MAX_DAYS", "3651"),
+        ("API_TOKEN_MAX_DAYS", "99999999"),
+        ("LEGACY_TOKEN_DAYS", "0"),
+        ("LEGACY_TOKEN_DAYS", "10000"),
+    ],
+)
+def test_token_lifetimes_out_of_range_are_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as refused:
+        runpy.run_path(str(Path(settings.BASE_DIR) / "portal" / "settings.py"))
+    assert str(refused.value) == f"{name}={int(value)}: a whole number of days from 1 to 3650 (ten years)"
+
+
+def test_token_lifetimes_within_range_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN_MAX_DAYS", "3650")
+    monkeypatch.setenv("LEGACY_TOKEN_DAYS", "1")
+    loaded = runpy.run_path(str(Path(settings.BASE_DIR) / "portal" / "settings.py"))
+    assert (loaded["API_TOKEN_MAX_DAYS"], loaded["LEGACY_TOKEN_DAYS"]) == (3650, 1)
+
+
+def test_the_portal_does_not_start_with_a_token_life_of_no_days() -> None:
+    env = {"PATH": "/usr/bin:/bin", "API_TOKEN_MAX_DAYS": "0"}
+    started = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert started.returncode != 0
+    assert "API_TOKEN_MAX_DAYS=0: a whole number of days from 1 to 3650 (ten years)" in started.stderr
