@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import ldap
+import ldap.modlist
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -87,6 +88,20 @@ def user_dn(name: str) -> str:
     return f"uid={name},{PEOPLE}"
 
 
+def _user_attrs(name: str) -> dict[str, list[bytes]]:
+    password = USERS[name][0]
+    attrs = {
+        "objectClass": "inetOrgPerson",
+        "uid": name,
+        "cn": f"{name.title()} Tester",
+        "givenName": name.title(),
+        "sn": "Tester",
+        "mail": f"{name}@example.test",
+        "userPassword": password,
+    }
+    return {attr: [value.encode()] for attr, value in attrs.items()}
+
+
 def _ldif() -> str:
     entries = [
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Slipway test\ndc: slipway",
@@ -96,11 +111,11 @@ def _ldif() -> str:
         f"dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
         f"cn: slipway\nuserPassword: {SERVICE_PW}",
     ]
-    for name, (password, _) in USERS.items():
-        entries.append(
-            f"dn: {user_dn(name)}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name.title()} Tester\n"
-            f"givenName: {name.title()}\nsn: Tester\nmail: {name}@example.test\nuserPassword: {password}"
+    for name in USERS:
+        lines = "\n".join(
+            f"{attr}: {value.decode()}" for attr, values in _user_attrs(name).items() for value in values
         )
+        entries.append(f"dn: {user_dn(name)}\n{lines}")
     for group in GROUP_NAMES:
         members = [user_dn(name) for name, (_, groups) in USERS.items() if group in groups]
         # groupOfNames needs a member: the service account stands in for an empty group.
@@ -179,10 +194,24 @@ class Directory:
         finally:
             conn.unbind_s()
 
-    def reset(self) -> None:
-        """Every group's members as in the table above (tests change them)."""
+    def delete_user(self, user: str) -> None:
+        """The user's entry gone from the directory, as when someone leaves the company (their
+        groups still name them, as a directory that does not tidy groups would)."""
         conn = self._admin()
         try:
+            conn.delete_s(user_dn(user))
+        finally:
+            conn.unbind_s()
+
+    def reset(self) -> None:
+        """Every user and every group's members as in the table above (tests change them)."""
+        conn = self._admin()
+        try:
+            for name in USERS:
+                try:
+                    conn.search_s(user_dn(name), ldap.SCOPE_BASE, attrlist=["uid"])
+                except ldap.NO_SUCH_OBJECT:
+                    conn.add_s(user_dn(name), ldap.modlist.addModlist(_user_attrs(name)))
             for group in GROUP_NAMES:
                 members = [user_dn(n) for n, (_, groups) in USERS.items() if group in groups] or [SERVICE_DN]
                 conn.modify_s(group_dn(group), [(ldap.MOD_REPLACE, "member", [m.encode() for m in members])])

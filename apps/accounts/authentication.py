@@ -2,6 +2,9 @@
 `Authorization: Bearer <key>`. A refused key gets a 401 that says why (unknown, revoked, expired
 on a date) and where to make a new one; a read-only token is refused any unsafe method with a
 403 here, for every DRF view at once (streamed ones included), whatever permissions a view sets.
+A token of a user who last signed in through the company directory has their groups reread, as
+an open terminal does (apps.accounts.directory.token_recheck): groups that now give nothing, or a
+directory unanswering past LDAP_OUTAGE_GRACE, get a 403 that says so.
 
 Websockets take no token (the Django session only: portal/asgi.py), and pages none either."""
 
@@ -17,7 +20,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
-from apps.accounts import tokens
+from apps.accounts import directory, tokens
 from apps.accounts.models import ApiToken
 from apps.audit.context import client_address
 
@@ -55,6 +58,9 @@ class ApiTokenAuthentication(BaseAuthentication):
                 f"OPTIONS) but not {request.method} {request.path}. Use a read-and-write token "
                 f"(make one at {token_page(request)})."
             )
+        # The token is fine; its user's groups may have changed in the directory since sign-in.
+        if refusal := directory.token_recheck(token.user):
+            raise exceptions.PermissionDenied(refusal)
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -78,6 +84,8 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
                 "or `Authorization: Bearer <key>`. It acts as its user, with their teams and role. "
                 "A read-only token may use GET, HEAD and OPTIONS only (anything else: 403); a "
                 "read-and-write token everything its user may do. An unknown, revoked or expired "
-                "token gets a 401 that says which."
+                "token gets a 401 that says which. A token of a user who signs in through the "
+                "company directory follows their directory groups (reread every few seconds): "
+                "groups that give nothing any more get a 403."
             ),
         }

@@ -9,7 +9,11 @@ user's groups while their terminal is open.
   users, a break-glass admin) is never sent to the directory: it signs in with its local
   password only, even when the directory has a user of the same name or cannot be reached.
 - `recheck` rereads the groups of a user signed in through the directory; an open terminal
-  calls it at each of its checks.
+  calls it at each of its checks, and `token_recheck` at each API call with a token of a user
+  who last signed in through it (at most once per TERMINAL_RECHECK either way).
+- A deactivated user is signed out of every session (pages, terminals), as local accounts are.
+- A directory that refuses the portal's own bind (LDAP_BIND_DN and its password) is told apart
+  from one that cannot be reached: the first is for ops to fix, the second may pass.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+import ldap
 from django.conf import settings
 from django.core.cache import cache
 from django.dispatch import receiver
@@ -26,6 +31,7 @@ from django.http import HttpRequest
 from django_auth_ldap.backend import LDAPBackend, ldap_error, populate_user
 
 from apps.accounts.grants import NO_ACCESS, grants_apply, is_local_account
+from apps.accounts.models import Membership
 from portal.signin import dn_key
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,19 @@ BACKEND = "apps.accounts.directory.DirectoryBackend"
 UNREACHABLE = (
     "The company directory cannot be reached, so directory accounts cannot sign in now "
     "(local accounts can). Try again in a while, or tell ops."
+)
+BIND_REFUSED = (
+    "The company directory refused the portal's own sign-in (its service account, LDAP_BIND_DN, "
+    "or that account's password), so directory accounts cannot sign in now (local accounts can). "
+    "Tell ops: the portal's directory settings need fixing."
+)
+# What a directory answers when the portal's bind DN or password is wrong: a misconfiguration,
+# not an outage (a user's own wrong password is "invalid credentials" too, but django-auth-ldap
+# turns that one into a plain failed sign-in before it reaches the ldap_error signal).
+REFUSED_BIND = (ldap.INVALID_CREDENTIALS, ldap.INAPPROPRIATE_AUTH)
+NO_ACCESS_NOW = (
+    "Your account is no longer in any of the groups that give access to Slipway (the company "
+    "directory says so), so this token gives no access. Ask ops to add you to your team's group."
 )
 # The LDAP error of the last directory call in this thread, if any: django-auth-ldap reports
 # errors through the ldap_error signal and answers "no such user", which must not be taken
@@ -70,6 +89,11 @@ class DirectoryBackend(LDAPBackend):
             raise ldap_user.AuthenticationFailed(f"{username} is a local account")
         return user, built
 
+    def get_user(self, user_id: int) -> Any:
+        # As ModelBackend does: a deactivated user's sessions sign nobody in (pages, terminals).
+        user = super().get_user(user_id)
+        return user if user is not None and user.is_active else None
+
 
 @receiver(populate_user, sender=DirectoryBackend)
 def _apply_groups(sender: type, user: Any, ldap_user: Any, **kwargs: Any) -> None:
@@ -92,9 +116,19 @@ def _unreachable(
     sender: type, context: str, user: Any, request: HttpRequest | None, exception: Exception, **kwargs: Any
 ) -> None:
     _last.error = exception
-    log.warning("the directory failed (%s): %s", context, exception)
+    if isinstance(exception, REFUSED_BIND):
+        log.error(
+            "the directory refused the portal's bind as %r (%s): %s; check LDAP_BIND_DN and "
+            "LDAP_BIND_PASSWORD",
+            getattr(settings, "AUTH_LDAP_BIND_DN", ""),
+            context,
+            exception,
+        )
+    else:
+        log.warning("the directory failed (%s): %s", context, exception)
     if request is not None:
-        request.signin_refusal = UNREACHABLE  # type: ignore[attr-defined]  # read by SignInForm
+        refusal = BIND_REFUSED if isinstance(exception, REFUSED_BIND) else UNREACHABLE
+        request.signin_refusal = refusal  # type: ignore[attr-defined]  # read by SignInForm
 
 
 def _down_key(user_pk: int) -> str:
@@ -111,19 +145,30 @@ def _since(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def recheck(user: Any, *, backend: str | None, every: float) -> str | None:
+def rereads(user: Any, backend: str | None) -> bool:
+    """Whether the directory is asked about this user after sign-in: one who signed in through it
+    (`backend`) and has no password of the portal's own (a local account never is)."""
+    return backend == BACKEND and bool(settings.LDAP_SERVER_URI) and not user.has_usable_password()
+
+
+def recheck(
+    user: Any, *, backend: str | None, every: float, closing: str = "so the terminal was closed"
+) -> str | None:
     """Reread the groups of a user signed in through the directory (`backend`: the session's
-    backend) and apply them, at most once per `every` seconds however many terminals they have
-    open. Returns why their access ends when the directory has not answered for
-    LDAP_OUTAGE_GRACE seconds; until then the access last read stands. None otherwise: the
-    caller then checks access as usual, against what was just applied."""
-    if backend != BACKEND or not settings.LDAP_SERVER_URI or user.has_usable_password():
+    backend) and apply them, at most once per `every` seconds however many terminals and tokens
+    they use (in this portal process). Returns why their access ends when the directory has not
+    answered for LDAP_OUTAGE_GRACE seconds (ending with `closing`); until then the access last
+    read stands. None otherwise: the caller then checks access as usual, against what was just
+    applied."""
+    if not rereads(user, backend):
         return None
-    down_since = cache.get(_down_key(user.pk))
+    # (since when, whether it was the portal's own bind the directory refused)
+    down: tuple[float, bool] | None = cache.get(_down_key(user.pk))
     if cache.add(_read_key(user.pk), True, timeout=every):
         _last.error = None
         found = DirectoryBackend().populate_user(user.username)
-        if _last.error is None:
+        error = _last.error
+        if error is None:
             cache.delete(_down_key(user.pk))
             if found is None:
                 # Gone from the directory (or in none of the mapped groups, already applied).
@@ -132,10 +177,33 @@ def recheck(user: Any, *, backend: str | None, every: float) -> str | None:
                 )
             user.refresh_from_db()
             return None
-        if down_since is None:
-            down_since = time.time()
-            cache.set(_down_key(user.pk), down_since, timeout=None)
+        down = (down[0] if down is not None else time.time(), isinstance(error, REFUSED_BIND))
+        cache.set(_down_key(user.pk), down, timeout=None)
     grace = float(settings.LDAP_OUTAGE_GRACE)
-    if down_since is not None and time.time() - down_since >= grace:
-        return f"The company directory could not be reached for {_since(grace)}, so the terminal was closed."
+    if down is not None and time.time() - down[0] >= grace:
+        failed = "refused the portal's service account" if down[1] else "could not be reached"
+        return f"The company directory {failed} for {_since(grace)}, {closing}."
     return None
+
+
+def token_recheck(user: Any) -> str | None:
+    """For an API call with a token of `user` (no session: how they last signed in says whether
+    the directory is theirs, LastSignIn, read with the token): reread their groups as an open
+    terminal does (`recheck`, at most once per TERMINAL_RECHECK) and apply them. Returns why the
+    call is refused: the directory unanswering for LDAP_OUTAGE_GRACE, or groups that now give
+    nothing (not ops, in no team). None: go on, with the access just applied."""
+    last = getattr(user, "last_sign_in", None)
+    backend = last.backend if last is not None else None
+    if not rereads(user, backend):
+        return None
+    outage = recheck(
+        user,
+        backend=backend,
+        every=float(settings.TERMINAL_RECHECK),
+        closing="so tokens of directory accounts are refused until it answers. Try again later, or tell ops",
+    )
+    if outage:
+        return outage
+    if user.is_staff or Membership.objects.filter(user=user).exists():
+        return None
+    return NO_ACCESS_NOW

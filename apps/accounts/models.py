@@ -103,3 +103,19 @@ class ApiToken(models.Model):
     @property
     def state(self) -> str:
         return self.state_at(timezone.now())
+
+
+class LastSignIn(models.Model):
+    """How a user last signed in: the authentication backend (directory, OIDC, local password).
+    A request with an API token has no session to say it, and a token of someone who last signed
+    in through the directory has their groups reread as an open terminal does
+    (apps.accounts.directory.token_recheck). Written at each sign-in (apps/accounts/receivers.py)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="last_sign_in"
+    )
+    backend = models.CharField(max_length=200)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.user} through {self.backend} at {self.at}"

@@ -7,6 +7,9 @@ OIDC_RP_CLIENT_ID is set.
 - The OIDC_GROUPS_CLAIM claim (a list of group names, from the userinfo endpoint) decides ops and
   the mapped teams' roles at each sign-in, as the directory's groups do (apps.accounts.grants).
   Someone whose groups grant nothing is refused, with a message.
+- The provider is asked only at sign-in: a user's sessions, terminals and API tokens keep the
+  access of their last sign-in until the next one (docs/sign-in.md). Ops cut someone off by
+  deactivating them, which signs out every session, terminals included, and refuses their tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ class OIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]  # the libra
                 f"Sign-in with {settings.OIDC_PROVIDER_NAME} failed: {_reason(exc)}. Try again, or tell ops."
             )
             return None
+
+    def get_user(self, user_id: Any) -> Any:
+        # As ModelBackend does (the library's does not): a deactivated user's sessions sign nobody
+        # in, pages and open terminals alike.
+        user = super().get_user(user_id)
+        return user if user is not None and user.is_active else None
 
     def _refuse(self, message: str) -> None:
         if getattr(self, "request", None) is not None:

@@ -1,9 +1,11 @@
 """Sign-in through the company directory, against a real slapd (tests/ldap_server.py): directory
-passwords, the group mapping to ops and team roles, group changes at the next sign-in and at a
-terminal's recheck, local accounts beside it, and the settings refused at start-up."""
+passwords, the group mapping to ops and team roles, group changes at the next sign-in, at a
+terminal's recheck and at an API token's, a refused service account told from an unreachable
+directory, deactivated users, local accounts beside it, and the settings refused at start-up."""
 
 from __future__ import annotations
 
+import logging
 import runpy
 import subprocess
 import sys
@@ -12,16 +14,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ldap
 import pytest
 from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from apps.accounts import directory as directory_signin
+from apps.accounts import tokens
 from apps.accounts.grants import NO_ACCESS
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import LastSignIn, Membership, Team
 from apps.applications import services
 from apps.applications.models import BaseImage
 from apps.console.terminal import Close, terminal_check
@@ -148,6 +153,29 @@ def test_group_changes_take_effect_at_the_next_sign_in_and_teams_given_by_hand_s
     _refused_with(response, NO_ACCESS)
 
 
+def test_a_lead_dropped_from_the_lead_group_is_a_developer_from_the_next_sign_in(
+    ldap_on: Directory, alpha: Team
+) -> None:
+    _, response = _sign_in("bob", "bob-pw")  # in alpha-devs and alpha-leads
+    assert response.status_code == 302 and _roles("bob") == {"alpha": "lead"}
+    ldap_on.remove_member("alpha-leads", "bob")
+    assert _roles("bob") == {"alpha": "lead"}  # until he signs in
+    _, response = _sign_in("bob", "bob-pw")
+    assert response.status_code == 302
+    assert _roles("bob") == {"alpha": "developer"}
+
+
+def test_an_ex_ops_user_left_in_no_group_is_refused_and_is_ops_no_more(ldap_on: Directory) -> None:
+    _, response = _sign_in("carol", "carol-pw")
+    assert response.status_code == 302 and User.objects.get(username="carol").is_staff
+    ldap_on.remove_member("ops", "carol")
+    client, response = _sign_in("carol", "carol-pw")
+    _refused_with(response, NO_ACCESS)
+    assert "_auth_user_id" not in client.session
+    carol = User.objects.get(username="carol")
+    assert not carol.is_staff and not carol.is_superuser and _roles("carol") == {}
+
+
 def test_a_local_account_keeps_its_own_password_when_the_directory_has_the_same_name(alpha: Team) -> None:
     # The demo's dev is local; the directory's dev (a lead of alpha there) must not take it over.
     dev = User.objects.create_user("dev", "dev@example.invalid", "local-dev-pw")
@@ -184,6 +212,21 @@ def test_start_tls_with_the_directorys_ca_signs_in_and_an_untrusted_certificate_
         setattr(settings, name, value)
     _, response = _sign_in("bob", "bob-pw")
     _refused_with(response, directory_signin.UNREACHABLE)
+
+
+def test_a_refused_service_account_is_told_apart_from_an_unreachable_directory(
+    settings: Any, alpha: Team, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.AUTH_LDAP_BIND_PASSWORD = "not-the-service-password"
+    with caplog.at_level(logging.WARNING, logger="apps.accounts.directory"):
+        _, response = _sign_in("alice", "alice-pw")
+    _refused_with(response, directory_signin.BIND_REFUSED)
+    assert directory_signin.UNREACHABLE not in response.content.decode().replace("&#x27;", "'")
+    assert not User.objects.filter(username="alice").exists()
+    # For ops, in the log: which bind was refused and what to check.
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "refused the portal's bind as 'cn=slipway,ou=services,dc=slipway,dc=test'" in logged.getMessage()
+    assert "check LDAP_BIND_DN and LDAP_BIND_PASSWORD" in logged.getMessage()
 
 
 # --- the recheck an open terminal makes ------------------------------------------------------
@@ -237,7 +280,7 @@ def test_an_unreachable_directory_keeps_the_access_last_read_until_the_grace_end
     assert _roles("alice") == {"alpha": "developer"}
 
     # Move the clock: the directory has been down since just over the grace ago.
-    cache.set(directory_signin._down_key(alice.pk), time.time() - 301, timeout=None)
+    cache.set(directory_signin._down_key(alice.pk), (time.time() - 301, False), timeout=None)
     cache.delete(directory_signin._read_key(alice.pk))  # and the interval between reads has passed
     refusal = directory_signin.recheck(alice, backend=directory_signin.BACKEND, every=60)
     assert refusal == "The company directory could not be reached for 5 min, so the terminal was closed."
@@ -256,6 +299,19 @@ def test_the_directory_answering_again_ends_the_outage(
     cache.delete(directory_signin._read_key(alice.pk))
     assert directory_signin.recheck(alice, backend=directory_signin.BACKEND, every=60) is None
     assert cache.get(directory_signin._down_key(alice.pk)) is None
+
+
+def test_a_recheck_the_directory_refuses_the_service_account_says_so_once_the_grace_ends(
+    settings: Any, alpha: Team
+) -> None:
+    alice = _directory_user("alice", "alice-pw")
+    settings.AUTH_LDAP_BIND_PASSWORD = "not-the-service-password"
+    settings.LDAP_OUTAGE_GRACE = 0
+    refusal = directory_signin.recheck(alice, backend=directory_signin.BACKEND, every=60)
+    assert refusal == (
+        "The company directory refused the portal's service account for 0 s, so the terminal was closed."
+    )
+    assert _roles("alice") == {"alpha": "developer"}
 
 
 def test_a_user_signed_in_with_a_local_password_is_not_rechecked(settings: Any, owner: User) -> None:
@@ -306,6 +362,170 @@ def test_an_open_terminal_is_closed_with_its_own_message_once_an_outage_outlasts
     assert (
         refusal.message == "The company directory could not be reached for 0 s, so the terminal was closed."
     )
+
+
+# --- API tokens of directory users: reread as an open terminal is ------------------------------
+
+APPS = "/api/v1/apps/"
+
+
+def _token_of(username: str, password: str) -> APIClient:
+    """A read-and-write token of a user who signed in through the directory."""
+    user = _directory_user(username, password)
+    made = tokens.api_token_create(
+        user=user, name="laptop", scope="write", expires_at=tokens.expires_after(30)
+    )
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.key}")
+    return api
+
+
+def _interval_passes(username: str) -> None:
+    """The clock moved past TERMINAL_RECHECK: the mark that the directory was just read goes."""
+    cache.delete(directory_signin._read_key(User.objects.get(username=username).pk))
+
+
+def _apps_seen(api: APIClient) -> list[str]:
+    response = api.get(APPS)
+    assert response.status_code == 200, response.content
+    return [app["slug"] for app in response.json()["results"]]
+
+
+@pytest.fixture
+def recheck_every_minute(settings: Any) -> None:
+    settings.TERMINAL_RECHECK = 60
+
+
+@pytest.mark.usefixtures("recheck_every_minute")
+def test_a_token_is_refused_at_the_first_call_after_the_interval_once_the_team_group_is_left(
+    ldap_on: Directory, alpha_instance: Instance
+) -> None:
+    api = _token_of("alice", "alice-pw")
+    assert LastSignIn.objects.get(user__username="alice").backend == directory_signin.BACKEND
+    assert _apps_seen(api) == ["web"]
+    ldap_on.remove_member("alpha-devs", "alice")
+    # Within the interval the access last read stands, as for a terminal.
+    assert _apps_seen(api) == ["web"]
+    _interval_passes("alice")
+    for response in (api.get(APPS), api.post(APPS, {"slug": "other"}, format="json")):
+        assert response.status_code == 403, response.content
+        assert response.json()["detail"] == directory_signin.NO_ACCESS_NOW
+    assert _roles("alice") == {}
+
+
+@pytest.mark.usefixtures("recheck_every_minute")
+def test_a_token_follows_narrowed_groups_ops_dropped_and_lead_downgraded(
+    ldap_on: Directory, alpha_instance: Instance
+) -> None:
+    ldap_on.add_member("alpha-devs", "carol")  # ops, and a developer of alpha
+    carol_api, bob_api = _token_of("carol", "carol-pw"), _token_of("bob", "bob-pw")
+    ops_only = f"/api/v1/hosts/{alpha_instance.host_id}/metrics/"
+    assert carol_api.get(ops_only).status_code == 200
+    assert _apps_seen(bob_api) == ["web"] and _roles("bob") == {"alpha": "lead"}
+
+    ldap_on.remove_member("ops", "carol")
+    ldap_on.remove_member("alpha-leads", "bob")
+    _interval_passes("carol")
+    _interval_passes("bob")
+    assert carol_api.get(ops_only).status_code == 403  # ops no more
+    assert _apps_seen(carol_api) == ["web"]  # still a developer of alpha
+    carol = User.objects.get(username="carol")
+    assert not carol.is_staff and not carol.is_superuser
+    assert _apps_seen(bob_api) == ["web"] and _roles("bob") == {"alpha": "developer"}
+
+
+@pytest.mark.usefixtures("recheck_every_minute")
+def test_a_token_of_someone_deleted_from_the_directory_is_refused(ldap_on: Directory, alpha: Team) -> None:
+    api = _token_of("alice", "alice-pw")
+    assert api.get(APPS).status_code == 200
+    ldap_on.delete_user("alice")
+    _interval_passes("alice")
+    response = api.get(APPS)
+    assert response.status_code == 403 and response.json()["detail"] == directory_signin.NO_ACCESS_NOW
+    assert _roles("alice") == {}
+
+
+@pytest.mark.usefixtures("recheck_every_minute")
+def test_the_directory_is_asked_once_per_interval_not_at_every_call(
+    ldap_on: Directory, alpha: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = _token_of("alice", "alice-pw")
+    binds: list[str] = []
+    real_bind = ldap.ldapobject.SimpleLDAPObject.simple_bind_s
+
+    def counted(self: Any, who: str | None = None, cred: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        binds.append(str(who))
+        return real_bind(self, who, cred, *args, **kwargs)
+
+    monkeypatch.setattr(ldap.ldapobject.SimpleLDAPObject, "simple_bind_s", counted)
+    assert api.get(APPS).status_code == 200  # the first call since sign-in rereads the groups
+    read = len(binds)
+    assert read >= 1 and set(binds) == {ldap_on.settings()["AUTH_LDAP_BIND_DN"]}
+    for _ in range(20):
+        assert api.get(APPS).status_code == 200
+    assert len(binds) == read
+    _interval_passes("alice")
+    assert api.get(APPS).status_code == 200
+    assert len(binds) == 2 * read
+
+
+@pytest.mark.usefixtures("recheck_every_minute")
+def test_an_unreachable_directory_keeps_a_tokens_access_until_the_grace_ends(
+    settings: Any, alpha_instance: Instance
+) -> None:
+    api = _token_of("alice", "alice-pw")
+    settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:9/"
+    settings.LDAP_OUTAGE_GRACE = 300
+    assert _apps_seen(api) == ["web"]  # the first failure: the access last read stands
+
+    alice = User.objects.get(username="alice")
+    cache.set(directory_signin._down_key(alice.pk), (time.time() - 301, False), timeout=None)
+    _interval_passes("alice")
+    response = api.get(APPS)
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "The company directory could not be reached for 5 min, so tokens of directory accounts are "
+        "refused until it answers. Try again later, or tell ops."
+    )
+    assert _roles("alice") == {"alpha": "developer"}
+
+
+def test_a_local_accounts_token_never_asks_the_directory(settings: Any, owner: User) -> None:
+    _, response = _sign_in("owner", "pw-owner")
+    assert response.status_code == 302
+    assert LastSignIn.objects.get(user=owner).backend == "django.contrib.auth.backends.ModelBackend"
+    settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:9/"
+    settings.LDAP_OUTAGE_GRACE = 0
+    made = tokens.api_token_create(
+        user=owner, name="laptop", scope="write", expires_at=tokens.expires_after(30)
+    )
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.key}")
+    assert api.get(APPS).status_code == 200
+    assert cache.get(directory_signin._down_key(owner.pk)) is None
+
+
+def test_a_deactivated_directory_user_is_refused_by_token_terminal_and_pages(
+    alpha_instance: Instance,
+) -> None:
+    client, response = _sign_in("alice", "alice-pw")
+    assert response.status_code == 302
+    alice = User.objects.get(username="alice")
+    made = tokens.api_token_create(
+        user=alice, name="laptop", scope="read", expires_at=tokens.expires_after(30)
+    )
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.key}")
+    session_key = client.session.session_key
+    assert terminal_check(session_key=session_key, user_pk=alice.pk, instance_pk=alpha_instance.pk) is None
+
+    alice.is_active = False  # what ops do in the admin to cut someone off
+    alice.save()
+    response = api.get(APPS)
+    assert response.status_code == 401 and response.json()["detail"] == "User inactive or deleted."
+    refusal = terminal_check(session_key=session_key, user_pk=alice.pk, instance_pk=alpha_instance.pk)
+    assert refusal is not None and refusal.code == Close.SIGNED_OUT
+    assert client.get(reverse("home")).status_code == 302  # to the sign-in page
 
 
 # --- the settings, at start-up ----------------------------------------------------------------

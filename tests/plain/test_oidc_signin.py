@@ -1,7 +1,9 @@
 """Sign-in through an OpenID Connect provider, against a small real one started here
 (tests/oidc_provider.py: discovery, authorize, token with PKCE, userinfo, JWKS, RS256 ID
 tokens): the button, the round trip, the groups claim mapped to ops and team roles, the
-refusals with their messages, and the settings refused at start-up."""
+refusals with their messages, tokens and terminals that keep the last sign-in's access (the
+provider is asked only at sign-in), deactivated users cut off, and the settings refused at
+start-up."""
 
 from __future__ import annotations
 
@@ -19,9 +21,15 @@ from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
+from apps.accounts import tokens
 from apps.accounts.grants import NO_ACCESS
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import LastSignIn, Membership, Team
+from apps.applications import services
+from apps.applications.models import BaseImage
+from apps.console.terminal import Close, terminal_check
+from apps.instances.models import Instance
 from portal import signin
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 
@@ -134,6 +142,16 @@ def test_the_ops_group_makes_ops_and_the_next_sign_in_follows_the_groups(oidc_on
     assert _roles("oscar") == {"alpha": "developer"}  # team alpha made for him
 
 
+def test_a_lead_is_a_developer_from_the_next_sign_in_after_leaving_the_lead_group(
+    oidc_on: Provider, alpha: Team
+) -> None:
+    _round_trip(Client(), oidc_on, _claims("olivia", ["alpha-devs", "alpha-leads"]))
+    assert _roles("olivia") == {"alpha": "lead"}
+    response = _round_trip(Client(), oidc_on, _claims("olivia", ["alpha-devs"]))
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+    assert _roles("olivia") == {"alpha": "developer"}
+
+
 def test_groups_that_give_nothing_are_refused_with_a_message_and_take_access_away(oidc_on: Provider) -> None:
     client = Client()
     assert NO_ACCESS in _message_after(client, _round_trip(client, oidc_on, _claims("nina", ["other"])))
@@ -177,6 +195,64 @@ def test_a_name_that_is_not_a_user_name_is_refused(oidc_on: Provider) -> None:
         client, _round_trip(client, oidc_on, _claims("no spaces please", ["alpha-devs"]))
     )
     assert "its 'preferred_username' claim is not a user name" in message
+
+
+# --- after sign-in: tokens and terminals keep the last sign-in's access ------------------------
+
+
+@pytest.fixture
+def alpha_instance(owner: User, image: BaseImage) -> Instance:
+    app = services.app_create(
+        user=owner, team=owner.memberships.get().team, slug="web", base_image=image, instances=1
+    )
+    return Instance.objects.get(app=app)
+
+
+def _signed_in_with_token(
+    provider: Provider, username: str, groups: list[str]
+) -> tuple[Client, User, APIClient]:
+    client = Client()
+    response = _round_trip(client, provider, _claims(username, groups))
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+    user = User.objects.get(username=username)
+    made = tokens.api_token_create(
+        user=user, name="laptop", scope="write", expires_at=tokens.expires_after(30)
+    )
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.key}")
+    return client, user, api
+
+
+def test_tokens_and_terminals_keep_the_access_of_the_last_sign_in(
+    oidc_on: Provider, settings: Any, alpha_instance: Instance
+) -> None:
+    client, olivia, api = _signed_in_with_token(oidc_on, "olivia", ["alpha-devs"])
+    assert LastSignIn.objects.get(user=olivia).backend == BACKEND
+    # The provider drops her from the group, and cannot even be reached: nothing asks it after
+    # sign-in, so her token and her terminal go on with what the sign-in gave.
+    oidc_on.user = _claims("olivia", [])
+    settings.OIDC_OP_USER_ENDPOINT = settings.OIDC_OP_TOKEN_ENDPOINT = "http://127.0.0.1:9/"
+    response = api.get("/api/v1/apps/")
+    assert response.status_code == 200 and [a["slug"] for a in response.json()["results"]] == ["web"]
+    session_key = client.session.session_key
+    assert terminal_check(session_key=session_key, user_pk=olivia.pk, instance_pk=alpha_instance.pk) is None
+    assert _roles("olivia") == {"alpha": "developer"}
+
+
+def test_a_deactivated_provider_user_is_refused_by_token_terminal_and_pages(
+    oidc_on: Provider, alpha_instance: Instance
+) -> None:
+    client, olivia, api = _signed_in_with_token(oidc_on, "olivia", ["alpha-devs"])
+    session_key = client.session.session_key
+    assert terminal_check(session_key=session_key, user_pk=olivia.pk, instance_pk=alpha_instance.pk) is None
+
+    olivia.is_active = False  # what ops do in the admin to cut someone off
+    olivia.save()
+    response = api.get("/api/v1/apps/")
+    assert response.status_code == 401 and response.json()["detail"] == "User inactive or deleted."
+    refusal = terminal_check(session_key=session_key, user_pk=olivia.pk, instance_pk=alpha_instance.pk)
+    assert refusal is not None and refusal.code == Close.SIGNED_OUT
+    assert client.get(reverse("home")).status_code == 302  # to the sign-in page
 
 
 # --- the settings, at start-up ----------------------------------------------------------------
