@@ -214,6 +214,14 @@ def fire(
                     started_at=now,
                     last_seen_at=now,
                 )
+                # A row of the audit trail by the portal (a repeat is not: nothing changed).
+                audit.record(
+                    "alert.fire",
+                    f"{alert.get_kind_display()}: {alert.summary}",
+                    obj=alert,
+                    object_type="alert",
+                    data={"kind": kind, "condition": subject.key},
+                )
         except IntegrityError:
             return None  # another process raised it this very moment: it says it
         _say(alert, rule, "firing", now)
@@ -234,11 +242,19 @@ def resolve(key: str, why: str, now: datetime | None = None) -> Alert | None:
     alert = Alert.objects.filter(key=key, state=Alert.State.FIRING).first()
     if alert is None:
         return None
-    if not Alert.objects.filter(pk=alert.pk, state=Alert.State.FIRING).update(
-        state=Alert.State.RESOLVED, resolved_at=now
-    ):
-        return None
-    alert.state, alert.resolved_at = Alert.State.RESOLVED, now
+    with transaction.atomic():
+        if not Alert.objects.filter(pk=alert.pk, state=Alert.State.FIRING).update(
+            state=Alert.State.RESOLVED, resolved_at=now
+        ):
+            return None
+        alert.state, alert.resolved_at = Alert.State.RESOLVED, now
+        audit.record(
+            "alert.resolve",
+            f"resolved: {alert.summary}" + (f" ({why})" if why else ""),
+            obj=alert,
+            object_type="alert",
+            data={"kind": alert.kind, "condition": key},
+        )
     _say(alert, rule_for(alert.kind, alert.team_id), "resolved", now, why)
     return alert
 

@@ -86,6 +86,9 @@ class BaseImageAdmin(admin.ModelAdmin):
         for image in queryset:
             errors = services.base_image_refresh_hosts(image=image)
             names = ", ".join(h.name for h in image.hosts.all()) or "no host"
+            # Written straight to the image's hosts: the admin's own log (and so the audit trail)
+            # says so, as it does for a save in the form.
+            self.log_change(request, image, f"Checked which hosts have it: {names}.")
             level = messages.WARNING if errors else messages.SUCCESS
             self.message_user(request, f"{image.reference}: on {names}. {' '.join(errors)}", level)
 
@@ -136,7 +139,7 @@ class RetainedVolumeAdmin(admin.ModelAdmin):
     @admin.action(description="Purge: delete the volume data on the host")
     def purge(self, request: HttpRequest, queryset: QuerySet[RetainedVolume]) -> None:
         for volume in queryset.select_related("host"):
-            volume = services.volume_purge(volume=volume)
+            volume = services.volume_purge(volume=volume, user=request.user)
             if volume.purged_at:
                 self.message_user(request, f"Purged {volume.path} on {volume.host}.")
             else:

@@ -348,7 +348,7 @@ def app_scale(*, user: Any, app: App, instances: Any, hosts: list[Host] | None =
             while slot in used:
                 slot += 1
             used.add(slot)
-            allocation = address_allocate(app=app, slot=slot)
+            allocation = address_allocate(app=app, slot=slot, user=user)
             placed.append({"slot": slot, "host": host.name, "reason": reasons[len(placed)]})
             Instance.objects.create(
                 app=app,
@@ -481,8 +481,9 @@ def base_image_refresh_hosts(*, image: BaseImage) -> list[str]:
     return errors
 
 
-def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
-    """Delete a retained volume directory on its host (ops only, from the admin or host page)."""
+def volume_purge(*, volume: RetainedVolume, user: Any = None) -> RetainedVolume:
+    """Delete a retained volume directory on its host (ops only, from the admin or host page);
+    `user` is who asked, for the audit trail."""
     if volume.purged_at:
         return volume
     root = volume.host.volume_root.rstrip("/")
@@ -498,7 +499,9 @@ def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
     if refusal:
         volume.purge_error = refusal
         volume.save(update_fields=["purge_error"])
-        audit.record("volume.purge", f"purge {volume.path} on {volume.host.name}: {refusal}", obj=volume)
+        audit.record(
+            "volume.purge", f"purge {volume.path} on {volume.host.name}: {refusal}", actor=user, obj=volume
+        )
         return volume
     try:
         result = gateway.run(volume.host, ["rm", "-rf", "--one-file-system", "--", expected], timeout=120)
@@ -515,6 +518,7 @@ def volume_purge(*, volume: RetainedVolume) -> RetainedVolume:
         "volume.purge",
         f"purge {volume.path} on {volume.host.name}"
         + (": done" if volume.purged_at else f": failed, {volume.purge_error[:200]}"),
+        actor=user,
         obj=volume,
     )
     return volume

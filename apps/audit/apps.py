@@ -9,4 +9,8 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apps.audit import receivers  # noqa: F401 - connects the admin's log and sign-ins
+        # The admin's log (each save and delete, bulk deletes included) and sign-ins, in and out
+        # and failed, become rows of the trail.
+        from apps.audit import receivers
+
+        receivers.connect_bulk_logs()

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -53,6 +54,22 @@ def client_address(meta: Mapping[str, object]) -> str | None:
             return forwarded.split(",")[-1].strip() or None
     peer = meta.get("REMOTE_ADDR")
     return str(peer) if peer else None
+
+
+def socket_address(scope: Mapping[str, Any]) -> str | None:
+    """The client's address of a websocket (a channels scope), by the same rule as a request's:
+    the peer, or behind our own proxy the last X-Forwarded-For hop."""
+    meta: dict[str, object] = {}
+    client = scope.get("client")
+    if client:
+        meta["REMOTE_ADDR"] = client[0]
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"x-forwarded-for":
+            # Several headers of the name are one list, in order (RFC 9110 5.3).
+            previous = meta.get("HTTP_X_FORWARDED_FOR")
+            text = value.decode("latin-1")
+            meta["HTTP_X_FORWARDED_FOR"] = f"{previous}, {text}" if previous else text
+    return client_address(meta)
 
 
 def request_source(path: str, user_agent: str) -> str:

@@ -3,6 +3,7 @@ no row; a row never claims a change that did not happen)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import models
@@ -36,6 +37,44 @@ def _team_of(obj: models.Model | None) -> Any:
     return team if isinstance(team, models.Model) else None
 
 
+def entry(
+    action: str,
+    summary: str,
+    *,
+    actor: Any = None,
+    obj: models.Model | None = None,
+    object_type: str = "",
+    object_id: Any = "",
+    object_repr: str = "",
+    team: Any = None,
+    data: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> AuditEntry:
+    """One row, not saved yet (`record_many` writes several in one statement)."""
+    _check(data or {})
+    origin = current()
+    person = actor if getattr(actor, "is_authenticated", False) else None
+    if obj is not None:
+        object_type = object_type or str(obj._meta.verbose_name)
+        object_id = object_id or obj.pk
+        object_repr = object_repr or str(obj)
+    team = team if team is not None else _team_of(obj)
+    return AuditEntry(
+        actor=person,
+        actor_name=person.get_username() if person is not None else "",
+        source=source or origin.source,
+        address=origin.address,
+        action=action,
+        object_type=object_type[:40],
+        object_id=str(object_id or "")[:64],
+        object_repr=object_repr[:200],
+        team=team,
+        team_slug=getattr(team, "slug", "") or "",
+        summary=summary if len(summary) <= MAX_SUMMARY else summary[: MAX_SUMMARY - 1] + "…",
+        data=data or {},
+    )
+
+
 def record(
     action: str,
     summary: str,
@@ -51,25 +90,23 @@ def record(
 ) -> AuditEntry:
     """One row: `actor` (a user, or None for the portal itself) did `action` on `obj` (or the
     object named by type/id/repr). Where from comes from the request, task or reconcile."""
-    _check(data or {})
-    origin = current()
-    person = actor if getattr(actor, "is_authenticated", False) else None
-    if obj is not None:
-        object_type = object_type or str(obj._meta.verbose_name)
-        object_id = object_id or obj.pk
-        object_repr = object_repr or str(obj)
-    team = team if team is not None else _team_of(obj)
-    return AuditEntry.objects.create(
-        actor=person,
-        actor_name=person.get_username() if person is not None else "",
-        source=source or origin.source,
-        address=origin.address,
-        action=action,
-        object_type=object_type[:40],
-        object_id=str(object_id or "")[:64],
-        object_repr=object_repr[:200],
+    row = entry(
+        action,
+        summary,
+        actor=actor,
+        obj=obj,
+        object_type=object_type,
+        object_id=object_id,
+        object_repr=object_repr,
         team=team,
-        team_slug=getattr(team, "slug", "") or "",
-        summary=summary if len(summary) <= MAX_SUMMARY else summary[: MAX_SUMMARY - 1] + "…",
-        data=data or {},
+        data=data,
+        source=source,
     )
+    row.save(force_insert=True)
+    return row
+
+
+def record_many(rows: Iterable[AuditEntry]) -> list[AuditEntry]:
+    """Several rows (made with `entry`) in one statement: a change to many objects at once (a
+    bulk delete in the admin, addresses freed together) is still one row per object."""
+    return AuditEntry.objects.bulk_create(list(rows))

@@ -73,6 +73,16 @@ def _record(row: AuditEntry) -> dict[str, Any]:
     }
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection): an object
+# named `=HYPERLINK(...)` must stay text, so such a cell gets a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -100,7 +110,7 @@ def audit_export(request: HtmxHttpRequest, fmt: str) -> HttpResponse | Streaming
             yield writer.writerow(FIELDS)
             for item in records():
                 item["data"] = json.dumps(item["data"], sort_keys=True)
-                yield writer.writerow([item[c] if item[c] is not None else "" for c in FIELDS])
+                yield writer.writerow([_cell(item[c]) for c in FIELDS])
 
         response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     else:

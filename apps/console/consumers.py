@@ -30,6 +30,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from apps.audit.context import acting, socket_address
+from apps.audit.models import Source
 from apps.console import logs, terminal
 from apps.console.terminal import Close, Refused
 from apps.hosts import gateway
@@ -67,9 +69,12 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user = self.scope["user"]
         try:
-            audit, instance = await database_sync_to_async(terminal.terminal_start)(
-                user=user, instance_pk=int(self.scope["url_route"]["kwargs"]["pk"])
-            )
+            # The session's audit row comes from the page, with the browser's address (the
+            # database call runs in a thread that copies this context).
+            with acting(Source.PAGE, socket_address(self.scope)):
+                audit, instance = await database_sync_to_async(terminal.terminal_start)(
+                    user=user, instance_pk=int(self.scope["url_route"]["kwargs"]["pk"])
+                )
         except Refused as refusal:
             await self._say_and_close(refusal.code, refusal.message, None)
             return

@@ -91,6 +91,11 @@ class HostAdmin(admin.ModelAdmin):
     def probe(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
         for host in queryset:
             host = services.host_probe(host=host)
+            # The probe writes the host's state and facts straight to its row: the admin's own log
+            # (and so the audit trail) says so, as it does for a save in the form.
+            self.log_change(
+                request, host, f"Probed: {host.state}" + (f", {host.last_error}" if host.last_error else ".")
+            )
             level = messages.SUCCESS if host.state == Host.State.ACTIVE else messages.WARNING
             self.message_user(request, f"{host.name}: {host.state} {host.last_error}", level)
 
@@ -111,7 +116,7 @@ class HostAdmin(admin.ModelAdmin):
     def refetch_key(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
         for host in queryset:
             try:
-                services.host_refetch_key(host=host)
+                services.host_refetch_key(host=host, user=request.user)
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             else:

@@ -160,7 +160,7 @@ class HostViewSet(
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            host = services.host_register(**serializer.validated_data)
+            host = services.host_register(**serializer.validated_data, user=request.user)
         except DjangoValidationError as exc:
             raise _as_drf(exc) from exc
         return Response(self.get_serializer(host).data, status=status.HTTP_201_CREATED)

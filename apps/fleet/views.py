@@ -33,7 +33,7 @@ def host_list(request: HttpRequest) -> HttpResponse:
     form = HostRegisterForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            host = services.host_register(**form.cleaned_data)
+            host = services.host_register(**form.cleaned_data, user=request.user)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
@@ -172,7 +172,9 @@ def _volumes_context(host: Host) -> dict[str, object]:
 def host_purge_volume(request: HttpRequest, pk: int, volume_id: int) -> HttpResponse:
     """Delete one retained volume's files on the host; the list shows what became of it."""
     host = get_object_or_404(Host, pk=pk)
-    volume = app_services.volume_purge(volume=get_object_or_404(host.retained_volumes, pk=volume_id))
+    volume = app_services.volume_purge(
+        volume=get_object_or_404(host.retained_volumes, pk=volume_id), user=request.user
+    )
     context = {"host": host, **_volumes_context(host)}
     if volume.purged_at:
         context["purged"] = f"Purged {volume.path}."
@@ -204,7 +206,7 @@ def host_confirm_key(request: HttpRequest, pk: int) -> HttpResponse:
 def host_refetch_key(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     try:
-        services.host_refetch_key(host=host)
+        services.host_refetch_key(host=host, user=request.user)
     except ValidationError as exc:
         host.last_error = "; ".join(exc.messages)
     return render(request, "hosts/host_detail.html", _detail(host, ConfirmKeyForm()))

@@ -29,10 +29,12 @@ def host_register(
     docker_transport: str = Host.Transport.SSH,
     docker_socket: str = "",
     volume_root: str | None = None,
+    user: Any = None,
 ) -> Host:
     """Create a host awaiting key confirmation, with the key it offers right now.
 
-    Nothing runs on the host until `host_confirm_key` pins that key.
+    Nothing runs on the host until `host_confirm_key` pins that key. The registration is the
+    host's first event (and so a row of the audit trail: apps.fleet.receivers).
     """
     host = Host(
         name=name,
@@ -51,10 +53,16 @@ def host_register(
     except HostError as exc:
         raise ValidationError(f"Cannot fetch the SSH host key of {address}:{ssh_port}: {exc}") from exc
     host.save()
+    HostEvent.objects.create(
+        host=host,
+        user=user,
+        action="registered",
+        detail=f"{address}:{ssh_port}, offers key {host.offered_fingerprint} (to be confirmed)",
+    )
     return host
 
 
-def host_refetch_key(*, host: Host) -> Host:
+def host_refetch_key(*, host: Host, user: Any = None) -> Host:
     """Fetch the key the host offers now (after a reinstall), to be confirmed again."""
     try:
         offered = gateway.fetch_host_key(host.address, host.ssh_port)
@@ -62,8 +70,15 @@ def host_refetch_key(*, host: Host) -> Host:
         raise ValidationError(
             f"Cannot fetch the SSH host key of {host.address}:{host.ssh_port}: {exc}"
         ) from exc
-    host.offered_host_key = offered
-    host.save(update_fields=["offered_host_key"])
+    with transaction.atomic():
+        host.offered_host_key = offered
+        host.save(update_fields=["offered_host_key"])
+        HostEvent.objects.create(
+            host=host,
+            user=user,
+            action="key fetched",
+            detail=f"offers {host.offered_fingerprint} (to be confirmed)",
+        )
     return host
 
 

@@ -268,9 +268,16 @@ def _run(image: BaseImage) -> None:
     if failed:
         _fail(image, "Not loaded everywhere: " + "; ".join(failed), digest=built.digest)
         return
-    BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).update(
-        state=BuildState.PUBLISHED, build_error="", build_step=""
-    )
+    with transaction.atomic():
+        if BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).update(
+            state=BuildState.PUBLISHED, build_error="", build_step=""
+        ):
+            audit.record(
+                "image.published",
+                f"published {image.reference} ({built.digest[:19]}) on {len(hosts)} host(s)",
+                obj=image,
+                data={"digest": built.digest, "hosts": sorted(h.name for h in hosts)},
+            )
     log.info("published %s (%s) on %d host(s)", image.reference, built.digest, len(hosts))
     prune_archives()
 
@@ -336,10 +343,17 @@ def _fail(image: BaseImage, message: str, digest: str = "") -> None:
     fields: dict[str, Any] = {"state": state, "build_error": message[:4000], "build_step": ""}
     if digest:
         fields["digest"] = digest
-    # Only a run still in progress ends so: a cancelled one says so already.
-    BaseImage.objects.filter(pk=image.pk, state__in=[BuildState.BUILDING, BuildState.LOADING]).update(
-        **fields
-    )
+    # Only a run still in progress ends so: a cancelled one says so already (and has its row).
+    with transaction.atomic():
+        if BaseImage.objects.filter(pk=image.pk, state__in=[BuildState.BUILDING, BuildState.LOADING]).update(
+            **fields
+        ):
+            audit.record(
+                "image.publish-failed",
+                f"publish of {image.reference} failed: {message}",
+                obj=image,
+                data={"kept_published": state == BuildState.PUBLISHED},
+            )
 
 
 def load_missing(host: Host) -> list[tuple[str, bool]]:

@@ -22,7 +22,7 @@ from apps.hosts.transport import HostError
 from apps.instances.address_probe import holder_text, probe
 from apps.instances.models import Finding, Instance
 from apps.network.models import IPAllocation, IPPool
-from apps.network.services import address_hold_foreign
+from apps.network.services import address_hold_foreign, address_release_foreign
 
 # An allocation this young may not have its container yet (the operation is on its way).
 IDLE_GRACE = timedelta(minutes=2)
@@ -155,6 +155,7 @@ def _recheck_foreign(
             result = probe(host, pool, [a.address for a in stale])
         except HostError:
             continue
+        free = []
         for allocation in stale:
             held_by = holder_text(result, allocation.address, host)
             if held_by:
@@ -163,7 +164,10 @@ def _recheck_foreign(
                 reported[Finding.Kind.FOREIGN_ADDRESS].add(allocation.address)
                 report.foreign.append(f"{allocation.address}: {held_by}")
             else:
-                IPAllocation.objects.filter(pk=allocation.pk, app=None).delete()
-                report.released.append(allocation.address)
+                free.append(allocation)
+        # Released together, each an audit row of the reconcile's.
+        report.released += address_release_foreign(
+            allocations=free, why=f"no container holds it and nothing answers ARP (asked from {host.name})"
+        )
         return  # one host's view of the segment is enough
     report.unchecked.append(f"{pool.name}: no host could probe the held addresses")

@@ -33,7 +33,7 @@ from apps.instances.address_probe import PROBE_ROUNDS, AddressGate
 from apps.instances.models import Instance, Operation
 from apps.instances.signals import container_replaced
 from apps.instances.spec import instance_spec
-from apps.network.models import IPAllocation
+from apps.network.services import address_release
 from portal import jobs
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def _record(outcome: Outcome) -> None:
     if outcome.removed:
         Instance.objects.filter(pk=instance.pk).delete()
         # The container is gone, so its address is free for others now (never before).
-        IPAllocation.objects.filter(app_id=instance.app_id, slot=instance.slot).delete()
+        address_release(app=instance.app, slot=instance.slot, why=f"{instance.container_name} is gone")
         return
     if outcome.unreachable:
         _mark_unreachable(instance.host, outcome.error)
@@ -468,6 +468,8 @@ def _delete(op: Operation) -> None:
         RetainedVolume.objects.filter(
             app_slug=app.slug, purged_at=None, reason=RetainedVolume.Reason.LEFT
         ).update(reason=RetainedVolume.Reason.DELETED)
+        # Addresses reserved for slots that never ran go with the app: released, each a row.
+        address_release(app=app, why=f"{app.slug} is deleted")
         app.delete()
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.applications.models import App, Release
+from apps.audit import services as audit
 from apps.hosts.models import Host
 from apps.hosts.transport import HostError
 from apps.instances import codefiles
@@ -48,7 +50,21 @@ def prune(app: App) -> list[int]:
         return []
     needed = set(app.releases.filter(number__in=keep).values_list("code_number", flat=True))
     files_go = [r for r in doomed if r.code_number == r.number and r.number not in needed]
-    Release.objects.filter(pk__in=[r.pk for r in doomed]).update(pruned_at=timezone.now())
+    pruned = sorted(r.number for r in doomed)
+    with transaction.atomic():
+        Release.objects.filter(pk__in=[r.pk for r in doomed]).update(pruned_at=timezone.now())
+        # One row for the prune (by the portal): which releases can no longer be deployed.
+        audit.record(
+            "release.prune",
+            f"prune release(s) {', '.join(map(str, pruned))} of {app.slug} (retention keeps "
+            f"{', '.join(map(str, sorted(keep))) or 'none'})",
+            obj=app,
+            data={
+                "pruned": pruned,
+                "kept": sorted(keep),
+                "files_removed": sorted(r.number for r in files_go),
+            },
+        )
     for release in files_go:
         if release.archive:
             release.archive.delete(save=False)

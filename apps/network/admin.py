@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from apps.network import services
 from apps.network.models import IPAllocation, IPPool
 from portal.admin import ReadOnlyAdmin
 
@@ -36,7 +37,11 @@ class IPAllocationAdmin(ReadOnlyAdmin):
     @admin.action(description="Release addresses held as in use outside Slipway")
     def release_foreign(self, request: HttpRequest, queryset: QuerySet[IPAllocation]) -> None:
         # Only foreign holds: an app's address goes with its slot, through the services.
-        released, _ = queryset.filter(app=None).delete()
+        released = len(
+            services.address_release_foreign(
+                allocations=queryset.filter(app=None), user=request.user, why="released in the admin"
+            )
+        )
         skipped = queryset.exclude(app=None).count()
         message = f"Released {released} address(es); the reconcile holds them again if they are still in use."
         if skipped:

@@ -29,7 +29,7 @@ from apps.hosts.transport import CommandResult, HostError
 from apps.instances import codefiles, executor, health, placement
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_create
-from apps.network.models import IPAllocation
+from apps.network.services import address_move, address_unassign
 from apps.relocations.inspect import inspect_vm
 from apps.relocations.models import RELOCATION_INSPECT, RELOCATION_RUN, Inspection, Relocation, Step
 from apps.relocations.services import endpoint
@@ -595,10 +595,7 @@ def _cutover(ctx: Context, step: StepRecorder) -> str:
 def _give_address_to_app(ctx: Context, instance: Instance, address: str) -> None:
     kept = ctx.relocation.kept_address
     assert kept is not None and ctx.app is not None
-    IPAllocation.objects.filter(app=ctx.app, slot=instance.slot).exclude(pk=kept.pk).delete()
-    IPAllocation.objects.filter(pk=kept.pk).update(
-        app=ctx.app, slot=instance.slot, requested=True, held_by="", verified_at=None
-    )
+    address_move(allocation=kept, app=ctx.app, slot=instance.slot, why=f"cutover of VM {ctx.relocation.name}")
     Instance.objects.filter(pk=instance.pk).update(address=address)
     # In the same transaction: the rollback gives the address back exactly when it was moved.
     ctx.save_cutover(address_moved=True)
@@ -656,8 +653,10 @@ def rollback(ctx: Context, reason: str) -> None:
     try:
         if cut.get("address_moved") and relocation.kept_address is not None:
             # The address is the VM's again before the container lets go of it.
-            IPAllocation.objects.filter(pk=relocation.kept_address.pk).update(
-                app=None, slot=None, requested=False, held_by=f"VM {relocation.name} (moving to Slipway)"
+            address_unassign(
+                allocation=relocation.kept_address,
+                held_by=f"VM {relocation.name} (moving to Slipway)",
+                why=f"rollback of the move of {relocation.name}",
             )
             Instance.objects.filter(app=ctx.app, slot=0).update(address=None)
         app = App.objects.filter(pk=relocation.app_id).first() if relocation.app_id else None

@@ -21,6 +21,7 @@ from apps.audit import services as audit
 from apps.hosts import gateway
 from apps.hosts.transport import NOT_A_FINGERPRINT, Endpoint, HostError, fingerprint, fingerprint_in
 from apps.network.models import IPAllocation
+from apps.network.services import address_hold, address_release_foreign
 from apps.relocations import plan as planning
 from apps.relocations.models import RELOCATION_INSPECT, RELOCATION_RUN, Relocation, Step
 from portal import jobs
@@ -182,7 +183,7 @@ def relocation_plan(*, user: Any, relocation: Relocation, plan: dict[str, Any]) 
     if not report:
         raise ValidationError("Inspect the VM first: the plan is checked against what the inspection found.")
     clean = planning.validate(plan, relocation, report)
-    _hold_address(relocation, clean["keep_address"])
+    _hold_address(relocation, clean["keep_address"], user)
     relocation.plan = clean
     relocation.planned_at = timezone.now()
     relocation.state = (
@@ -199,14 +200,16 @@ def relocation_plan(*, user: Any, relocation: Relocation, plan: dict[str, Any]) 
     return relocation
 
 
-def _hold_address(relocation: Relocation, address: str) -> None:
+def _hold_address(relocation: Relocation, address: str, user: Any) -> None:
     """Hold the kept address from now until the cutover gives it to the app; let go of an
-    earlier one the plan no longer keeps."""
+    earlier one the plan no longer keeps. Each change is an address row of the audit trail."""
     current = relocation.kept_address
     if current is not None and current.address == address:
         return
     if current is not None and current.app_id is None:
-        current.delete()
+        address_release_foreign(
+            allocations=[current], user=user, why=f"the plan of {relocation.name} no longer keeps it"
+        )
     relocation.kept_address = None
     if not address:
         return
@@ -223,16 +226,14 @@ def _hold_address(relocation: Relocation, address: str) -> None:
             raise ValidationError({"keep_address": f"{address} is kept by another move in progress."})
         if holder.app_id is not None:
             raise ValidationError({"keep_address": f"{address} is already allocated to app {holder.app}."})
-        # Held as foreign: the VM itself answers for it. Take it over for this move.
-        holder.held_by = f"VM {relocation.name} (moving to Slipway)"
-        holder.save(update_fields=["held_by"])
-        relocation.kept_address = holder
-        return
+        # Held as foreign: the VM itself answers for it. Take it over for this move (below).
     try:
-        with transaction.atomic():
-            relocation.kept_address = IPAllocation.objects.create(
-                pool=pool, address=address, held_by=f"VM {relocation.name} (moving to Slipway)"
-            )
+        relocation.kept_address = address_hold(
+            pool=pool,
+            address=address,
+            held_by=f"VM {relocation.name} (moving to Slipway)",
+            user=user,
+        )
     except IntegrityError:
         raise ValidationError(
             {"keep_address": f"{address} was just taken; pick another or take a new one."}
@@ -277,7 +278,11 @@ def relocation_cancel(*, user: Any, relocation: Relocation) -> Relocation:
             f"The relocation is {relocation.get_state_display().lower()}; it cannot be cancelled now."
         )
     if relocation.kept_address is not None and relocation.kept_address.app_id is None:
-        relocation.kept_address.delete()
+        address_release_foreign(
+            allocations=[relocation.kept_address],
+            user=user,
+            why=f"the move of {relocation.name} is cancelled",
+        )
         relocation.kept_address = None
     if relocation.app is not None:
         app_delete(user=user, app=relocation.app)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from apps.hosts import gateway
@@ -16,7 +17,8 @@ from apps.hosts.models import Host
 from apps.hosts.transport import ContainerFailed, HostError, HostUnreachable
 from apps.instances import executor
 from apps.instances.models import Instance, Operation
-from apps.resources.models import ResourceEvent, ResourceRequest
+from apps.resources.models import ResourceRequest
+from apps.resources.services import _event as event
 
 
 def _resize_one(instance: Instance, memory_mb: int, nano_cpus: int) -> executor.Outcome:
@@ -89,20 +91,21 @@ def resize(op: Operation) -> None:
     failed = {n: e for n, e in failed.items() if any(i.container_name == n for i in live)}
     now = timezone.now()
     if failed:
-        ResourceRequest.objects.filter(pk=request.pk).update(
-            state=ResourceRequest.State.PARTIAL, result=results
-        )
         detail = "; ".join(f"{n}: {e}" for n, e in sorted(failed.items()))
-        ResourceEvent.objects.create(request=request, action="partially applied", detail=detail[:2000])
+        with transaction.atomic():
+            ResourceRequest.objects.filter(pk=request.pk).update(
+                state=ResourceRequest.State.PARTIAL, result=results
+            )
+            # The request's history and the audit trail (resize.partially-applied), by the portal.
+            event(request, "partially applied", detail=detail)
         raise executor.OperationFailed(
             f"{len(live) - len(failed)} of {len(live)} instance(s) resized; failed: {detail}. Retry applies only these."
         )
-    ResourceRequest.objects.filter(pk=request.pk).update(
-        state=ResourceRequest.State.APPLIED, result=results, applied_at=now
-    )
-    ResourceEvent.objects.create(
-        request=request, action="applied", detail=f"{len(live)} instance(s) at {memory} MiB and {cpus} CPU"
-    )
+    with transaction.atomic():
+        ResourceRequest.objects.filter(pk=request.pk).update(
+            state=ResourceRequest.State.APPLIED, result=results, applied_at=now
+        )
+        event(request, "applied", detail=f"{len(live)} instance(s) at {memory} MiB and {cpus} CPU")
 
 
 def _limits_problem(figures: dict[str, Any], memory_mb: int, cpus: Decimal) -> str:

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from apps.audit.models import AuditEntry
 from apps.hosts.models import Host
 from apps.lab import fleet
 
@@ -46,6 +47,13 @@ def test_ops_register_a_host_confirm_its_key_and_it_becomes_active(
     page = ops_client.get(response["Location"]).content.decode()
     assert expected in page
     assert "Confirm and pin" in page
+    # Registering and fetching the key again are host events, so rows of the audit trail.
+    registered = AuditEntry.objects.get(action="host.registered", object_id=str(host.pk))
+    assert (registered.actor_name, registered.source, registered.object_repr) == ("ops", "page", "web-h1")
+    assert expected in registered.summary
+    assert ops_client.post(reverse("hosts:refetch-key", args=[host.pk])).status_code == 200
+    fetched = AuditEntry.objects.get(action="host.key-fetched", object_id=str(host.pk))
+    assert (fetched.actor_name, fetched.source) == ("ops", "page") and expected in fetched.summary
 
     wrong = ops_client.post(reverse("hosts:confirm-key", args=[host.pk]), {"fingerprint": "SHA256:nope"})
     assert wrong.status_code == 400
@@ -127,6 +135,8 @@ def test_api_registers_and_confirms_for_ops_and_lists_for_everyone(
     assert body["state"] == "pending"
     assert body["fingerprint"] == ""
     assert body["offered_fingerprint"] == fleet_fingerprint(lab[1])
+    row = AuditEntry.objects.get(action="host.registered", object_id=str(body["id"]))
+    assert (row.actor_name, row.source) == ("ops", "api")
 
     bad = api.post(f"/api/v1/hosts/{body['id']}/confirm-key/", {"fingerprint": "SHA256:x"}, format="json")
     assert bad.status_code == 400

@@ -86,6 +86,13 @@ def test_a_version_is_pushed_once_and_pulled_by_both_hosts_with_its_digest(
 
     assert image.state == BuildState.PUBLISHED, image.build_error
     assert set(image.hosts.all()) == set(lab_hosts)
+    # The outcome is a row of the portal's, after the one of ops asking for it.
+    asked, done = AuditEntry.objects.filter(
+        object_id=str(image.pk), action__startswith="image.publish"
+    ).order_by("id")
+    assert (asked.action, asked.actor_name) == ("image.publish", "ops")
+    assert (done.action, done.actor, done.data["digest"]) == ("image.published", None, image.digest)
+    assert done.summary.endswith(f"on {len(lab_hosts)} host(s)")
     for lab_host in lab:
         assert _image_id(lab_host, image.reference) == image.digest
         row = image.load_progress[lab_host.name]

@@ -9,18 +9,33 @@ import io
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from apps.accounts import grants, tokens
 from apps.accounts.models import Team
+from apps.alerts import services as alerts
+from apps.alerts.models import Kind
 from apps.applications import services
-from apps.applications.models import App, BaseImage
+from apps.applications.models import App, BaseImage, BuildState, RetainedVolume
 from apps.audit import services as audit
 from apps.audit.context import Origin, acting, client_address, request_source
 from apps.audit.models import AuditEntry
+from apps.console import services as console
 from apps.hosts.models import Host, HostEvent
-from apps.instances.models import Instance
+from apps.images import publish
+from apps.instances import executor, retention
+from apps.instances.models import Instance, Operation
+from apps.network import services as network
+from apps.network.models import IPAllocation, IPPool
+from apps.resources import apply
+from apps.resources import services as resources
+from portal.asgi import application
 from portal.signin import GroupMap
 
 SECRET = "do-not-log-me-7731"
@@ -149,7 +164,8 @@ def trail(owner: User, lead: User, web: App, alpha: Team, beta: Team) -> None:
 @pytest.mark.parametrize(
     ("query", "actions"),
     [
-        ({}, ["app.restart", "token.create", "app.scale", "host.drain", "app.create"]),
+        # The last: ops signing in to look.
+        ({}, ["user.sign-in", "app.restart", "token.create", "app.scale", "host.drain", "app.create"]),
         ({"action": "app"}, ["app.restart", "app.scale", "app.create"]),
         ({"action": "app.scale"}, ["app.scale"]),
         ({"actor": "lead"}, ["host.drain"]),
@@ -161,7 +177,7 @@ def trail(owner: User, lead: User, web: App, alpha: Team, beta: Team) -> None:
         ({"q": "lab-h1"}, ["host.drain"]),
         (
             {"since": "2000-01-01", "until": "2999-12-31"},
-            ["app.restart", "token.create", "app.scale", "host.drain", "app.create"],
+            ["user.sign-in", "app.restart", "token.create", "app.scale", "host.drain", "app.create"],
         ),
         ({"until": "2000-01-01"}, []),
     ],
@@ -225,8 +241,9 @@ def test_the_page_shows_older_rows_a_hundred_at_a_time(ops: User, web: App) -> N
     assert first.count('data-action="') == 100 and "scale number 119" in first and "Older changes" in first
     older = first.split('href="?')[1].split('"')[0].replace("&amp;", "&")
     second = client.get("/audit/?" + older).content.decode()
+    # 120 + the app's creation + ops signing in to look.
     assert (
-        second.count('data-action="') == 21 and "scale number 0" in second and "Older changes" not in second
+        second.count('data-action="') == 22 and "scale number 0" in second and "Older changes" not in second
     )
 
 
@@ -256,3 +273,379 @@ def test_a_host_event_is_a_row_about_its_host(ops: User, hosts: list[Host]) -> N
     [row] = _rows(action="host.checks-overridden")
     assert (row.actor_name, row.object_type, row.object_repr) == ("ops", "host", str(hosts[0]))
     assert row.summary == f"checks overridden on {hosts[0].name}: disk is fine"
+
+
+# --- the export as a spreadsheet reads it ----------------------------------------------------------
+
+
+def test_the_csv_export_keeps_formulas_as_text(ops: User, web: App) -> None:
+    for name in ('=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        audit.record("app.rename", f"{name} summary", obj=web, object_repr=name)
+    client = Client()
+    client.force_login(ops)
+    answer = client.get("/audit/export.csv", {"action": "app.rename"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(answer.streaming_content).decode())))  # type: ignore[attr-defined]
+    assert [r["object_repr"] for r in rows] == [
+        '\'=HYPERLINK("http://evil.example","x")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+    ]
+    assert all(r["summary"].startswith("'") for r in rows)
+    assert rows[0]["action"] == "app.rename" and rows[0]["team"] == "alpha"  # plain cells stay as they are
+    # JSON is data, not a sheet: the names are as they were.
+    data = json.loads(b"".join(client.get("/audit/export.json", {"action": "app.rename"}).streaming_content))  # type: ignore[attr-defined]
+    assert data[0]["object_repr"].startswith("=HYPERLINK(")
+
+
+# --- sign-ins ----------------------------------------------------------------------------------------
+
+
+def test_signing_in_and_out_and_failing_to_are_rows_from_the_page(owner: User) -> None:
+    client = Client()
+    assert client.post("/login/", {"username": "owner", "password": "wrong"}).status_code == 200
+    [failed] = _rows(action="user.sign-in-failed")
+    assert (failed.actor, failed.source, failed.address, failed.object_repr) == (
+        None,
+        "page",
+        "127.0.0.1",
+        "owner",
+    )
+    assert "wrong" not in failed.summary + json.dumps(failed.data)
+    assert client.post("/login/", {"username": "owner", "password": "pw-owner"}).status_code == 302
+    [signed_in] = _rows(action="user.sign-in")
+    assert (signed_in.actor, signed_in.source, signed_in.object_type, signed_in.object_repr) == (
+        owner,
+        "page",
+        "user",
+        "owner",
+    )
+    assert client.post("/logout/").status_code == 302
+    [signed_out] = _rows(action="user.sign-out")
+    assert (signed_out.actor_name, signed_out.source) == ("owner", "page")
+
+
+# --- the admin -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def superuser(ops: User) -> Client:
+    ops.is_superuser = True  # the admin's actions need the model's permissions
+    ops.save()
+    client = Client()
+    client.force_login(ops)
+    return client
+
+
+def test_a_bulk_delete_in_the_admin_is_a_row_per_object(superuser: Client) -> None:
+    teams = [Team.objects.create(slug=f"gone{n}", name=f"Gone {n}") for n in (1, 2)]
+    answer = superuser.post(
+        "/admin/accounts/team/",
+        {"action": "delete_selected", "_selected_action": [t.pk for t in teams], "post": "yes"},
+    )
+    assert answer.status_code == 302 and not Team.objects.filter(slug__startswith="gone").exists()
+    rows = _rows(action="admin.delete")
+    assert sorted((r.object_repr, r.object_id, r.actor_name, r.source) for r in rows) == [
+        ("Gone 1", str(teams[0].pk), "ops", "admin"),
+        ("Gone 2", str(teams[1].pk), "ops", "admin"),
+    ]
+
+
+def test_admin_actions_that_write_directly_are_rows(
+    superuser: Client, image: BaseImage, hosts: list[Host]
+) -> None:
+    # Nothing answers on the hosts' ports: the probe marks them unreachable, the check finds no image.
+    answer = superuser.post("/admin/hosts/host/", {"action": "probe", "_selected_action": [hosts[0].pk]})
+    assert answer.status_code == 302
+    [probed] = _rows(action="admin.change", object_type="host")
+    assert (probed.object_repr, probed.actor_name, probed.source) == ("h1", "ops", "admin")
+    assert probed.summary.startswith("change host h1: Probed: unreachable")
+    answer = superuser.post(
+        "/admin/catalog/baseimage/", {"action": "refresh_hosts", "_selected_action": [image.pk]}
+    )
+    assert answer.status_code == 302
+    [checked] = _rows(action="admin.change", object_type="base image")
+    assert checked.summary == f"change baseimage {image}: Checked which hosts have it: h1, h2."
+
+
+def test_a_purge_says_who_asked(ops: User, hosts: list[Host], alpha: Team) -> None:
+    volume = RetainedVolume.objects.create(
+        host=hosts[0],
+        app_slug="gone",
+        path="/elsewhere/gone",
+        team=alpha,
+        reason=RetainedVolume.Reason.DELETED,
+    )
+    client = Client()
+    client.force_login(ops)
+    answer = client.post(f"/hosts/{hosts[0].pk}/volumes/{volume.pk}/purge/")
+    assert answer.status_code == 422  # refused: the path is not under the host's volume root
+    [row] = _rows(action="volume.purge")
+    assert (row.actor_name, row.source) == ("ops", "page") and "Refused" in row.summary
+
+
+# --- addresses ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pool(hosts: list[Host]) -> IPPool:
+    pool = IPPool.objects.create(
+        name="public",
+        network="10.50.0.0/24",
+        gateway="10.50.0.1",
+        range_start="10.50.0.10",
+        range_end="10.50.0.40",
+    )
+    pool.hosts.set(hosts)
+    return pool
+
+
+@pytest.fixture
+def pooled(owner: User, alpha: Team, image: BaseImage, pool: IPPool) -> App:
+    return services.app_create(user=owner, team=alpha, slug="pooled", base_image=image)
+
+
+def _addresses() -> list[tuple[str, str, str, str]]:
+    return [(r.action, r.object_repr, r.actor_name, r.source) for r in _rows(action__startswith="address.")]
+
+
+def test_addresses_allocated_reserved_and_released_are_rows_with_who_and_from_where(
+    owner: User, pooled: App
+) -> None:
+    client = Client()
+    client.force_login(owner)
+    assert client.post(f"/apps/{pooled.slug}/scale/", {"instances": 2}).status_code == 302
+    network.address_request(user=owner, app=pooled, address="10.50.0.30", slot=5)
+    assert _addresses() == [
+        ("address.allocate", "10.50.0.10", "owner", "page"),
+        ("address.allocate", "10.50.0.11", "owner", "page"),
+        ("address.reserve", "10.50.0.30", "owner", "system"),
+    ]
+    first = _rows(action="address.allocate")[0]
+    assert first.team_slug == "alpha" and first.object_type == "address"
+    assert first.data == {"pool": "public", "app": "pooled", "slot": 0}
+    assert first.summary == "allocate 10.50.0.10 for slot 0 of pooled"
+    AuditEntry.objects.all().delete()
+    # The worker removes slot 1's container: its address goes, as a row of the portal's.
+    instance = Instance.objects.get(app=pooled, slot=1)
+    with acting("worker"):
+        executor._record(executor.Outcome(instance, removed=True))
+    assert _addresses() == [("address.release", "10.50.0.11", "", "worker")]
+    assert _rows(action="address.release")[0].summary == (
+        "release 10.50.0.11 of slot 1 of pooled: slw-pooled-1 is gone"
+    )
+    assert not IPAllocation.objects.filter(address="10.50.0.11").exists()
+
+
+def test_releasing_many_addresses_writes_their_rows_in_one_statement(owner: User, pooled: App) -> None:
+    services.app_scale(user=owner, app=pooled, instances=12)
+    AuditEntry.objects.all().delete()
+    with CaptureQueriesContext(connection) as queries:
+        released = network.address_release(app=pooled)
+    assert len(released) == 12 and AuditEntry.objects.filter(action="address.release").count() == 12
+    inserts = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "audit_auditentry"')
+    ]
+    assert len(inserts) == 1
+    work = [q for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    # Read, write the rows, delete (the delete reads the rows again for what refers to them).
+    assert len(work) <= 5, work
+
+
+def test_the_reconcile_s_holds_and_releases_are_its_rows_and_ops_release_in_the_admin(
+    superuser: Client, pool: IPPool
+) -> None:
+    with acting("reconcile"):
+        held = network.address_hold_foreign(pool=pool, address="10.50.0.20", held_by="container x on h1")
+        # Seen again, held by the same or another: no new row (nothing changed hands).
+        network.address_hold_foreign(pool=pool, address="10.50.0.20", held_by="answers ARP from aa:bb")
+        other = network.address_hold_foreign(pool=pool, address="10.50.0.21", held_by="container y on h2")
+        assert held is not None and other is not None
+        network.address_release_foreign(allocations=[other], why="nothing answers for it")
+    assert _addresses() == [
+        ("address.hold", "10.50.0.20", "", "reconcile"),
+        ("address.hold", "10.50.0.21", "", "reconcile"),
+        ("address.release", "10.50.0.21", "", "reconcile"),
+    ]
+    assert (
+        _rows(action="address.hold")[0].summary
+        == "hold 10.50.0.20, in use outside Slipway (container x on h1)"
+    )
+    answer = superuser.post(
+        "/admin/network/ipallocation/", {"action": "release_foreign", "_selected_action": [held.pk]}
+    )
+    assert answer.status_code == 302 and not IPAllocation.objects.exists()
+    assert _addresses()[-1] == ("address.release", "10.50.0.20", "ops", "admin")
+
+
+def test_a_vm_s_address_held_moved_to_the_app_and_back_is_a_row_each(
+    owner: User, pooled: App, pool: IPPool
+) -> None:
+    services.app_scale(user=owner, app=pooled, instances=1)  # slot 0 gets 10.50.0.10
+    AuditEntry.objects.all().delete()
+    kept = network.address_hold(
+        pool=pool, address="10.50.0.35", held_by="VM notes (moving to Slipway)", user=owner
+    )
+    with acting("worker"):
+        network.address_move(allocation=kept, app=pooled, slot=0, why="cutover of VM notes")
+        network.address_move(allocation=kept, app=pooled, slot=0)  # sent again: done already
+        network.address_unassign(allocation=kept, held_by="VM notes (moving to Slipway)", why="rollback")
+        network.address_unassign(allocation=kept, held_by="VM notes (moving to Slipway)")  # again: held
+    assert _addresses() == [
+        ("address.hold", "10.50.0.35", "owner", "system"),
+        ("address.release", "10.50.0.10", "", "worker"),
+        ("address.move", "10.50.0.35", "", "worker"),
+        ("address.move", "10.50.0.35", "", "worker"),
+    ]
+    moved, back = _rows(action="address.move")
+    assert moved.summary == (
+        "move 10.50.0.35 from the hold for VM notes (moving to Slipway) to slot 0 of pooled: cutover of VM notes"
+    )
+    assert (
+        back.summary
+        == "move 10.50.0.35 from slot 0 of pooled to a hold for VM notes (moving to Slipway): rollback"
+    )
+    assert back.team_slug == "alpha" and back.data["app"] == "pooled"
+
+
+def test_an_address_found_taken_is_held_and_the_slot_gets_another(owner: User, pooled: App) -> None:
+    services.app_scale(user=owner, app=pooled, instances=1)
+    AuditEntry.objects.all().delete()
+    with acting("worker"):
+        replacement = network.address_replace_taken(
+            allocation=IPAllocation.objects.select_related("app", "pool").get(app=pooled),
+            held_by="answers ARP from aa:bb",
+        )
+    assert replacement.address == "10.50.0.11"
+    assert _addresses() == [
+        ("address.hold", "10.50.0.10", "", "worker"),
+        ("address.allocate", "10.50.0.11", "", "worker"),
+    ]
+
+
+# --- what the portal does by itself ------------------------------------------------------------------
+
+
+def _running(app: App, owner: User) -> Instance:
+    services.app_scale(user=owner, app=app, instances=1)
+    instance = Instance.objects.get(app=app, slot=0)
+    Instance.objects.filter(pk=instance.pk).update(state=Instance.State.RUNNING, container_id="c0ffee")
+    instance.refresh_from_db()
+    return instance
+
+
+def test_a_command_run_is_a_row_from_where_it_was_asked(owner: User, web: App) -> None:
+    instance = _running(web, owner)
+    with acting("api", "192.0.2.7"):
+        session, _ = console.exec_prepare(user=owner, instance=instance, argv=["uname", "-a"])
+    [row] = _rows(action="exec.run")
+    assert (row.actor_name, row.source, row.address, row.object_repr) == (
+        "owner",
+        "api",
+        "192.0.2.7",
+        str(instance),
+    )
+    assert row.data["session"] == session.pk and row.team_slug == "alpha"
+
+
+def _resize(web: App, owner: User, alpha: Team) -> Operation:
+    alpha.auto_approve_memory_mb = 512
+    alpha.save()
+    resources.request_create(user=owner, app=web, memory_mb=web.memory_mb + 64, cpus=web.cpus, reason="more")
+    return Operation.objects.get(app=web, kind=Operation.Kind.RESIZE)
+
+
+def test_a_resize_applied_is_a_row_of_the_portal(owner: User, web: App, alpha: Team) -> None:
+    services.app_scale(user=owner, app=web, instances=2)  # rows only: no container to update yet
+    op = _resize(web, owner, alpha)
+    with acting("worker"):
+        apply.resize(op)
+    [row] = _rows(action="resize.applied")
+    assert (row.actor, row.source, row.team_slug) == (None, "worker", "alpha")
+    assert row.summary.startswith("applied resize of web to memory ") and "2 instance(s) at" in row.summary
+
+
+def test_a_resize_partly_applied_is_a_row_naming_what_failed(owner: User, web: App, alpha: Team) -> None:
+    instance = _running(web, owner)  # its host does not answer: the update fails there
+    op = _resize(web, owner, alpha)
+    with acting("worker"), pytest.raises(executor.OperationFailed):
+        apply.resize(op)
+    [row] = _rows(action="resize.partially-applied")
+    assert (row.actor, row.source) == (None, "worker") and instance.container_name in row.summary
+
+
+def test_a_failed_publish_is_a_row_of_the_portal(ops: User, image: BaseImage) -> None:
+    BaseImage.objects.filter(pk=image.pk).update(state=BuildState.BUILDING, digest="")
+    with acting("worker"):
+        publish._fail(image, "Build failed: E: Unable to locate package nope")
+        publish._fail(image, "again")  # ended already: no second row
+    [row] = _rows(action="image.publish-failed")
+    assert (row.actor, row.source, row.object_repr) == (None, "worker", str(image))
+    assert (
+        row.summary == f"publish of {image.reference} failed: Build failed: E: Unable to locate package nope"
+    )
+
+
+def test_pruning_releases_is_a_row_of_the_portal(owner: User, web: App) -> None:
+    for n in range(6):
+        services.app_update(user=owner, app=web, env={"N": str(n)}, note=f"n={n}")
+    with acting("worker"):
+        assert sorted(retention.prune(web)) == [1, 2]
+    [row] = _rows(action="release.prune")
+    assert (row.actor, row.source, row.object_repr, row.team_slug) == (None, "worker", "web", "alpha")
+    assert row.data["pruned"] == [1, 2] and row.summary.startswith("prune release(s) 1, 2 of web")
+
+
+def test_an_alert_firing_and_resolving_are_rows_of_the_portal(hosts: list[Host]) -> None:
+    subject = alerts.Subject.of_host(Kind.HOST_UNREACHABLE, hosts[0])
+    with acting("worker"):
+        alerts.fire(Kind.HOST_UNREACHABLE, subject, "h1 does not answer")
+        alerts.fire(Kind.HOST_UNREACHABLE, subject, "h1 still does not answer")  # a repeat: no row
+        alerts.resolve(subject.key, "it answers again")
+    fired, resolved = _rows(action__startswith="alert.")
+    assert (fired.action, fired.actor, fired.source, fired.object_type) == (
+        "alert.fire",
+        None,
+        "worker",
+        "alert",
+    )
+    assert fired.summary == "Host unreachable: h1 does not answer"
+    assert (resolved.action, resolved.summary) == (
+        "alert.resolve",
+        "resolved: h1 still does not answer (it answers again)",
+    )
+
+
+# --- the terminal ------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("forwarded", "trust", "address"),
+    [(None, False, "192.0.2.7"), (b"6.6.6.6, 10.1.2.3", True, "10.1.2.3"), (b"6.6.6.6", False, "192.0.2.7")],
+)
+async def test_a_terminal_session_is_a_row_from_the_page_with_the_browser_s_address(
+    owner: User, web: App, forwarded: bytes | None, trust: bool, address: str
+) -> None:
+    instance = await sync_to_async(_running)(web, owner)
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    headers = [(b"host", b"testserver"), (b"origin", b"http://testserver"), (b"cookie", cookie.encode())]
+    if forwarded:
+        headers.append((b"x-forwarded-for", forwarded))
+    socket = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/terminal/", headers=headers)
+    socket.scope["client"] = ["192.0.2.7", 51000]  # the peer, as the server saw it
+    with override_settings(USE_X_FORWARDED_FOR=trust):
+        connected, _ = await socket.connect(timeout=10)
+        assert connected
+        # Nothing answers on the host's port: the shell cannot start and the socket closes.
+        while (await socket.receive_output(timeout=15))["type"] != "websocket.close":
+            pass
+    await socket.wait()
+    [row] = await sync_to_async(_rows)(action="terminal.open")
+    assert (row.actor_name, row.source, row.address) == ("owner", "page", address)
+    assert (row.object_type, row.object_id) == ("instance", str(instance.pk))
