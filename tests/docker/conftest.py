@@ -21,7 +21,7 @@ from apps.lab.register import prepare_lab_hosts, register_hosts, register_images
 from apps.network.models import IPPool
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.docker import releases_support
-from tests.helpers import EventWatcher, KillableWorker, WebhookReceiver
+from tests.helpers import EventWatcher, KillableWorker, WebhookReceiver, run_op
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +98,9 @@ def deploy(
             user=owner, team=alpha, slug=slug, base_image=busybox, memory_mb=32, cpus="0.1"
         )
         op = services.app_scale(user=owner, app=app, instances=instances)
-        executor.run_operation(op.pk)
-        op.refresh_from_db()
+        # Run here, or waited for when a worker of the test claimed it first (it was sent on
+        # commit to whichever worker runs).
+        op = run_op(op)
         assert op.status == Operation.Status.SUCCEEDED, op.error
         return app
 
