@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http.response import HttpResponseBase
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, parsers, serializers, status, viewsets
@@ -369,6 +370,8 @@ class AppViewSet(ServiceErrors, ReleaseActions, viewsets.ModelViewSet):
     def get_queryset(self) -> QuerySet[App]:
         return selectors.app_list(self.request.user)
 
+    # The body may hold secret values: an error report shows no variable of these frames.
+    @sensitive_variables()
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -379,6 +382,7 @@ class AppViewSet(ServiceErrors, ReleaseActions, viewsets.ModelViewSet):
         return Response(self.get_serializer(app).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=AppUpdateSerializer, responses=AppSerializer)
+    @sensitive_variables()
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         app = self.get_object()
         body = AppUpdateSerializer(data=request.data)

@@ -280,7 +280,7 @@ class Release(models.Model):
     port = models.PositiveIntegerField(null=True, blank=True)
     env = models.JSONField(default=dict, blank=True)
     # Sealed, as the app's: a rollback brings back the values the release ran with.
-    secrets = models.JSONField(default=dict, blank=True)
+    secrets = models.JSONField(default=dict, blank=True, validators=[validate_sealed])
     workdir = models.CharField(max_length=200, blank=True)
     volume_mount = models.CharField(max_length=200, blank=True)
     state_paths = models.JSONField(default=list, blank=True)

@@ -4,17 +4,22 @@ An app's (and each release's) `secrets` maps a variable's name to a Fernet token
 first of `settings.SECRETS_KEYS`; any of the keys opens one (MultiFernet), so a new key is put
 first, `manage.py rotate_secrets` seals everything again with it, and the old key can go. Pages,
 API answers, release changes and logs only ever see names: the value is write-only after saving.
+
+Values sealed with these keys outside apps and releases (the registry password, a VM move's
+plan) are registered with `sealed_store`, so a rotation seals them again too: their packages sit
+above this one and cannot be imported from here.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.views.decorators.debug import sensitive_variables
 
 from apps.applications.validators import validate_env
 
@@ -36,10 +41,14 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(settings.SECRETS_KEYS))
 
 
+# An error report (DEBUG off: a mail to the admins, a log) shows a frame's local variables; these
+# functions hold opened values, so theirs are left out (django.views.decorators.debug).
+@sensitive_variables()
 def seal(value: str) -> str:
     return fernet().encrypt(value.encode()).decode()
 
 
+@sensitive_variables()
 def unseal(name: str, token: str) -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
@@ -50,6 +59,7 @@ def unseal(name: str, token: str) -> str:
         ) from None
 
 
+@sensitive_variables()
 def opened(sealed: Mapping[str, str]) -> dict[str, str]:
     """Names to values, for the container's environment only."""
     return {name: unseal(name, token) for name, token in sealed.items()}
@@ -68,12 +78,14 @@ def validate_sealed(value: Any) -> None:
         raise ValidationError("Secrets hold sealed values only; set them through the app's services.")
 
 
+@sensitive_variables()
 def secrets_apply(
     *, sealed: Mapping[str, str], changes: Mapping[str, Any], env: Mapping[str, str]
 ) -> dict[str, str]:
     """The app's sealed secrets after `changes`: a string sets (or replaces) a variable, None
-    deletes it; names left out stay as they are. A value equal to what is stored keeps its token,
-    so saving the same value again changes nothing (and makes no release)."""
+    deletes it; names left out stay as they are. A value given is always sealed anew, even one
+    equal to what is stored: the answer (a release, its changes) is then the same whether or not
+    it matched, so nobody can confirm a guessed value by saving it."""
     if not isinstance(changes, Mapping):
         raise ValidationError({"secrets": 'Secrets are an object of NAME: "value" pairs (null deletes one).'})
     errors: list[str] = []
@@ -102,9 +114,7 @@ def secrets_apply(
     if errors:
         raise ValidationError({"secrets": errors})
     for name, value in plain.items():
-        current = result.get(name)
-        if current is None or not _opens_to(current, value):
-            result[name] = seal(value)
+        result[name] = seal(value)
     both = sorted(set(result) & set(env))
     if both:
         raise ValidationError(
@@ -120,33 +130,20 @@ def secrets_apply(
     return result
 
 
-def _opens_to(token: str, value: str) -> bool:
-    try:
-        return unseal("", token) == value
-    except SecretUnreadable:
-        return False
-
-
 def changed_names(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[list[str], list[str], list[str]]:
-    """Secrets added, removed and changed between two sealed maps (tokens differ for one value
-    sealed twice, so changed means the values differ)."""
+    """Secrets added, removed and changed between two sealed maps. Changed means sealed anew
+    (replaced), whether or not the value differs: the values are never compared, so a change
+    never tells whether a value typed was the one stored."""
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
-    changed = sorted(
-        name for name in set(old) & set(new) if old[name] != new[name] and not _same(old[name], new[name])
-    )
+    changed = sorted(name for name in set(old) & set(new) if old[name] != new[name])
     return added, removed, changed
 
 
-def _same(a: str, b: str) -> bool:
-    try:
-        return unseal("", a) == unseal("", b)
-    except SecretUnreadable:
-        return False
-
-
-def rotate(sealed: Mapping[str, str]) -> dict[str, str]:
-    """Every token sealed again with the first key (MultiFernet.rotate keeps the value)."""
+@sensitive_variables()
+def rotate(sealed: Mapping[str, str], what: str = "The secret") -> dict[str, str]:
+    """Every token sealed again with the first key (MultiFernet.rotate keeps the value). `what`
+    names the values in the message when one cannot be opened."""
     f = fernet()
     out = {}
     for name, token in sealed.items():
@@ -154,7 +151,22 @@ def rotate(sealed: Mapping[str, str]) -> dict[str, str]:
             out[name] = f.rotate(token.encode()).decode()
         except InvalidToken:
             raise SecretUnreadable(
-                f"The secret {name} cannot be opened with any key in SECRETS_KEYS; nothing was rotated. "
+                f"{what} {name} cannot be opened with any key in SECRETS_KEYS; nothing was rotated. "
                 "Put the key that sealed it back in SECRETS_KEYS (after the new one) and run again."
             ) from None
     return out
+
+
+# Other values sealed with SECRETS_KEYS: a name for people (and the audit row) and a function that
+# seals them again with the first key inside the caller's transaction, returns how many, and
+# raises SecretUnreadable (changing nothing) when one cannot be opened.
+_STORES: dict[str, Callable[[], int]] = {}
+
+
+def sealed_store(name: str, rotate: Callable[[], int]) -> None:
+    """Register values sealed outside apps and releases, for `manage.py rotate_secrets`."""
+    _STORES[name] = rotate
+
+
+def sealed_stores() -> dict[str, Callable[[], int]]:
+    return dict(_STORES)

@@ -212,7 +212,10 @@ def app_update(*, user: Any, app: App, note: Any = "", batch: Any = None, **chan
         return app
     if "base_image" in changed:
         _check_image(changed["base_image"], new=False)
+    newly_secret = sorted(set(changed.get("secrets") or {}) - set(app.secrets))
     releases.release_create(user=user, app=app, config=changed, note=note, batch=batch)
+    # After the release is made: its changes compare with the release before as it was.
+    _seal_in_earlier_releases(app, newly_secret)
     app.refresh_from_db()
     return app
 
@@ -239,6 +242,23 @@ def _env_and_secrets(
     if moved and isinstance(secret_changes, dict):
         secret_changes = {**moved, **secret_changes}
     return plain, secret_env.secrets_apply(sealed=app.secrets, changes=secret_changes, env=plain)
+
+
+def _seal_in_earlier_releases(app: App, names: list[str]) -> None:
+    """Names that just became secret, sealed in every earlier release that had them plain (each
+    with its own value): no row keeps the value in clear, and a rollback brings it back secret."""
+    if not names:
+        return
+    for release in Release.objects.select_for_update().filter(app=app).only("pk", "env", "secrets"):
+        plain = {name: release.env[name] for name in names if name in release.env}
+        if plain:
+            Release.objects.filter(pk=release.pk).update(
+                env={name: value for name, value in release.env.items() if name not in plain},
+                secrets={
+                    **release.secrets,
+                    **{name: secret_env.seal(value) for name, value in plain.items()},
+                },
+            )
 
 
 @transaction.atomic
@@ -525,9 +545,11 @@ def volume_purge(*, volume: RetainedVolume, user: Any = None) -> RetainedVolume:
 
 
 @transaction.atomic
-def secrets_rotate() -> tuple[int, int, int]:
-    """Every sealed value of every app and release, sealed again with the first key. All or
-    nothing: one value no key opens stops it with its name, and nothing is written."""
+def secrets_rotate() -> tuple[int, int, int, dict[str, int]]:
+    """Every sealed value of every app and release, and of every other store sealed with the
+    same keys (secret_env.sealed_store: the registry password, VM moves' plans), sealed again
+    with the first key. All or nothing: one value no key opens stops it with its name, and
+    nothing is written. (apps, releases, their values, {other store: its values})."""
     rows: dict[type[App] | type[Release], int] = {App: 0, Release: 0}
     values = 0
     for model in rows:
@@ -536,9 +558,11 @@ def secrets_rotate() -> tuple[int, int, int]:
                 model.objects.filter(pk=row.pk).update(secrets=secret_env.rotate(row.secrets))
                 rows[model] += 1
                 values += len(row.secrets)
+    others = {name: rotate() for name, rotate in sorted(secret_env.sealed_stores().items())}
     audit.record(
         "secrets.rotate",
-        f"sealed {values} secret value(s) of {rows[App]} app(s) and {rows[Release]} release(s) again",
-        data={"apps": rows[App], "releases": rows[Release], "values": values},
+        f"sealed {values} secret value(s) of {rows[App]} app(s) and {rows[Release]} release(s) again"
+        + "".join(f", {count} of {name}" for name, count in others.items()),
+        data={"apps": rows[App], "releases": rows[Release], "values": values, "others": others},
     )
-    return rows[App], rows[Release], values
+    return rows[App], rows[Release], values, others

@@ -10,6 +10,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
@@ -74,6 +75,9 @@ def app_list(request: HtmxHttpRequest) -> HttpResponse:
     return response
 
 
+# These forms take secret values: an error report shows neither the POST nor the variables.
+@sensitive_post_parameters()
+@sensitive_variables()
 @login_required
 def app_create(request: HtmxHttpRequest) -> HttpResponse:
     form = AppCreateForm(request.POST or None, user=request.user)
@@ -213,6 +217,8 @@ def instance_action(request: HtmxHttpRequest, slug: str, pk: int, action: str) -
     return _live_or_redirect(request, app)
 
 
+@sensitive_post_parameters()
+@sensitive_variables()
 @login_required
 def app_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     app = _app_or_404(request, slug)

@@ -10,5 +10,6 @@ class ImagesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the publish job kind, so every process's reconcile knows it.
-        from apps.images import publish  # noqa: F401
+        # Registers the publish job kind, so every process's reconcile knows it, and the sealed
+        # registry password, so `manage.py rotate_secrets` seals it again.
+        from apps.images import publish, registry_settings  # noqa: F401

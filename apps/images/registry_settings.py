@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from apps.accounts import permissions
 from apps.applications import secret_env
@@ -76,6 +77,21 @@ def registry_active() -> Registry | None:
     return Registry.objects.filter(pk=1, enabled=True).exclude(url="").first()
 
 
+def password_rotate() -> int:
+    """The registry password sealed again with the first of SECRETS_KEYS (in the caller's
+    transaction: `manage.py rotate_secrets`); how many values, 0 or 1."""
+    row = Registry.objects.select_for_update().filter(pk=1).exclude(password_sealed="").first()
+    if row is None:
+        return 0
+    sealed = secret_env.rotate({"password": row.password_sealed}, what="The registry")["password"]
+    Registry.objects.filter(pk=1).update(password_sealed=sealed)
+    return 1
+
+
+secret_env.sealed_store("registry credentials", password_rotate)
+
+
+@sensitive_variables()  # it holds the opened password
 def access(row: Registry) -> registry.Access:
     """How to reach it, the password opened (for the check, the push and the hosts' pulls only)."""
     password = secret_env.unseal("registry password", row.password_sealed) if row.password_sealed else ""

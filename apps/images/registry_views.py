@@ -11,6 +11,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from apps.audit.models import AuditEntry
 from apps.images import registry_settings
@@ -52,6 +53,9 @@ def _context(row: Registry, form: RegistryForm | None = None, saved: bool = Fals
     return {"registry": row, "form": form, "saved": saved, "history": history}
 
 
+# The form takes the registry password: an error report shows neither it nor the variables.
+@sensitive_post_parameters("password")
+@sensitive_variables()
 @staff_member_required
 def registry_page(request: HtmxHttpRequest) -> HttpResponse:
     row = registry_settings.registry_get()

@@ -7,6 +7,7 @@ import posixpath
 from typing import Any
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from apps.applications import secret_env
 from apps.applications.models import Release
@@ -81,6 +82,8 @@ def code_binds(instance: Instance, release: Release | None) -> tuple[tuple[str, 
     )
 
 
+# The spec holds the opened secret values: an error report shows no variable of its frame.
+@sensitive_variables()
 def instance_spec(instance: Instance) -> ContainerSpec:
     app = instance.app
     host = instance.host

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin
 
+from apps.relocations import plan as planning
 from apps.relocations.models import Inspection, Relocation, Step
 from portal.admin import ReadOnlyAdmin
 
@@ -38,3 +41,10 @@ class RelocationAdmin(ReadOnlyAdmin):
     search_fields = ["name", "address", "app__slug", "error"]
     list_select_related = ["team", "app", "host"]
     inlines = [InspectionInline, StepInline]
+    # The plan as the wizard shows it: secrets by name, their sealed values never.
+    exclude = ["plan"]
+    readonly_fields = ["plan_shown"]
+
+    @admin.display(description="plan")
+    def plan_shown(self, obj: Relocation) -> str:
+        return json.dumps(planning.shown(obj.plan), indent=2)

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from apps.accounts.models import Team
 from apps.hosts.transport import fingerprint
+from apps.relocations import plan as planning
 from apps.relocations import services
 from apps.relocations.models import Inspection, Relocation, Step
 from portal.api import Pagination, SlugRelatedField, service_call
@@ -52,6 +53,7 @@ class RelocationSerializer(serializers.ModelSerializer):
     host = serializers.CharField(source="host.name", default=None, read_only=True)
     offered_fingerprint = serializers.SerializerMethodField()
     pinned_fingerprint = serializers.SerializerMethodField()
+    plan = serializers.SerializerMethodField()
     steps = serializers.SerializerMethodField()
 
     class Meta:
@@ -87,6 +89,10 @@ class RelocationSerializer(serializers.ModelSerializer):
     def get_pinned_fingerprint(self, obj: Relocation) -> str | None:
         return fingerprint(obj.host_key) if obj.host_key else None
 
+    def get_plan(self, obj: Relocation) -> dict[str, Any]:
+        # Secrets by name only: their values are sealed and never leave the portal again.
+        return planning.shown(obj.plan)
+
     def get_steps(self, obj: Relocation) -> list[dict[str, Any]]:
         return StepSerializer(services.steps_of(obj), many=True).data  # type: ignore[return-value]
 
@@ -109,6 +115,7 @@ class PasswordSerializer(serializers.Serializer):
 
 class PlanSerializer(serializers.Serializer):
     # Checked field by field by the service (plan.validate), so every path gives the same messages.
+    # "secrets": NAME: "value" (sealed on saving, shown back masked; "********" keeps a saved one).
     plan = serializers.JSONField()
 
 
@@ -176,11 +183,13 @@ class RelocationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @action(detail=True, methods=["get", "put"])
     def plan(self, request: Request, pk: str | None = None) -> Response:
         """GET: the saved plan, or the one suggested by the last inspection. PUT {"plan": {...}}
-        checks it like an app and saves it."""
+        checks it like an app and saves it. Secrets are shown masked; sent back masked, a saved
+        one keeps its value, and a suggested one (its value never copied from the VM) must be
+        typed, or moved to env, or left out."""
         relocation = self.get_object()
         if request.method == "GET":
             current = relocation.plan or service_call(services.plan_suggestion, relocation=relocation)
-            return Response({"plan": current, "saved": bool(relocation.plan)})
+            return Response({"plan": planning.shown(current), "saved": bool(relocation.plan)})
         body = PlanSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         relocation = service_call(
@@ -189,7 +198,7 @@ class RelocationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             relocation=relocation,
             plan=body.validated_data["plan"],
         )
-        return Response({"plan": relocation.plan, "saved": True})
+        return Response({"plan": planning.shown(relocation.plan), "saved": True})
 
     @extend_schema(request=None, responses=RelocationSerializer)
     @action(detail=True, methods=["post"])

@@ -11,7 +11,7 @@ from django.template.defaultfilters import filesizeformat
 
 from apps.accounts import permissions
 from apps.accounts.models import Team
-from apps.applications.forms import EnvField
+from apps.applications.forms import EnvField, SecretFields
 from apps.applications.selectors import base_images_for_new_apps
 from apps.network.models import IPPool
 from apps.relocations.plan import FIELDS, MASK, SYSTEM_ENV
@@ -98,9 +98,11 @@ class ArgvField(forms.CharField):
         return value
 
 
-class PlanForm(forms.Form):
+class PlanForm(SecretFields, forms.Form):
     """The plan's FIELDS (apps.relocations.plan), named the same so the service's errors land next
-    to their fields."""
+    to their fields. Secrets are rows as on an app's form (forms.SecretFields): one per secret of
+    the plan (suggested from the names that look secret, or saved), its value typed into a
+    password box and never shown back; empty rows for more; boxes that mark plain ones secret."""
 
     app_slug = forms.CharField(required=False, label="App name", help_text="The app the VM becomes.")
     # A select whose value the service checks: a vanished or deprecated image gets its message.
@@ -166,10 +168,21 @@ class PlanForm(forms.Form):
         vm_address: str,
         pool: IPPool | None,
         current: dict[str, Any] | None = None,
+        secret_names: list[str] | None = None,
+        saved_secrets: list[str] | None = None,
+        plain_names: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         current = current or {}
+        # Errors the service gives about the secrets as a whole, shown with them.
+        self.secret_errors: list[str] = []
+        self.saved_secrets = set(saved_secrets or [])
+        self.add_secret_fields(sorted(secret_names or []), sorted(plain_names or []))
+        for name in self.secret_names:
+            if name not in self.saved_secrets:
+                self.fields[f"secret_value__{name}"].label = f"Value of {name}"
+            self.fields[f"secret_delete__{name}"].label = f"Leave out {name}"
         images: list[tuple[str, str]] = [
             (str(image.pk), f"{image.reference} ({image.runtime})")
             for image in base_images_for_new_apps().order_by("name", "tag")
@@ -195,15 +208,21 @@ class PlanForm(forms.Form):
             "change. The address the portal reaches the VM on over SSH cannot be kept."
         )
 
-        # The suggestion leaves out what the inspection could not read (secrets are masked):
-        # say which, so their real values are added.
+        # A saved plan may have left out what the inspection could not read (secrets are masked):
+        # say which, so they are added (as secrets) if the app needs them.
         seen = report.get("env") or {}
-        hidden = sorted(name for name, value in seen.items() if value == MASK and name not in SYSTEM_ENV)
-        help_text = "NAME=value, one per line."
+        hidden = sorted(
+            name
+            for name, value in seen.items()
+            if MASK in value
+            and name not in SYSTEM_ENV
+            and name not in {*self.secret_names, *(plain_names or [])}
+        )
+        help_text = "NAME=value, one per line. Passwords, tokens and keys go in the secret variables below."
         if hidden:
             help_text += (
                 f" The app on the VM also has {', '.join(hidden)}; the inspection does not copy secret "
-                "values: add them here with their real values if the app needs them."
+                "values: add them as secrets below if the app needs them."
             )
         self.fields["env"].help_text = help_text
 
@@ -216,6 +235,28 @@ class PlanForm(forms.Form):
             if c.get("path")
         ]
 
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        self.clean_secrets()
+        env = self.cleaned_data.get("env") or {}
+        for name in self.cleaned_data["make_secret"]:
+            if name not in env:
+                self.add_error(
+                    "make_secret",
+                    f"{name} is not in the environment above any more: add it back, or untick it.",
+                )
+        return self.cleaned_data
+
     def plan(self) -> dict[str, Any]:
-        """The plan dict for services.relocation_plan, from a valid form."""
-        return {name: self.cleaned_data[name] for name in FIELDS}
+        """The plan dict for services.relocation_plan, from a valid form. A secret row left empty
+        is sent masked: the service keeps its saved value, or asks for one."""
+        data = self.cleaned_data
+        plan = {name: data[name] for name in FIELDS if name != "secrets"}
+        env = dict(data["env"] or {})
+        changes = data["secrets"]
+        secrets: dict[str, str] = {name: MASK for name in self.secret_names if name not in changes}
+        secrets |= {name: value for name, value in changes.items() if value is not None}
+        for name in data["make_secret"]:
+            secrets[name] = env.pop(name)
+        plan["env"], plan["secrets"] = env, secrets
+        return plan

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from apps.applications import secret_env
 from apps.applications.models import App, BaseImage, RetainedVolume
 from apps.applications.services import parse_limits
 from apps.applications.validators import (
@@ -24,6 +25,7 @@ from apps.applications.validators import (
 from apps.network.models import IPPool
 from apps.network.services import default_pool
 from apps.relocations.models import Relocation
+from apps.relocations.parsers import SECRET_NAME
 
 # Directories an app directory may never be (the VM's own system).
 SYSTEM_DIRS = (
@@ -72,7 +74,7 @@ SYSTEM_ENV = {
     "previous",
     "runlevel",
 }
-MASK = "********"
+MASK = secret_env.MASK
 FIELDS = (
     "app_slug",
     "base_image",
@@ -82,6 +84,7 @@ FIELDS = (
     "command",
     "workdir",
     "env",
+    "secrets",
     "port",
     "memory_mb",
     "cpus",
@@ -135,11 +138,15 @@ def suggest(report: dict[str, Any], relocation: Relocation) -> dict[str, Any]:
     memory = max(64, math.ceil(rss * headroom / 32.0) * 32)
     used_cpus = float(main.get("cpu_percent") or 0) / 100.0
     cpus = max(Decimal("0.25"), Decimal(math.ceil(used_cpus * headroom * 4)) / 4)
-    env = {
+    seen = {
         name: value
         for name, value in (report.get("env") or main.get("env") or {}).items()
-        if name not in SYSTEM_ENV and value != MASK
+        if name not in SYSTEM_ENV
     }
+    # What looks secret (its name, or a password the inspection masked inside a URL) is marked
+    # secret; the inspection never copied its value, so the owner types it (or moves it to env).
+    secrets = {name: MASK for name, value in seen.items() if looks_secret(name, value)}
+    env = {name: value for name, value in seen.items() if name not in secrets}
     pool = pool_for(relocation)
     keep = ""
     for entry in report.get("addresses") or []:
@@ -158,6 +165,7 @@ def suggest(report: dict[str, Any], relocation: Relocation) -> dict[str, Any]:
         "command": list(main.get("argv") or []),
         "workdir": cwd if cwd and cwd != "/" else "",
         "env": env,
+        "secrets": secrets,
         "port": main.get("port"),
         "memory_mb": memory,
         "cpus": str(cpus.quantize(Decimal("0.01"))),
@@ -167,6 +175,57 @@ def suggest(report: dict[str, Any], relocation: Relocation) -> dict[str, Any]:
         "health_path": "/" if http else "",
         "verify_paths": ["/"] if http else [],
     }
+
+
+def looks_secret(name: str, value: str = "") -> bool:
+    return bool(SECRET_NAME.search(name)) or MASK in value
+
+
+def shown(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan as pages and API answers show it: secrets by name, their values masked."""
+    if not plan:
+        return plan
+    return {**plan, "secrets": secret_env.masked(plan.get("secrets"))}
+
+
+def _secrets(data: Any, env: Any, saved: dict[str, str], errors: dict[str, str]) -> dict[str, str]:
+    """The plan's secrets sealed: a value given is sealed anew; the mask keeps the value saved
+    with the plan before (the API gives the plan back masked); every name also checked like an
+    app's (secret_env.secrets_apply)."""
+    given = data.get("secrets") or {}
+    if not isinstance(given, dict):
+        errors["secrets"] = (
+            f'Secrets are an object of NAME: "value" pairs ({MASK} keeps the value saved with the plan).'
+        )
+        return {}
+    plain = env if isinstance(env, dict) else {}
+    both = sorted(set(given) & set(plain))
+    if both:
+        errors["secrets"] = (
+            f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} both a plain variable and a secret: a name is "
+            "one or the other. Remove it from the environment, or leave it out of the secrets."
+        )
+        return {}
+    wrong = sorted(str(name) for name, value in given.items() if not isinstance(value, str))
+    if wrong:
+        errors["secrets"] = (
+            f"The value of {', '.join(wrong)} must be a string ({MASK} keeps the value saved with the plan)."
+        )
+        return {}
+    kept = {name: saved[name] for name, value in given.items() if value == MASK and name in saved}
+    missing = sorted(name for name, value in given.items() if value == MASK and name not in saved)
+    if missing:
+        errors["secrets"] = (
+            f"Type the values of {', '.join(missing)}: the inspection does not copy secrets. "
+            "Leave out the ones the app does not need."
+        )
+        return {}
+    changes = {name: value for name, value in given.items() if name not in kept}
+    try:
+        return secret_env.secrets_apply(sealed=kept, changes=changes, env=plain)
+    except ValidationError as exc:
+        errors["secrets"] = " ".join(exc.messages)
+        return {}
 
 
 def _argv(value: Any, field: str, errors: dict[str, str], *, required: bool) -> list[str]:
@@ -248,6 +307,7 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
     masked = [name for name, value in env.items() if value == MASK] if isinstance(env, dict) else []
     if masked:
         errors["env"] = f"Set the real values of {', '.join(masked)}: the inspection does not copy secrets."
+    secrets = _secrets(data, env, (relocation.plan or {}).get("secrets") or {}, errors)
     own_app = relocation.app
     if "\x00" in slug:
         errors["app_slug"] = "An app name never holds a NUL byte: lowercase letters, digits and '-'."
@@ -399,6 +459,7 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
         command=command,
         workdir=workdir,
         env=dict(env),
+        secrets=secrets,
         port=port,
         memory_mb=memory,
         cpus=str(cpus),
@@ -409,3 +470,21 @@ def validate(data: Any, relocation: Relocation, report: dict[str, Any]) -> dict[
         verify_paths=list(verify),
     )
     return clean
+
+
+def plans_rotate() -> int:
+    """The secrets of every saved plan sealed again with the first of SECRETS_KEYS (in the
+    caller's transaction: `manage.py rotate_secrets`); how many values."""
+    values = 0
+    for row in Relocation.objects.select_for_update().only("pk", "name", "plan").order_by("pk"):
+        sealed = (row.plan or {}).get("secrets")
+        if sealed:
+            what = f"The secret of the move of {row.name} (relocation {row.pk})"
+            Relocation.objects.filter(pk=row.pk).update(
+                plan={**row.plan, "secrets": secret_env.rotate(sealed, what=what)}
+            )
+            values += len(sealed)
+    return values
+
+
+secret_env.sealed_store("VM moves' plans", plans_rotate)

@@ -290,6 +290,8 @@ def _ensure_app(ctx: Context) -> App:
         "command": plan["command"],
         "port": plan["port"],
         "env": plan["env"],
+        # Sealed in the plan, sealed in the app: the values are never opened here.
+        "secrets": plan.get("secrets") or {},
         "base_image": image,
         "memory_mb": plan["memory_mb"],
         "cpus": plan["cpus"],

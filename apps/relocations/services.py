@@ -195,7 +195,11 @@ def relocation_plan(*, user: Any, relocation: Relocation, plan: dict[str, Any]) 
         f"plan the move of {relocation.name} into app {clean['app_slug']}",
         actor=user,
         obj=relocation,
-        data={"app": clean["app_slug"], "env_names": sorted(clean.get("env") or {})},
+        data={
+            "app": clean["app_slug"],
+            "env_names": sorted(clean.get("env") or {}),
+            "secret_names": sorted(clean.get("secrets") or {}),
+        },
     )
     return relocation
 

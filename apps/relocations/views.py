@@ -19,6 +19,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
@@ -58,6 +59,8 @@ def _add_errors(form: BaseForm, exc: ValidationError) -> None:
         for name, errors in exc.message_dict.items():
             if name in form.fields:
                 form.add_error(name, errors)
+            elif name == "secrets" and isinstance(form, PlanForm):
+                form.secret_errors.extend(errors)  # shown with the secret rows
             else:
                 form.add_error(None, [f"{name}: {message}" for message in errors])
     else:
@@ -132,6 +135,16 @@ def _fingerprint(key: str) -> str:
         return ""
 
 
+def _secret_rows(plan: dict[str, Any], relocation: Relocation) -> dict[str, list[str]]:
+    """The plan form's secret rows and mark-secret boxes: those of the plan shown (the saved
+    one, else the suggestion), and which secrets have a saved value."""
+    return {
+        "secret_names": sorted(plan.get("secrets") or {}),
+        "saved_secrets": sorted((relocation.plan or {}).get("secrets") or {}),
+        "plain_names": sorted(plan.get("env") or {}),
+    }
+
+
 def _plan_form(relocation: Relocation, inspection: Inspection | None) -> tuple[PlanForm | None, str]:
     """The plan form, prefilled with the saved plan or else the suggestion; or why there is none."""
     if relocation.plan:
@@ -142,11 +155,13 @@ def _plan_form(relocation: Relocation, inspection: Inspection | None) -> tuple[P
         except ValidationError as exc:
             return None, _text(exc)
     form = PlanForm(
-        initial=initial,
+        # Secrets are rows of their own, their values never put in a page.
+        initial={name: value for name, value in initial.items() if name != "secrets"},
         report=relocation.latest_report,
         vm_address=relocation.address,
         pool=planning.pool_for(relocation),
         current=initial,
+        **_secret_rows(initial, relocation),
     )
     return form, ""
 
@@ -269,6 +284,7 @@ def relocation_confirm_key(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _page(request, relocation, confirm_form=form, status=400)
 
 
+@sensitive_post_parameters("password")
 @login_required
 @require_POST
 def relocation_install_key(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -311,16 +327,24 @@ def relocation_inspect(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, services.relocation_inspect)
 
 
+# The form holds secret values (typed, and in the POST): an error report shows neither.
+@sensitive_post_parameters()
+@sensitive_variables()
 @login_required
 @require_POST
 def relocation_plan(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     relocation = _relocation_or_404(request, pk)
+    try:
+        shown = relocation.plan or services.plan_suggestion(relocation)
+    except ValidationError:
+        shown = {}  # not inspected: the service says so below
     form = PlanForm(
         request.POST,
         report=relocation.latest_report,
         vm_address=relocation.address,
         pool=planning.pool_for(relocation),
         current=request.POST,
+        **_secret_rows(shown, relocation),
     )
     if form.is_valid():
         try:

@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.models import Team
+from apps.applications import secret_env
 from apps.applications import services as catalog
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
@@ -96,7 +97,7 @@ def relocation(owner: User, alpha: Team, pool: IPPool, python_image: BaseImage) 
 
 def _plan(relocation: Relocation, **changes: Any) -> dict[str, Any]:
     plan = services.plan_suggestion(relocation)
-    plan["env"]["DB_PASSWORD"] = "s3cret"
+    plan["secrets"]["DB_PASSWORD"] = "s3cret"
     plan.update(changes)
     return plan
 
@@ -119,8 +120,9 @@ def test_the_suggestion_follows_the_inspection(relocation: Relocation, python_im
     # 70 MB used, with headroom, in 32 MB steps; CPU from the use seen, at least a quarter.
     assert plan["memory_mb"] == 128
     assert plan["cpus"] == "0.50"
-    # Masked secrets and the init's own variables are not copied.
+    # The init's own variables are not copied; a masked one is a secret whose value is to type.
     assert plan["env"] == {"NOTES_TITLE": "Ops notes"}
+    assert plan["secrets"] == {"DB_PASSWORD": "********"}
     # The address the VM serves on is kept; the one the portal reaches it on is not offered.
     assert plan["keep_address"] == "10.50.0.18"
     assert plan["stop_command"] == ["/etc/init.d/notes", "stop"]
@@ -130,7 +132,8 @@ def test_the_suggestion_follows_the_inspection(relocation: Relocation, python_im
 def test_a_valid_plan_is_kept_and_its_address_held(relocation: Relocation, owner: User, pool: IPPool) -> None:
     saved = services.relocation_plan(user=owner, relocation=relocation, plan=_plan(relocation))
     assert saved.state == Relocation.State.PLANNED
-    assert saved.plan["env"] == {"NOTES_TITLE": "Ops notes", "DB_PASSWORD": "s3cret"}
+    assert saved.plan["env"] == {"NOTES_TITLE": "Ops notes"}
+    assert secret_env.opened(saved.plan["secrets"]) == {"DB_PASSWORD": "s3cret"}
     held = IPAllocation.objects.get(pool=pool, address="10.50.0.18")
     assert held.app is None and "notes" in held.held_by
     assert saved.kept_address == held

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Team
+from apps.applications import secret_env
 from apps.applications import services as catalog
 from apps.applications.models import BaseImage
 from apps.hosts.models import Host
@@ -186,11 +187,21 @@ def inspected(alpha: Team, owner: User, pool: IPPool, python_image: BaseImage) -
     return relocation
 
 
+def _suggested(relocation: Relocation) -> dict[str, Any]:
+    """The suggestion with the value of the secret the inspection could not copy typed in."""
+    plan = services.plan_suggestion(relocation)
+    plan["secrets"] = {"DB_PASSWORD": "s3cret"}
+    return plan
+
+
 def _as_form(plan: dict[str, Any]) -> dict[str, str]:
-    """A plan as the browser posts the form: lists one item a line, env NAME=value lines."""
-    out = {}
+    """A plan as the browser posts the form: lists one item a line, env NAME=value lines, a
+    secret's value typed in its row (a masked one left empty)."""
+    out: dict[str, str] = {}
     for name, value in plan.items():
-        if isinstance(value, list):
+        if name == "secrets":
+            out |= {f"secret_value__{k}": v for k, v in value.items() if v != "********"}
+        elif isinstance(value, list):
             out[name] = "\n".join(value)
         elif isinstance(value, dict):
             out[name] = "\n".join(f"{k}={v}" for k, v in value.items())
@@ -391,7 +402,7 @@ def test_the_plan_form_is_prefilled_from_the_suggestion(
         in _field(response, "command")
     )
     assert "NOTES_DB=/srv/notes/data/notes.db" in _field(response, "env")
-    assert "DB_PASSWORD" in _field(response, "env")  # named in the help: its value was not copied
+    assert "DB_PASSWORD" not in _field(response, "env")  # a secret: a row of its own, value to type
     assert "PATH=" not in _field(response, "env")
     assert 'value="8000"' in _field(response, "port")
     assert '<option value="10.213.7.21" selected>' in _field(response, "keep_address")
@@ -403,7 +414,7 @@ def test_the_plan_form_is_prefilled_from_the_suggestion(
 
 
 def test_the_plan_form_shows_the_saved_plan_once_there_is_one(inspected: Relocation, owner: User) -> None:
-    plan = services.plan_suggestion(inspected)
+    plan = _suggested(inspected)
     services.relocation_plan(user=owner, relocation=inspected, plan=plan | {"app_slug": "notes-app"})
     response = _client(owner).get(reverse("relocations:detail", args=[inspected.pk]))
     assert 'value="notes-app"' in _field(response, "app_slug")
@@ -459,7 +470,8 @@ def test_a_valid_plan_is_saved_and_the_relocation_is_planned(
 ) -> None:
     data = _as_form(services.plan_suggestion(inspected)) | {
         "command": "/srv/notes/venv/bin/gunicorn\n--bind\n0.0.0.0:8000\n--access-logfile\n/srv/notes/log/access log\n",
-        "env": "NOTES_DB=/srv/notes/data/notes.db\nDB_PASSWORD=s3cret",
+        "env": "NOTES_DB=/srv/notes/data/notes.db",
+        "secret_value__DB_PASSWORD": "s3cret",
         "exclude": "log\n\n/srv/notes/tmp\n",
         "verify_paths": "/\n/static/app.css",
     }
@@ -477,7 +489,8 @@ def test_a_valid_plan_is_saved_and_the_relocation_is_planned(
         "--access-logfile",
         "/srv/notes/log/access log",
     ]
-    assert plan["env"] == {"NOTES_DB": "/srv/notes/data/notes.db", "DB_PASSWORD": "s3cret"}
+    assert plan["env"] == {"NOTES_DB": "/srv/notes/data/notes.db"}
+    assert secret_env.opened(plan["secrets"]) == {"DB_PASSWORD": "s3cret"}
     assert plan["exclude"] == ["log", "tmp"]
     assert plan["verify_paths"] == ["/", "/static/app.css"]
     assert plan["base_image"] == python_image.pk and plan["port"] == 8000
@@ -579,7 +592,7 @@ def test_moving_is_refused_without_a_plan(inspected: Relocation, owner: User) ->
 def test_cancelling_through_the_confirm_dialog_reloads_the_wizard(
     inspected: Relocation, owner: User, pool: IPPool
 ) -> None:
-    services.relocation_plan(user=owner, relocation=inspected, plan=services.plan_suggestion(inspected))
+    services.relocation_plan(user=owner, relocation=inspected, plan=_suggested(inspected))
     assert IPAllocation.objects.filter(address="10.213.7.21").exists()
     client = _client(owner)
     response = client.post(reverse("relocations:cancel", args=[inspected.pk]), headers=HTMX)

@@ -16,14 +16,21 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.core.signals import got_request_exception
 from django.db import connection
+from django.http import HttpRequest
 from django.test import Client, override_settings
+from django.views.debug import ExceptionReporter
 
 from apps.accounts.models import Team
 from apps.applications import releases, secret_env, services
 from apps.applications.models import App, BaseImage, Release
+from apps.audit.models import AuditEntry
+from apps.images import registry_settings
+from apps.images.models import Registry
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
+from apps.relocations.models import Relocation
 from tests.helpers import api_client
 
 VALUE = "s3cr3t-Value-Ω-7d1e"
@@ -102,13 +109,38 @@ def test_the_api_creates_replaces_and_deletes_secrets_each_a_release(
         "secret changed: TOKEN",
     ]
     assert secret_env.opened(app.secrets) == {"TOKEN": OTHER, "API_KEY": VALUE}
-    # The same value again: nothing to deploy, no release.
-    assert api.patch("/api/v1/apps/api-app/", {"secrets": {"TOKEN": OTHER}}, format="json").status_code == 200
-    assert app.releases.count() == 2
     deleted = api.patch("/api/v1/apps/api-app/", {"secrets": {"API_KEY": None}}, format="json")
     assert deleted.status_code == 200 and deleted.json()["secrets"] == {"TOKEN": "********"}
     app.refresh_from_db()
     assert app.release is not None and app.release.changes == ["secret removed: API_KEY"]
+
+
+def test_saving_the_stored_value_answers_exactly_as_saving_another_one(owner: User, web: App) -> None:
+    """Nobody can confirm a guessed value by saving it: the value stored and a wrong guess each
+    make a release that says the secret changed, with the same answer."""
+    api = api_client(owner)
+    answers = []
+    for guess in (VALUE, OTHER):
+        answer = api.patch(f"/api/v1/apps/{web.slug}/", {"secrets": {"DB_PASSWORD": guess}}, format="json")
+        assert answer.status_code == 200, answer.content
+        web.refresh_from_db()
+        assert web.release is not None and web.release.changes == ["secret changed: DB_PASSWORD"]
+        answers.append(answer.json() | {"release": None, "updated_at": None})
+        _done()
+    assert answers[0] == answers[1]
+    assert [r.number for r in web.releases.all()] == [3, 2, 1]
+    client = Client()
+    client.force_login(owner)
+    form = {
+        "base_image": web.base_image_id,
+        "env": "MODE=a",
+        "health_check": web.health_check,
+        "health_path": web.health_path,
+        "health_timeout": web.health_timeout,
+        "secret_value__DB_PASSWORD": OTHER,  # the value stored now
+    }
+    page = client.post(f"/apps/{web.slug}/edit/", form, follow=True).content.decode()
+    assert "A new release is deployed" in page and web.releases.count() == 4
 
 
 @pytest.mark.parametrize(
@@ -141,6 +173,43 @@ def test_a_plain_variable_can_be_marked_secret_and_keeps_its_value(owner: User, 
     web.refresh_from_db()
     assert web.env == {} and secret_env.opened(web.secrets) == {"DB_PASSWORD": VALUE, "MODE": "a"}
     assert web.release is not None and web.release.changes == ["env removed: MODE", "secret added: MODE"]
+
+
+def test_marking_a_variable_secret_seals_it_in_every_earlier_release_and_a_rollback_keeps_it_secret(
+    owner: User, web: App
+) -> None:
+    first, second = "plain-First-8e1f", "plain-Second-41ac"
+    services.app_update(user=owner, app=web, env={"MODE": "a", "API_KEY": first})
+    _done()
+    services.app_update(user=owner, app=web, env={"MODE": "a", "API_KEY": second})
+    _done()
+    assert first in _raw_rows() and second in _raw_rows()  # plain until now: the search can fail
+    services.app_update(user=owner, app=web, make_secret=["API_KEY"])
+    _done()
+    assert first not in _raw_rows() and second not in _raw_rows()
+    by_number = {r.number: r for r in web.releases.all()}
+    assert [("API_KEY" in r.env) for r in by_number.values()] == [False] * 4
+    assert secret_env.opened(by_number[2].secrets) == {"DB_PASSWORD": VALUE, "API_KEY": first}
+    assert secret_env.opened(by_number[3].secrets) == {"DB_PASSWORD": VALUE, "API_KEY": second}
+    assert secret_env.opened(by_number[1].secrets) == {"DB_PASSWORD": VALUE}
+    # The old release again: the variable comes back as a secret, with the value it ran with.
+    releases.release_rollback(user=owner, app=web, number=2)
+    web.refresh_from_db()
+    assert web.env == {"MODE": "a"}
+    assert secret_env.opened(web.secrets) == {"DB_PASSWORD": VALUE, "API_KEY": first}
+    assert first not in _raw_rows()
+    Instance.objects.filter(app=web).update(release=web.release)  # as the deploy leaves it
+    env = dict(instance_spec(Instance.objects.get(app=web)).env)
+    assert env["API_KEY"] == first
+
+
+def test_a_name_made_secret_by_removing_it_from_env_is_sealed_in_earlier_releases_too(
+    owner: User, web: App
+) -> None:
+    services.app_update(user=owner, app=web, env={"MODE": "a", "API_KEY": "plain-Third-c3d0"})
+    _done()
+    services.app_update(user=owner, app=web, env={"MODE": "a"}, secrets={"API_KEY": "new-Value-0f"})
+    assert "plain-Third-c3d0" not in _raw_rows()
 
 
 def test_a_rollback_brings_back_the_secrets_the_release_ran_with(owner: User, web: App) -> None:
@@ -234,27 +303,87 @@ def test_the_create_form_takes_secrets(owner: User, alpha: Team, image: BaseImag
     assert secret_env.opened(App.objects.get(slug="formed").secrets) == {"TOKEN": VALUE}
 
 
-def test_rotation_seals_everything_with_the_new_key_and_the_old_key_can_go(owner: User, web: App) -> None:
+@pytest.fixture
+def moved(owner: User, alpha: Team) -> Relocation:
+    """A VM move whose saved plan holds a secret (sealed like an app's)."""
+    return Relocation.objects.create(
+        team=alpha,
+        name="notes",
+        address="10.50.0.19",
+        offered_key="ssh-ed25519 AAAA",
+        state=Relocation.State.PLANNED,
+        created_by=owner,
+        plan={"app_slug": "notes", "env": {}, "secrets": {"DB_PASSWORD": secret_env.seal(OTHER)}},
+    )
+
+
+def test_rotation_seals_everything_with_the_new_key_and_the_old_key_can_go(
+    owner: User, ops: User, web: App, moved: Relocation
+) -> None:
+    registry = registry_settings.registry_save(
+        user=ops, url="https://r.example:5000", username="pusher", password="registry-Pw-6d", enabled=False
+    )
     old = settings.SECRETS_KEYS[0]
     new = Fernet.generate_key().decode()
     with override_settings(SECRETS_KEYS=[new, old]):
         out = io.StringIO()
         call_command("rotate_secrets", stdout=out)
-        assert "Sealed 2 secret value(s) again with the first key: 1 app(s), 1 release(s)" in out.getvalue()
+        assert (
+            "Sealed 2 secret value(s) again with the first key: 1 app(s), 1 release(s), 1 of VM moves' plans, "
+            "1 of registry credentials." in out.getvalue()
+        )
     with override_settings(SECRETS_KEYS=[new]):
         web.refresh_from_db()
         assert secret_env.opened(web.secrets) == {"DB_PASSWORD": VALUE}
         assert secret_env.opened(web.releases.get().secrets) == {"DB_PASSWORD": VALUE}
+        registry.refresh_from_db()
+        assert registry_settings.access(registry).password == "registry-Pw-6d"
+        moved.refresh_from_db()
+        assert secret_env.opened(moved.plan["secrets"]) == {"DB_PASSWORD": OTHER}
+    entry = AuditEntry.objects.get(action="secrets.rotate")
+    assert entry.data["others"] == {"VM moves' plans": 1, "registry credentials": 1}
 
 
-def test_rotation_without_the_key_that_sealed_a_value_changes_nothing_and_says_why(web: App) -> None:
-    before = App.objects.get(pk=web.pk).secrets
+@pytest.mark.parametrize("unreadable", ["app", "registry", "plan"])
+def test_rotation_without_the_key_that_sealed_a_value_changes_nothing_and_says_why(
+    ops: User, web: App, moved: Relocation, unreadable: str
+) -> None:
+    registry = registry_settings.registry_save(
+        user=ops, url="https://r.example:5000", username="pusher", password="registry-Pw-6d", enabled=False
+    )
+    lost = Fernet(Fernet.generate_key())
+    token = lost.encrypt(b"sealed-with-a-lost-key").decode()
+    says = {
+        "app": "The secret DB_PASSWORD cannot be opened",
+        "registry": "The registry password cannot be opened",
+        "plan": f"The secret of the move of notes (relocation {moved.pk}) DB_PASSWORD cannot be opened",
+    }[unreadable]
+    if unreadable == "app":
+        Release.objects.filter(app=web).update(secrets={"DB_PASSWORD": token})
+    elif unreadable == "registry":
+        Registry.objects.filter(pk=1).update(password_sealed=token)
+    else:
+        Relocation.objects.filter(pk=moved.pk).update(plan=moved.plan | {"secrets": {"DB_PASSWORD": token}})
+    before = (
+        App.objects.get(pk=web.pk).secrets,
+        Registry.objects.get(pk=1).password_sealed,
+        Relocation.objects.get(pk=moved.pk).plan,
+    )
+    new = Fernet.generate_key().decode()
     with (
-        override_settings(SECRETS_KEYS=[Fernet.generate_key().decode()]),
-        pytest.raises(CommandError, match="DB_PASSWORD cannot be opened with any key"),
+        override_settings(SECRETS_KEYS=[new, *settings.SECRETS_KEYS]),
+        pytest.raises(
+            CommandError, match=re.escape(says) + " with any key in SECRETS_KEYS; nothing was rotated"
+        ),
     ):
         call_command("rotate_secrets")
-    assert App.objects.get(pk=web.pk).secrets == before
+    after = (
+        App.objects.get(pk=web.pk).secrets,
+        Registry.objects.get(pk=1).password_sealed,
+        Relocation.objects.get(pk=moved.pk).plan,
+    )
+    assert after == before and not AuditEntry.objects.filter(action="secrets.rotate").exists()
+    assert registry.pk == 1
 
 
 def test_a_new_key_is_printed_for_the_operator() -> None:
@@ -280,9 +409,65 @@ def test_the_model_refuses_a_plain_value_where_a_sealed_one_belongs(web: App) ->
     web.secrets = {"DB_PASSWORD": VALUE}
     with pytest.raises(ValidationError, match="sealed values only"):
         web.full_clean(exclude=["release"])
+    release = Release.objects.get(app=web)
+    release.full_clean()
+    release.secrets = {"DB_PASSWORD": VALUE}
+    with pytest.raises(ValidationError, match="sealed values only"):
+        release.full_clean()
 
 
 def test_a_release_row_keeps_only_sealed_values(owner: User, web: App) -> None:
     services.app_update(user=owner, app=web, secrets={"DB_PASSWORD": OTHER})
     assert OTHER not in _raw_rows() and VALUE not in _raw_rows()
     assert all(set(r.secrets) == {"DB_PASSWORD"} for r in Release.objects.filter(app=web))
+
+
+def _report_of_a_crash(client: Client, url: str, form: dict[str, object]) -> str:
+    """The error report Django mails the admins (DEBUG off) for a request that crashed."""
+    reports: list[str] = []
+
+    def report(sender: object, request: HttpRequest, **kwargs: object) -> None:
+        reporter = ExceptionReporter(request, *sys.exc_info())
+        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+
+    got_request_exception.connect(report)
+    try:
+        with pytest.raises(RuntimeError, match="crashed"):
+            client.post(url, form)
+    finally:
+        got_request_exception.disconnect(report)
+    assert len(reports) == 1
+    return reports[0]
+
+
+def _crash(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("crashed")
+
+
+@pytest.mark.parametrize("where", ["create", "edit", "plan", "registry"])
+def test_an_error_report_of_a_form_that_takes_secrets_holds_none_of_them(
+    owner: User, ops: User, web: App, moved: Relocation, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from apps.relocations import services as moves
+
+    client = Client()
+    client.force_login(ops if where == "registry" else owner)
+    if where == "create":
+        monkeypatch.setattr(services, "app_create", _crash)
+        url, form = "/apps/new/", {"slug": "crashy", "team": web.team_id, "base_image": web.base_image_id}
+        form |= {"memory_mb": 64, "cpus": "0.25", "instances": 0}
+        form |= {"new_secret_name_0": "TOKEN", "new_secret_value_0": OTHER}
+    elif where == "edit":
+        monkeypatch.setattr(services, "app_update", _crash)
+        url, form = f"/apps/{web.slug}/edit/", {"base_image": web.base_image_id, "env": "MODE=a"}
+        form |= {"health_check": "tcp", "health_path": "/", "health_timeout": 30}
+        form |= {"secret_value__DB_PASSWORD": OTHER}
+    elif where == "plan":
+        monkeypatch.setattr(moves, "relocation_plan", _crash)
+        url, form = f"/relocations/{moved.pk}/plan/", {"secret_value__DB_PASSWORD": OTHER, "port": "8080"}
+    else:
+        monkeypatch.setattr(registry_settings, "registry_save", _crash)
+        url, form = "/images/registry/", {"url": "https://r.example:5000", "username": "u", "password": OTHER}
+    text = _report_of_a_crash(client, url, form)
+    assert "crashed" in text and "_crash" in text  # the report is there, with its frames
+    assert OTHER not in text

@@ -1,4 +1,5 @@
-"""Seal every app's and release's secret variables again with the first key of SECRETS_KEYS.
+"""Seal every app's and release's secret variables, and everything else sealed with the same
+keys (the registry password, VM moves' plans), again with the first key of SECRETS_KEYS.
 
 Rotation: put a new key first in SECRETS_KEYS (keep the old one after it), restart the portal and
 its workers, run this, then drop the old key. `--new-key` prints a key to use.
@@ -16,7 +17,7 @@ from apps.applications.services import secrets_rotate
 
 
 class Command(BaseCommand):
-    help = "Seal all secret variables again with the first key of SECRETS_KEYS (or print a new key)."
+    help = "Seal all secret values again with the first key of SECRETS_KEYS (or print a new key)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--new-key", action="store_true", help="Print a new key and change nothing.")
@@ -26,10 +27,11 @@ class Command(BaseCommand):
             self.stdout.write(Fernet.generate_key().decode())
             return
         try:
-            apps, releases, values = secrets_rotate()
+            apps, releases, values, others = secrets_rotate()
         except SecretUnreadable as exc:
             raise CommandError(str(exc)) from None
+        also = "".join(f", {count} of {name}" for name, count in others.items())
         self.stdout.write(
-            f"Sealed {values} secret value(s) again with the first key: {apps} app(s), {releases} release(s). "
-            "Every value now opens with that key alone; the other keys can go from SECRETS_KEYS."
+            f"Sealed {values} secret value(s) again with the first key: {apps} app(s), {releases} release(s)"
+            f"{also}. Every value now opens with that key alone; the other keys can go from SECRETS_KEYS."
         )
