@@ -1,6 +1,8 @@
 """A secret variable on the lab: set through the API, deployed by a real worker, changed by a
 release; the containers get its value and nothing else the portal produced holds it: no page,
-no API answer, no row of any table, no line of the worker's or this process's logs."""
+no API answer (the audit trail's and the activity feed's included), no webhook delivery the
+team's receiver got, no row of any table, no line of the worker's, the event watcher's or this
+process's logs."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
 from apps.accounts.models import Team
+from apps.alerts.models import Webhook
 from apps.applications.models import App, BaseImage
+from apps.audit.models import AuditEntry
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
-from tests.helpers import api_client, finished
+from tests.helpers import EventWatcher, WebhookReceiver, api_client, eventually, finished
 from tests.plain.test_routes import MATRIX
 
 FIRST = "first-Secret-4f1c9e"
@@ -62,6 +66,7 @@ def _every_row() -> str:
 
 def test_a_secret_reaches_the_containers_and_nothing_else(
     owner: User,
+    lead: User,
     ops: User,
     alpha: Team,
     busybox: BaseImage,
@@ -69,12 +74,21 @@ def test_a_secret_reaches_the_containers_and_nothing_else(
     lab_hosts: list[Any],
     remove_apps: list[str],
     worker: None,
+    watcher: EventWatcher,
+    receiver: WebhookReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    worker_log = settings.VAR_DIR / "test-worker.log"
-    start = worker_log.stat().st_size
+    logs = {name: settings.VAR_DIR / f"test-{name}.log" for name in ("worker", "watcher")}
+    starts = {name: path.stat().st_size for name, path in logs.items()}
     remove_apps.append("vault")
+    # The team's lifecycle webhook: every start and stop of the app's containers is POSTed to it.
+    hook = api_client(lead).post(
+        "/api/v1/webhooks/",
+        {"team": "alpha", "name": "lb", "url": receiver.url, "topics": ["alerts", "lifecycle"]},
+        format="json",
+    )
+    assert hook.status_code == 201, hook.content
     api = api_client(owner)
     answers = []
     made = api.post(
@@ -112,16 +126,46 @@ def test_a_secret_reaches_the_containers_and_nothing_else(
         assert f"DB_PASSWORD={SECOND}" in env and "MODE=a" in env
         assert not any(FIRST in item for item in env)
 
-    ctx = {"app": app, "instance": instances[0], "host": instances[0].host, "operation": deploy}
+    # Two containers started, then both replaced by the release: each said to the webhook.
+    eventually(
+        lambda: len(receiver.events("instance.started")) >= 4,
+        30,
+        "the starts of both releases' containers delivered to the webhook",
+    )
+    deliveries = "\n".join(
+        f"{r.path} {r.headers} {r.body.decode(errors='replace')}" for r in receiver.received
+    )
+    assert "slw-vault-0" in deliveries
+
+    ctx = {
+        "app": app,
+        "instance": instances[0],
+        "host": instances[0].host,
+        "operation": deploy,
+        "webhook": Webhook.objects.get(pk=hook.json()["id"]),
+        "audit": AuditEntry.objects.filter(action="app.create", object_repr="vault").get(),
+    }
     pages = _every_page_and_answer([owner, ops], ctx)
     # The pages were really about this app, and named the secret.
     assert "DB_PASSWORD=********" in pages["owner /apps/vault/"]
     assert '"DB_PASSWORD":"********"' in pages["owner /api/v1/apps/vault/"]
     assert "secret changed: DB_PASSWORD" in pages["owner /api/v1/apps/vault/releases/"]
+    # The audit trail's API and the activity feeds were among them, about this deploy.
+    assert "DB_PASSWORD" in pages[f"ops {reverse('audit-entry-list')}"]
+    assert "vault" in pages[f"owner {reverse('activity')}"]
+    assert "release 2" in pages[f"owner {reverse('catalog:activity', kwargs={'slug': 'vault'})}"]
+    assert (
+        "instance.started"
+        in pages[f"owner {reverse('webhook-deliveries', kwargs={'pk': ctx['webhook'].pk})}"]
+    )
     produced = {
         **pages,
         "API answers to the writes": "\n".join(answers),
-        "the worker's log": worker_log.read_bytes()[start:].decode(errors="replace"),
+        "the webhook deliveries": deliveries,
+        **{
+            f"the {name}'s log": path.read_bytes()[starts[name] :].decode(errors="replace")
+            for name, path in logs.items()
+        },
         "this process's log": caplog.text,
         "every row of every table": _every_row(),
     }
