@@ -206,7 +206,7 @@ def _followed(
         try:
             if first:
                 yield "".join(encode(name, line) for name, line in first).encode()
-            while (item := await asyncio.to_thread(merged.next)) is not None:
+            while (item := await asyncio.to_thread(merged.next, 1.0)) is not None:
                 name, lines, why = item
                 if lines is None:
                     yield encode(name, logs.LogLine("stderr", "", f"[slipway: {why}]")).encode()

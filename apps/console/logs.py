@@ -322,12 +322,20 @@ class Merged:
                 continue
         return False
 
-    def next(self) -> tuple[str, list[LogLine] | None, str] | None:
-        """Blocks (in a worker thread) until something comes; polls so a closed merge ends it."""
+    IDLE: tuple[str, list[LogLine] | None, str] = ("", [], "")
+
+    def next(self, wait: float | None = None) -> tuple[str, list[LogLine] | None, str] | None:
+        """Blocks (in a worker thread) until something comes; polls so a closed merge ends it.
+        With `wait`, gives IDLE (no lines) once that long has passed with nothing: the thread
+        calling it is then never held for longer, so a server shutting down while a follower's
+        request is cancelled (its `close()` never run) does not wait on that thread forever."""
+        deadline = None if wait is None else time.monotonic() + wait
         while self.running and not self.closed.is_set():
             try:
-                item = self.queue.get(timeout=0.5)
+                item = self.queue.get(timeout=0.5 if wait is None else min(0.5, wait))
             except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return self.IDLE
                 continue
             if item[1] is None:
                 self.running -= 1

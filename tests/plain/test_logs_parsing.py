@@ -4,6 +4,7 @@ here are built byte for byte as the Engine API sends them; the lab tests read re
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -108,3 +109,22 @@ def test_a_follow_starts_one_nanosecond_after_the_last_line_exactly() -> None:
     assert f"{since:.9f}" == "1796378401.936556000"
     assert f"{logs.just_after('2026-12-04T10:00:01.93655Z'):.9f}" == "1796378401.936550001"
     assert f"{logs.just_after('2026-12-04T10:00:01Z'):.9f}" == "1796378401.000000001"
+
+
+def test_a_waiting_follower_is_never_held_past_its_wait_and_gets_what_comes_after() -> None:
+    """The thread that reads a merge for a followed request comes back IDLE when nothing came
+    within its wait (so a server shutting down never waits on it), and the lines still come
+    on the next call; a closed merge ends."""
+    arrived = threading.Event()
+
+    def batches() -> Iterator[list[logs.LogLine]]:
+        arrived.wait(10)
+        yield [logs.LogLine("stdout", "", "late")]
+
+    merged = logs.Merged([("a", batches())], [])
+    assert merged.next(0.2) == logs.Merged.IDLE  # came back on its own: the line had not come
+    arrived.set()
+    item = merged.next(5)
+    assert item is not None and item[0] == "a" and [line.text for line in item[1] or []] == ["late"]
+    merged.close()
+    assert merged.next(0.2) is None
