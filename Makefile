@@ -62,8 +62,9 @@ test-together:
 	echo "== the Debian image builds, the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
 	cat var/log/test-plain.log; test $$lab -eq 0 -a $$pl -eq 0
 
+# Every lab test's time (set-up, call and teardown together) in var/log/test-lab.xml.
 test-postgres-lab:
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest tests/docker tests/browser tests/cli/test_cli_on_lab.py --junitxml=var/log/test-lab.xml $(PYTEST_ARGS)
 
 test-sqlite:
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ import tarfile
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -155,13 +156,24 @@ class KillableWorker:
 
 def end(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if it has not ended 15 s later."""
-    if proc.poll() is None:
+    end_all([proc])
+
+
+def end_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to all at once (their shutdowns overlap), then SIGKILL to any that has not ended
+    15 s later."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         proc.terminate()
+    deadline = time.monotonic() + 15
+    for proc in running:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            # A program that ignores SIGTERM would hold systemd's stop just as long: worth seeing.
+            warnings.warn(f"{proc.args!r} did not end within 15 s of SIGTERM", stacklevel=2)
 
 
 class EventWatcher:
