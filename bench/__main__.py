@@ -75,7 +75,7 @@ def start_worker() -> tuple[subprocess.Popen[bytes], Any]:
     worker = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "celery", "-A", "portal", "worker", "--concurrency", "2"),
+            *("-m", "celery", "-A", "portal", "worker", "--concurrency", "2", "--queues", "celery,builds"),
             *("--without-mingle", "--without-gossip", "--loglevel", "WARNING"),
         ],
         cwd=ROOT,

@@ -136,6 +136,8 @@ def start_portal(workers: int = 2) -> dict[str, list[subprocess.Popen[bytes]]]:
                 "worker",
                 "--concurrency",
                 "1",
+                "--queues",
+                "celery,builds",
                 "-n",
                 f"scale{n}@%h",
                 "--without-mingle",

@@ -40,6 +40,8 @@ QUEUE_DOWN = (
     "The task queue is unreachable right now ({error}); the request is kept and will run when it is back."
 )
 LOST = "Its worker stopped answering (killed, or its machine restarted); it runs again."
+# Celery's own default queue: everything not routed elsewhere. Every worker takes it.
+DEFAULT_QUEUE = "celery"
 
 
 class JobRecord(models.Model):
@@ -67,6 +69,9 @@ class Kind:
     active: Q
     # The text field that tells people the queue is down, or that a lost run is taken over.
     note: str = "error"
+    # The Celery queue its task goes to, first time and every resend; None: the default queue
+    # (DEFAULT_QUEUE), which every worker takes. Image builds have one of their own (builds).
+    queue: str | None = None
 
     def rows(self) -> models.QuerySet[Any]:
         return self.model._default_manager.filter(self.active)  # type: ignore[attr-defined]
@@ -85,11 +90,21 @@ def kinds() -> list[Kind]:
     return list(_KINDS.values())
 
 
-def send(task: str, pk: int, *, on_refused: models.QuerySet[Any] | None = None, note: str = "error") -> bool:
-    """Hand the row's id to Celery. False (and the row noted, if given) when the broker cannot
-    take it now; the row stays, and is sent again later."""
+def send(
+    task: str,
+    pk: int,
+    *,
+    on_refused: models.QuerySet[Any] | None = None,
+    note: str = "error",
+    queue: str | None = None,
+) -> bool:
+    """Hand the row's id to Celery, on `queue` (None: the default queue). False (and the row
+    noted, if given) when the broker cannot take it now; the row stays, and is sent again later."""
     try:
-        current_app.send_task(task, args=(pk,))
+        if queue:
+            current_app.send_task(task, args=(pk,), queue=queue)
+        else:
+            current_app.send_task(task, args=(pk,))
     except Exception as exc:  # kombu raises several families for a broker that is down
         log.warning("%s %s waits: broker unreachable: %s", task, pk, exc)
         if on_refused is not None:
@@ -105,7 +120,7 @@ def start(kind: Kind, pk: int) -> None:
 
 
 def send_kind(kind: Kind, pk: int) -> bool:
-    return send(kind.task, pk, on_refused=kind.rows().filter(pk=pk), note=kind.note)
+    return send(kind.task, pk, on_refused=kind.rows().filter(pk=pk), note=kind.note, queue=kind.queue)
 
 
 def claim(kind: Kind, pk: int) -> bool:

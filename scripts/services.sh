@@ -29,8 +29,10 @@ start() {
   fi
   # Workers and beat run at a lower CPU priority than the web process: when a scale or a drain
   # keeps every worker busy, pages still get the CPU first (bench-scale: page_p95_under_load).
-  alive worker || nice -n "$WORKER_NICE" "$BIN/celery" -A portal worker --concurrency 4 --loglevel INFO \
-    --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --detach
+  # One worker takes both queues: Celery's default one and the image builds' (production runs a
+  # builder of its own for those, deploy/slipway-builder.service).
+  alive worker || nice -n "$WORKER_NICE" "$BIN/celery" -A portal worker --queues celery,builds --concurrency 4 \
+    --loglevel INFO --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --detach
   alive beat || nice -n "$WORKER_NICE" "$BIN/celery" -A portal beat --loglevel INFO --schedule "$VAR/celerybeat-schedule" \
     --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" --detach
   if ! alive events; then

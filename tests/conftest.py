@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from django.db import connection
+from kombu import Queue
 
 from apps.accounts.models import Membership, Team
 
@@ -130,6 +131,8 @@ def _test_broker() -> None:
 
     settings.CELERY_BROKER_URL = TEST_BROKER_URL
     app.conf.update(broker_url=TEST_BROKER_URL)
+    # Purges below and in the fixtures empty the image builds' queue too (the workers take it).
+    app.amqp.queues.select_add(Queue("builds"))
     # Messages a killed earlier run left behind name rows that do not exist. Without Redis,
     # the tests that need it fail with their own message.
     with contextlib.suppress(Exception):
@@ -166,6 +169,9 @@ def _worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
             "prefork",
             "--concurrency",
             "2",
+            # Celery's default queue and the image builds' (apps/images/publish.py, BUILDS_QUEUE).
+            "--queues",
+            "celery,builds",
             "--without-mingle",
             "--without-gossip",
             "--loglevel",

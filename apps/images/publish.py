@@ -28,6 +28,12 @@ from portal import jobs
 
 log = logging.getLogger(__name__)
 
+# Builds (and the loads after them) go to a queue of their own: in production a builder
+# (deploy/slipway-builder.service) takes it, with the sandbox mmdebstrap needs, while the workers
+# keep theirs tighter; and a build of minutes never holds a slot that scales need. Every worker
+# that `make up` and the tests start takes both queues.
+BUILDS_QUEUE = "builds"
+
 # A version being built or loaded is work for a worker (run() below).
 PUBLISH = jobs.register(
     jobs.Kind(
@@ -36,6 +42,7 @@ PUBLISH = jobs.register(
         task="catalog.publish_image",
         active=Q(state__in=[BuildState.BUILDING, BuildState.LOADING]),
         note="build_error",
+        queue=BUILDS_QUEUE,
     )
 )
 

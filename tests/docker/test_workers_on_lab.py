@@ -1,12 +1,15 @@
 """Several workers: two real Celery worker processes (started with the worker unit's command
 line, deploy/slipway-worker@.service) carry out a mixed load on the lab at once: a scale up of
 one app, a live resize of another and the drain of a host holding instances of both. Every job
-is sent twice, so both workers get copies; each is done once."""
+is sent twice, so both workers get copies; each is done once. Meanwhile a base image version is
+published: the image builder (deploy/slipway-builder.service) takes it from its own queue, and
+neither worker sees it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +19,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.applications import services
-from apps.applications.models import App
+from apps.applications.models import App, BaseImage, BuildState
 from apps.fleet import drain as draining
 from apps.fleet.models import DRAIN, Drain
 from apps.hosts.models import Host
+from apps.images import publish
 from apps.instances.models import Instance, Operation
 from apps.instances.services import operation_send
 from apps.lab import fleet
@@ -35,28 +39,34 @@ SLUGS = ("mixscale", "mixsize")
 
 
 @pytest.fixture
-def two_workers(transactional_db: None) -> Iterator[list[Path]]:
-    """Two workers of two processes each, named worker1 and worker2, on the test database and
-    broker; yields their logs."""
+def workers(transactional_db: None) -> Iterator[dict[str, Path]]:
+    """Two workers of two processes each, named worker1 and worker2, and the image builder, on
+    the test database and broker; yields their logs by name."""
     assert not any(p.poll() is None for p in SHARED_WORKERS), "a module worker would take this test's tasks"
     with contextlib.suppress(Exception):
         celery_app.control.purge()  # tasks earlier tests queued name rows of their own databases
     env = dict(os.environ, DATABASE_URL=_database_url(), CELERY_BROKER_URL=TEST_BROKER_URL)
-    procs, files, logs = [], [], []
+    commands = {
+        f"worker{n}": unit_command(
+            "slipway-worker@.service",
+            **{"worker%i@%%h": f"worker{n}@%h", "--concurrency 4": "--concurrency 2"},
+        )
+        for n in (1, 2)
+    }
+    commands["builder"] = unit_command(
+        "slipway-builder.service", **{"builder@%%h": "builder@%h", "--concurrency 2": "--concurrency 1"}
+    )
+    procs, files, logs = [], [], {}
     try:
-        for n in (1, 2):
-            argv = unit_command(
-                "slipway-worker@.service",
-                **{"worker%i@%%h": f"worker{n}@%h", "--concurrency 4": "--concurrency 2"},
-            )
-            path = settings.VAR_DIR / f"test-worker{n}.log"
+        for name, argv in commands.items():
+            path = settings.VAR_DIR / f"test-{name}.log"
             log = open(path, "wb")  # noqa: SIM115 - closed below
             files.append(log)
-            logs.append(path)
+            logs[name] = path
             procs.append(
                 subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
-        for path in logs:
+        for path in logs.values():
             eventually(_ready(path), 60, f"{path.name}: the worker to be ready")
         yield logs
     finally:
@@ -70,6 +80,17 @@ def _ready(path: Path) -> Callable[[], bool]:
     return lambda: "ready." in path.read_text()
 
 
+@pytest.fixture
+def new_version(busybox: BaseImage, lab: list[fleet.LabHost]) -> Iterator[BaseImage]:
+    """A busybox version to publish; taken off the lab hosts afterwards."""
+    version = BaseImage.objects.create(
+        name=busybox.name, tag="mixed", runtime=busybox.runtime, recipe=busybox.recipe, state=BuildState.DRAFT
+    )
+    yield version
+    for lab_host in lab:
+        fleet.docker(lab_host, "rmi", "-f", version.reference, check=False)
+
+
 def _containers(lab: list[fleet.LabHost]) -> list[str]:
     names = []
     for lab_host in lab:
@@ -81,14 +102,15 @@ def _containers(lab: list[fleet.LabHost]) -> list[str]:
     return sorted(names)
 
 
-def test_two_workers_carry_out_a_scale_a_resize_and_a_drain_at_once_each_once(
+def test_two_workers_carry_out_a_scale_a_resize_and_a_drain_at_once_each_once_and_the_builder_a_publish(
     deploy: Callable[..., App],
     owner: User,
     lead: User,
     ops: User,
     lab: list[fleet.LabHost],
     lab_hosts: list[Host],
-    two_workers: list[Path],
+    new_version: BaseImage,
+    workers: dict[str, Path],
 ) -> None:
     scaled, sized = (deploy(slug) for slug in SLUGS)  # two instances each, one on each host
     leaving = Instance.objects.select_related("host").get(app=scaled, slot=0).host
@@ -101,9 +123,11 @@ def test_two_workers_carry_out_a_scale_a_resize_and_a_drain_at_once_each_once(
         resources.request_decide(user=lead, request=request, approve=True, comment="ok")
     resize = Operation.objects.get(app=sized, kind=Operation.Kind.RESIZE)
     drain = draining.host_drain(user=ops, host=leaving)
+    publish.image_publish(user=ops, image=new_version)
     for op in (scale, resize):
         assert operation_send(op.pk)
     assert jobs.send_kind(DRAIN, drain.pk)
+    assert jobs.send_kind(publish.PUBLISH, new_version.pk)
 
     drain = eventually(
         lambda: Drain.objects.exclude(state=Drain.State.RUNNING).filter(pk=drain.pk).first(),
@@ -133,8 +157,28 @@ def test_two_workers_carry_out_a_scale_a_resize_and_a_drain_at_once_each_once(
     # scale had placed there before the drain began.
     assert len(moves) >= 2 and len({op.instance_id for op in moves}) == len(moves) == drain.done, drain.log
     # Both workers took work: the copies went to both.
-    for path in two_workers:
-        assert "Task instances.run_operation[" in path.read_text(), f"{path.name} took no operation"
+    for name in ("worker1", "worker2"):
+        assert "Task instances.run_operation[" in workers[name].read_text(), f"{name} took no operation"
+
+    # The publish went to the builder alone, both copies, and was done once.
+    version = eventually(
+        lambda: (
+            BaseImage.objects.exclude(state=BuildState.BUILDING)
+            .exclude(state=BuildState.LOADING)
+            .filter(pk=new_version.pk)
+            .first()
+        ),
+        120,
+        "the publish to end",
+        every=0.3,
+    )
+    assert version.state == BuildState.PUBLISHED, version.build_error
+    assert version.attempts == 1 and version.hosts.exists()
+    built = workers["builder"].read_text()
+    assert len(re.findall(r"Task catalog\.publish_image\[\S+\] received", built)) == 2
+    assert "Task instances." not in built
+    for name in ("worker1", "worker2"):
+        assert "Task catalog.publish_image[" not in workers[name].read_text(), f"{name} took the publish"
 
     # What runs on the hosts is exactly what the database says: no container twice, none left.
     live = Instance.objects.filter(app__in=apps).select_related("host")

@@ -1,7 +1,10 @@
 """The production files in deploy/ hold together: the env file example names only settings the
 portal reads and passes Django's deploy checks, nginx takes uploads as large as the portal does
-and its configuration loads, and systemd finds nothing wrong with the units. (They serve the
-portal for real in tests/browser/test_production_browser.py.)"""
+and its configuration loads, systemd finds nothing wrong with the units, every queue work is
+sent to has a unit that takes it, and the builder's sandbox sets nothing that would turn
+NoNewPrivileges back on. (They serve the portal for real in
+tests/browser/test_production_browser.py; tests/builds/test_builder.py builds within the
+builder's sandbox.)"""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from apps.images import publish
+from portal import jobs
 from tests.deploy_support import (
     DEPLOY,
     NGINX,
@@ -26,7 +31,13 @@ from tests.deploy_support import (
 )
 from tests.plain.test_docs_settings import settings_read
 
-UNITS = ["slipway-web.service", "slipway-worker@.service", "slipway-beat.service", "slipway-events.service"]
+UNITS = [
+    "slipway-web.service",
+    "slipway-worker@.service",
+    "slipway-builder.service",
+    "slipway-beat.service",
+    "slipway-events.service",
+]
 
 
 def _settings_name(name: str) -> str:
@@ -136,3 +147,76 @@ def test_systemd_finds_nothing_wrong_with_the_unit(unit: str, tmp_path: Path) ->
     # The program it starts is one of the venv's.
     argv = unit_command(unit, **({"worker%i@%%h": "worker1@%h"} if "@" in unit else {}))
     assert Path(argv[0]).exists(), argv
+
+
+def _queues(argv: list[str]) -> set[str]:
+    """The queues a `celery worker` command line takes (without --queues: the default one)."""
+    for flag in ("--queues", "-Q"):
+        if flag in argv:
+            return set(argv[argv.index(flag) + 1].split(","))
+    return {jobs.DEFAULT_QUEUE}
+
+
+def test_every_queue_work_is_sent_to_is_taken_and_builds_only_by_the_builder() -> None:
+    sent = {jobs.DEFAULT_QUEUE} | {kind.queue for kind in jobs.kinds() if kind.queue}
+    assert publish.PUBLISH.queue == publish.BUILDS_QUEUE in sent
+    worker = _queues(unit_command("slipway-worker@.service", **{"worker%i@%%h": "worker1@%h"}))
+    builder = _queues(unit_command("slipway-builder.service"))
+    assert worker == {jobs.DEFAULT_QUEUE} and builder == {publish.BUILDS_QUEUE}
+    assert worker | builder == sent
+    # Where one worker does everything (`make up`, the tests' shared worker), it takes both.
+    services = (ROOT / "scripts" / "services.sh").read_text()
+    conftest = (ROOT / "tests" / "conftest.py").read_text()
+    for where, found in (
+        ("scripts/services.sh", re.findall(r"--queues (\S+)", services)),
+        ("tests/conftest.py", re.findall(r'"--queues",\s*"([^"]+)"', conftest)),
+    ):
+        assert [set(queues.split(",")) for queues in found] == [sent], where
+
+
+def _service_settings(unit: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for line in (DEPLOY / unit).read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            settings[name] = value
+    return settings
+
+
+# systemd.exec(5): for a service with User= (no CAP_SYS_ADMIN), each of these turns
+# NoNewPrivileges on, whatever it says, and newuidmap (setuid) then cannot map a namespace.
+IMPLY_NO_NEW_PRIVILEGES = (
+    "DynamicUser",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+    "PrivateDevices",
+    "ProtectClock",
+    "ProtectHostname",
+    "ProtectKernelLogs",
+    "ProtectKernelModules",
+    "ProtectKernelTunables",
+    "RestrictAddressFamilies",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "SystemCallArchitectures",
+    "SystemCallFilter",
+    "SystemCallLog",
+)
+
+
+def test_the_builders_sandbox_lets_newuidmap_work_and_the_workers_stays_tight() -> None:
+    builder = _service_settings("slipway-builder.service")
+    assert builder["User"] == "slipway" and builder["NoNewPrivileges"] == "no"
+    assert [name for name in IMPLY_NO_NEW_PRIVILEGES if name in builder] == []
+    assert set(builder["CapabilityBoundingSet"].split()) == {
+        "CAP_SETUID",
+        "CAP_SETGID",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SYS_ADMIN",
+    }
+    for kept in ("ProtectSystem", "ProtectHome", "PrivateTmp", "ProtectControlGroups"):
+        assert builder[kept] in ("yes", "strict"), kept
+    worker = _service_settings("slipway-worker@.service")
+    assert worker["NoNewPrivileges"] == "yes" and worker["CapabilityBoundingSet"] == ""
+    assert worker["RestrictNamespaces"] == "yes" and worker["RestrictSUIDSGID"] == "yes"
