@@ -220,3 +220,78 @@ def test_the_builders_sandbox_lets_newuidmap_work_and_the_workers_stays_tight() 
     worker = _service_settings("slipway-worker@.service")
     assert worker["NoNewPrivileges"] == "yes" and worker["CapabilityBoundingSet"] == ""
     assert worker["RestrictNamespaces"] == "yes" and worker["RestrictSUIDSGID"] == "yes"
+
+
+BACKUP_SCRIPT = "/etc/cron.hourly/slipway-backup"
+
+
+def _backup_script() -> str:
+    """The hourly backup script as docs/backup.md has root write it (a here-document)."""
+    lines = (ROOT / "docs" / "backup.md").read_text().splitlines()
+    start = lines.index(f"cat > {BACKUP_SCRIPT} <<'EOF'") + 1
+    return "\n".join(lines[start : lines.index("EOF", start)]) + "\n"
+
+
+def _production_packages() -> set[str]:
+    text = (ROOT / "docs" / "production.md").read_text()
+    [command] = re.findall(r"apt-get install -y ((?:.*\\\n)*.*)", text)
+    return set(command.replace("\\\n", " ").split())
+
+
+def test_the_backup_script_runs_as_cron_runs_it_and_keeps_the_last_48_dumps(tmp_path: Path) -> None:
+    script = _backup_script()
+    doc = (ROOT / "docs" / "backup.md").read_text()
+    # run-parts runs only executable files, each as a program: a #! line and the mode.
+    assert script.startswith("#!/bin/sh\n") and f"chmod 0755 {BACKUP_SCRIPT}" in doc
+    assert "." not in Path(BACKUP_SCRIPT).name  # run-parts skips names with a dot
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    # What it runs beyond coreutils comes from production.md's packages.
+    assert {"postgresql", "rsync"} <= _production_packages()
+
+    # Run for real, on paths of the test's own, with pg_dump and rsync standing in.
+    dest, media, etc = tmp_path / "backup", tmp_path / "media", tmp_path / "etc"
+    (media / "releases" / "shop").mkdir(parents=True)
+    (media / "releases" / "shop" / "1-abc.tar").write_bytes(b"release one")
+    etc.mkdir()
+    (etc / "database_url").write_text("postgres://slipway:pw@127.0.0.1:5432/slipway\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        # pg_dump -Fc -f FILE URL: the URL it was given, as the dump.
+        "pg_dump": '#!/bin/sh\n[ "$1" = -Fc ] && [ "$2" = -f ] && printf %s "$4" > "$3"\n',
+        # rsync -a SRC/ DEST/
+        "rsync": '#!/bin/sh\n[ "$1" = -a ] && mkdir -p "$3" && cp -a "$2". "$3"\n',
+    }
+    for name, text in stubs.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    dest.mkdir(mode=0o700)
+    older = [dest / f"db-202001{1 + n // 24:02d}T{n % 24:02d}0000Z.dump" for n in range(50)]
+    for n, old in enumerate(older):  # oldest first
+        old.write_text("old")
+        os.utime(old, (1_600_000_000 + n * 3600, 1_600_000_000 + n * 3600))
+    runnable = tmp_path / "slipway-backup"
+    text = script
+    for old_path, new_path in {
+        "dest=/backup/slipway": f"dest={dest}",
+        "/etc/slipway/database_url": str(etc / "database_url"),
+        "/var/lib/slipway/media/": f"{media}/",
+    }.items():
+        assert old_path in text, old_path
+        text = text.replace(old_path, new_path)
+    runnable.write_text(text)
+    runnable.chmod(0o755)
+    done = subprocess.run(
+        [str(runnable)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    dumps = sorted(dest.glob("db-*.dump"))
+    assert len(dumps) == 48
+    [new] = [d for d in dumps if d.read_text() != "old"]
+    assert new.read_text() == "postgres://slipway:pw@127.0.0.1:5432/slipway"
+    assert [old.exists() for old in older[:4]] == [False, False, False, True]  # the oldest three went
+    assert (dest / "media" / "releases" / "shop" / "1-abc.tar").read_bytes() == b"release one"
