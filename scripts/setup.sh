@@ -13,8 +13,10 @@ say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 PACKAGES=(docker.io redis-server openssh-server postgresql busybox-static debootstrap chromium
           lxcfs iproute2 util-linux coreutils python3 python3-venv ca-certificates curl prometheus
           nginx slapd ldap-utils docker-registry
-          # Base images from Debian's packages are built with mmdebstrap (apps/images/rootfs.py).
-          mmdebstrap
+          # Base images from Debian's packages are built with mmdebstrap (apps/images/rootfs.py);
+          # uidmap's newuidmap/newgidmap let it build as an unprivileged user, as production's
+          # builder does (tests/builds/test_builder.py).
+          mmdebstrap uidmap
           # python-ldap (under django-auth-ldap) is built from source: its headers and a compiler.
           libldap2-dev libsasl2-dev python3-dev gcc)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
