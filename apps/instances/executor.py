@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from apps.applications.models import App, RetainedVolume, VolumeUpload
 from apps.hosts import gateway
@@ -165,6 +166,9 @@ def _instances(app: App, only: Instance | list[Instance] | None = None) -> list[
     return list(qs.order_by("slot"))
 
 
+# `spec` holds the opened secret values (instance_spec): an error report shows no variable of this
+# frame, nor of the calls that get the spec (the gateway and the transport below it).
+@sensitive_variables()
 def _apply(
     instance: Instance, restart: bool, volumes_ready: Callable[[Instance], None], gate: AddressGate
 ) -> Outcome:

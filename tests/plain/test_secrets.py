@@ -26,8 +26,11 @@ from apps.accounts.models import Team
 from apps.applications import releases, secret_env, services
 from apps.applications.models import App, BaseImage, Release
 from apps.audit.models import AuditEntry
+from apps.hosts import gateway
 from apps.images import registry_settings
 from apps.images.models import Registry
+from apps.instances import executor
+from apps.instances.address_probe import AddressGate
 from apps.instances.models import Instance, Operation
 from apps.instances.spec import instance_spec
 from apps.relocations.models import Relocation
@@ -471,3 +474,20 @@ def test_an_error_report_of_a_form_that_takes_secrets_holds_none_of_them(
     text = _report_of_a_crash(client, url, form)
     assert "crashed" in text and "_crash" in text  # the report is there, with its frames
     assert OTHER not in text
+
+def test_an_error_report_from_making_a_container_holds_no_secret(
+    web: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The executor holds the opened spec while Docker makes the container; a crash there (a
+    # worker's error report, DEBUG off) shows the frames but none of their variables.
+    monkeypatch.setattr(gateway, "container_ensure", _crash)
+    instance = Instance.objects.select_related("app", "host").get(app=web)
+    try:
+        executor._apply(instance, False, lambda _: None, AddressGate([]))
+    except RuntimeError:
+        reporter = ExceptionReporter(None, *sys.exc_info())
+        text = reporter.get_traceback_text() + reporter.get_traceback_html()
+    else:
+        pytest.fail("the crash did not reach the caller")
+    assert "crashed" in text and "_apply" in text and "spec" in text  # the report is there, with its frames
+    assert VALUE not in text
