@@ -24,7 +24,7 @@ class WebhookAdmin(ReadOnlyAdmin):
     list_display = ["name", "team", "url", "active", "created_at"]
     list_filter = ["active", "team"]
     # Read-only like the rest: webhooks are added through the page or the API, where the URL is checked.
-    exclude = ["secret"]
+    exclude = ["secret_sealed"]
 
 
 @admin.register(Delivery)

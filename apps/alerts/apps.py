@@ -6,5 +6,6 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Container events raise alerts and lifecycle webhooks the moment they are recorded.
-        from apps.alerts import receivers  # noqa: F401
+        # Container events raise alerts and lifecycle webhooks the moment they are recorded; the
+        # webhooks' sealed signing secrets are registered for `manage.py rotate_secrets`.
+        from apps.alerts import receivers, services  # noqa: F401

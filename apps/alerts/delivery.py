@@ -7,7 +7,7 @@ same on every attempt.
 
 The body is signed like Stripe's: `X-Slipway-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" with the webhook's secret>`, so a receiver can check it came from the portal and is
-recent."""
+recent. The secret is kept sealed (Webhook.secret_sealed) and opened here only to sign."""
 
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from apps.alerts import urlcheck
 from apps.alerts.models import Delivery, Webhook
+from apps.applications.secret_env import SecretUnreadable
 from portal import jobs
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ TASK = "alerts.deliver"
 CLAIM_SECONDS = 120
 
 
+@sensitive_variables("secret")  # an error report shows no opened secret
 def signature(secret: str, body: bytes, at: int) -> str:
     digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={digest}"
@@ -125,12 +128,16 @@ def post(
     except ValidationError as exc:
         return None, " ".join(exc.messages)
     body = json.dumps({**payload, "delivery": delivery_id}, sort_keys=True).encode()
+    try:
+        signed = signature(webhook.secret_opened(), body, int(time.time()))
+    except SecretUnreadable as exc:  # kept on the row, tried again (a key put back) until it gives up
+        return None, str(exc)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Slipway-Webhook",
         "X-Slipway-Event": event,
         "X-Slipway-Delivery": str(delivery_id),
-        "X-Slipway-Signature": signature(webhook.secret, body, int(time.time())),
+        "X-Slipway-Signature": signed,
     }
     path = target.url.path or "/"
     if target.url.query:

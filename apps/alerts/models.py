@@ -7,9 +7,11 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from apps.accounts.models import Team
+from apps.applications import secret_env
 from apps.applications.models import App
 from apps.hosts.models import Host
 from apps.instances.models import Instance
@@ -121,12 +123,28 @@ class Alert(models.Model):
 
 
 def _secret() -> str:
+    """A new signing secret, in clear (migration 0001 names this function)."""
     return secrets.token_hex(32)
+
+
+def _sealed_secret() -> str:
+    return secret_env.seal(_secret())
+
+
+def validate_sealed_secret(value: object) -> None:
+    if not (isinstance(value, str) and value.startswith("gAAAAA")):
+        raise ValidationError(
+            "A webhook keeps its signing secret sealed (with SECRETS_KEYS) only; a new webhook gets one made "
+            "and sealed for it."
+        )
 
 
 class Webhook(models.Model):
     """Where alerts and instance lifecycle events are POSTed as JSON, signed with the secret:
-    a team's (its apps) or ops' (everything)."""
+    a team's (its apps) or ops' (everything).
+
+    The secret is kept sealed like apps' secrets (apps.applications.secret_env): it is opened to
+    sign a delivery, and once to show it to whoever made the webhook (`secret_opened`)."""
 
     class Topic(models.TextChoices):
         ALERTS = "alerts", "Alerts (firing, repeated, resolved)"
@@ -135,7 +153,12 @@ class Webhook(models.Model):
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks")
     name = models.CharField(max_length=80)
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=64, default=_secret)
+    secret_sealed = models.TextField(
+        default=_sealed_secret,
+        editable=False,
+        validators=[validate_sealed_secret],
+        help_text="The signing secret, sealed with SECRETS_KEYS",
+    )
     topics = models.JSONField(default=list, help_text="alerts, lifecycle")
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
@@ -148,6 +171,11 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.team or 'ops'})"
+
+    def secret_opened(self) -> str:
+        """The signing secret in clear: to sign a delivery, or to show it the once. Raises
+        SecretUnreadable, naming the webhook, when no key in SECRETS_KEYS opens it."""
+        return secret_env.unseal(f"of the webhook {self.name} (id {self.pk})", self.secret_sealed)
 
 
 class Delivery(models.Model):

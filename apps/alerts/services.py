@@ -36,6 +36,7 @@ from apps.alerts.models import (
     Rule,
     Webhook,
 )
+from apps.applications import secret_env
 from apps.applications.models import App
 from apps.audit import services as audit
 from apps.hosts.models import Host
@@ -389,6 +390,21 @@ def webhook_delete(*, user: Any, webhook: Webhook) -> None:
         raise PermissionDenied("Only a lead of the team (or ops) removes its webhooks.")
     audit.record("webhook.delete", f"remove webhook {webhook.name}", actor=user, obj=webhook)
     webhook.delete()
+
+
+def webhook_secrets_rotate() -> int:
+    """Every webhook's signing secret sealed again with the first of SECRETS_KEYS (in the
+    caller's transaction: `manage.py rotate_secrets`, all or nothing); how many values."""
+    count = 0
+    for row in Webhook.objects.select_for_update().only("pk", "name", "secret_sealed").order_by("pk"):
+        name = f"{row.name} (id {row.pk})"
+        sealed = secret_env.rotate({name: row.secret_sealed}, what="The signing secret of the webhook")[name]
+        Webhook.objects.filter(pk=row.pk).update(secret_sealed=sealed)
+        count += 1
+    return count
+
+
+secret_env.sealed_store("webhooks' signing secrets", webhook_secrets_rotate)
 
 
 def alerts_visible_to(user: Any) -> QuerySet[Alert]:

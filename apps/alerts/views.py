@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from apps.accounts import permissions
@@ -131,6 +132,8 @@ def rules(request: HttpRequest) -> HttpResponse:
     return render(request, "alerts/rules.html", context, status=status)
 
 
+# The page after adding one shows its secret, opened: an error report shows no variable here.
+@sensitive_variables()
 @login_required
 def webhooks(request: HttpRequest) -> HttpResponse:
     teams = [
@@ -138,7 +141,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
         for t in permissions.teams_of(request.user).order_by("slug")
         if permissions.leads_or_ops(request.user, t.pk)
     ]
-    error, status, created = "", 200, None
+    error, status, created, secret = "", 200, None, ""
     if request.method == "POST":
         slug = request.POST.get("team", "")
         team = next((t for t in teams if t.slug == slug), None)
@@ -157,12 +160,14 @@ def webhooks(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             error, status = _text(exc), 422
         else:
-            # Shown on the page the redirect leads to, once: a reload shows it no more.
+            # Shown on the page the redirect leads to, once: a reload shows it no more. The
+            # session keeps only the webhook's id; the secret is opened for that one page.
             request.session["new_webhook"] = created.pk
             return redirect("alerts:webhooks")
     new = request.session.pop("new_webhook", None)
     if new is not None:
         created = services.webhooks_visible_to(request.user).filter(pk=new).first()
+        secret = created.secret_opened() if created is not None else ""
     context = {
         "hooks": services.webhooks_visible_to(request.user).select_related("team"),
         "teams": teams,
@@ -170,6 +175,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
         "topics": Webhook.Topic.choices,
         "error": error,
         "created": created,
+        "secret": secret,
         "form": request.POST if error else {},
     }
     return render(request, "alerts/webhooks.html", context, status=status)

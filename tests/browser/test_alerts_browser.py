@@ -48,8 +48,9 @@ def test_a_lead_adds_a_webhook_tunes_a_rule_and_sees_an_alert_arrive(
     expect(page.get_by_role("alert")).to_contain_text("127.0.0.1, a loopback address (this machine): refused")
     page.get_by_label("URL").fill(f"http://{portal_ip}:9000/hook")
     page.get_by_role("button", name="Add").click()
-    secret = Webhook.objects.get(team=team).secret
-    expect(page.locator("[data-secret]")).to_have_text(secret)
+    hook = Webhook.objects.get(team=team)
+    expect(page.locator("[data-secret]")).to_have_text(hook.secret_opened())  # kept sealed, shown opened
+    assert len(hook.secret_opened()) == 64 and hook.secret_opened() not in hook.secret_sealed
     expect(page.get_by_role("link", name="load balancer")).to_be_visible()
     page.reload()
     expect(page.locator("[data-secret]")).to_have_count(0)  # shown once

@@ -95,3 +95,37 @@ def test_apps_from_before_releases_become_release_1_written_in_their_volume() ->
     )
     # Its instance runs it: nothing is recreated by the upgrade (the volume stays bound as before).
     assert Instance.objects.get(app=migrated).release_id == release.pk
+
+
+def _webhook_rows() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM alerts_webhook")
+        return repr(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhooks_signing_secrets_are_sealed_by_the_migration_and_opened_again_backwards() -> None:
+    from apps.alerts.models import Webhook  # the model as it is now, once migrated forward
+
+    before = _before({"alerts": "0001_initial"})
+    try:
+        old = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
+        Team = old.get_model("accounts", "Team")
+        OldWebhook = old.get_model("alerts", "Webhook")
+        team = Team.objects.create(slug="old-team", name="Old")
+        secrets = {"lb": "ab" * 32, "ops": "cd" * 32}
+        OldWebhook.objects.create(
+            team=team, name="lb", url="https://10.1.2.3/", secret=secrets["lb"], topics=[]
+        )
+        OldWebhook.objects.create(
+            team=None, name="ops", url="https://10.1.2.4/", secret=secrets["ops"], topics=[]
+        )
+
+        _migrate(_latest())
+        assert not any(secret in _webhook_rows() for secret in secrets.values())
+        assert {hook.name: hook.secret_opened() for hook in Webhook.objects.all()} == secrets
+
+        back = _migrate(before).loader.project_state([(a, n) for a, n in before if n]).apps
+        assert dict(back.get_model("alerts", "Webhook").objects.values_list("name", "secret")) == secrets
+    finally:
+        _migrate(_latest())

@@ -23,6 +23,8 @@ from django.test import Client, override_settings
 from django.views.debug import ExceptionReporter
 
 from apps.accounts.models import Team
+from apps.alerts import services as alerts
+from apps.alerts.models import Webhook
 from apps.applications import releases, secret_env, services
 from apps.applications.models import App, BaseImage, Release
 from apps.audit.models import AuditEntry
@@ -326,6 +328,10 @@ def test_rotation_seals_everything_with_the_new_key_and_the_old_key_can_go(
     registry = registry_settings.registry_save(
         user=ops, url="https://r.example:5000", username="pusher", password="registry-Pw-6d", enabled=False
     )
+    hook = alerts.webhook_create(
+        user=ops, team=None, name="lb", url="https://10.20.30.40/", topics=["alerts"]
+    )
+    signing = hook.secret_opened()
     old = settings.SECRETS_KEYS[0]
     new = Fernet.generate_key().decode()
     with override_settings(SECRETS_KEYS=[new, old]):
@@ -333,7 +339,7 @@ def test_rotation_seals_everything_with_the_new_key_and_the_old_key_can_go(
         call_command("rotate_secrets", stdout=out)
         assert (
             "Sealed 2 secret value(s) again with the first key: 1 app(s), 1 release(s), 1 of VM moves' plans, "
-            "1 of registry credentials." in out.getvalue()
+            "1 of registry credentials, 1 of webhooks' signing secrets." in out.getvalue()
         )
     with override_settings(SECRETS_KEYS=[new]):
         web.refresh_from_db()
@@ -343,16 +349,24 @@ def test_rotation_seals_everything_with_the_new_key_and_the_old_key_can_go(
         assert registry_settings.access(registry).password == "registry-Pw-6d"
         moved.refresh_from_db()
         assert secret_env.opened(moved.plan["secrets"]) == {"DB_PASSWORD": OTHER}
+        assert Webhook.objects.get(pk=hook.pk).secret_opened() == signing
     entry = AuditEntry.objects.get(action="secrets.rotate")
-    assert entry.data["others"] == {"VM moves' plans": 1, "registry credentials": 1}
+    assert entry.data["others"] == {
+        "VM moves' plans": 1,
+        "registry credentials": 1,
+        "webhooks' signing secrets": 1,
+    }
 
 
-@pytest.mark.parametrize("unreadable", ["app", "registry", "plan"])
+@pytest.mark.parametrize("unreadable", ["app", "registry", "plan", "webhook"])
 def test_rotation_without_the_key_that_sealed_a_value_changes_nothing_and_says_why(
     ops: User, web: App, moved: Relocation, unreadable: str
 ) -> None:
     registry = registry_settings.registry_save(
         user=ops, url="https://r.example:5000", username="pusher", password="registry-Pw-6d", enabled=False
+    )
+    hook = alerts.webhook_create(
+        user=ops, team=None, name="lb", url="https://10.20.30.40/", topics=["alerts"]
     )
     lost = Fernet(Fernet.generate_key())
     token = lost.encrypt(b"sealed-with-a-lost-key").decode()
@@ -360,17 +374,21 @@ def test_rotation_without_the_key_that_sealed_a_value_changes_nothing_and_says_w
         "app": "The secret DB_PASSWORD cannot be opened",
         "registry": "The registry password cannot be opened",
         "plan": f"The secret of the move of notes (relocation {moved.pk}) DB_PASSWORD cannot be opened",
+        "webhook": f"The signing secret of the webhook lb (id {hook.pk}) cannot be opened",
     }[unreadable]
     if unreadable == "app":
         Release.objects.filter(app=web).update(secrets={"DB_PASSWORD": token})
     elif unreadable == "registry":
         Registry.objects.filter(pk=1).update(password_sealed=token)
+    elif unreadable == "webhook":
+        Webhook.objects.filter(pk=hook.pk).update(secret_sealed=token)
     else:
         Relocation.objects.filter(pk=moved.pk).update(plan=moved.plan | {"secrets": {"DB_PASSWORD": token}})
     before = (
         App.objects.get(pk=web.pk).secrets,
         Registry.objects.get(pk=1).password_sealed,
         Relocation.objects.get(pk=moved.pk).plan,
+        Webhook.objects.get(pk=hook.pk).secret_sealed,
     )
     new = Fernet.generate_key().decode()
     with (
@@ -384,6 +402,7 @@ def test_rotation_without_the_key_that_sealed_a_value_changes_nothing_and_says_w
         App.objects.get(pk=web.pk).secrets,
         Registry.objects.get(pk=1).password_sealed,
         Relocation.objects.get(pk=moved.pk).plan,
+        Webhook.objects.get(pk=hook.pk).secret_sealed,
     )
     assert after == before and not AuditEntry.objects.filter(action="secrets.rotate").exists()
     assert registry.pk == 1
@@ -474,6 +493,7 @@ def test_an_error_report_of_a_form_that_takes_secrets_holds_none_of_them(
     text = _report_of_a_crash(client, url, form)
     assert "crashed" in text and "_crash" in text  # the report is there, with its frames
     assert OTHER not in text
+
 
 def test_an_error_report_from_making_a_container_holds_no_secret(
     web: App, monkeypatch: pytest.MonkeyPatch
