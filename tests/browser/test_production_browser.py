@@ -41,7 +41,7 @@ from portal.beat import LOCK_KEY
 from tests.browser.conftest import login, open_app
 from tests.conftest import TEST_BROKER_URL, _database_url
 from tests.deploy_support import NGINX, nginx_conf, render_site, self_signed, unit_command
-from tests.helpers import api_token, end, eventually
+from tests.helpers import api_token, end_all, eventually
 
 SLUG = "prodweb"
 
@@ -166,8 +166,7 @@ def site(django_db_setup: None) -> Iterator[Site]:
         )
         yield Site(base, f"http://127.0.0.1:{http_port}", logs)
     finally:
-        for proc in reversed(procs):
-            end(proc)
+        end_all(procs)
         for file in files:
             file.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -182,7 +181,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 CLIENT = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_insecure()), _NoRedirect)
 
 
-def test_plain_http_is_sent_to_https_and_static_files_come_from_nginx(site: Site) -> None:
+def test_plain_http_is_sent_to_https_and_static_files_come_from_nginx(
+    site: Site,
+    transactional_db: None,  # pytest-django runs these tests together: the site starts once
+) -> None:
     with pytest.raises(urllib.error.HTTPError) as redirect:
         CLIENT.open(f"{site.http}/login/?next=/apps/", timeout=10)
     assert redirect.value.code == 301

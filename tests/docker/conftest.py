@@ -14,7 +14,6 @@ from apps.accounts.models import Team
 from apps.applications import services
 from apps.applications.models import App, BaseImage
 from apps.hosts.models import Host
-from apps.instances import executor
 from apps.instances.models import Instance, Operation
 from apps.lab import fleet
 from apps.lab.register import prepare_lab_hosts, register_hosts, register_images, register_pool
@@ -121,9 +120,7 @@ def one_instance(
         app = services.app_create(
             user=owner, team=alpha, slug=slug, base_image=busybox, memory_mb=32, cpus="0.1", instances=1
         )
-        op = Operation.objects.get(app=app)
-        executor.run_operation(op.pk)
-        op.refresh_from_db()
+        op = run_op(Operation.objects.get(app=app))  # or waited for, as in deploy() above
         assert op.status == Operation.Status.SUCCEEDED, op.error
         return Instance.objects.select_related("app", "host").get(app=app)
 
@@ -207,9 +204,7 @@ def app_running(
             instances=1,
             health_check="none",
         )
-        op = Operation.objects.get(app=app)
-        executor.run_operation(op.pk)
-        op.refresh_from_db()
+        op = run_op(Operation.objects.get(app=app))  # or waited for, as in deploy() above
         assert op.status == Operation.Status.SUCCEEDED, op.error
         return Instance.objects.select_related("app", "host").get(app=app)
 

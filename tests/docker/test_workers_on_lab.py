@@ -33,7 +33,7 @@ from portal import jobs
 from portal.celery import app as celery_app
 from tests.conftest import SHARED_WORKERS, TEST_BROKER_URL, _database_url
 from tests.deploy_support import unit_command
-from tests.helpers import end, eventually
+from tests.helpers import end_all, eventually
 
 SLUGS = ("mixscale", "mixsize")
 
@@ -70,8 +70,7 @@ def workers(transactional_db: None) -> Iterator[dict[str, Path]]:
             eventually(_ready(path), 60, f"{path.name}: the worker to be ready")
         yield logs
     finally:
-        for proc in procs:
-            end(proc)
+        end_all(procs)
         for log in files:
             log.close()
 
