@@ -6,7 +6,7 @@ first, `manage.py rotate_secrets` seals everything again with it, and the old ke
 API answers, release changes and logs only ever see names: the value is write-only after saving.
 
 Values sealed with these keys outside apps and releases (the registry password, a VM move's
-plan) are registered with `sealed_store`, so a rotation seals them again too: their packages sit
+plan, webhooks' signing secrets) are registered with `sealed_store`, so a rotation seals them again too: their packages sit
 above this one and cannot be imported from here.
 """
 

@@ -547,7 +547,8 @@ def volume_purge(*, volume: RetainedVolume, user: Any = None) -> RetainedVolume:
 @transaction.atomic
 def secrets_rotate() -> tuple[int, int, int, dict[str, int]]:
     """Every sealed value of every app and release, and of every other store sealed with the
-    same keys (secret_env.sealed_store: the registry password, VM moves' plans), sealed again
+    same keys (secret_env.sealed_store: the registry password, VM moves' plans, webhooks'
+    signing secrets), sealed again
     with the first key. All or nothing: one value no key opens stops it with its name, and
     nothing is written. (apps, releases, their values, {other store: its values})."""
     rows: dict[type[App] | type[Release], int] = {App: 0, Release: 0}

@@ -1,5 +1,5 @@
 """Seal every app's and release's secret variables, and everything else sealed with the same
-keys (the registry password, VM moves' plans), again with the first key of SECRETS_KEYS.
+keys (the registry password, VM moves' plans, webhooks' signing secrets), again with the first key of SECRETS_KEYS.
 
 Rotation: put a new key first in SECRETS_KEYS (keep the old one after it), restart the portal and
 its workers, run this, then drop the old key. `--new-key` prints a key to use.
