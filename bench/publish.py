@@ -33,7 +33,7 @@ from django.conf import settings
 from apps.applications.models import BaseImage, BuildState
 from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.images import distribute, imagebuild, publish, recipe, registry_settings, rootfs
+from apps.images import distribute, imagebuild, recipe, registry_settings, rootfs
 from apps.images import registry as registry_client
 from apps.lab import fleet, netns
 from apps.lab import images as lab_images
@@ -148,14 +148,14 @@ def bench_publish(rounds: int) -> None:
         for round_ in range(1, rounds + 1):
             layer = _layer(round_, work)
 
-            # The portal's SSH streaming: what publish does without a registry, host after host.
+            # The portal's SSH streaming: what publish does without a registry, SSH_LOAD_PARALLEL
+            # hosts at a time.
             image, built = _version(f"r{round_}-ssh", layer, work)
             size = built.size
-            progress = _progress(hosts, built)
             started = time.perf_counter()
-            for host in hosts:
-                assert not publish._load(image, host, built, progress), progress[host.name]
+            failed = distribute.through_ssh(image, built, hosts, _progress(hosts, built))
             by_ssh.append(time.perf_counter() - started)
+            assert not failed, failed
             _on_every_host(lab, image.reference, built.digest)
             _clear(lab, image.reference)
             raw_ssh.append(_raw_ssh_load(lab, built.path))

@@ -468,6 +468,8 @@ IMAGE_ARCHIVE_DIR = Path(envstr("SLIPWAY_IMAGE_DIR", str(VAR_DIR / "images")))
 # many hosts at once; the portal's own requests to the registry (the check at save time, each
 # request of a push) are answered within REGISTRY_TIMEOUT.
 REGISTRY_PULL_PARALLEL = envint("REGISTRY_PULL_PARALLEL", 8)
+# Without a registry: how many hosts a published version is streamed to over SSH at once.
+SSH_LOAD_PARALLEL = envint("SSH_LOAD_PARALLEL", 4)
 REGISTRY_TIMEOUT = envfloat("REGISTRY_TIMEOUT", 30.0)
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

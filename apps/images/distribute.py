@@ -1,22 +1,25 @@
-"""A published version onto the hosts through the registry: pushed once, then pulled by the
-hosts in parallel (REGISTRY_PULL_PARALLEL at a time), the digest checked on every host.
+"""A published version onto the hosts, several at once: streamed over SSH (`docker load`,
+SSH_LOAD_PARALLEL hosts at a time) or, with a registry, pushed once and then pulled by the hosts
+(REGISTRY_PULL_PARALLEL at a time). Either way the image every host ends with must be the
+version's: its ID is the config digest the portal built.
 
-Each host's Docker is first made to trust the registry's CA (its certs.d file), then pulls
-host:port/name:tag with the credentials in that one request, and the image it got must be the
-version's: its ID is the config digest the portal built. Only then is it named name:tag, the
-reference instances use, and the host counted among the version's hosts. A host that got another
-image is marked failed in the version's load progress with both digests and is not offered the
-version (placement goes by the version's hosts).
+Through a registry, each host's Docker is first made to trust the registry's CA (its certs.d
+file), then pulls host:port/name:tag with the credentials in that one request; only once the ID
+is checked is it named name:tag, the reference instances use, and the host counted among the
+version's hosts. A host that got another image is marked failed in the version's load progress
+with both digests and is not offered the version (placement goes by the version's hosts).
 
 The threads only talk to hosts and fill in the progress rows; this thread writes the database
-(progress every PROGRESS_EVERY seconds, and the version's hosts at the end), so a publish run in
-a transaction of its own (the tests') sees every change.
+(progress every PROGRESS_EVERY seconds, and the version's hosts at the end) and asks whether to
+go on (a cancelled publish starts no further host), so a publish run in a transaction of its
+own (the tests') sees every change.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -112,7 +115,11 @@ def _onto(
 
 
 def through_registry(
-    image: BaseImage, built: imagebuild.Built, hosts: list[Host], rows: dict[str, dict[str, Any]]
+    image: BaseImage,
+    built: imagebuild.Built,
+    hosts: list[Host],
+    rows: dict[str, dict[str, Any]],
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> list[str]:
     """Push the built version, then pull it on `hosts` at once; "host: why" for each that failed.
     `rows` are the version's load progress (a row per host, already there)."""
@@ -149,32 +156,102 @@ def through_registry(
         pushed.sent,
         ", it was there already" if pushed.skipped else "",
     )
+    return _each_host(
+        image,
+        hosts,
+        progress,
+        lambda host: _onto(host, image, built, row, opened, progress),
+        settings.REGISTRY_PULL_PARALLEL,
+        keep_going,
+    )
+
+
+def through_ssh(
+    image: BaseImage,
+    built: imagebuild.Built,
+    hosts: list[Host],
+    rows: dict[str, dict[str, Any]],
+    keep_going: Callable[[], bool] = lambda: True,
+) -> list[str]:
+    """Stream the built archive to `hosts` over SSH (`docker load`), SSH_LOAD_PARALLEL at a time;
+    "host: why" for each that failed. Each host's line of the version's load progress counts
+    the bytes sent."""
+    progress = _Progress(image, rows)
+    return _each_host(
+        image,
+        hosts,
+        progress,
+        lambda host: _load(host, image, built, progress),
+        settings.SSH_LOAD_PARALLEL,
+        keep_going,
+    )
+
+
+def _load(host: Host, image: BaseImage, built: imagebuild.Built, progress: _Progress) -> None:
+    """One host: `docker load` the archive unless it has the version, then check the ID."""
+    if gateway.image_id(host, image.reference) == built.digest:
+        progress.update(host, state="loaded", done=built.size, error="", note="had it already")
+        return
+    progress.update(host, state="loading", done=0)
+
+    def sent(done: int, total: int) -> None:
+        progress.update(host, done=done)
+
+    gateway.image_load(host, str(built.path), sent)
+    found = gateway.image_id(host, image.reference)
+    if found != built.digest:
+        raise HostError(
+            f"after loading, {image.reference} there is {found or 'missing'}, not {built.digest} "
+            "(does the host use Docker's containerd image store?)"
+        )
+    progress.update(host, state="loaded", done=built.size, error="")
+
+
+def _each_host(
+    image: BaseImage,
+    hosts: list[Host],
+    progress: _Progress,
+    work: Callable[[Host], None],
+    parallel: int,
+    keep_going: Callable[[], bool],
+) -> list[str]:
+    """`work` for every host, `parallel` at a time; the hosts it succeeded on become the
+    version's, a host whose digest did not match stops being one. Once `keep_going()` says no
+    (asked here every PROGRESS_EVERY), hosts not started are left as they were (waiting) and
+    those under way finish. "host: why" for each that failed."""
     failed: dict[int, str] = {}
     mismatched: set[int] = set()
-    workers = max(1, min(settings.REGISTRY_PULL_PARALLEL, len(hosts)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-        futures: dict[Future[None], Host] = {
-            pool.submit(_onto, host, image, built, row, opened, progress): host for host in hosts
-        }
+    succeeded: set[int] = set()
+    stopped = False
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="load") as pool:
+        futures: dict[Future[None], Host] = {pool.submit(work, host): host for host in hosts}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=PROGRESS_EVERY, return_when=FIRST_COMPLETED)
             for future in done:
                 host = futures[future]
+                if future.cancelled():
+                    continue
                 error = future.exception()
-                if error is not None:
-                    text = str(error) if isinstance(error, HostError) else f"unexpected error: {error!r}"
-                    failed[host.pk] = text
-                    if isinstance(error, DigestMismatch):
-                        mismatched.add(host.pk)
-                    progress.update(host, state="failed", error=text)
-                    if not isinstance(error, HostError):
-                        log.error("pulling %s onto %s", image.reference, host.name, exc_info=error)
+                if error is None:
+                    succeeded.add(host.pk)
+                    continue
+                text = str(error) if isinstance(error, HostError) else f"unexpected error: {error!r}"
+                failed[host.pk] = text
+                if isinstance(error, DigestMismatch):
+                    mismatched.add(host.pk)
+                progress.update(host, state="failed", error=text)
+                if not isinstance(error, HostError):
+                    log.error("loading %s onto %s", image.reference, host.name, exc_info=error)
             progress.save()
+            if pending and not stopped and not keep_going():
+                stopped = True
+                for future in pending:
+                    future.cancel()  # only those not started yet: a load under way finishes
     for host in hosts:
         if host.pk in mismatched:
             image.hosts.remove(host)  # whatever it had before: it does not hold this version now
-        elif host.pk not in failed:
+        elif host.pk in succeeded:
             image.hosts.add(host)
     progress.save()
     return [f"{host.name}: {failed[host.pk]}" for host in hosts if host.pk in failed]

@@ -20,9 +20,7 @@ from django.db.models import Q
 from apps.accounts import permissions
 from apps.applications.models import BaseImage, BuildState
 from apps.audit import services as audit
-from apps.hosts import gateway
 from apps.hosts.models import Host
-from apps.hosts.transport import HostError
 from apps.images import distribute, imagebuild, packages, recipe, rootfs
 from portal import jobs
 
@@ -260,16 +258,15 @@ def _run(image: BaseImage) -> None:
     for host in hosts:
         progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
     _save_progress(image, progress)
-    if hosts and distribute.active():  # a registry: pushed once, pulled by every host at once
-        failed = distribute.through_registry(image, built, hosts, progress)
-    else:
-        failed = []
-        for host in hosts:
-            if not BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).exists():
-                return  # cancelled: the hosts loaded so far keep it
-            error = _load(image, host, built, progress)
-            if error:
-                failed.append(f"{host.name}: {error}")
+
+    def loading() -> bool:  # not cancelled: cancelling starts no further host
+        return BaseImage.objects.filter(pk=image.pk, state=BuildState.LOADING).exists()
+
+    # A registry: pushed once, pulled by the hosts; else streamed to them over SSH.
+    through = distribute.through_registry if distribute.active() else distribute.through_ssh
+    failed = through(image, built, hosts, progress, loading) if hosts else []
+    if not loading():
+        return  # cancelled: the hosts loaded so far keep it (the row says who cancelled)
     if not hosts:
         failed.append("no active host to load it onto")
     if failed:
@@ -303,39 +300,6 @@ def prune_archives() -> list[str]:
             path.unlink(missing_ok=True)
             gone.append(path.name)
     return gone
-
-
-def _load(image: BaseImage, host: Host, built: imagebuild.Built, progress: dict[str, dict[str, Any]]) -> str:
-    row = progress[host.name]
-    try:
-        if gateway.image_id(host, image.reference) == built.digest:
-            row.update(state="loaded", done=built.size, error="", note="had it already")
-        else:
-            row.update(state="loading")
-            _save_progress(image, progress)
-            last = [time.monotonic()]
-
-            def sent(done: int, total: int) -> None:
-                row["done"] = done
-                if time.monotonic() - last[0] >= PROGRESS_EVERY:
-                    last[0] = time.monotonic()
-                    _save_progress(image, progress)
-
-            gateway.image_load(host, str(built.path), sent)
-            found = gateway.image_id(host, image.reference)
-            if found != built.digest:
-                raise HostError(
-                    f"after loading, {image.reference} there is {found or 'missing'}, not {built.digest} "
-                    "(does the host use Docker's containerd image store?)"
-                )
-            row.update(state="loaded", done=built.size, error="")
-        image.hosts.add(host)
-        return ""
-    except HostError as exc:
-        row.update(state="failed", error=str(exc))
-        return str(exc)
-    finally:
-        _save_progress(image, progress)
 
 
 def _save_progress(image: BaseImage, progress: dict[str, dict[str, Any]]) -> None:
@@ -386,9 +350,7 @@ def load_missing(host: Host) -> list[tuple[str, bool]]:
             continue
         progress = dict(image.load_progress or {})
         progress[host.name] = {"state": "waiting", "done": 0, "total": built.size, "error": ""}
-        if distribute.active():
-            error = "; ".join(distribute.through_registry(image, built, [host], progress))
-        else:
-            error = _load(image, host, built, progress)
+        through = distribute.through_registry if distribute.active() else distribute.through_ssh
+        error = "; ".join(through(image, built, [host], progress))
         said.append((f"{image.reference}: {'failed: ' + error if error else 'loaded'}", not error))
     return said
