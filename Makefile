@@ -48,13 +48,17 @@ test: setup lab lint test-together
 CLI_PLAIN = tests/cli/test_cli.py tests/cli/test_cli_parts.py
 PLAIN_PG_URL = postgres://slipway:$$(cat var/pg-password)@127.0.0.1:5432/slipway_plain
 PLAIN_BROKER = redis://127.0.0.1:6379/14
+# The API fuzz hunts answers of 500, which come from the database's limits: it runs on
+# PostgreSQL, the production database, and not again on SQLite, the demo's (half the SQLite
+# pass's time, taken from the CPU the lab tests share).
+SQLITE_SKIP = --deselect tests/plain/test_api_fuzz.py::test_no_input_makes_the_api_answer_500
 
 test-together:
 	@mkdir -p var/log; \
 	( export TEST_BROKER_URL=$(PLAIN_BROKER); \
 	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/builds $(PYTEST_ARGS); d=$$?; \
 	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); a=$$?; \
-	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); b=$$?; \
+	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 19 $(PY) -m pytest tests/plain $(SQLITE_SKIP) $(PYTEST_ARGS); b=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 19 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
 	  test $$d -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
 	$(MAKE) --no-print-directory test-postgres-lab; lab=$$?; \
