@@ -38,11 +38,12 @@ lint:
 # CLI-on-lab tests (their own test database and broker) start at once; beside them, at a lower
 # CPU priority (nice 19) so the lab's timings keep theirs, the plain tests on PostgreSQL (a test database
 # and broker database of their own), then on SQLite, then the CLI's own tests. The plain lane
-# starts with the Debian image builds (tests/builds, a run of their own: pytest-django would
+# starts with lint (its failure fails the run, without holding back the lab tests' start), then
+# the Debian image builds (tests/builds, a run of their own: pytest-django would
 # put these database-free tests after the others): the trees they build are the ones the
 # runtime tests on the lab reuse later (the lab lane reaches them minutes in).
 test: export WITH_POSTGRES=1
-test: setup lab lint test-together
+test: setup lab test-together
 
 # The CLI's own tests (its client against the portal under daphne, no lab) ride along on SQLite.
 CLI_PLAIN = tests/cli/test_cli.py tests/cli/test_cli_parts.py
@@ -56,14 +57,15 @@ SQLITE_SKIP = --deselect tests/plain/test_api_fuzz.py::test_no_input_makes_the_a
 test-together:
 	@mkdir -p var/log; \
 	( export TEST_BROKER_URL=$(PLAIN_BROKER); \
+	  nice -n 19 $(MAKE) --no-print-directory lint; l=$$?; \
 	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/builds $(PYTEST_ARGS); d=$$?; \
 	  DATABASE_URL=$(PLAIN_PG_URL) nice -n 19 $(PY) -m pytest tests/plain $(PYTEST_ARGS); a=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-db.sqlite3 SLIPWAY_DB_TESTS_ONLY=1 nice -n 19 $(PY) -m pytest tests/plain $(SQLITE_SKIP) $(PYTEST_ARGS); b=$$?; \
 	  SLIPWAY_TEST_DB=test-sqlite-cli.sqlite3 nice -n 19 $(PY) -m pytest $(CLI_PLAIN) $(PYTEST_ARGS); c=$$?; \
-	  test $$d -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
+	  test $$l -eq 0 -a $$d -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 ) > var/log/test-plain.log 2>&1 & plain=$$!; \
 	$(MAKE) --no-print-directory test-postgres-lab; lab=$$?; \
 	wait $$plain; pl=$$?; \
-	echo "== the Debian image builds, the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
+	echo "== lint, the Debian image builds, the plain tests on PostgreSQL, then on SQLite, then the CLI's own (var/log/test-plain.log):"; \
 	cat var/log/test-plain.log; test $$lab -eq 0 -a $$pl -eq 0
 
 # Every lab test's time (set-up, call and teardown together) in var/log/test-lab.xml.
