@@ -60,6 +60,18 @@ def _done() -> None:
     Operation.objects.filter(kind=Operation.Kind.RELEASE).update(status=Operation.Status.SUCCEEDED)
 
 
+def _edit_form(web: App, **fields: object) -> dict[str, object]:
+    """The app's Edit form as the page sends it, with `fields` on top."""
+    return {
+        "base_image": web.base_image_id,
+        "env": "MODE=a",
+        "health_check": web.health_check,
+        "health_path": web.health_path,
+        "health_timeout": web.health_timeout,
+        **fields,
+    }
+
+
 def _raw_rows() -> str:
     """Everything the database holds for apps and releases, as text."""
     with connection.cursor() as cursor:
@@ -136,14 +148,7 @@ def test_saving_the_stored_value_answers_exactly_as_saving_another_one(owner: Us
     assert [r.number for r in web.releases.all()] == [3, 2, 1]
     client = Client()
     client.force_login(owner)
-    form = {
-        "base_image": web.base_image_id,
-        "env": "MODE=a",
-        "health_check": web.health_check,
-        "health_path": web.health_path,
-        "health_timeout": web.health_timeout,
-        "secret_value__DB_PASSWORD": OTHER,  # the value stored now
-    }
+    form = _edit_form(web, secret_value__DB_PASSWORD=OTHER)  # the value stored now
     page = client.post(f"/apps/{web.slug}/edit/", form, follow=True).content.decode()
     assert "A new release is deployed" in page and web.releases.count() == 4
 
@@ -237,17 +242,14 @@ def test_the_pages_show_names_masked_and_the_edit_form_replaces_deletes_and_mark
         assert VALUE not in page, url
     edit = client.get(f"/apps/{web.slug}/edit/").content.decode()
     assert "DB_PASSWORD" in edit and 'name="secret_value__DB_PASSWORD"' in edit
-    form = {
-        "base_image": web.base_image_id,
-        "env": "MODE=a\nLEVEL=3",
-        "health_check": web.health_check,
-        "health_path": web.health_path,
-        "health_timeout": web.health_timeout,
-        "secret_value__DB_PASSWORD": OTHER,
-        "new_secret_name_0": "API_KEY",
-        "new_secret_value_0": VALUE,
-        "make_secret": ["MODE"],
-    }
+    form = _edit_form(
+        web,
+        env="MODE=a\nLEVEL=3",
+        secret_value__DB_PASSWORD=OTHER,
+        new_secret_name_0="API_KEY",
+        new_secret_value_0=VALUE,
+        make_secret=["MODE"],
+    )
     saved = client.post(f"/apps/{web.slug}/edit/", form)
     assert saved.status_code == 302, re.findall(r'role="alert">([^<]*)', saved.content.decode())
     web.refresh_from_db()
@@ -275,14 +277,7 @@ def test_the_edit_form_says_what_is_wrong_with_a_secret(
 ) -> None:
     client = Client()
     client.force_login(owner)
-    form = {
-        "base_image": web.base_image_id,
-        "env": "MODE=a",
-        "health_check": web.health_check,
-        "health_path": web.health_path,
-        "health_timeout": web.health_timeout,
-        **fields,
-    }
+    form = _edit_form(web, **fields)
     answer = client.post(f"/apps/{web.slug}/edit/", form)
     assert answer.status_code == 400
     assert message in answer.content.decode()
