@@ -132,7 +132,7 @@ def _sealed_secret() -> str:
 
 
 def validate_sealed_secret(value: object) -> None:
-    if not (isinstance(value, str) and value.startswith("gAAAAA")):
+    if not secret_env.is_sealed(value):
         raise ValidationError(
             "A webhook keeps its signing secret sealed (with SECRETS_KEYS) only; a new webhook gets one made "
             "and sealed for it."

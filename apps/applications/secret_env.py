@@ -69,12 +69,17 @@ def masked(sealed: Mapping[str, str] | None) -> dict[str, str]:
     return {name: MASK for name in sorted(sealed or {})}
 
 
+def is_sealed(token: Any) -> bool:
+    """Whether `token` looks like what `seal` gives (a Fernet token), not a value in clear."""
+    return isinstance(token, str) and token.startswith("gAAAAA")
+
+
 def validate_sealed(value: Any) -> None:
     """The model's check: names as for any variable, each value a sealed token."""
     if not isinstance(value, dict):
         raise ValidationError('Secrets must be an object of NAME: "value" pairs.')
     validate_env({name: "" for name in value})
-    if not all(isinstance(token, str) and token.startswith("gAAAAA") for token in value.values()):
+    if not all(is_sealed(token) for token in value.values()):
         raise ValidationError("Secrets hold sealed values only; set them through the app's services.")
 
 
